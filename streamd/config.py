@@ -1,0 +1,312 @@
+"""`config.toml` decoded into frozen msgspec Structs, refused whole before anything starts.
+
+Every problem is reported with the key's path (`sinks.feed.rotate_bytes: expected
+int, got str`). Sources and sinks are tables keyed by a name of your choice; the
+`provider` / `type` key picks the Struct that decodes the rest, from the registries
+in `streamd.providers` and `streamd.sinks`. Relative paths are relative to the
+config file's directory. Secret values are only ever references (see `secrets`).
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import msgspec
+
+from .errors import ConfigError
+from .secrets import Secret, SecretError
+from .units import Duration, Size
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+OPS = ("created", "updated", "deleted")
+
+
+class _Base(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class StoreConfig(_Base, frozen=True):
+    path: str = "feed.db"
+    synchronous: Literal["full", "normal"] = "full"
+    retention: Duration = Duration(30 * 86400)
+    # Keep each event's raw wire payload beside it (audit, re-normalization).
+    keep_raw: bool = True
+    # WAL size that triggers a checkpoint: larger = fewer rewrites of hot index pages.
+    checkpoint_every: Size = Size(64 * 2**20)
+    cache: Size = Size(32 * 2**20)
+    # Group commit: a commit holds at most this many events, or waits this long for more.
+    commit_max_events: int = 5000
+    commit_linger: Duration = Duration(0.002)
+    # Submitted batches waiting for the writer; a full queue slows the sources down.
+    queue_batches: int = 64
+
+
+class HttpConfig(_Base, frozen=True):
+    listen: str = "127.0.0.1:9464"
+    # Largest webhook body accepted; larger requests get 413.
+    body_limit: Size = Size(2**20)
+    # A webhook whose events are not committed within this time gets 503 (the sender retries).
+    commit_timeout: Duration = Duration(10.0)
+
+
+class DaemonConfig(_Base, frozen=True):
+    shutdown_timeout: Duration = Duration(30.0)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = "text"
+
+
+class Backoff(_Base, frozen=True):
+    """Capped, jittered exponential backoff: the n-th wait is random in [0, min*2^n], at most max."""
+
+    min: Duration = Duration(0.5)
+    max: Duration = Duration(60.0)
+
+
+class Match(_Base, frozen=True):
+    """Which events a sink takes. Within a key, any value may match (globs allowed: "invoice.*");
+    across keys, all must. An empty list matches everything."""
+
+    provider: list[str] = []
+    source: list[str] = []
+    entity: list[str] = []
+    type: list[str] = []
+    tenant: list[str] = []
+
+
+class SourceConfig(_Base, frozen=True):
+    """What every `[sources.<name>]` table has; each provider's Struct extends it."""
+
+    provider: str
+    backoff: Backoff = Backoff()
+
+
+class SinkConfig(_Base, frozen=True):
+    """What every `[sinks.<name>]` table has; each sink kind's Struct extends it."""
+
+    type: str
+    match: Match = Match()
+    # Where a sink with no offset yet starts: the oldest retained event, or the head.
+    start: Literal["beginning", "end"] = "beginning"
+    batch_max: int = 500
+    # A batch failing with a permanent error is split; a single event that fails
+    # this many times goes to dead letters and the sink moves on.
+    max_tries: int = 5
+    backoff: Backoff = Backoff()
+    # A delivery still running after this long counts as wedged: streamd stops feeding
+    # systemd's watchdog, so systemd restarts it. (A stuck write cannot be safely
+    # abandoned and retried: the stuck thread might still write later.)
+    stall_after: Duration = Duration(120.0)
+
+
+class Config(_Base, frozen=True):
+    store: StoreConfig = StoreConfig()
+    http: HttpConfig = HttpConfig()
+    daemon: DaemonConfig = DaemonConfig()
+    sources: dict[str, SourceConfig] = {}
+    sinks: dict[str, SinkConfig] = {}
+    # Where the file was read from; relative paths were resolved against its directory.
+    origin: str = ""
+
+
+class _TopLevel(_Base, frozen=True):
+    store: StoreConfig = StoreConfig()
+    http: HttpConfig = HttpConfig()
+    daemon: DaemonConfig = DaemonConfig()
+    sources: dict[str, dict[str, Any]] = {}
+    sinks: dict[str, dict[str, Any]] = {}
+
+
+def _dec_hook(type_: type, obj: Any) -> Any:
+    if type_ is Duration:
+        return Duration.parse(obj)
+    if type_ is Size:
+        return Size.parse(obj)
+    if type_ is Secret:
+        try:
+            return Secret.resolve(obj)
+        except SecretError as exc:
+            raise ValueError(str(exc)) from None
+    raise NotImplementedError(f"cannot decode {type_!r}")
+
+
+def _enc_hook(obj: Any) -> Any:
+    if isinstance(obj, (Duration, Size)):
+        return str(obj)
+    if isinstance(obj, Secret):
+        return f"<redacted {obj.reference}>"
+    raise NotImplementedError(f"cannot encode {type(obj)!r}")
+
+
+_PATH_RE = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
+
+
+def _describe(exc: msgspec.ValidationError, prefix: str) -> str:
+    """Turn msgspec's "Expected `int`, got `str` - at `$.a.b`" into "a.b: expected int, got str"."""
+    m = _PATH_RE.match(str(exc))
+    assert m is not None
+    msg, path = m.group("msg"), (m.group("path") or "")
+    key = prefix + path  # path starts with "." or "[" or is empty
+    for pattern, repl in (
+        (r"^Object contains unknown field `([^`]*)`$", "unknown key"),
+        (r"^Object missing required field `([^`]*)`$", "missing required key"),
+    ):
+        fm = re.match(pattern, msg)
+        if fm:
+            key = f"{key}.{fm.group(1)}" if key else fm.group(1)
+            msg = repl
+            break
+    else:
+        msg = msg.replace("`", "")
+        msg = msg[:1].lower() + msg[1:]
+    return f"{key.lstrip('.')}: {msg}" if key else msg
+
+
+T = TypeVar("T")
+
+
+def convert(obj: Any, type_: type[T], prefix: str, problems: list[str]) -> T | None:
+    try:
+        return msgspec.convert(obj, type_, dec_hook=_dec_hook, strict=True)
+    except msgspec.ValidationError as exc:
+        problems.append(_describe(exc, prefix))
+        return None
+
+
+def _resolve_path(base: Path, value: str) -> str:
+    p = Path(value).expanduser()
+    return str(p if p.is_absolute() else (base / p).resolve())
+
+
+def _check_listen(listen: str, problems: list[str]) -> None:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        problems.append(f"http.listen: expected \"host:port\", got {listen!r}")
+
+
+def _check_match(where: str, match: Match, known_providers: set[str], problems: list[str]) -> None:
+    for p in match.provider:
+        if not any(ch in p for ch in "*?[") and p not in known_providers:
+            problems.append(
+                f"{where}.match.provider: unknown provider {p!r} "
+                f"(known: {', '.join(sorted(known_providers))})"
+            )
+    for t in match.type:
+        entity, dot, op = t.partition(".")
+        if not dot or not entity or (op not in OPS and op != "*"):
+            problems.append(
+                f"{where}.match.type: {t!r} is not \"<entity>.<created|updated|deleted|*>\""
+            )
+
+
+def parse(text: str, *, origin: str = "<string>", base_dir: Path | None = None) -> Config:
+    """Decode and validate a whole config; raise `ConfigError` listing every problem."""
+    from .providers import PROVIDERS, provider_spec
+    from .sinks import SINKS, sink_spec
+
+    base = base_dir if base_dir is not None else Path.cwd()
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{origin}: not valid TOML: {exc}") from None
+    problems: list[str] = []
+    top = convert(raw, _TopLevel, "", problems)
+    if top is None:
+        raise ConfigError(problems)
+
+    sources: dict[str, SourceConfig] = {}
+    for name, table in top.sources.items():
+        where = f"sources.{name}"
+        if not NAME_RE.match(name):
+            problems.append(f"{where}: a source name is lowercase letters, digits, '-' and '_'")
+            continue
+        provider = table.get("provider")
+        if not isinstance(provider, str):
+            problems.append(f"{where}.provider: missing required key (one of: {', '.join(PROVIDERS)})")
+            continue
+        if provider not in PROVIDERS:
+            problems.append(
+                f"{where}.provider: unknown provider {provider!r} (known: {', '.join(PROVIDERS)})"
+            )
+            continue
+        spec = provider_spec(provider)
+        cfg = convert(table, spec.config, where, problems)
+        if cfg is not None:
+            problems.extend(f"{where}.{p}" for p in spec.validate(cfg))
+            sources[name] = _with_paths(cfg, spec.path_fields, base)
+
+    sinks: dict[str, SinkConfig] = {}
+    for name, table in top.sinks.items():
+        where = f"sinks.{name}"
+        if not NAME_RE.match(name):
+            problems.append(f"{where}: a sink name is lowercase letters, digits, '-' and '_'")
+            continue
+        kind = table.get("type")
+        if not isinstance(kind, str):
+            problems.append(f"{where}.type: missing required key (one of: {', '.join(SINKS)})")
+            continue
+        if kind not in SINKS:
+            problems.append(f"{where}.type: unknown sink type {kind!r} (known: {', '.join(SINKS)})")
+            continue
+        sspec = sink_spec(kind)
+        scfg = convert(table, sspec.config, where, problems)
+        if scfg is not None:
+            _check_match(where, scfg.match, set(PROVIDERS), problems)
+            if scfg.batch_max < 1:
+                problems.append(f"{where}.batch_max: must be at least 1")
+            if scfg.max_tries < 1:
+                problems.append(f"{where}.max_tries: must be at least 1")
+            problems.extend(f"{where}.{p}" for p in sspec.validate(scfg))
+            sinks[name] = _with_paths(scfg, sspec.path_fields, base)
+
+    _check_listen(top.http.listen, problems)
+    store = msgspec.structs.replace(top.store, path=_resolve_path(base, top.store.path))
+    if store.commit_max_events < 1:
+        problems.append("store.commit_max_events: must be at least 1")
+    if store.queue_batches < 1:
+        problems.append("store.queue_batches: must be at least 1")
+    if problems:
+        raise ConfigError(problems)
+    return Config(
+        store=store, http=top.http, daemon=top.daemon, sources=sources, sinks=sinks, origin=origin
+    )
+
+
+_C = TypeVar("_C", bound=msgspec.Struct)
+
+
+def _with_paths(cfg: _C, fields: tuple[str, ...], base: Path) -> _C:
+    changes = {f: _resolve_path(base, getattr(cfg, f)) for f in fields if getattr(cfg, f, None)}
+    return msgspec.structs.replace(cfg, **changes) if changes else cfg
+
+
+def load(path: str | Path) -> Config:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: config file does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: cannot read config file ({exc.__class__.__name__})") from None
+    return parse(text, origin=str(p), base_dir=p.resolve().parent)
+
+
+def to_builtins(cfg: Config) -> dict[str, Any]:
+    """The resolved config as plain data, secrets shown only as `<redacted env:NAME>`."""
+    out: dict[str, Any] = msgspec.to_builtins(cfg, enc_hook=_enc_hook)
+    return out
+
+
+def render(cfg: Config) -> str:
+    return msgspec.json.format(msgspec.json.encode(to_builtins(cfg)), indent=2).decode()
+
+
+Validator = Callable[[Any], list[str]]
+
+
+def no_checks(_: Any) -> list[str]:
+    return []
+

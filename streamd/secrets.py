@@ -1,0 +1,96 @@
+"""Secret values in the config: only ever references, never inline.
+
+    "env:NAME"          the environment variable NAME
+    "file:/path"        the file's content (one trailing newline stripped)
+    "credential:NAME"   $CREDENTIALS_DIRECTORY/NAME, as systemd's LoadCredential= provides
+
+A `Secret` prints as its reference (`env:NAME`), never as its value: it is safe
+in logs, `repr`, exceptions and `streamd check` output. Code that must send the
+value calls `reveal()` at the last moment.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+_SCHEMES = ("env", "file", "credential")
+
+
+class SecretError(ValueError):
+    """A reference that cannot be resolved. Never carries the secret itself."""
+
+
+class Secret:
+    __slots__ = ("_value", "reference")
+
+    def __init__(self, reference: str, value: str) -> None:
+        self.reference = reference
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"Secret({self.reference!r})"
+
+    def __str__(self) -> str:
+        return f"<secret {self.reference}>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other.reference == self.reference
+
+    def __hash__(self) -> int:
+        return hash(self.reference)
+
+    @classmethod
+    def resolve(cls, reference: object, environ: os._Environ[str] | dict[str, str] | None = None) -> Secret:
+        """Read the value a reference points at; raise `SecretError` naming what is wrong."""
+        env = os.environ if environ is None else environ
+        if isinstance(reference, Secret):
+            return reference
+        if not isinstance(reference, str):
+            raise SecretError(
+                f"expected a secret reference (env:NAME, file:/path or credential:NAME), "
+                f"got {type(reference).__name__}"
+            )
+        scheme, sep, target = reference.partition(":")
+        if not sep or scheme not in _SCHEMES or not target:
+            # Do not echo the value: an inline secret is exactly what must not be printed.
+            raise SecretError(
+                "secrets cannot be written inline: use env:NAME, file:/path or credential:NAME"
+            )
+        if scheme == "env":
+            value = env.get(target)
+            if value is None:
+                raise SecretError(f"environment variable {target} is not set")
+            return cls(reference, value)
+        if scheme == "file":
+            return cls(reference, _read(Path(target), f"file {target}"))
+        creds = env.get("CREDENTIALS_DIRECTORY")
+        if not creds:
+            raise SecretError(
+                f"credential:{target} needs $CREDENTIALS_DIRECTORY "
+                "(set by systemd's LoadCredential=); it is not set"
+            )
+        if "/" in target or target in (".", ".."):
+            raise SecretError(f"credential name {target!r} must be a plain name")
+        return cls(reference, _read(Path(creds) / target, f"credential {target}"))
+
+
+def _read(path: Path, what: str) -> str:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SecretError(f"{what} does not exist") from None
+    except PermissionError:
+        raise SecretError(f"{what} is not readable by this user") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SecretError(f"{what} cannot be read ({type(exc).__name__})") from None
+    if text.endswith("\n"):
+        text = text[:-1]
+        if text.endswith("\r"):
+            text = text[:-1]
+    if not text:
+        raise SecretError(f"{what} is empty")
+    return text
