@@ -1,0 +1,37 @@
+"""The unified model: entities (`entities`) and the CloudEvents envelope (`envelope`)."""
+
+from .entities import (
+    ENTITIES,
+    Address,
+    BankAccount,
+    Entity,
+    Invoice,
+    InvoiceLine,
+    Link,
+    Party,
+    PartyRef,
+    PaymentRef,
+    Product,
+    Record,
+    Transaction,
+    entity_type,
+)
+from .envelope import (
+    OPS,
+    CloudEvent,
+    Event,
+    Op,
+    cloudevent,
+    content_version,
+    event_id,
+    format_time,
+    make_event,
+    render_line,
+)
+
+__all__ = [
+    "ENTITIES", "OPS", "Address", "BankAccount", "CloudEvent", "Entity", "Event", "Invoice",
+    "InvoiceLine", "Link", "Op", "Party", "PartyRef", "PaymentRef", "Product", "Record",
+    "Transaction", "cloudevent", "content_version", "entity_type", "event_id", "format_time",
+    "make_event", "render_line",
+]

@@ -1,0 +1,158 @@
+"""The event envelope: CloudEvents 1.0, JSON, one per line. Pure code, no I/O, no clock.
+
+Event id
+--------
+`id` is derived, never random, so that the same change seen twice (a websocket
+replay, the same change by webhook, a re-poll, a crash replay) gets the same id
+and the store drops the second one::
+
+    id = hex(sha256(netstring("streamd-event/1") + netstring(provider) + netstring(tenant)
+                    + netstring(entity) + netstring(key) + netstring(version))[:16])
+
+where `netstring(s)` is `len(utf8(s)) ":" utf8(s) ","` (length-prefixed, so no
+field can bleed into the next), and `version` is the provider's own update stamp
+when it has one (e.g. Asteria `updatedAt`), else `content_version(data)`: a hash
+of the normalized entity. A deletion's version is `"deleted:" + stamp` (stamp may
+be empty). 128 bits of SHA-256: 32 lowercase hex characters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from typing import Literal
+
+import msgspec
+
+from .entities import Entity
+
+Op = Literal["created", "updated", "deleted"]
+OPS: tuple[Op, ...] = ("created", "updated", "deleted")
+SPECVERSION = "1.0"
+DATACONTENTTYPE = "application/json"
+
+_encoder = msgspec.json.Encoder(decimal_format="string")
+
+
+def _netstring(s: str) -> bytes:
+    b = s.encode("utf-8")
+    return b"%d:%s," % (len(b), b)
+
+
+def event_id(provider: str, tenant: str, entity: str, key: str, version: str) -> str:
+    h = hashlib.sha256(_netstring("streamd-event/1"))
+    for part in (provider, tenant, entity, key, version):
+        h.update(_netstring(part))
+    return h.digest()[:16].hex()
+
+
+def encode_data(data: Entity | None) -> bytes:
+    return _encoder.encode(data)
+
+
+def content_version(data: bytes) -> str:
+    """The version of a record that has no update stamp: a hash of its normalized JSON."""
+    return "sha256:" + hashlib.sha256(data).hexdigest()[:32]
+
+
+def format_time(t: datetime) -> str:
+    """RFC 3339 in UTC with milliseconds, as Asteria writes it: 2020-06-26T08:12:44.119Z."""
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=UTC)
+    t = t.astimezone(UTC)
+    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True):
+    """One change, normalized, as a source submits it. `seq` is assigned at commit."""
+
+    id: str
+    source: str  # the streamd source name from the config ("partner-1")
+    provider: str
+    tenant: str
+    entity: str
+    op: Op
+    key: str
+    time: str  # RFC 3339 UTC, see format_time
+    data: bytes  # the entity as JSON, or b"null" for a deletion with no known state
+    raw: bytes | None = None  # the wire payload it came from, for audit and re-normalization
+
+    @property
+    def type(self) -> str:
+        return f"{self.entity}.{self.op}"
+
+
+def make_event(
+    *,
+    provider: str,
+    source: str,
+    tenant: str,
+    entity: str,
+    op: Op,
+    key: str,
+    time: datetime,
+    data: Entity | None,
+    version: str | None = None,
+    raw: bytes | None = None,
+) -> Event:
+    """Build an event; the id comes from `version`, or from the content when there is none."""
+    body = encode_data(data)
+    if op == "deleted":
+        ver = "deleted:" + (version or "")
+    else:
+        ver = version if version else content_version(body)
+    return Event(
+        id=event_id(provider, tenant, entity, key, ver),
+        source=source,
+        provider=provider,
+        tenant=tenant,
+        entity=entity,
+        op=op,
+        key=key,
+        time=format_time(time),
+        data=body,
+        raw=raw,
+    )
+
+
+class CloudEvent(msgspec.Struct, frozen=True):
+    """The line format. Field order is the wire order; keep it stable."""
+
+    specversion: str
+    id: str
+    source: str
+    type: str
+    subject: str
+    time: str
+    datacontenttype: str
+    seq: int
+    provider: str
+    tenant: str
+    entity: str
+    data: msgspec.Raw
+
+
+def cloudevent(
+    *, seq: int, id: str, source: str, provider: str, tenant: str, entity: str, op: str,
+    key: str, time: str, data: bytes,
+) -> CloudEvent:
+    return CloudEvent(
+        specversion=SPECVERSION,
+        id=id,
+        source=f"/{provider}/{source}",
+        type=f"{entity}.{op}",
+        subject=f"{entity}/{key}",
+        time=time,
+        datacontenttype=DATACONTENTTYPE,
+        seq=seq,
+        provider=provider,
+        tenant=tenant,
+        entity=entity,
+        data=msgspec.Raw(data),
+    )
+
+
+def render_line(ce: CloudEvent) -> bytes:
+    """One feed line, newline-terminated. The file sink, stdout and `streamd tail` all
+    print exactly these bytes."""
+    return _encoder.encode(ce) + b"\n"

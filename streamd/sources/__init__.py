@@ -1,0 +1,17 @@
+"""The seat a provider plugs into: `SourceContext`, `Source`, `ProviderSpec` (see `base`)."""
+
+from .base import (
+    ProviderSpec,
+    Routes,
+    Source,
+    SourceContext,
+    WebhookHandler,
+    WebhookReply,
+    WebhookRequest,
+    json_reply,
+)
+
+__all__ = [
+    "ProviderSpec", "Routes", "Source", "SourceContext", "WebhookHandler", "WebhookReply",
+    "WebhookRequest", "json_reply",
+]

@@ -1,0 +1,173 @@
+"""The envelope and the unified model: pure code, tested by feeding it values and bytes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import msgspec
+import pytest
+
+from streamd.errors import Rejected
+from streamd.model import (
+    ENTITIES,
+    Invoice,
+    Party,
+    Record,
+    cloudevent,
+    entity_type,
+    event_id,
+    format_time,
+    make_event,
+    render_line,
+)
+from streamd.providers.synthetic import normalize, wire
+
+T0 = datetime(2020, 6, 26, 8, 12, 44, 119000, tzinfo=UTC)
+
+
+def test_event_id_follows_the_documented_derivation() -> None:
+    def ns(s: str) -> bytes:
+        b = s.encode()
+        return b"%d:%s," % (len(b), b)
+
+    expected = hashlib.sha256(b"".join(ns(s) for s in (
+        "streamd-event/1", "asteria", "5eafe37d", "invoice", "5ef5adfc", "2020-06-26T08:12:44.119Z",
+    ))).digest()[:16].hex()
+    assert event_id("asteria", "5eafe37d", "invoice", "5ef5adfc", "2020-06-26T08:12:44.119Z") == expected
+    assert len(expected) == 32
+
+
+def test_fields_cannot_bleed_into_each_other() -> None:
+    assert event_id("p", "ab", "c", "k", "v") != event_id("p", "a", "bc", "k", "v")
+
+
+def test_same_change_seen_twice_gets_the_same_id() -> None:
+    inv = Invoice(direction="receivable", currency="EUR", total=Decimal("125.00"))
+    a = make_event(provider="asteria", source="ws", tenant="t", entity="invoice", op="updated",
+                   key="k", time=T0, data=inv, version="2020-06-26T08:12:44.119Z")
+    # the same change by webhook, through another configured source, labelled created
+    b = make_event(provider="asteria", source="hook", tenant="t", entity="invoice", op="created",
+                   key="k", time=T0 + timedelta(seconds=3), data=inv, version="2020-06-26T08:12:44.119Z")
+    assert a.id == b.id
+    c = make_event(provider="asteria", source="ws", tenant="t", entity="invoice", op="updated",
+                   key="k", time=T0, data=inv, version="2020-06-26T08:13:00.000Z")
+    assert c.id != a.id
+
+
+def test_without_a_stamp_the_content_is_the_version() -> None:
+    p1 = Party(name="A", roles=["customer"])
+    p2 = Party(name="B", roles=["customer"])
+    mk = lambda p: make_event(provider="x", source="s", tenant="t", entity="party",  # noqa: E731
+                              op="updated", key="k", time=T0, data=p)
+    assert mk(p1).id == mk(p1).id
+    assert mk(p1).id != mk(p2).id
+
+
+def test_a_deletion_never_collides_with_an_update_of_the_same_stamp() -> None:
+    kw = dict(provider="x", source="s", tenant="t", entity="party", key="k", time=T0, version="v1")
+    upd = make_event(op="updated", data=Party(name="A"), **kw)  # type: ignore[arg-type]
+    dele = make_event(op="deleted", data=None, **kw)  # type: ignore[arg-type]
+    assert upd.id != dele.id
+    assert dele.data == b"null"
+
+
+def test_time_is_rfc3339_utc_with_milliseconds() -> None:
+    assert format_time(T0) == "2020-06-26T08:12:44.119Z"
+    naive = datetime(2020, 1, 2, 3, 4, 5)
+    assert format_time(naive) == "2020-01-02T03:04:05.000Z"
+    cet = datetime(2020, 1, 2, 4, 4, 5, tzinfo=__import__("datetime").timezone(timedelta(hours=1)))
+    assert format_time(cet) == "2020-01-02T03:04:05.000Z"
+
+
+def test_the_feed_line_is_cloudevents_with_money_as_strings() -> None:
+    inv = Invoice(direction="receivable", currency="SEK", total=Decimal("100.10"),
+                  converted_currency="EUR", converted_total=Decimal("9.0000001"))
+    ev = make_event(provider="asteria", source="partner-1", tenant="5eafe37d", entity="invoice",
+                    op="updated", key="5ef5adfc", time=T0, data=inv, version="v")
+    line = render_line(cloudevent(seq=1234, id=ev.id, source=ev.source, provider=ev.provider,
+                                  tenant=ev.tenant, entity=ev.entity, op=ev.op, key=ev.key,
+                                  time=ev.time, data=ev.data))
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    obj = json.loads(line)
+    assert list(obj) == ["specversion", "id", "source", "type", "subject", "time",
+                         "datacontenttype", "seq", "provider", "tenant", "entity", "data"]
+    assert obj["specversion"] == "1.0"
+    assert obj["source"] == "/asteria/partner-1"
+    assert obj["type"] == "invoice.updated"
+    assert obj["subject"] == "invoice/5ef5adfc"
+    assert obj["seq"] == 1234
+    assert obj["data"]["total"] == "100.10"
+    assert obj["data"]["converted_total"] == "9.0000001"
+    # exact decimal round trip, never through a float
+    back = msgspec.json.decode(json.dumps(obj["data"]), type=Invoice)
+    assert back.converted_total == Decimal("9.0000001")
+
+
+def test_json_numbers_on_the_wire_become_exact_decimals() -> None:
+    # Providers send amounts as JSON numbers ("invoiceTotal": 100). msgspec reads the
+    # digits straight into a Decimal: no float ever holds the amount.
+    raw = (b'{"tenant":"t","entity":"invoice","op":"created","key":"k","data":{"direction":'
+           b'"receivable","currency":"EUR","total":0.30000000000000004,"tax":12345678901234567.89}}')
+    ev = normalize.normalize(raw, source="s", received_at=T0)
+    data = json.loads(ev.data)
+    assert data["total"] == "0.30000000000000004"
+    assert data["tax"] == "12345678901234567.89"
+
+
+def test_currency_must_be_iso_4217() -> None:
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.json.decode(b'{"direction":"payable","currency":"euro","total":"1"}', type=Invoice)
+
+
+def test_unknown_entities_carry_a_record() -> None:
+    assert entity_type("voucher") is Record
+    assert set(ENTITIES) == {"party", "invoice", "transaction", "bank_account", "product"}
+
+
+# ---------------------------------------------------------------- the synthetic normalizer
+
+def test_generated_records_normalize_deterministically() -> None:
+    epoch = datetime(2026, 1, 1, tzinfo=UTC)
+    now = datetime(2026, 5, 5, tzinfo=UTC)
+    for n in range(40):
+        raw = wire.record(7, n, ["a", "b"], epoch)
+        assert raw == wire.record(7, n, ["a", "b"], epoch)
+        ev = normalize.normalize(raw, source="gen", received_at=now)
+        assert ev.raw == raw
+        assert ev.id == normalize.normalize(raw, source="gen", received_at=now).id
+        assert ev.tenant == ("a" if n % 2 == 0 else "b")
+    kinds = {normalize.normalize(wire.record(7, n, ["a"], epoch), source="g", received_at=now).type
+             for n in range(40)}
+    assert kinds == {"party.created", "invoice.created", "invoice.updated", "transaction.created"}
+
+
+@pytest.mark.parametrize("raw, reason", [
+    (b"{not json", "not a synthetic record"),
+    (b'{"tenant":"t","entity":"invoice","op":"created","key":"k"}', "needs data"),
+    (b'{"tenant":"t","entity":"invoice","op":"created","key":"k","data":{"direction":"receivable",'
+     b'"currency":"EUR","total":"12,50"}}', "Invalid decimal"),
+    (b'{"tenant":"","entity":"party","op":"created","key":"k","data":{}}', "must not be empty"),
+    (b'{"tenant":"t","entity":"party","op":"exploded","key":"k","data":{}}', "Invalid enum value"),
+    (b'{"tenant":"t","entity":"party","op":"created","key":"k","data":{},"surprise":1}', "unknown field"),
+])
+def test_bad_records_are_rejected_with_a_reason(raw: bytes, reason: str) -> None:
+    with pytest.raises(Rejected) as info:
+        normalize.normalize(raw, source="s", received_at=T0)
+    assert reason in info.value.reason
+
+
+def test_a_deletion_record_needs_no_data() -> None:
+    ev = normalize.normalize(b'{"tenant":"t","entity":"party","op":"deleted","key":"k","version":"v9"}',
+                             source="s", received_at=T0)
+    assert ev.op == "deleted" and ev.data == b"null" and ev.time == format_time(T0)
+
+
+def test_a_webhook_body_splits_into_records_keeping_each_ones_bytes() -> None:
+    body = b'[{"a": 1}, {"b": [2, 3]}]'
+    assert normalize.split(body) == [b'{"a": 1}', b'{"b": [2, 3]}']
+    assert normalize.split(b'{"a":1}') == [b'{"a":1}']
+    with pytest.raises(Rejected):
+        normalize.split(b"[1, 2")
