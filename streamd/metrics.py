@@ -1,0 +1,133 @@
+"""Every Prometheus metric streamd exports, built on a registry of its own.
+
+Names follow Prometheus conventions (`streamd_` prefix, `_total` counters, base
+units). Label values are bounded: source and sink names come from the config,
+`reason`/`kind` from small fixed sets. `docs/metrics.md` explains each one.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+from . import __version__
+
+_COMMIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+
+        Info("streamd_build", "streamd version", registry=r).info({"version": __version__})
+
+        # --- sources
+        self.source_received = Counter(
+            "streamd_source_events_received_total",
+            "Payloads or records a source took in, before normalization.",
+            ["source"], registry=r)
+        self.source_appended = Counter(
+            "streamd_source_events_appended_total",
+            "Events a source added to the feed.", ["source"], registry=r)
+        self.source_duplicates = Counter(
+            "streamd_source_events_duplicate_total",
+            "Events a source submitted that were already in the feed (same id), dropped.",
+            ["source"], registry=r)
+        self.source_rejected = Counter(
+            "streamd_source_events_rejected_total",
+            "Payloads normalization refused; each went to dead letters.", ["source"], registry=r)
+        self.source_connected = Gauge(
+            "streamd_source_connected",
+            "1 while a source's connection (or last poll) is healthy, else 0.", ["source"], registry=r)
+        self.source_reconnects = Counter(
+            "streamd_source_reconnects_total",
+            "Connection or poll retries after a failure.", ["source"], registry=r)
+        self.source_last_event = Gauge(
+            "streamd_source_last_event_timestamp_seconds",
+            "Unix time of the last event a source appended.", ["source"], registry=r)
+        self.source_poll_duration = Histogram(
+            "streamd_source_poll_duration_seconds",
+            "Duration of one complete poll of a polling source.", ["source"], registry=r)
+
+        # --- store
+        self.head = Gauge("streamd_feed_head_seq", "Highest seq in the feed.", registry=r)
+        self.commit_seconds = Histogram(
+            "streamd_store_commit_duration_seconds",
+            "Time to commit one group of batches, including fsync.",
+            buckets=_COMMIT_BUCKETS, registry=r)
+        self.commit_events = Histogram(
+            "streamd_store_commit_events",
+            "Events per group commit (appended plus duplicates).",
+            buckets=_BATCH_BUCKETS, registry=r)
+        self.store_errors = Counter(
+            "streamd_store_errors_total",
+            "Failed commits, by kind: busy (disk full, locked; retried) or fatal.",
+            ["kind"], registry=r)
+        self.store_queue = Gauge(
+            "streamd_store_queue_batches",
+            "Batches submitted and waiting for the writer.", registry=r)
+        self.pruned = Counter(
+            "streamd_store_pruned_events_total",
+            "Events removed by retention.", registry=r)
+
+        # --- sinks
+        self.sink_delivered = Counter(
+            "streamd_sink_events_delivered_total",
+            "Events a sink delivered and confirmed.", ["sink"], registry=r)
+        self.sink_failures = Counter(
+            "streamd_sink_failures_total",
+            "Failed delivery attempts, by kind: retryable or permanent.",
+            ["sink", "kind"], registry=r)
+        self.sink_offset = Gauge(
+            "streamd_sink_offset_seq", "Last seq a sink has passed (delivered or filtered out).",
+            ["sink"], registry=r)
+        self.sink_lag_events = Gauge(
+            "streamd_sink_lag_events", "Feed head minus the sink's offset.", ["sink"], registry=r)
+        self.sink_lag_seconds = Gauge(
+            "streamd_sink_lag_seconds",
+            "Age of the oldest event the sink has not passed yet (0 when caught up).",
+            ["sink"], registry=r)
+
+        # --- shared
+        self.dead_letters = Counter(
+            "streamd_dead_letters_total",
+            "Payloads (source) or events (sink) put in the dead-letter table.",
+            ["origin", "name"], registry=r)
+        self.retries = Counter(
+            "streamd_retries_total",
+            "Backoff sleeps before a retry, by component (source, sink, store).",
+            ["component", "name"], registry=r)
+        self.retry_wait_seconds = Counter(
+            "streamd_retry_wait_seconds_total",
+            "Seconds spent in backoff sleeps before retries.",
+            ["component", "name"], registry=r)
+        self.component_healthy = Gauge(
+            "streamd_component_healthy",
+            "1 when a component (store, writer, source, sink) is healthy, as /readyz sees it.",
+            ["component", "name"], registry=r)
+        self.webhook_requests = Counter(
+            "streamd_webhook_requests_total",
+            "Webhook requests by route owner and HTTP status code.",
+            ["source", "code"], registry=r)
+
+    def init_source(self, name: str) -> None:
+        """Create a source's series at zero so dashboards and alerts see them from the start."""
+        for c in (self.source_received, self.source_appended, self.source_duplicates,
+                  self.source_rejected, self.source_reconnects):
+            c.labels(name)
+        self.source_connected.labels(name).set(0)
+        self.dead_letters.labels("source", name)
+        self.retries.labels("source", name)
+        self.retry_wait_seconds.labels("source", name)
+
+    def init_sink(self, name: str) -> None:
+        self.sink_delivered.labels(name)
+        for kind in ("retryable", "permanent"):
+            self.sink_failures.labels(name, kind)
+        self.sink_offset.labels(name)
+        self.sink_lag_events.labels(name)
+        self.sink_lag_seconds.labels(name)
+        self.dead_letters.labels("sink", name)
+        self.retries.labels("sink", name)
+        self.retry_wait_seconds.labels("sink", name)

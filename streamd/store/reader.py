@@ -1,0 +1,214 @@
+"""Reading the feed: sinks, `streamd tail`, `status` and `dlq` each use their own
+connection (WAL lets them read while the writer commits). Nothing here writes.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+import aiosqlite
+import msgspec
+
+from ..config import Match, StoreConfig
+from ..model import CloudEvent, cloudevent, render_line
+from .schema import classify, connect
+
+_COLUMNS = "seq, id, source, provider, tenant, entity, op, key, time, received, data"
+
+
+class FeedEvent(msgspec.Struct, frozen=True):
+    """One committed event as sinks see it: the columns, and its rendered feed line."""
+
+    seq: int
+    id: str
+    source: str
+    provider: str
+    tenant: str
+    entity: str
+    op: str
+    key: str
+    time: str
+    received_ms: int
+    data: bytes
+    line: bytes
+
+    @property
+    def type(self) -> str:
+        return f"{self.entity}.{self.op}"
+
+    def envelope(self) -> CloudEvent:
+        return cloudevent(seq=self.seq, id=self.id, source=self.source, provider=self.provider,
+                          tenant=self.tenant, entity=self.entity, op=self.op, key=self.key,
+                          time=self.time, data=self.data)
+
+
+def _row_to_event(row: Sequence[Any]) -> FeedEvent:
+    seq, idb, source, provider, tenant, entity, op, key, time, received, data = row
+    ident = bytes(idb).hex()
+    line = render_line(cloudevent(seq=seq, id=ident, source=source, provider=provider,
+                                  tenant=tenant, entity=entity, op=op, key=key, time=time,
+                                  data=bytes(data)))
+    return FeedEvent(seq, ident, source, provider, tenant, entity, op, key, time, received,
+                     bytes(data), line)
+
+
+def match_clause(match: Match) -> tuple[str, list[str]]:
+    """SQL for a sink's `match`: OR within a key, AND across keys, globs allowed."""
+    parts: list[str] = []
+    params: list[str] = []
+    for column, values in (("provider", match.provider), ("source", match.source),
+                           ("entity", match.entity), ("tenant", match.tenant),
+                           ("entity || '.' || op", match.type)):
+        if values:
+            parts.append("(" + " OR ".join([f"{column} GLOB ?"] * len(values)) + ")")
+            params.extend(values)
+    return (" AND ".join(parts), params)
+
+
+class DeadLetterRow(msgspec.Struct, frozen=True):
+    id: int
+    created_ms: int
+    origin: str
+    name: str
+    provider: str | None
+    reason: str
+    context: dict[str, str]
+    raw: bytes | None
+    event_seq: int | None
+    attempts: int
+    status: str
+
+
+class FeedReader:
+    def __init__(self, db: aiosqlite.Connection, path: str) -> None:
+        self._db = db
+        self.path = path
+
+    @classmethod
+    async def open(cls, cfg: StoreConfig) -> FeedReader:
+        return cls(await connect(cfg, create=False, reader=True), cfg.path)
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        try:
+            return list(await self._db.execute_fetchall(sql, params))
+        except sqlite3.Error as exc:
+            raise classify(exc, self.path) from None
+
+    async def _one(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        rows = await self._all(sql, params)
+        return rows[0] if rows else None
+
+    async def head(self) -> int:
+        row = await self._one("SELECT seq FROM sqlite_sequence WHERE name = 'events'")
+        return int(row[0]) if row else 0
+
+    async def first_seq(self) -> int:
+        """The lowest seq still in the feed (retention prunes below it); head+1 when empty."""
+        row = await self._one("SELECT min(seq) FROM events")
+        return int(row[0]) if row and row[0] is not None else await self.head() + 1
+
+    async def read(self, after: int, upto: int, limit: int, match: Match | None = None) -> list[FeedEvent]:
+        """Events with after < seq <= upto that match, in seq order, at most `limit`."""
+        where, params = match_clause(match) if match else ("", [])
+        sql = f"SELECT {_COLUMNS} FROM events WHERE seq > ? AND seq <= ?"
+        if where:
+            sql += " AND " + where
+        sql += " ORDER BY seq LIMIT ?"
+        rows = await self._all(sql, [after, upto, *params, limit])
+        return [_row_to_event(r) for r in rows]
+
+    async def nth_last_seq(self, n: int, match: Match | None = None) -> int | None:
+        """seq of the n-th last matching event (n=1: the last), None if there are fewer."""
+        where, params = match_clause(match) if match else ("", [])
+        sql = "SELECT seq FROM events" + (f" WHERE {where}" if where else "")
+        row = await self._one(sql + " ORDER BY seq DESC LIMIT 1 OFFSET ?", [*params, n - 1])
+        return int(row[0]) if row else None
+
+    async def received_at(self, seq: int) -> int | None:
+        """Commit time (unix ms) of the first event at or after `seq`."""
+        row = await self._one("SELECT received FROM events WHERE seq >= ? ORDER BY seq LIMIT 1",
+                              (seq,))
+        return int(row[0]) if row else None
+
+    async def seq_at(self, ms: int) -> int:
+        """The last seq committed before unix time `ms` (0 if none). `received` never
+        decreases along seq, so this is a binary search over the rowid."""
+        lo, hi = await self.first_seq(), await self.head()
+        best = lo - 1
+        while lo <= hi:
+            mid = (lo + hi) // 2
+            row = await self._one("SELECT seq, received FROM events WHERE seq >= ? ORDER BY seq"
+                                  " LIMIT 1", (mid,))
+            if row is None:
+                hi = mid - 1
+                continue
+            seq, received = int(row[0]), int(row[1])
+            if received < ms:
+                best = seq
+                lo = seq + 1
+            else:
+                hi = mid - 1
+        return max(best, 0)
+
+    async def offsets(self) -> dict[str, int]:
+        return {r[0]: int(r[1]) for r in await self._all("SELECT sink, seq FROM sink_offsets")}
+
+    async def offset(self, sink: str) -> int | None:
+        row = await self._one("SELECT seq FROM sink_offsets WHERE sink = ?", (sink,))
+        return int(row[0]) if row else None
+
+    async def progress(self, source: str) -> dict[str, Any]:
+        rows = await self._all("SELECT key, value FROM source_state WHERE source = ?", (source,))
+        return {k: msgspec.json.decode(v) for k, v in rows}
+
+    async def all_progress(self) -> dict[str, tuple[dict[str, Any], int]]:
+        out: dict[str, tuple[dict[str, Any], int]] = {}
+        for source, key, value, updated in await self._all(
+                "SELECT source, key, value, updated FROM source_state ORDER BY source, key"):
+            values, last = out.get(source, ({}, 0))
+            values[key] = msgspec.json.decode(value)
+            out[source] = (values, max(last, int(updated)))
+        return out
+
+    async def entity_versions(self, source: str, tenant: str, entity: str) -> dict[str, str]:
+        rows = await self._all("SELECT key, version FROM entity_state WHERE source = ? AND"
+                               " tenant = ? AND entity = ?", (source, tenant, entity))
+        return {k: v for k, v in rows}
+
+    async def dead_letters(self, *, origin: str | None = None, name: str | None = None,
+                           status: str | None = None, ids: Sequence[int] = (),
+                           limit: int = 1000) -> list[DeadLetterRow]:
+        sql = ("SELECT id, created, origin, name, provider, reason, context, raw, event_seq,"
+               " attempts, status FROM dead_letters WHERE 1=1")
+        params: list[Any] = []
+        for column, value in (("origin", origin), ("name", name), ("status", status)):
+            if value is not None:
+                sql += f" AND {column} = ?"
+                params.append(value)
+        if ids:
+            sql += " AND id IN (" + ",".join("?" * len(ids)) + ")"
+            params.extend(ids)
+        sql += " ORDER BY id LIMIT ?"
+        params.append(limit)
+        return [DeadLetterRow(r[0], r[1], r[2], r[3], r[4], r[5], msgspec.json.decode(r[6]),
+                              None if r[7] is None else bytes(r[7]), r[8], r[9], r[10])
+                for r in await self._all(sql, params)]
+
+    async def counts(self) -> list[tuple[str, str, int]]:
+        """(provider, entity, events retained) for every pair in the feed."""
+        rows = await self._all("SELECT provider, entity, count(*) FROM events GROUP BY 1, 2 ORDER BY 1, 2")
+        return [(p, e, int(n)) for p, e, n in rows]
+
+    async def dead_letter_counts(self) -> dict[tuple[str, str], int]:
+        rows = await self._all("SELECT origin, name, count(*) FROM dead_letters GROUP BY 1, 2")
+        return {(o, n): int(c) for o, n, c in rows}
+
+    async def data_version(self) -> int:
+        """Changes whenever another connection commits: cheap polling for `tail -f`."""
+        row = await self._one("PRAGMA data_version")
+        return int(row[0]) if row else 0

@@ -1,0 +1,463 @@
+"""The single writer: the one task that owns the feed's write connection.
+
+Sources, sinks and webhooks hand it a `Batch` (events *and* the progress that
+produced them) and await `Committed`. The writer coalesces whatever is queued
+(up to `commit_max_events`, lingering `commit_linger` for more) into one SQLite
+transaction, commits, and only then resolves every submitter's wait and wakes the
+sinks. So a submit that returned is on disk (invariant 1), and a webhook that
+answers after `submit()` answers after the commit (invariant 2).
+
+Duplicates (an id already in the feed, or twice in one group) are dropped inside
+the transaction and counted per source. `seq` comes from SQLite's AUTOINCREMENT
+counter, read inside the transaction: strictly increasing, never reused, even
+after retention empties the table.
+
+Backpressure: the queue holds `queue_batches` batches; a source whose `submit`
+waits on a full queue reads no further from its peer (invariant 6).
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
+
+import aiosqlite
+import anyio
+import msgspec
+from anyio.abc import TaskStatus
+
+from ..config import Backoff as BackoffPolicy
+from ..config import StoreConfig
+from ..errors import StoreBusy, StoreError, StoreFatal
+from ..health import Component, State
+from ..metrics import Metrics
+from ..model import Event
+from ..retry import Backoff
+from ..units import Duration
+from .schema import classify
+
+log = logging.getLogger("streamd.store")
+
+_CHUNK = 8000  # ids per INSERT ... RETURNING (SQLite allows 32766 parameters)
+_IDLE_BEAT = 1.0
+# Disk full or locked: retry soon, and keep trying; the daemon stays up (invariant 5).
+_STORE_BACKOFF = BackoffPolicy(min=Duration(0.2), max=Duration(10.0))
+_json = msgspec.json.Encoder(decimal_format="string")
+
+
+class EntityState(msgspec.Struct, frozen=True):
+    """What a poller last saw of one record; `version=None` forgets it (deleted)."""
+
+    tenant: str
+    entity: str
+    key: str
+    version: str | None
+    data: bytes | None = None
+
+
+class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
+    origin: Literal["source", "sink"]
+    name: str
+    reason: str
+    raw: bytes | None
+    provider: str | None = None
+    context: dict[str, str] = {}
+    event_seq: int | None = None
+    attempts: int = 0
+
+
+class Batch(msgspec.Struct, kw_only=True):
+    """One unit of work for the writer; everything in it commits together or not at all."""
+
+    source: str | None = None
+    events: Sequence[Event] = ()
+    # source_state rows of `source`: key -> any msgspec-encodable value
+    progress: Mapping[str, Any] = {}
+    entity_states: Sequence[EntityState] = ()
+    dead_letters: Sequence[DeadLetter] = ()
+    # sink name -> the seq it has passed
+    offsets: Mapping[str, int] = {}
+    # dead-letter rows handled (retried successfully or dropped)
+    resolved_dead_letters: Sequence[int] = ()
+    # retention: delete events with seq <= prune_upto
+    prune_upto: int = 0
+
+    def size(self) -> int:
+        return len(self.events) + len(self.dead_letters) + len(self.entity_states) + 1
+
+
+class Committed(msgspec.Struct, frozen=True):
+    appended: int
+    duplicates: int
+    first_seq: int  # 0 when nothing was appended
+    last_seq: int
+    head: int
+
+
+class WriterClosed(StoreError):
+    """The writer is stopping (shutdown) or stopped; nothing more is accepted."""
+
+
+class _Item:
+    __slots__ = ("batch", "done", "result", "error")
+
+    def __init__(self, batch: Batch) -> None:
+        self.batch = batch
+        self.done = anyio.Event()
+        self.result: Committed | None = None
+        self.error: BaseException | None = None
+
+    async def wait(self) -> Committed:
+        await self.done.wait()
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None
+        return self.result
+
+
+class Pending:
+    """A batch in the writer's queue; `await pending.committed()` waits for its commit."""
+
+    __slots__ = ("_item",)
+
+    def __init__(self, item: _Item) -> None:
+        self._item = item
+
+    async def committed(self) -> Committed:
+        return await self._item.wait()
+
+    @property
+    def done(self) -> bool:
+        return self._item.done.is_set()
+
+
+class Writer:
+    def __init__(self, db: aiosqlite.Connection, cfg: StoreConfig, metrics: Metrics,
+                 component: Component, clock: Callable[[], float] = time.time) -> None:
+        self._db = db
+        self._cfg = cfg
+        self._metrics = metrics
+        self.component = component
+        self._clock = clock
+        self._send, self._recv = anyio.create_memory_object_stream[_Item](cfg.queue_batches)
+        self.head = 0
+        self._last_ms = 0
+        self._changed = anyio.Event()
+        self.finished = anyio.Event()
+        self._closing = False
+        self._inflight: list[_Item] = []
+        self._running = False
+        self._pruned = 0
+
+    # ---------------------------------------------------------------- submitters
+
+    async def enqueue(self, batch: Batch) -> Pending:
+        """Queue a batch (waits while the queue is full) without waiting for its commit."""
+        if self._closing:
+            raise WriterClosed("the store writer is shutting down")
+        item = _Item(batch)
+        try:
+            await self._send.send(item)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            raise WriterClosed("the store writer is shutting down") from None
+        self._metrics.store_queue.set(self._send.statistics().current_buffer_used)
+        return Pending(item)
+
+    async def submit(self, batch: Batch) -> Committed:
+        """Queue a batch and wait until it is committed (or raise the store's error)."""
+        return await (await self.enqueue(batch)).committed()
+
+    def close(self) -> None:
+        """Accept nothing more; the writer commits what is queued, then `run` returns."""
+        self._closing = True
+        self._send.close()
+        if not self._running:
+            self._fail_queued(WriterClosed("the store writer never started"))
+            self._recv.close()
+
+    async def wait_head(self, above: int) -> int:
+        """Wait until the head passes `above` (or the writer stops, or `wake()`); return the
+        head. Callers bound the wait with their own `move_on_after`."""
+        if self.head <= above and not self.finished.is_set():
+            await self._changed.wait()
+        return self.head
+
+    # ---------------------------------------------------------------- the task
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        try:
+            self.head = await self._read_head()
+        except sqlite3.Error as exc:
+            raise classify(exc, self._cfg.path) from None
+        self._last_ms = await self._read_last_received()
+        self._metrics.head.set(self.head)
+        self.component.ok()
+        self._running = True
+        task_status.started()
+        try:
+            async with self._recv:
+                while True:
+                    group = await self._gather()
+                    if group is None:
+                        break
+                    self._inflight = group
+                    await self._commit(group)
+                    self._inflight = []
+        except BaseException as exc:
+            self._fail_queued(exc)
+            raise
+        finally:
+            self.component.set(State.STOPPED)
+            self.finished.set()
+            self._wake()
+
+    async def _gather(self) -> list[_Item] | None:
+        """Wait for the first batch, then take what else is queued, up to the limits."""
+        first: _Item | None = None
+        while first is None:
+            self.component.beat(_IDLE_BEAT * 5)
+            with anyio.move_on_after(_IDLE_BEAT):
+                try:
+                    first = await self._recv.receive()
+                except anyio.EndOfStream:
+                    return None
+        group = [first]
+        n = first.batch.size()
+        limit = self._cfg.commit_max_events
+        closed = False
+
+        def take() -> bool:
+            nonlocal n, closed
+            while n < limit:
+                try:
+                    item = self._recv.receive_nowait()
+                except anyio.WouldBlock:
+                    return False
+                except anyio.EndOfStream:
+                    closed = True
+                    return False
+                group.append(item)
+                n += item.batch.size()
+            return True
+
+        full = take()
+        if not full and not closed and self._cfg.commit_linger.seconds > 0:
+            with anyio.move_on_after(self._cfg.commit_linger.seconds):
+                while n < limit:
+                    try:
+                        item = await self._recv.receive()
+                    except anyio.EndOfStream:
+                        break
+                    group.append(item)
+                    n += item.batch.size()
+                    if take():
+                        break
+        self._metrics.store_queue.set(self._recv.statistics().current_buffer_used)
+        return group
+
+    async def _commit(self, group: list[_Item]) -> None:
+        backoff = Backoff(_STORE_BACKOFF)
+        while True:
+            self.component.beat(60.0)
+            t0 = time.perf_counter()
+            try:
+                # A commit is never abandoned half-way: shutdown waits for it.
+                with anyio.CancelScope(shield=True):
+                    results = await self._transaction(group)
+            except StoreBusy as exc:
+                self._metrics.store_errors.labels("busy").inc()
+                wait = backoff.next()
+                self._metrics.retries.labels("store", "writer").inc()
+                self._metrics.retry_wait_seconds.labels("store", "writer").inc(wait)
+                self.component.set(State.RETRYING, str(exc))
+                self.component.beat(wait + 60.0)
+                log.error("store: %s; intake paused, retrying in %.1fs", exc, wait)
+                await anyio.sleep(wait)
+                continue
+            except StoreFatal:
+                self._metrics.store_errors.labels("fatal").inc()
+                raise
+            if self.component.state is not State.OK:
+                log.info("store: commits resumed")
+                self.component.ok()
+            self._metrics.commit_seconds.observe(time.perf_counter() - t0)
+            self._finish(group, results)
+            return
+
+    async def _transaction(self, group: list[_Item]) -> list[Committed]:
+        db = self._db
+        try:
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                results = await self._apply(group)
+                await db.execute("COMMIT")
+            except BaseException:
+                try:
+                    await db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass  # the failed statement may already have rolled back
+                raise
+        except sqlite3.Error as exc:
+            raise classify(exc, self._cfg.path) from None
+        return results
+
+    async def _apply(self, group: list[_Item]) -> list[Committed]:
+        db = self._db
+        now_ms = max(int(self._clock() * 1000), self._last_ms)
+        events = [ev for item in group for ev in item.batch.events]
+        head = self.head
+        new: set[bytes] = set()
+        ids: list[bytes] = []
+        if events:
+            async with db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'") as cur:
+                row = await cur.fetchone()
+            head = int(row[0]) if row else 0
+            ids = [bytes.fromhex(ev.id) for ev in events]
+            for i in range(0, len(ids), _CHUNK):
+                chunk = ids[i:i + _CHUNK]
+                sql = ("INSERT OR IGNORE INTO event_ids (id) VALUES "
+                       + ",".join(["(?)"] * len(chunk)) + " RETURNING id")
+                rows = await db.execute_fetchall(sql, chunk)
+                new.update(r[0] for r in rows)
+
+        keep_raw = self._cfg.keep_raw
+        rows_out: list[tuple[Any, ...]] = []
+        results: list[Committed] = []
+        k = 0
+        for item in group:
+            appended = dup = 0
+            first = 0
+            for ev in item.batch.events:
+                idb = ids[k]
+                k += 1
+                if idb in new:
+                    new.discard(idb)  # a second copy later in this group is a duplicate
+                    head += 1
+                    first = first or head
+                    appended += 1
+                    rows_out.append((head, idb, ev.source, ev.provider, ev.tenant, ev.entity,
+                                     ev.op, ev.key, ev.time, now_ms, ev.data,
+                                     ev.raw if keep_raw else None))
+                else:
+                    dup += 1
+            results.append(Committed(appended, dup, first, head if appended else 0, head))
+        if rows_out:
+            await db.executemany(
+                "INSERT INTO events (seq, id, source, provider, tenant, entity, op, key, time,"
+                " received, data, raw) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows_out)
+
+        progress = [(item.batch.source, k2, _json.encode(v), now_ms)
+                    for item in group if item.batch.source for k2, v in item.batch.progress.items()]
+        if progress:
+            await db.executemany(
+                "INSERT INTO source_state (source, key, value, updated) VALUES (?,?,?,?)"
+                " ON CONFLICT (source, key) DO UPDATE SET value = excluded.value,"
+                " updated = excluded.updated", progress)
+        upserts, deletes = [], []
+        for item in group:
+            for st in item.batch.entity_states:
+                if st.version is None:
+                    deletes.append((item.batch.source, st.tenant, st.entity, st.key))
+                else:
+                    upserts.append((item.batch.source, st.tenant, st.entity, st.key, st.version,
+                                    st.data, now_ms))
+        if upserts:
+            await db.executemany(
+                "INSERT INTO entity_state (source, tenant, entity, key, version, data, updated)"
+                " VALUES (?,?,?,?,?,?,?) ON CONFLICT (source, tenant, entity, key) DO UPDATE SET"
+                " version = excluded.version, data = excluded.data, updated = excluded.updated",
+                upserts)
+        if deletes:
+            await db.executemany(
+                "DELETE FROM entity_state WHERE source = ? AND tenant = ? AND entity = ?"
+                " AND key = ?", deletes)
+        dls = [(now_ms, d.origin, d.name, d.provider, d.reason, _json.encode(d.context), d.raw,
+                d.event_seq, d.attempts) for item in group for d in item.batch.dead_letters]
+        if dls:
+            await db.executemany(
+                "INSERT INTO dead_letters (created, origin, name, provider, reason, context, raw,"
+                " event_seq, attempts) VALUES (?,?,?,?,?,?,?,?,?)", dls)
+        offsets = [(sink, seq, now_ms) for item in group for sink, seq in item.batch.offsets.items()]
+        if offsets:
+            await db.executemany(
+                "INSERT INTO sink_offsets (sink, seq, updated) VALUES (?,?,?) ON CONFLICT (sink)"
+                " DO UPDATE SET seq = excluded.seq, updated = excluded.updated", offsets)
+        resolved = [(i,) for item in group for i in item.batch.resolved_dead_letters]
+        if resolved:
+            await db.executemany("DELETE FROM dead_letters WHERE id = ?", resolved)
+        prune = max((item.batch.prune_upto for item in group), default=0)
+        if prune:
+            await db.execute(
+                "DELETE FROM event_ids WHERE id IN (SELECT id FROM events WHERE seq <= ?)", (prune,))
+            async with db.execute("DELETE FROM events WHERE seq <= ?", (prune,)) as cur:
+                self._pruned = max(cur.rowcount, 0)
+        self._last_ms = now_ms
+        return results
+
+    def _finish(self, group: list[_Item], results: list[Committed]) -> None:
+        m = self._metrics
+        total = 0
+        now = self._clock()
+        for item, res in zip(group, results, strict=True):
+            b = item.batch
+            total += len(b.events)
+            if b.source and b.events:
+                m.source_appended.labels(b.source).inc(res.appended)
+                if res.duplicates:
+                    m.source_duplicates.labels(b.source).inc(res.duplicates)
+                if res.appended:
+                    m.source_last_event.labels(b.source).set(now)
+            for d in b.dead_letters:
+                m.dead_letters.labels(d.origin, d.name).inc()
+                if d.origin == "source":
+                    m.source_rejected.labels(d.name).inc()
+                    log.warning("source %s: payload rejected, kept in dead letters: %s",
+                                d.name, d.reason)
+            item.result = res
+            item.done.set()
+        if self._pruned:
+            m.pruned.inc(self._pruned)
+            self._pruned = 0
+        m.commit_events.observe(total)
+        head = results[-1].head if results else self.head
+        if head != self.head:
+            self.head = head
+            m.head.set(head)
+            self._wake()
+
+    def wake(self) -> None:
+        """Wake everyone waiting in `wait_head` (e.g. a sink told to drain)."""
+        self._wake()
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    def _fail_queued(self, exc: BaseException) -> None:
+        err = exc if isinstance(exc, StoreError) else WriterClosed("the store writer stopped")
+        self._closing = True
+        for item in self._inflight:
+            if not item.done.is_set():
+                item.error = err
+                item.done.set()
+        self._inflight = []
+        while True:
+            try:
+                item = self._recv.receive_nowait()
+            except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+                break
+            item.error = err
+            item.done.set()
+
+    async def _read_head(self) -> int:
+        async with self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'") as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def _read_last_received(self) -> int:
+        async with self._db.execute("SELECT received FROM events ORDER BY seq DESC LIMIT 1") as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0

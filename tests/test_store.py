@@ -1,0 +1,224 @@
+"""The feed store on a real SQLite file: the single writer, dedupe, seq, schema, retention."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import anyio
+import pytest
+
+from streamd.config import StoreConfig
+from streamd.errors import StoreFatal
+from streamd.health import Health, State
+from streamd.metrics import Metrics
+from streamd.model import Event, Party, make_event
+from streamd.store import Batch, DeadLetter, EntityState, FeedReader, Writer, connect
+from streamd.units import Duration
+
+pytestmark = pytest.mark.anyio
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def ev(key: str, version: str = "v1", tenant: str = "t", source: str = "s") -> Event:
+    return make_event(provider="synthetic", source=source, tenant=tenant, entity="party",
+                      op="created", key=key, time=T0, data=Party(name=key), version=version)
+
+
+@dataclass
+class Store:
+    cfg: StoreConfig
+    writer: Writer
+    reader: FeedReader
+    metrics: Metrics
+    health: Health
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    async with open_store(tmp_path / "feed.db") as s:
+        yield s
+
+
+class open_store:
+    def __init__(self, path: Path, **kw: object) -> None:
+        self.cfg = StoreConfig(path=str(path), commit_linger=Duration(0.005), **kw)  # type: ignore[arg-type]
+
+    async def __aenter__(self) -> Store:
+        self.db = await connect(self.cfg)
+        self.metrics = Metrics()
+        self.health = Health()
+        self.writer = Writer(self.db, self.cfg, self.metrics, self.health.add("store", "writer"))
+        self.tg = anyio.create_task_group()
+        await self.tg.__aenter__()
+        await self.tg.start(self.writer.run)
+        self.reader = await FeedReader.open(self.cfg)
+        return Store(self.cfg, self.writer, self.reader, self.metrics, self.health)
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.writer.close()
+        await self.tg.__aexit__(None, None, None)
+        await self.reader.close()
+        await self.db.close()
+
+
+def sample(m: Metrics, metric: str, **labels: str) -> float:
+    v = m.registry.get_sample_value(metric, labels)
+    return 0.0 if v is None else v
+
+
+async def test_events_get_dense_increasing_seqs(store: Store) -> None:
+    done = await store.writer.submit(Batch(source="s", events=[ev("a"), ev("b"), ev("c")]))
+    assert (done.appended, done.duplicates, done.first_seq, done.last_seq) == (3, 0, 1, 3)
+    rows = await store.reader.read(0, 10, 10)
+    assert [e.seq for e in rows] == [1, 2, 3] and [e.key for e in rows] == ["a", "b", "c"]
+    assert store.writer.head == 3 == await store.reader.head()
+
+
+async def test_duplicates_are_dropped_inside_the_transaction_and_counted(store: Store) -> None:
+    await store.writer.submit(Batch(source="s", events=[ev("a"), ev("b")]))
+    # an old id again, a new one, and the same new one twice in one batch
+    done = await store.writer.submit(Batch(source="s", events=[ev("a"), ev("c"), ev("c")]))
+    assert (done.appended, done.duplicates) == (1, 2)
+    assert [e.key for e in await store.reader.read(0, 100, 100)] == ["a", "b", "c"]
+    assert sample(store.metrics, "streamd_source_events_appended_total", source="s") == 3
+    assert sample(store.metrics, "streamd_source_events_duplicate_total", source="s") == 2
+
+
+async def test_concurrent_submits_are_group_committed(store: Store) -> None:
+    results = {}
+
+    async def submit(i: int) -> None:
+        results[i] = await store.writer.submit(Batch(source="s", events=[ev(f"k{i}")]))
+
+    async with anyio.create_task_group() as tg:
+        for i in range(200):
+            tg.start_soon(submit, i)
+    assert sorted(r.last_seq for r in results.values()) == list(range(1, 201))
+    commits = sample(store.metrics, "streamd_store_commit_duration_seconds_count")
+    assert 0 < commits < 200, "batches waiting together must share a transaction"
+
+
+async def test_progress_and_entity_state_commit_with_the_events(store: Store) -> None:
+    await store.writer.submit(Batch(source="poll", events=[ev("a", source="poll")],
+                                    progress={"cursor": "2026-01-01", "page": 3},
+                                    entity_states=[EntityState("t", "party", "a", "h1", b"{}"),
+                                                   EntityState("t", "party", "b", "h2")]))
+    assert await store.reader.progress("poll") == {"cursor": "2026-01-01", "page": 3}
+    assert await store.reader.entity_versions("poll", "t", "party") == {"a": "h1", "b": "h2"}
+    await store.writer.submit(Batch(source="poll", entity_states=[EntityState("t", "party", "b", None)],
+                                    progress={"page": 4}))
+    assert await store.reader.entity_versions("poll", "t", "party") == {"a": "h1"}
+    assert await store.reader.progress("poll") == {"cursor": "2026-01-01", "page": 4}
+
+
+async def test_dead_letters_and_offsets(store: Store) -> None:
+    await store.writer.submit(Batch(dead_letters=[DeadLetter(
+        origin="source", name="s", provider="synthetic", reason="bad", raw=b"\x00raw",
+        context={"topic": "X"})], offsets={"file": 7}))
+    (row,) = await store.reader.dead_letters()
+    assert (row.origin, row.name, row.reason, row.raw, row.context) == ("source", "s", "bad", b"\x00raw",
+                                                                         {"topic": "X"})
+    assert await store.reader.offsets() == {"file": 7}
+    await store.writer.submit(Batch(resolved_dead_letters=[row.id]))
+    assert await store.reader.dead_letters() == []
+    assert sample(store.metrics, "streamd_dead_letters_total", origin="source", name="s") == 1
+
+
+async def test_seq_is_never_reused_even_after_retention_empties_the_feed(tmp_path: Path) -> None:
+    async with open_store(tmp_path / "feed.db") as s:
+        await s.writer.submit(Batch(source="s", events=[ev("a"), ev("b")]))
+        await s.writer.submit(Batch(prune_upto=2))
+        assert await s.reader.read(0, 100, 100) == []
+    async with open_store(tmp_path / "feed.db") as s:  # and across a restart
+        done = await s.writer.submit(Batch(source="s", events=[ev("c")]))
+        assert done.first_seq == 3
+        # retention is the dedupe horizon: a pruned id is new again (documented)
+        again = await s.writer.submit(Batch(source="s", events=[ev("a")]))
+        assert again.appended == 1
+
+
+async def test_seq_at_finds_the_commit_time_boundary(store: Store) -> None:
+    clock = iter([1000.0, 1000.0, 2000.0, 2000.0, 3000.0, 3000.0])
+    store.writer._clock = lambda: next(clock)  # the writer's wall clock, as a test double
+    for k in ("a", "b", "c"):
+        await store.writer.submit(Batch(source="s", events=[ev(k)]))
+    assert await store.reader.seq_at(1_500_000) == 1
+    assert await store.reader.seq_at(2_000_000) == 1
+    assert await store.reader.seq_at(2_000_001) == 2
+    assert await store.reader.seq_at(9_000_000) == 3
+    assert await store.reader.seq_at(0) == 0
+
+
+async def test_a_full_disk_pauses_commits_and_they_resume(tmp_path: Path) -> None:
+    async with open_store(tmp_path / "feed.db") as s:
+        await s.writer.submit(Batch(source="s", events=[ev("a")]))
+        side = sqlite3.connect(s.cfg.path)
+        pages = side.execute("PRAGMA page_count").fetchone()[0]
+        side.close()
+        # The writer's own connection: cap the file where it is, as a full disk would.
+        await s.writer._db.execute(f"PRAGMA max_page_count={pages}")
+        big = [ev(f"k{i}", version="x" * 200) for i in range(3000)]
+        result: list[object] = []
+
+        async def submit() -> None:
+            result.append(await s.writer.submit(Batch(source="s", events=big)))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(submit)
+            comp = s.health.get("store", "writer")
+            with anyio.fail_after(10):
+                while comp.state is not State.RETRYING:
+                    await anyio.sleep(0.01)
+            assert "disk is full" in comp.reason
+            assert result == [], "nothing may be acknowledged while the disk is full"
+            assert sample(s.metrics, "streamd_store_errors_total", kind="busy") >= 1
+            await s.writer._db.execute("PRAGMA max_page_count=1073741823")
+        assert result and result[0].appended == 3000  # type: ignore[attr-defined]
+        assert comp.state is State.OK
+
+
+async def test_a_store_written_by_a_newer_streamd_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "feed.db"
+    async with open_store(path):
+        pass
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA user_version=99")
+    db.close()
+    with pytest.raises(StoreFatal, match="newer streamd"):
+        await connect(StoreConfig(path=str(path)))
+
+
+async def test_a_foreign_database_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "other.db"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE t (x)")
+    db.commit()
+    db.close()
+    with pytest.raises(StoreFatal, match="not a streamd feed"):
+        await connect(StoreConfig(path=str(path)))
+
+
+async def test_a_corrupt_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "feed.db"
+    path.write_bytes(b"this is not a database" * 500)
+    with pytest.raises(StoreFatal, match="not a database"):
+        await connect(StoreConfig(path=str(path)))
+
+
+async def test_the_writer_queue_is_bounded(tmp_path: Path) -> None:
+    cfg = StoreConfig(path=str(tmp_path / "feed.db"), queue_batches=2)
+    db = await connect(cfg)
+    try:
+        writer = Writer(db, cfg, Metrics(), Health().add("store", "writer"))  # never started
+        await writer.enqueue(Batch())
+        await writer.enqueue(Batch())
+        with anyio.move_on_after(0.2) as scope:
+            await writer.enqueue(Batch())
+        assert scope.cancelled_caught, "a full queue must make the submitter wait"
+        writer.close()
+    finally:
+        await db.close()
