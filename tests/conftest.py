@@ -10,10 +10,11 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import anyio
 import pytest
 
 T = TypeVar("T")
@@ -22,6 +23,19 @@ T = TypeVar("T")
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+async def until(cond: Callable[[], Awaitable[object] | object], seconds: float = 10.0,
+                what: str = "condition") -> None:
+    """Async: wait until `cond()` (sync or async) is truthy, failing the test after `seconds`."""
+    with anyio.fail_after(seconds):
+        while True:
+            value = cond()
+            if isinstance(value, Awaitable):
+                value = await value
+            if value:
+                return
+            await anyio.sleep(0.01)  # noqa: ASYNC110 - polling state owned by the code under test
 
 
 def wait_for(cond: Callable[[], T], timeout: float = 10.0, what: str = "condition",

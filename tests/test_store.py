@@ -19,6 +19,8 @@ from streamd.model import Event, Party, make_event
 from streamd.store import Batch, DeadLetter, EntityState, FeedReader, Writer, connect
 from streamd.units import Duration
 
+from .conftest import until
+
 pytestmark = pytest.mark.anyio
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -170,9 +172,7 @@ async def test_a_full_disk_pauses_commits_and_they_resume(tmp_path: Path) -> Non
         async with anyio.create_task_group() as tg:
             tg.start_soon(submit)
             comp = s.health.get("store", "writer")
-            with anyio.fail_after(10):
-                while comp.state is not State.RETRYING:
-                    await anyio.sleep(0.01)
+            await until(lambda: comp.state is State.RETRYING)
             assert "disk is full" in comp.reason
             assert result == [], "nothing may be acknowledged while the disk is full"
             assert sample(s.metrics, "streamd_store_errors_total", kind="busy") >= 1

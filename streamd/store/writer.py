@@ -210,6 +210,8 @@ class Writer:
             self._fail_queued(exc)
             raise
         finally:
+            self._closing = True
+            self._send.close()
             self.component.set(State.STOPPED)
             self.finished.set()
             self._wake()

@@ -1,0 +1,119 @@
+"""`streamd` on the command line: run, check, tail, status, dlq, demo.
+
+Exit codes: 0 ok; 1 the store is unusable or the daemon cannot start; 2 bad usage;
+78 (EX_CONFIG) the config is refused — systemd's unit does not restart on 78.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import threading
+from pathlib import Path
+
+from .. import __version__
+from ..config import Config, load, render
+from ..errors import EX_CONFIG, EX_FAILURE, ConfigError, StoreError
+
+log = logging.getLogger("streamd")
+
+
+def default_config() -> str:
+    """--config, else $STREAMD_CONFIG, else systemd's $CONFIGURATION_DIRECTORY/config.toml,
+    else ./config.toml, else /etc/streamd/config.toml."""
+    if os.environ.get("STREAMD_CONFIG"):
+        return os.environ["STREAMD_CONFIG"]
+    if os.environ.get("CONFIGURATION_DIRECTORY"):
+        return str(Path(os.environ["CONFIGURATION_DIRECTORY"].split(":")[0]) / "config.toml")
+    if Path("config.toml").exists():
+        return "config.toml"
+    return "/etc/streamd/config.toml"
+
+
+def load_config(path: str | None) -> Config:
+    """Load the config or exit 78, printing every problem with its key path."""
+    target = path or default_config()
+    try:
+        return load(target)
+    except ConfigError as exc:
+        print(f"streamd: config {target} refused:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        raise SystemExit(EX_CONFIG) from None
+
+
+def _finish(code: int) -> int:
+    """A sink thread wedged in a blocking write (a dead NFS mount, a FIFO nobody reads)
+    must not keep the process alive after the daemon has stopped."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if threading.active_count() > 1:
+        logging.shutdown()
+        os._exit(code)
+    return code
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import anyio
+
+    from .. import logs
+    from ..daemon import Daemon, StartupError
+
+    cfg = load_config(args.config)
+    logs.setup(cfg.daemon.log_level, cfg.daemon.log_format)
+
+    async def main() -> None:
+        await Daemon(cfg).run()
+
+    try:
+        anyio.run(main)
+    except StoreError as exc:
+        log.critical("store unusable, stopping: %s", exc)
+        return _finish(EX_FAILURE)
+    except StartupError as exc:
+        log.critical("cannot start: %s", exc)
+        return _finish(EX_FAILURE)
+    except KeyboardInterrupt:
+        return _finish(130)
+    log.info("stopped")
+    return _finish(0)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    print(f"{cfg.origin}: ok ({len(cfg.sources)} sources, {len(cfg.sinks)} sinks)")
+    if not args.quiet:
+        print(render(cfg))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import demo, dlq, status, tail
+
+    p = argparse.ArgumentParser(prog="streamd", description=__doc__.splitlines()[0] if __doc__ else "")
+    p.add_argument("--version", action="version", version=f"streamd {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_config(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sp.add_argument("-c", "--config", help="config file (default: $STREAMD_CONFIG, "
+                        "$CONFIGURATION_DIRECTORY/config.toml, ./config.toml, /etc/streamd/config.toml)")
+        return sp
+
+    sp = with_config(sub.add_parser("run", help="run the daemon"))
+    sp.set_defaults(func=cmd_run)
+    sp = with_config(sub.add_parser("check", help="validate the config and print it, secrets redacted"))
+    sp.add_argument("-q", "--quiet", action="store_true", help="only say whether it is valid")
+    sp.set_defaults(func=cmd_check)
+    tail.add_parser(sub, with_config)
+    status.add_parser(sub, with_config)
+    dlq.add_parser(sub, with_config)
+    demo.add_parser(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code

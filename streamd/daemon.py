@@ -1,0 +1,386 @@
+"""The daemon: one task group over the store writer, the sinks, the HTTP listener and
+the sources, started in that order, each ready before the next (`await tg.start`).
+
+Shutdown (SIGTERM/SIGINT, or `request_stop()`), in phases under
+`daemon.shutdown_timeout`:
+
+1. stop intake: webhooks answer 503, sources are cancelled;
+2. flush: everything already submitted is committed;
+3. drain: every sink delivers up to the final head and commits its offset;
+4. close the writer, then the listener. Exit 0.
+
+Past the deadline the rest is cancelled: nothing is lost (an unconfirmed batch is
+re-delivered from its sink's offset next start). A second signal exits at once.
+
+The process stops with an error only for a bad config (78) or an unusable store (1).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+from anyio.abc import TaskStatus
+
+from . import __version__
+from .config import Config, SinkConfig, SourceConfig
+from .errors import Rejected, StoreError, StoreFatal
+from .health import Health, State
+from .metrics import Metrics
+from .notify import Notifier
+from .providers import provider_spec
+from .retry import Backoff
+from .sinks import sink_spec
+from .sinks.dispatcher import Dispatcher
+from .sources import Source, SourceContext
+from .store import Batch, DeadLetter, FeedReader, Writer, connect
+from .store.reader import DeadLetterRow
+from .web import Web
+
+log = logging.getLogger("streamd")
+
+PRUNE_CHUNK = 10_000
+DLQ_POLL = 2.0
+
+
+class StartupError(Exception):
+    """Something outside the config and the store stops the start (e.g. the port is taken)."""
+
+
+class Daemon:
+    def __init__(self, cfg: Config, *, metrics: Metrics | None = None,
+                 notifier: Notifier | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.cfg = cfg
+        self.metrics = metrics or Metrics()
+        self.health = Health()
+        self.notifier = notifier or Notifier()
+        self._clock = clock
+        self.ready = anyio.Event()
+        self._stop = anyio.Event()
+        self._signals_seen = 0
+        self._sources_scope = anyio.CancelScope()
+        self._sources_done = anyio.Event()
+        self.writer: Writer | None = None
+        self.web: Web | None = None
+        self.sources: dict[str, Source] = {}
+        self.dispatchers: dict[str, Dispatcher] = {}
+        self._readers: list[FeedReader] = []
+        self.clean_exit = True
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def run(self) -> None:
+        """Run until stopped. Raises StoreFatal (exit 1) or StartupError (exit 1)."""
+        cfg = self.cfg
+        log.info("streamd %s starting: store %s, %d sources, %d sinks", __version__,
+                 cfg.store.path, len(cfg.sources), len(cfg.sinks))
+        db = await connect(cfg.store)
+        try:
+            await self._run(db)
+        except BaseExceptionGroup as eg:
+            raise _unwrap(eg) from None
+        finally:
+            with anyio.CancelScope(shield=True):
+                for r in self._readers:
+                    await r.close()
+                await db.close()
+            self.notifier.close()
+
+    async def _reader(self) -> FeedReader:
+        r = await FeedReader.open(self.cfg.store)
+        self._readers.append(r)
+        return r
+
+    async def _run(self, db: Any) -> None:
+        cfg = self.cfg
+        m = self.metrics
+        self.writer = writer = Writer(db, cfg.store, m, self.health.add("store", "writer",
+                                                                           grace=30.0, watched=True),
+                                      clock=self._clock)
+        self.web = web = Web(cfg.http, m, self.health)
+        sources_reader = await self._reader()
+        for name, scfg in cfg.sources.items():
+            self.sources[name] = self._build_source(name, scfg, writer, sources_reader, web)
+        for name, kcfg in cfg.sinks.items():
+            self.dispatchers[name] = await self._build_sink(name, kcfg, writer)
+        aux = await self._reader()
+        try:
+            sock = web.bind()
+        except OSError as exc:
+            raise StartupError(f"http.listen {cfg.http.listen}: {exc.strerror or exc}") from None
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._signals)
+            await tg.start(writer.run)
+            for d in self.dispatchers.values():
+                await tg.start(self._supervise_sink, d)
+            await tg.start(web.serve, sock)
+            await tg.start(self._run_sources)
+            status = self.status_line()
+            self.notifier.ready(status)
+            self.ready.set()
+            log.info("streamd ready: http on %s:%d; %s", *(web.address or ("?", 0)), status)
+            tg.start_soon(self._supervise)
+            tg.start_soon(self._retention, aux)
+            tg.start_soon(self._dlq_retry, aux)
+            await self._stop.wait()
+            await self._shutdown()
+            tg.cancel_scope.cancel()
+
+    def _build_source(self, name: str, scfg: SourceConfig, writer: Writer, reader: FeedReader,
+                      web: Web) -> Source:
+        self.metrics.init_source(name)
+        component = self.health.add("source", name, grace=scfg.backoff.max.seconds)
+        ctx = SourceContext(name=name, provider=scfg.provider, writer=writer, reader=reader,
+                            metrics=self.metrics, component=component, routes=web)
+        return provider_spec(scfg.provider).build(ctx, scfg)
+
+    async def _build_sink(self, name: str, kcfg: SinkConfig, writer: Writer) -> Dispatcher:
+        self.metrics.init_sink(name)
+        component = self.health.add("sink", name, grace=kcfg.backoff.max.seconds, watched=True)
+        sink = sink_spec(kcfg.type).build(name, kcfg)
+        return Dispatcher(name, kcfg, sink, writer, await self._reader(), self.metrics, component)
+
+    async def _shutdown(self) -> None:
+        assert self.writer is not None and self.web is not None
+        deadline = self.cfg.daemon.shutdown_timeout.seconds
+        self.notifier.stopping("stopping: draining")
+        log.info("stopping: intake closed; committing and draining sinks (deadline %.0fs)", deadline)
+        with anyio.move_on_after(deadline) as scope:
+            self.web.draining = True
+            self._sources_scope.cancel()
+            await self._sources_done.wait()
+            await self.writer.submit(Batch())  # everything submitted before this is committed
+            for d in self.dispatchers.values():
+                d.drain()
+            for d in self.dispatchers.values():
+                await d.done.wait()
+            self.writer.close()
+            await self.writer.finished.wait()
+        if scope.cancelled_caught:
+            self.clean_exit = False
+            late = [n for n, d in self.dispatchers.items() if not d.done.is_set()]
+            log.warning("stopping: deadline of %.0fs passed; sinks %s resume from their offsets "
+                        "next start", deadline, ", ".join(late) or "-")
+        else:
+            log.info("stopping: feed committed at seq %d, every sink drained", self.writer.head)
+        self.web.stop()
+        with anyio.move_on_after(5):
+            await self.web.finished.wait()
+
+    async def _signals(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                self._signals_seen += 1
+                name = signal.Signals(signum).name
+                if self._signals_seen == 1:
+                    log.info("%s received: shutting down (send it again to exit at once)", name)
+                    self._stop.set()
+                else:
+                    log.warning("%s received again: exiting now", name)
+                    logging.shutdown()
+                    os._exit(128 + signum)
+
+    # ---------------------------------------------------------------- sources
+
+    async def _run_sources(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        try:
+            with self._sources_scope:
+                async with anyio.create_task_group() as tg:
+                    for name, source in self.sources.items():
+                        await tg.start(self._supervise_source, name, source)
+                    task_status.started()
+        finally:
+            for name in self.sources:
+                self.health.get("source", name).set(State.STOPPED)
+                self.metrics.source_connected.labels(name).set(0)
+            self._sources_done.set()
+
+    async def _supervise_source(self, name: str, source: Source, *,
+                                task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Run a source; if it crashes (a bug, not a peer failure: those it handles
+        itself), log it and start it again after a backoff. Store errors stop the daemon."""
+        component = self.health.get("source", name)
+        backoff = Backoff(self.cfg.sources[name].backoff)
+        status = _Once(task_status)
+        while True:
+            try:
+                await source.run(task_status=status)
+                return
+            except StoreError:
+                raise
+            except Exception as exc:
+                wait = backoff.next()
+                component.set(State.RETRYING, f"crashed: {type(exc).__name__}: {exc}")
+                self.metrics.source_connected.labels(name).set(0)
+                self.metrics.retries.labels("source", name).inc()
+                self.metrics.retry_wait_seconds.labels("source", name).inc(wait)
+                log.exception("source %s crashed; restarting in %.1fs", name, wait)
+                status.started()
+                await anyio.sleep(wait)
+
+    # ---------------------------------------------------------------- sinks
+
+    async def _supervise_sink(self, d: Dispatcher, *,
+                              task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        backoff = Backoff(d.cfg.backoff)
+        status = _Once(task_status)
+        try:
+            while True:
+                try:
+                    await d.run(task_status=status)
+                    return
+                except StoreError:
+                    raise
+                except Exception as exc:
+                    wait = backoff.next()
+                    d.component.set(State.RETRYING, f"crashed: {type(exc).__name__}: {exc}")
+                    d.component.beat(wait + 60.0)
+                    self.metrics.retries.labels("sink", d.name).inc()
+                    self.metrics.retry_wait_seconds.labels("sink", d.name).inc(wait)
+                    log.exception("sink %s crashed; restarting in %.1fs", d.name, wait)
+                    status.started()
+                    await anyio.sleep(wait)
+        finally:
+            d.done.set()
+
+    # ---------------------------------------------------------------- watchdog, status
+
+    def status_line(self) -> str:
+        head = self.writer.head if self.writer else 0
+        now = self.health.now()
+        comps = self.health.components.values()
+        src = [c for c in comps if c.kind == "source"]
+        snk = [c for c in comps if c.kind == "sink"]
+        lag = max((max(head - d.offset, 0) for d in self.dispatchers.values()), default=0)
+        return (f"head {head}; sources {sum(c.healthy(now) for c in src)}/{len(src)} ok; "
+                f"sinks {sum(c.healthy(now) for c in snk)}/{len(snk)} ok, max lag {lag}")
+
+    async def _supervise(self) -> None:
+        """sd_notify STATUS= and WATCHDOG=1. The watchdog is fed only while the writer and
+        every sink loop keep their promise to come back (health.beat); a wedged loop, or a
+        blocked event loop, lets systemd's watchdog fire."""
+        assert self.web is not None
+        interval = self.notifier.watchdog_interval
+        tick = min(interval or 1.0, 1.0)
+        next_ping = 0.0
+        last_status = ""
+        complained = False
+        while True:
+            self.web.refresh_health_metrics()
+            now = anyio.current_time()
+            if interval is not None and now >= next_ping:
+                wedged = self.health.wedged()
+                if wedged:
+                    if not complained:
+                        log.error("watchdog: %s stopped making progress; not feeding the "
+                                  "watchdog", ", ".join(wedged))
+                        complained = True
+                else:
+                    self.notifier.watchdog()
+                    complained = False
+                next_ping = now + interval
+            status = self.status_line()
+            if status != last_status:
+                self.notifier.status(status)
+                last_status = status
+            await anyio.sleep(tick)
+
+    # ---------------------------------------------------------------- retention
+
+    async def _retention(self, reader: FeedReader) -> None:
+        period = min(max(self.cfg.store.retention.seconds / 10, 1.0), 300.0)
+        while True:
+            await anyio.sleep(period)
+            await self.prune(reader)
+
+    async def prune(self, reader: FeedReader) -> int:
+        """Delete events every configured sink has passed and that are older than
+        `store.retention`, in chunks. Returns the number of seqs pruned."""
+        assert self.writer is not None
+        offsets = await reader.offsets()
+        head = self.writer.head
+        floor = min((offsets.get(n, 0) for n in self.dispatchers), default=head)
+        cutoff_ms = int((self._clock() - self.cfg.store.retention.seconds) * 1000)
+        upto = min(floor, await reader.seq_at(cutoff_ms))
+        first = await reader.first_seq()
+        pruned = 0
+        while first <= upto:
+            end = min(upto, first + PRUNE_CHUNK - 1)
+            await self.writer.submit(Batch(prune_upto=end))
+            pruned += end - first + 1
+            first = end + 1
+        if pruned:
+            log.info("retention: pruned events up to seq %d", upto)
+        return pruned
+
+    # ---------------------------------------------------------------- dead letters
+
+    async def _dlq_retry(self, reader: FeedReader) -> None:
+        while True:
+            await anyio.sleep(DLQ_POLL)
+            for row in await reader.dead_letters(origin="source", status="retry", limit=500):
+                await self.retry_dead_letter(row)
+
+    async def retry_dead_letter(self, row: DeadLetterRow) -> None:
+        """Normalize a source dead letter's raw bytes again (after `streamd dlq retry`)."""
+        assert self.writer is not None
+        source = self.sources.get(row.name)
+        if source is None or row.raw is None:
+            reason = "no such source in the config" if source is None else "no raw payload"
+            log.warning("dead letter %d: cannot retry (%s); left as is", row.id, reason)
+            await self.writer.submit(Batch(resolved_dead_letters=[row.id], dead_letters=[
+                _again(row, f"retry impossible: {reason}")]))
+            return
+        try:
+            events = source.renormalize(row.raw, row.context, datetime.now(UTC))
+        except Rejected as exc:
+            log.info("dead letter %d: still rejected: %s", row.id, exc.reason)
+            await self.writer.submit(Batch(resolved_dead_letters=[row.id],
+                                           dead_letters=[_again(row, exc.reason)]))
+            return
+        done = await self.writer.submit(Batch(source=row.name, events=events,
+                                              resolved_dead_letters=[row.id]))
+        log.info("dead letter %d: re-normalized into %d events (%d new)", row.id, len(events),
+                 done.appended)
+
+
+class _Once:
+    """A TaskStatus that forwards only the first `started()`: a supervised task that
+    restarts must not report readiness twice."""
+
+    def __init__(self, outer: TaskStatus[None]) -> None:
+        self._outer = outer
+        self._done = False
+
+    def started(self, value: object = None) -> None:
+        if not self._done:
+            self._done = True
+            self._outer.started()
+
+
+def _again(row: DeadLetterRow, reason: str) -> DeadLetter:
+    return DeadLetter(origin="source", name=row.name, provider=row.provider, reason=reason,
+                      raw=row.raw, context=row.context, attempts=row.attempts + 1)
+
+
+def _unwrap(eg: BaseExceptionGroup[Any]) -> BaseException:
+    """The task group wraps errors; the caller wants the one that decides the exit code."""
+    for kind in (StoreFatal, StoreError, StartupError):
+        sub = eg.subgroup(lambda e, k=kind: isinstance(e, k))  # type: ignore[misc]
+        if sub is not None:
+            leaf: BaseException = sub
+            while isinstance(leaf, BaseExceptionGroup):
+                leaf = leaf.exceptions[0]
+            return leaf
+    return eg

@@ -1,0 +1,60 @@
+"""Logging to stderr: plain text, JSON lines, or journald-native priorities under systemd.
+
+No secret is ever formatted into a message: config secrets print as their
+reference (`env:NAME`), and HTTP client libraries that log URLs are kept at WARNING.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from typing import Any
+
+import msgspec
+
+_SYSLOG = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,
+           logging.CRITICAL: 2}
+
+
+class _Text(logging.Formatter):
+    def __init__(self, journald: bool) -> None:
+        super().__init__()
+        self.journald = journald
+
+    def format(self, record: logging.LogRecord) -> str:
+        msg = record.getMessage()
+        if record.exc_info:
+            msg += "\n" + self.formatException(record.exc_info)
+        if self.journald:  # journald adds its own timestamp; <N> sets the priority
+            return f"<{_SYSLOG.get(record.levelno, 6)}>{record.name}: {msg}"
+        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        return f"{ts}.{int(record.msecs):03d}Z {record.levelname:<7} {record.name}: {msg}"
+
+
+class _Json(logging.Formatter):
+    _enc = msgspec.json.Encoder()
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": record.created, "level": record.levelname.lower(), "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return self._enc.encode(out).decode()
+
+
+def setup(level: str = "info", fmt: str = "text") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    journald = fmt == "text" and bool(os.environ.get("JOURNAL_STREAM"))
+    handler.setFormatter(_Json() if fmt == "json" else _Text(journald))
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    for noisy in ("uvicorn", "uvicorn.error", "uvicorn.access", "httpx", "httpcore",
+                  "websockets", "asyncssh", "aiosqlite"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

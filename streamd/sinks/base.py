@@ -1,0 +1,40 @@
+"""What a sink is: something that delivers a batch of feed events, or says why it could not.
+
+A sink knows nothing of offsets, retries or dead letters: its dispatcher
+(`sinks.dispatcher`) reads from the sink's offset, batches, calls `deliver`, and
+moves the offset only after `deliver` returned. `deliver` raises `Retryable`
+(try the same batch later) or `Permanent` (this batch will never go through);
+anything else it raises is treated as retryable and logged with its traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ..config import SinkConfig, no_checks
+from ..store import FeedEvent
+
+
+class Sink(Protocol):
+    name: str
+
+    async def recover(self) -> int:
+        """Called once before the first delivery. Return the highest seq this sink
+        knows it has durably delivered beyond its committed offset (0 if it cannot tell);
+        delivery resumes after max(offset, recover())."""
+        ...
+
+    async def deliver(self, events: Sequence[FeedEvent]) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class SinkSpec:
+    config: type[SinkConfig]
+    build: Callable[[str, Any], Sink]
+    validate: Callable[[Any], list[str]] = no_checks
+    # config fields holding paths, resolved against the config file's directory
+    path_fields: tuple[str, ...] = ()

@@ -1,0 +1,256 @@
+"""One dispatcher per sink: offset → read → filter → batch → deliver → commit offset.
+
+At-least-once (invariant 3): the offset is committed through the writer only
+after `deliver` returned, so a crash re-delivers at most the batch in flight, and
+a sink that can check what it already wrote (`recover`) re-delivers nothing.
+
+Failures:
+- `Retryable` (and anything unexpected): the same batch again after a capped,
+  jittered backoff, forever; visible as `retrying` in /readyz and in metrics.
+- `Permanent`: the batch is split in halves to find the offending events; one
+  event that still fails after `max_tries` goes to dead letters with its feed line,
+  and the sink moves on.
+
+Backlog stays on disk: the dispatcher holds at most one batch in memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+
+import anyio
+import msgspec
+from anyio.abc import TaskStatus
+
+from ..config import SinkConfig
+from ..errors import DeliveryError, Permanent, Retryable
+from ..health import Component, State
+from ..metrics import Metrics
+from ..model import CloudEvent
+from ..retry import Backoff, retrying
+from ..store import Batch, DeadLetter, FeedEvent, FeedReader, Writer
+from ..store.reader import DeadLetterRow
+from .base import Sink
+
+log = logging.getLogger("streamd.sink")
+
+SCAN_WINDOW = 20_000  # seqs examined per read, so a narrow filter never scans the world at once
+IDLE_WAIT = 1.0
+OFFSET_IDLE_COMMIT = 2.0  # commit a scan-only offset (nothing matched) at most this often
+_DLQ_CHECK = 2.0
+
+
+class Dispatcher:
+    def __init__(self, name: str, cfg: SinkConfig, sink: Sink, writer: Writer, reader: FeedReader,
+                 metrics: Metrics, component: Component) -> None:
+        self.name = name
+        self.cfg = cfg
+        self.sink = sink
+        self.writer = writer
+        self.reader = reader
+        self.metrics = metrics
+        self.component = component
+        self.offset = 0
+        self._draining = False
+        self._last_offset_commit = 0.0
+        self._committed_offset = 0
+        self._last_dlq_check = 0.0
+        self.done = anyio.Event()
+        self._scope = anyio.CancelScope()
+
+    def drain(self) -> None:
+        """Deliver up to the writer's head (intake is closed by now), then return from `run`.
+        A sink that is failing is not waited for: its offset holds, it resumes next start."""
+        self._draining = True
+        self.writer.wake()
+        if self.component.state is State.RETRYING:
+            self._give_up_draining()
+
+    def _give_up_draining(self) -> None:
+        log.warning("sink %s: not drained (delivery failing: %s); resumes after seq %d next start",
+                    self.name, self.component.reason, self._committed_offset)
+        self._scope.cancel()
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        stored = await self.reader.offset(self.name)
+        if stored is None:
+            stored = 0 if self.cfg.start == "beginning" else await self.reader.head()
+        self._committed_offset = self.offset = stored
+        self.metrics.sink_offset.labels(self.name).set(stored)
+        task_status.started()
+        try:
+            with self._scope:
+                # The sink may be unreachable at start (a missing mount, a server down): that
+                # is a retry like any failed delivery, not a reason to hold up the daemon.
+                recovered = await retrying(self.sink.recover, policy=self.cfg.backoff,
+                                           retry_on=self._failed, metrics=self.metrics,
+                                           component=self.component, what="checking what it holds")
+                self.offset = max(stored, recovered)
+                if recovered > stored:
+                    log.info("sink %s: already holds events up to seq %d (offset was %d); resuming "
+                             "after it", self.name, recovered, stored)
+                self.metrics.sink_offset.labels(self.name).set(self.offset)
+                self.component.ok()
+                await self._loop()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.sink.aclose()
+            self.component.set(State.STOPPED)
+
+    async def _loop(self) -> None:
+        batch_max = self.cfg.batch_max
+        while True:
+            self.component.beat(IDLE_WAIT * 10)
+            await self._update_lag()
+            await self._retry_dead_letters()
+            head = self.writer.head
+            if self.offset >= head:
+                await self._commit_offset(force=True)
+                if self._draining:
+                    return
+                with anyio.move_on_after(IDLE_WAIT):
+                    await self.writer.wait_head(self.offset)
+                continue
+            upto = min(head, self.offset + SCAN_WINDOW)
+            events = await self.reader.read(self.offset, upto, batch_max, self.cfg.match)
+            scanned = events[-1].seq if len(events) == batch_max else upto
+            if events:
+                await self._deliver(events)
+                self.metrics.sink_delivered.labels(self.name).inc(len(events))
+            self.offset = scanned
+            self.metrics.sink_offset.labels(self.name).set(scanned)
+            await self._commit_offset(force=bool(events))
+
+    async def _commit_offset(self, *, force: bool) -> None:
+        if self.offset == self._committed_offset:
+            return
+        now = time.monotonic()
+        if not force and now - self._last_offset_commit < OFFSET_IDLE_COMMIT:
+            return
+        await self.writer.submit(Batch(offsets={self.name: self.offset}))
+        self._committed_offset = self.offset
+        self._last_offset_commit = now
+
+    async def _update_lag(self) -> None:
+        head = self.writer.head
+        lag = max(head - self.offset, 0)
+        self.metrics.sink_lag_events.labels(self.name).set(lag)
+        seconds = 0.0
+        if lag:
+            received = await self.reader.received_at(self.offset + 1)
+            if received is not None:
+                seconds = max(time.time() - received / 1000.0, 0.0)
+        self.metrics.sink_lag_seconds.labels(self.name).set(seconds)
+
+    # ---------------------------------------------------------------- delivery
+
+    async def _attempt(self, events: Sequence[FeedEvent]) -> None:
+        # A delivery that never returns is a wedged sink: the watchdog must notice.
+        self.component.beat(self.cfg.stall_after.seconds)
+        try:
+            await self.sink.deliver(events)
+        except DeliveryError:
+            raise
+        except Exception as exc:
+            log.exception("sink %s: unexpected error while delivering", self.name)
+            raise Retryable(f"{type(exc).__name__}: {exc}") from exc
+
+    def _failed(self, exc: BaseException) -> bool:
+        kind = "permanent" if isinstance(exc, Permanent) else "retryable"
+        self.metrics.sink_failures.labels(self.name, kind).inc()
+        if self._draining and not self._scope.cancel_called:
+            self._give_up_draining()
+        return isinstance(exc, Retryable)
+
+    async def _deliver_retrying(self, events: Sequence[FeedEvent]) -> None:
+        await retrying(lambda: self._attempt(events), policy=self.cfg.backoff,
+                       retry_on=self._failed, metrics=self.metrics, component=self.component,
+                       what=f"delivering {len(events)} events")
+        if self.component.state is not State.OK:
+            log.info("sink %s: delivering again", self.name)
+            self.component.ok()
+
+    async def _deliver(self, events: Sequence[FeedEvent]) -> None:
+        try:
+            await self._deliver_retrying(events)
+            return
+        except Permanent as exc:
+            if len(events) > 1:
+                log.warning("sink %s: batch of %d refused (%s); splitting it to find the cause",
+                            self.name, len(events), exc)
+                mid = len(events) // 2
+                await self._deliver(events[:mid])
+                await self._deliver(events[mid:])
+                return
+            first_error = exc
+        await self._poison(events[0], first_error)
+
+    async def _poison(self, event: FeedEvent, error: Permanent, attempts: int = 1) -> bool:
+        """Retry one refused event up to max_tries; dead-letter it if it never goes through.
+        Returns whether it was delivered."""
+        backoff = Backoff(self.cfg.backoff)
+        last = error
+        while attempts < self.cfg.max_tries:
+            wait = backoff.next()
+            self.metrics.retries.labels("sink", self.name).inc()
+            self.metrics.retry_wait_seconds.labels("sink", self.name).inc(wait)
+            self.component.beat(wait + 60.0)
+            await anyio.sleep(wait)
+            attempts += 1
+            try:
+                await self._deliver_retrying([event])
+                return True
+            except Permanent as exc:
+                last = exc
+        log.error("sink %s: event seq %d (%s) refused %d times, moved to dead letters: %s",
+                  self.name, event.seq, event.id, attempts, last)
+        await self.writer.submit(Batch(dead_letters=[DeadLetter(
+            origin="sink", name=self.name, reason=str(last), raw=event.line,
+            context={"id": event.id, "type": event.type}, event_seq=event.seq,
+            attempts=attempts)]))
+        return False
+
+    async def _retry_dead_letters(self) -> None:
+        """Re-deliver this sink's dead letters that `streamd dlq retry` marked."""
+        now = time.monotonic()
+        if now - self._last_dlq_check < _DLQ_CHECK:
+            return
+        self._last_dlq_check = now
+        rows = await self.reader.dead_letters(origin="sink", name=self.name, status="retry")
+        for row in rows:
+            await self._retry_one(row)
+
+    async def _retry_one(self, row: DeadLetterRow) -> None:
+        try:
+            event = _from_line(row)
+        except (msgspec.ValidationError, msgspec.DecodeError, TypeError) as exc:
+            log.error("sink %s: dead letter %d holds no readable event (%s); dropping it",
+                      self.name, row.id, exc)
+            await self.writer.submit(Batch(resolved_dead_letters=[row.id]))
+            return
+        try:
+            await self._deliver_retrying([event])
+        except Permanent as exc:
+            # Tried again, still refused: replace the row so the attempts count stays honest.
+            await self.writer.submit(Batch(resolved_dead_letters=[row.id], dead_letters=[
+                DeadLetter(origin="sink", name=self.name, reason=str(exc), raw=row.raw,
+                           context=row.context, event_seq=row.event_seq,
+                           attempts=row.attempts + 1)]))
+            return
+        log.info("sink %s: dead letter %d (seq %s) delivered on retry", self.name, row.id,
+                 row.event_seq)
+        self.metrics.sink_delivered.labels(self.name).inc()
+        await self.writer.submit(Batch(resolved_dead_letters=[row.id]))
+
+
+def _from_line(row: DeadLetterRow) -> FeedEvent:
+    if row.raw is None:
+        raise TypeError("no feed line")
+    ce = msgspec.json.decode(row.raw, type=CloudEvent)
+    entity, _, op = ce.type.partition(".")
+    key = ce.subject.partition("/")[2]
+    source = ce.source.rsplit("/", 1)[-1]
+    return FeedEvent(ce.seq, ce.id, source, ce.provider, ce.tenant, entity, op, key, ce.time, 0,
+                     bytes(ce.data), row.raw)

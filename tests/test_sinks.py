@@ -1,0 +1,246 @@
+"""Sink dispatchers over a real feed: offsets, filters, retries, poison events, the file sink."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import anyio
+import pytest
+
+from streamd.config import Backoff, Match, SinkConfig
+from streamd.errors import Permanent, Retryable
+from streamd.health import State
+from streamd.model import Invoice, Party, make_event
+from streamd.sinks.dispatcher import Dispatcher
+from streamd.sinks.file import FileSink, FileSinkConfig
+from streamd.store import Batch, FeedEvent, FeedReader
+from streamd.units import Duration, Size
+
+from .conftest import feed_lines, until
+from .test_store import Store, open_store, sample
+
+pytestmark = pytest.mark.anyio
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+FAST = Backoff(min=Duration(0.01), max=Duration(0.05))
+
+
+def events(n: int, start: int = 0, tenant: str = "t") -> list:  # type: ignore[type-arg]
+    out = []
+    for i in range(start, start + n):
+        if i % 2:
+            data: object = Invoice(direction="receivable", currency="EUR", total=i)  # type: ignore[arg-type]
+            entity = "invoice"
+        else:
+            data, entity = Party(name=f"p{i}"), "party"
+        out.append(make_event(provider="synthetic", source="s", tenant=tenant, entity=entity,
+                              op="created", key=f"k{i}", time=T0, data=data, version="v"))  # type: ignore[arg-type]
+    return out
+
+
+class Scripted:
+    """A sink whose failures the test decides; it records what it was given."""
+
+    def __init__(self, name: str = "scripted") -> None:
+        self.name = name
+        self.got: list[FeedEvent] = []
+        self.calls = 0
+        self.sizes: list[int] = []
+        self.retryable_left = 0
+        self.refuse: set[str] = set()  # keys it can never take
+        self.gate: anyio.Event | None = None
+
+    async def recover(self) -> int:
+        return 0
+
+    async def deliver(self, events: Sequence[FeedEvent]) -> None:
+        self.calls += 1
+        self.sizes.append(len(events))
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.retryable_left:
+            self.retryable_left -= 1
+            raise Retryable("receiver busy", retry_after=0.01)
+        bad = [e.key for e in events if e.key in self.refuse]
+        if bad:
+            raise Permanent(f"refused {bad}")
+        self.got.extend(events)
+
+    async def aclose(self) -> None:
+        pass
+
+
+class Running:
+    def __init__(self, store: Store, dispatcher: Dispatcher) -> None:
+        self.store = store
+        self.d = dispatcher
+
+    async def caught_up(self) -> None:
+        async def done() -> bool:
+            head = self.store.writer.head
+            return self.d.offset >= head and await self.store.reader.offset(self.d.name) == head
+
+        await until(done, 10, f"sink {self.d.name} to catch up")
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    async with open_store(tmp_path / "feed.db") as s:
+        yield s
+
+
+class dispatching:
+    def __init__(self, store: Store, sink: object, **cfg: object) -> None:
+        self.store = store
+        self.sink = sink
+        self.cfg = SinkConfig(type="test", backoff=FAST, **cfg)  # type: ignore[arg-type]
+
+    async def __aenter__(self) -> Running:
+        self.reader = await FeedReader.open(self.store.cfg)
+        name = getattr(self.sink, "name", "sink")
+        self.store.metrics.init_sink(name)
+        comp = self.store.health.add("sink", name, grace=1, watched=True)
+        self.d = Dispatcher(name, self.cfg, self.sink, self.store.writer, self.reader,  # type: ignore[arg-type]
+                            self.store.metrics, comp)
+        self.tg = anyio.create_task_group()
+        await self.tg.__aenter__()
+        await self.tg.start(self.d.run)
+        return Running(self.store, self.d)
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.tg.cancel_scope.cancel()
+        await self.tg.__aexit__(None, None, None)
+        await self.reader.close()
+
+
+async def test_delivers_in_order_and_commits_the_offset(store: Store) -> None:
+    sink = Scripted()
+    await store.writer.submit(Batch(source="s", events=events(25)))
+    async with dispatching(store, sink, batch_max=10) as run:
+        await store.writer.submit(Batch(source="s", events=events(5, start=25)))
+        await run.caught_up()
+    assert [e.seq for e in sink.got] == list(range(1, 31))
+    assert max(sink.sizes) == 10 and sum(sink.sizes) == 30, "batches of at most batch_max"
+    assert await store.reader.offset("scripted") == 30
+    assert sample(store.metrics, "streamd_sink_events_delivered_total", sink="scripted") == 30
+    assert sample(store.metrics, "streamd_sink_lag_events", sink="scripted") == 0
+
+
+async def test_match_filters_but_the_offset_passes_everything(store: Store) -> None:
+    sink = Scripted()
+    await store.writer.submit(Batch(source="s", events=events(10) + events(10, start=100, tenant="u")))
+    async with dispatching(store, sink, match=Match(type=["invoice.*"], tenant=["u"])) as run:
+        await run.caught_up()
+    assert {(e.entity, e.tenant) for e in sink.got} == {("invoice", "u")}
+    assert len(sink.got) == 5
+    assert await store.reader.offset("scripted") == 20
+
+
+async def test_the_offset_moves_only_after_the_sink_confirmed(store: Store) -> None:
+    sink = Scripted()
+    sink.gate = anyio.Event()
+    await store.writer.submit(Batch(source="s", events=events(3)))
+    async with dispatching(store, sink) as run:
+        await until(lambda: sink.calls > 0)
+        assert await store.reader.offset("scripted") in (None, 0)
+        sink.gate.set()
+        await run.caught_up()
+    assert await store.reader.offset("scripted") == 3
+
+
+async def test_retryable_failures_back_off_and_are_counted(store: Store) -> None:
+    sink = Scripted()
+    sink.retryable_left = 3
+    await store.writer.submit(Batch(source="s", events=events(4)))
+    async with dispatching(store, sink) as run:
+        await run.caught_up()
+        assert store.health.get("sink", "scripted").state is State.OK
+    assert [e.seq for e in sink.got] == [1, 2, 3, 4], "each event delivered once, after the retries"
+    assert sample(store.metrics, "streamd_sink_failures_total", sink="scripted", kind="retryable") == 3
+    assert sample(store.metrics, "streamd_retries_total", component="sink", name="scripted") == 3
+
+
+async def test_a_poison_event_is_found_dead_lettered_and_skipped(store: Store) -> None:
+    sink = Scripted()
+    sink.refuse = {"k5"}
+    await store.writer.submit(Batch(source="s", events=events(12)))
+    async with dispatching(store, sink, batch_max=12, max_tries=3) as run:
+        await run.caught_up()
+    assert [e.key for e in sink.got] == [f"k{i}" for i in range(12) if i != 5], "the rest, in order"
+    (dl,) = await store.reader.dead_letters(origin="sink")
+    assert dl.event_seq == 6 and dl.attempts == 3 and "refused" in dl.reason
+    assert json.loads(dl.raw or b"")["subject"] == "invoice/k5"
+    # and `streamd dlq retry` later: once the receiver takes it, it is delivered and resolved
+    sink.refuse = set()
+    side = __import__("sqlite3").connect(store.cfg.path)
+    side.execute("UPDATE dead_letters SET status = 'retry'")
+    side.commit()
+    side.close()
+    async with dispatching(store, sink):
+        async def resolved() -> bool:
+            return not await store.reader.dead_letters()
+
+        await until(resolved, 10, "the dead letter to be delivered and resolved")
+    assert sink.got[-1].key == "k5" and sink.got[-1].seq == 6
+
+
+# ---------------------------------------------------------------- the file sink
+
+def file_sink(tmp_path: Path, **kw: object) -> FileSink:
+    return FileSink("file", FileSinkConfig(type="file", path=str(tmp_path / "out" / "feed.jsonl"),
+                                           **kw))  # type: ignore[arg-type]
+
+
+async def test_the_file_sink_writes_the_feed_lines(store: Store, tmp_path: Path) -> None:
+    await store.writer.submit(Batch(source="s", events=events(7)))
+    async with dispatching(store, file_sink(tmp_path)) as run:
+        await run.caught_up()
+    lines = (tmp_path / "out" / "feed.jsonl").read_bytes().splitlines(keepends=True)
+    assert lines == [e.line for e in await store.reader.read(0, 100, 100)]
+
+
+async def test_the_file_sink_repairs_a_torn_line_and_resumes_exactly(store: Store, tmp_path: Path) -> None:
+    await store.writer.submit(Batch(source="s", events=events(10)))
+    async with dispatching(store, file_sink(tmp_path), batch_max=4) as run:
+        await run.caught_up()
+    path = tmp_path / "out" / "feed.jsonl"
+    # A crash after the file got lines 1-10 and half of 11, but before offsets moved past 4.
+    await store.writer.submit(Batch(offsets={"file": 4}, source="s", events=events(3, start=10)))
+    line11 = (await store.reader.read(10, 11, 1))[0].line
+    await anyio.Path(path).write_bytes(await anyio.Path(path).read_bytes() + line11[:25])
+    async with dispatching(store, file_sink(tmp_path)) as run:
+        await run.caught_up()
+    seqs = [json.loads(line)["seq"] for line in path.read_bytes().splitlines()]
+    assert seqs == list(range(1, 14)), "no duplicates, no gap, no torn line"
+
+
+async def test_the_file_sink_rotates_by_size_and_keeps_n(store: Store, tmp_path: Path) -> None:
+    await store.writer.submit(Batch(source="s", events=events(200)))
+    async with dispatching(store, file_sink(tmp_path, rotate_bytes=Size(8192), keep=3),
+                           batch_max=5) as run:
+        await run.caught_up()
+    out = tmp_path / "out"
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["feed.jsonl", "feed.jsonl.1", "feed.jsonl.2", "feed.jsonl.3"]
+    for p in out.iterdir():
+        assert p.stat().st_size <= 8192
+    seqs = [json.loads(line)["seq"] for line in feed_lines(out / "feed.jsonl")]
+    assert seqs == list(range(seqs[0], 201)), "the kept files hold the newest events, in order"
+
+
+async def test_a_failing_file_write_is_retried_without_losing_the_offset(store: Store,
+                                                                         tmp_path: Path) -> None:
+    blocked = tmp_path / "out"
+    blocked.write_text("a file where the sink's directory should be")
+    sink = file_sink(tmp_path)
+    await store.writer.submit(Batch(source="s", events=events(3)))
+    async with dispatching(store, sink) as run:
+        comp = store.health.get("sink", "file")
+        await until(lambda: comp.state is State.RETRYING)
+        assert await store.reader.offset("file") in (None, 0)
+        blocked.unlink()
+        blocked.mkdir()
+        await run.caught_up()
+    assert len((blocked / "feed.jsonl").read_bytes().splitlines()) == 3
