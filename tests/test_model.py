@@ -171,3 +171,47 @@ def test_a_webhook_body_splits_into_records_keeping_each_ones_bytes() -> None:
     assert normalize.split(b'{"a":1}') == [b'{"a":1}']
     with pytest.raises(Rejected):
         normalize.split(b"[1, 2")
+
+
+# ---------------------------------------------------------------- what make_event lets in
+
+def _invoice_event(**fields: object) -> object:
+    inv = Invoice(**{"direction": "receivable", "currency": "EUR", "total": Decimal("1"), **fields})  # type: ignore[arg-type]
+    return make_event(provider="x", source="s", tenant="t", entity="invoice", op="created",
+                      key="k", time=T0, data=inv, version="v")
+
+
+@pytest.mark.parametrize("amount", ["NaN", "Infinity", "-Infinity", "sNaN"])
+def test_non_finite_amounts_are_rejected(amount: str) -> None:
+    with pytest.raises(Rejected, match=r"invoice k: total: .* is not an amount"):
+        _invoice_event(total=Decimal(amount))
+
+
+def test_amounts_never_carry_a_positive_exponent() -> None:
+    ev = _invoice_event(total=Decimal("1E+2"), tax=Decimal("2.50"))
+    assert json.loads(ev.data)["total"] == "100"  # type: ignore[attr-defined]
+    assert json.loads(ev.data)["tax"] == "2.50"  # type: ignore[attr-defined]
+
+
+def test_a_hand_built_entity_is_validated_like_a_decoded_one() -> None:
+    with pytest.raises(Rejected, match="currency"):
+        _invoice_event(currency="eur")
+
+
+def test_instants_become_utc_and_floats_decimals() -> None:
+    from datetime import timezone
+
+    cet = datetime(2026, 3, 1, 12, 0, tzinfo=timezone(timedelta(hours=2)))
+    ev = _invoice_event(created_at=cet, updated_at=datetime(2026, 3, 1, 9, 0))
+    data = json.loads(ev.data)  # type: ignore[attr-defined]
+    assert data["created_at"] == "2026-03-01T10:00:00Z"
+    assert data["updated_at"] == "2026-03-01T09:00:00Z"
+    rec = make_event(provider="x", source="s", tenant="t", entity="voucher", op="created", key="v",
+                     time=T0, data=Record(attributes={"rate": 0.1, "lines": [{"amount": 19.99}]}))
+    attrs = json.loads(rec.data)["attributes"]
+    assert attrs == {"rate": "0.1", "lines": [{"amount": "19.99"}]}
+
+
+def test_entities_ignore_fields_a_newer_streamd_added() -> None:
+    newer = b'{"direction":"payable","currency":"SEK","total":"5","added_in_v9":"x"}'
+    assert msgspec.json.decode(newer, type=Invoice).total == Decimal("5")

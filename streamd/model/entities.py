@@ -21,7 +21,9 @@ Currency = Annotated[str, msgspec.Meta(pattern="^[A-Z]{3}$", description="ISO 42
 Country = Annotated[str, msgspec.Meta(pattern="^[A-Z]{2}$", description="ISO 3166-1 alpha-2")]
 
 
-class _Entity(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class _Entity(msgspec.Struct, frozen=True, kw_only=True):
+    # Unknown fields are ignored, not refused: a consumer decoding with an older model
+    # keeps working when a newer streamd adds a field (always with a default).
     pass
 
 
@@ -67,7 +69,7 @@ class InvoiceLine(_Entity, frozen=True, kw_only=True):
     unit_price: Decimal | None = None
     net: Decimal | None = None
     tax: Decimal | None = None
-    tax_rate: Decimal | None = None
+    tax_rate: Decimal | None = None  # percent: "25" is 25 %
     total: Decimal | None = None
 
 
@@ -104,7 +106,7 @@ class Invoice(_Entity, frozen=True, kw_only=True):
     converted_net: Decimal | None = None
     converted_tax: Decimal | None = None
     converted_total: Decimal | None = None
-    conversion_rate: Decimal | None = None
+    conversion_rate: Decimal | None = None  # converted_total = total * conversion_rate
     description: str | None = None
     lines: list[InvoiceLine] = []
     payments: list[PaymentRef] = []
@@ -166,7 +168,7 @@ class Product(_Entity, frozen=True, kw_only=True):
     unit: str | None = None
     unit_price: Decimal | None = None
     currency: Currency | None = None
-    tax_rate: Decimal | None = None
+    tax_rate: Decimal | None = None  # percent: "25" is 25 %
     active: bool | None = None
     created_at: dt.datetime | None = None
     updated_at: dt.datetime | None = None

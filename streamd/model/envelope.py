@@ -24,6 +24,8 @@ from typing import Literal
 
 import msgspec
 
+from ..errors import Rejected
+from .check import checked, validate_encoded
 from .entities import Entity
 
 Op = Literal["created", "updated", "deleted"]
@@ -95,8 +97,19 @@ def make_event(
     version: str | None = None,
     raw: bytes | None = None,
 ) -> Event:
-    """Build an event; the id comes from `version`, or from the content when there is none."""
+    """Build an event; the id comes from `version`, or from the content when there is none.
+    Raises `Rejected` for an entity the feed must not carry (see `check`)."""
+    if data is not None:
+        try:
+            data = checked(data)
+        except Rejected as exc:
+            raise Rejected(f"{entity} {key}: {exc.reason}") from None
     body = encode_data(data)
+    if data is not None:
+        try:
+            validate_encoded(body, type(data))
+        except Rejected as exc:
+            raise Rejected(f"{entity} {key}: {exc.reason}") from None
     if op == "deleted":
         ver = "deleted:" + (version or "")
     else:
