@@ -1,9 +1,10 @@
 """`config.toml` decoded into frozen msgspec Structs, refused whole before anything starts.
 
-Every problem is reported with the key's path (`sinks.feed.rotate_bytes: expected
-int, got str`). Sources and sinks are tables keyed by a name of your choice; the
-`provider` / `type` key picks the Struct that decodes the rest, from the registries
-in `streamd.providers` and `streamd.sinks`. Relative paths are relative to the
+Every problem is reported with the key's path (`sinks.feed.keep: expected int, got
+str`); every table is checked, each reporting its first problem. Sources and sinks
+are tables keyed by a name of your choice; the `provider` / `type` key picks the
+Struct that decodes the rest, from the registries in `streamd.providers` and
+`streamd.sinks`. Relative paths are relative to the
 config file's directory. Secret values are only ever references (see `secrets`).
 """
 
@@ -60,7 +61,8 @@ class DaemonConfig(_Base, frozen=True):
 
 
 class Backoff(_Base, frozen=True):
-    """Capped, jittered exponential backoff: the n-th wait is random in [0, min*2^n], at most max."""
+    """Capped, jittered exponential backoff: the n-th wait is random between cap/2 and cap,
+    where cap = min(max, min * 2^(n-1)); a peer's Retry-After may lengthen it (up to 15 min)."""
 
     min: Duration = Duration(0.5)
     max: Duration = Duration(60.0)
@@ -113,24 +115,27 @@ class Config(_Base, frozen=True):
 
 
 class _TopLevel(_Base, frozen=True):
-    store: StoreConfig = StoreConfig()
-    http: HttpConfig = HttpConfig()
-    daemon: DaemonConfig = DaemonConfig()
+    store: dict[str, Any] = {}
+    http: dict[str, Any] = {}
+    daemon: dict[str, Any] = {}
     sources: dict[str, dict[str, Any]] = {}
     sinks: dict[str, dict[str, Any]] = {}
 
 
-def _dec_hook(type_: type, obj: Any) -> Any:
-    if type_ is Duration:
-        return Duration.parse(obj)
-    if type_ is Size:
-        return Size.parse(obj)
-    if type_ is Secret:
-        try:
-            return Secret.resolve(obj)
-        except SecretError as exc:
-            raise ValueError(str(exc)) from None
-    raise NotImplementedError(f"cannot decode {type_!r}")
+def _dec_hook_for(base: Path | None) -> Callable[[type, Any], Any]:
+    def dec_hook(type_: type, obj: Any) -> Any:
+        if type_ is Duration:
+            return Duration.parse(obj)
+        if type_ is Size:
+            return Size.parse(obj)
+        if type_ is Secret:
+            try:
+                return Secret.resolve(obj, base_dir=base)
+            except SecretError as exc:
+                raise ValueError(str(exc)) from None
+        raise NotImplementedError(f"cannot decode {type_!r}")
+
+    return dec_hook
 
 
 def _enc_hook(obj: Any) -> Any:
@@ -168,9 +173,10 @@ def _describe(exc: msgspec.ValidationError, prefix: str) -> str:
 T = TypeVar("T")
 
 
-def convert(obj: Any, type_: type[T], prefix: str, problems: list[str]) -> T | None:
+def convert(obj: Any, type_: type[T], prefix: str, problems: list[str],
+            base: Path | None = None) -> T | None:
     try:
-        return msgspec.convert(obj, type_, dec_hook=_dec_hook, strict=True)
+        return msgspec.convert(obj, type_, dec_hook=_dec_hook_for(base), strict=True)
     except msgspec.ValidationError as exc:
         problems.append(_describe(exc, prefix))
         return None
@@ -185,6 +191,13 @@ def _check_listen(listen: str, problems: list[str]) -> None:
     host, sep, port = listen.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         problems.append(f"http.listen: expected \"host:port\", got {listen!r}")
+
+
+def _check_backoff(where: str, backoff: Backoff, problems: list[str]) -> None:
+    if backoff.min.seconds < 0.001:
+        problems.append(f"{where}.backoff.min: must be at least 1ms (a retry loop needs a pause)")
+    if backoff.max.seconds < backoff.min.seconds:
+        problems.append(f"{where}.backoff.max: must not be less than backoff.min")
 
 
 def _check_match(where: str, match: Match, known_providers: set[str], problems: list[str]) -> None:
@@ -216,6 +229,10 @@ def parse(text: str, *, origin: str = "<string>", base_dir: Path | None = None) 
     top = convert(raw, _TopLevel, "", problems)
     if top is None:
         raise ConfigError(problems)
+    # Each section on its own, so a mistake in one does not hide those in the others.
+    store_cfg = convert(top.store, StoreConfig, "store", problems, base)
+    http = convert(top.http, HttpConfig, "http", problems, base)
+    daemon = convert(top.daemon, DaemonConfig, "daemon", problems, base)
 
     sources: dict[str, SourceConfig] = {}
     for name, table in top.sources.items():
@@ -233,8 +250,9 @@ def parse(text: str, *, origin: str = "<string>", base_dir: Path | None = None) 
             )
             continue
         spec = provider_spec(provider)
-        cfg = convert(table, spec.config, where, problems)
+        cfg = convert(table, spec.config, where, problems, base)
         if cfg is not None:
+            _check_backoff(where, cfg.backoff, problems)
             problems.extend(f"{where}.{p}" for p in spec.validate(cfg))
             sources[name] = _with_paths(cfg, spec.path_fields, base)
 
@@ -252,9 +270,10 @@ def parse(text: str, *, origin: str = "<string>", base_dir: Path | None = None) 
             problems.append(f"{where}.type: unknown sink type {kind!r} (known: {', '.join(SINKS)})")
             continue
         sspec = sink_spec(kind)
-        scfg = convert(table, sspec.config, where, problems)
+        scfg = convert(table, sspec.config, where, problems, base)
         if scfg is not None:
             _check_match(where, scfg.match, set(PROVIDERS), problems)
+            _check_backoff(where, scfg.backoff, problems)
             if scfg.batch_max < 1:
                 problems.append(f"{where}.batch_max: must be at least 1")
             if scfg.max_tries < 1:
@@ -262,17 +281,17 @@ def parse(text: str, *, origin: str = "<string>", base_dir: Path | None = None) 
             problems.extend(f"{where}.{p}" for p in sspec.validate(scfg))
             sinks[name] = _with_paths(scfg, sspec.path_fields, base)
 
-    _check_listen(top.http.listen, problems)
-    store = msgspec.structs.replace(top.store, path=_resolve_path(base, top.store.path))
-    if store.commit_max_events < 1:
-        problems.append("store.commit_max_events: must be at least 1")
-    if store.queue_batches < 1:
-        problems.append("store.queue_batches: must be at least 1")
-    if problems:
+    if http is not None:
+        _check_listen(http.listen, problems)
+    if store_cfg is not None:
+        if store_cfg.commit_max_events < 1:
+            problems.append("store.commit_max_events: must be at least 1")
+        if store_cfg.queue_batches < 1:
+            problems.append("store.queue_batches: must be at least 1")
+    if problems or store_cfg is None or http is None or daemon is None:
         raise ConfigError(problems)
-    return Config(
-        store=store, http=top.http, daemon=top.daemon, sources=sources, sinks=sinks, origin=origin
-    )
+    store = msgspec.structs.replace(store_cfg, path=_resolve_path(base, store_cfg.path))
+    return Config(store=store, http=http, daemon=daemon, sources=sources, sinks=sinks, origin=origin)
 
 
 _C = TypeVar("_C", bound=msgspec.Struct)
@@ -303,8 +322,6 @@ def to_builtins(cfg: Config) -> dict[str, Any]:
 def render(cfg: Config) -> str:
     return msgspec.json.format(msgspec.json.encode(to_builtins(cfg)), indent=2).decode()
 
-
-Validator = Callable[[Any], list[str]]
 
 
 def no_checks(_: Any) -> list[str]:

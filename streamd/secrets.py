@@ -44,8 +44,10 @@ class Secret:
         return hash(self.reference)
 
     @classmethod
-    def resolve(cls, reference: object, environ: os._Environ[str] | dict[str, str] | None = None) -> Secret:
-        """Read the value a reference points at; raise `SecretError` naming what is wrong."""
+    def resolve(cls, reference: object, environ: os._Environ[str] | dict[str, str] | None = None,
+                base_dir: Path | None = None) -> Secret:
+        """Read the value a reference points at; raise `SecretError` naming what is wrong.
+        A relative `file:` path is relative to `base_dir` (the config file's directory)."""
         env = os.environ if environ is None else environ
         if isinstance(reference, Secret):
             return reference
@@ -66,7 +68,10 @@ class Secret:
                 raise SecretError(f"environment variable {target} is not set")
             return cls(reference, value)
         if scheme == "file":
-            return cls(reference, _read(Path(target), f"file {target}"))
+            path = Path(target).expanduser()
+            if not path.is_absolute() and base_dir is not None:
+                path = base_dir / path
+            return cls(reference, _read(path, f"file {target}"))
         creds = env.get("CREDENTIALS_DIRECTORY")
         if not creds:
             raise SecretError(

@@ -178,3 +178,27 @@ def test_missing_config_file_is_a_config_error(tmp_path: Path) -> None:
                     env={k: v for k, v in os.environ.items() if k != "STREAMD_CONFIG"})
     assert r.returncode == EX_CONFIG
     assert "config file does not exist" in r.stderr
+
+
+def test_backoff_needs_a_pause_and_a_sane_cap() -> None:
+    text = ('[sources.s]\nprovider = "synthetic"\nbackoff = { min = "0s", max = "1m" }\n'
+            '[sinks.o]\ntype = "stdout"\nbackoff = { min = "10s", max = "1s" }\n')
+    found = problems(text)
+    assert "sources.s.backoff.min: must be at least 1ms (a retry loop needs a pause)" in found
+    assert "sinks.o.backoff.max: must not be less than backoff.min" in found
+
+
+def test_a_mistake_in_one_section_does_not_hide_the_others() -> None:
+    text = '[store]\nsynchronous = "sometimes"\n[http]\nbody_limit = "huge"\n[daemon]\nlog_level = "loud"\n'
+    found = problems(text)
+    assert [p.split(":")[0] for p in found] == ["store.synchronous", "http.body_limit", "daemon.log_level"]
+
+
+def test_a_relative_file_secret_is_relative_to_the_config_file(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "hook").write_text("relative-secret")
+    monkeypatch.chdir("/")
+    cfg = parse('[sources.s]\nprovider = "synthetic"\nwebhook = true\ntoken = "file:secrets/hook"\n',
+                base_dir=tmp_path)
+    assert cfg.sources["s"].token.reveal() == "relative-secret"  # type: ignore[attr-defined]

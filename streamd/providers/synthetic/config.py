@@ -31,6 +31,8 @@ def validate(cfg: SyntheticConfig) -> list[str]:
         problems.append("rate: must be 0 (unthrottled) or more")
     if cfg.batch < 1:
         problems.append("batch: must be at least 1")
+    if cfg.reject_every < 0:
+        problems.append("reject_every: must be 0 (never) or more")
     if cfg.count < 0:
         problems.append("count: must be 0 (endless) or more")
     return problems
