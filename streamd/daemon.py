@@ -126,6 +126,10 @@ class Daemon:
                 await tg.start(self._supervise_sink, d)
             await tg.start(web.serve, sock)
             await tg.start(self._run_sources)
+            host, port = web.address or ("", 0)
+            await writer.submit(Batch(meta={
+                "daemon.http": f"{host}:{port}", "daemon.pid": str(os.getpid()),
+                "daemon.version": __version__, "daemon.started": datetime.now(UTC).isoformat()}))
             status = self.status_line()
             self.notifier.ready(status)
             self.ready.set()
@@ -173,7 +177,10 @@ class Daemon:
             log.warning("stopping: deadline of %.0fs passed; sinks %s resume from their offsets "
                         "next start", deadline, ", ".join(late) or "-")
         else:
-            log.info("stopping: feed committed at seq %d, every sink drained", self.writer.head)
+            late = [n for n, d in self.dispatchers.items() if d.gave_up]
+            log.info("stopping: feed committed at seq %d; %s", self.writer.head,
+                     f"sinks {', '.join(late)} not drained (failing); they resume from their offsets"
+                     if late else "every sink drained")
         self.web.stop()
         with anyio.move_on_after(5):
             await self.web.finished.wait()
@@ -278,6 +285,9 @@ class Daemon:
         complained = False
         while True:
             self.web.refresh_health_metrics()
+            wall = self._clock()
+            for d in self.dispatchers.values():
+                d.publish_lag(wall)
             now = anyio.current_time()
             if interval is not None and now >= next_ping:
                 wedged = self.health.wedged()

@@ -1,8 +1,8 @@
 """Every Prometheus metric streamd exports, built on a registry of its own.
 
 Names follow Prometheus conventions (`streamd_` prefix, `_total` counters, base
-units). Label values are bounded: source and sink names come from the config,
-`reason`/`kind` from small fixed sets. `docs/metrics.md` explains each one.
+units). Label values are bounded: source and sink names come from the config;
+`kind`, `origin`, `component` and `code` come from small fixed sets. `docs/metrics.md` explains each one.
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ class Metrics:
             ["component", "name"], registry=r)
         self.component_healthy = Gauge(
             "streamd_component_healthy",
-            "1 when a component (store, writer, source, sink) is healthy, as /readyz sees it.",
+            "1 when a component is healthy as /readyz sees it (component: store, source, sink).",
             ["component", "name"], registry=r)
         self.webhook_requests = Counter(
             "streamd_webhook_requests_total",

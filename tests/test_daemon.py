@@ -210,6 +210,15 @@ async def test_readyz_names_an_unhealthy_sink(start: Callable[..., object], tmp_
         assert "sink file: ok" in r.text
         metrics = (await d.http.get("/metrics")).text
         assert 'streamd_component_healthy{component="sink",name="broken"} 0.0' in metrics
+        # Its lag keeps growing while it retries, so an alert on lag can fire.
+        assert (await d.post([rec(n) for n in range(3)])).status_code == 200
+
+        async def lagging() -> bool:
+            text = (await d.http.get("/metrics")).text
+            return 'streamd_sink_lag_events{sink="broken"} 3.0' in text and \
+                'streamd_sink_lag_events{sink="file"} 0.0' in text
+
+        await until(lagging, 10, "the broken sink's lag to show")
         daemon = d.daemon
     # Stopping does not wait out the deadline for a sink that keeps failing: its offset
     # holds and it resumes next start.

@@ -27,6 +27,8 @@ def add_parser(sub: Any, with_config: Callable[[argparse.ArgumentParser], argpar
 
 async def _live(listen: str) -> dict[str, Any] | None:
     host, port = parse_listen(listen)
+    if not port:
+        return None
     if host in ("0.0.0.0", "::", ""):
         host = "127.0.0.1"
     url = f"http://{host if ':' not in host else f'[{host}]'}:{port}/readyz"
@@ -50,6 +52,7 @@ async def gather(args: argparse.Namespace) -> dict[str, Any]:
         offsets = await reader.offsets()
         progress = await reader.all_progress()
         dlq = await reader.dead_letter_counts()
+        meta = await reader.meta()
         lags: dict[str, dict[str, Any]] = {}
         for name, sink in cfg.sinks.items():
             off = offsets.get(name)
@@ -58,15 +61,19 @@ async def gather(args: argparse.Namespace) -> dict[str, Any]:
                           "oldest_pending": fmt_ms(received)}
     finally:
         await reader.close()
-    live = await _live(cfg.http.listen)
+    # Where the daemon said it listens (it may have bound port 0, or 0.0.0.0).
+    listen = meta.get("daemon.http") or cfg.http.listen
+    live = await _live(listen)
     states: dict[str, str] = {}
     for line in (live or {}).get("components", []):
         kind_name, _, state = line.partition(": ")
         states[kind_name] = state
     return {
         "store": cfg.store.path, "head": head, "retained": max(head - first + 1, 0),
-        "daemon": ("ready" if live and live.get("ready") else "running, not ready") if live
-        else "not reachable at " + cfg.http.listen,
+        "daemon": (("ready" if live.get("ready") else "running, not ready")
+                   + f" at {listen} (pid {meta.get('daemon.pid', '?')}, streamd "
+                   f"{meta.get('daemon.version', '?')}, started {meta.get('daemon.started', '?')})")
+        if live else f"not reachable at {listen}",
         "sources": {name: {"provider": s.provider,
                            "state": states.get(f"source {name}", "-"),
                            "progress": progress.get(name, ({}, 0))[0],
@@ -99,7 +106,7 @@ def _print(s: dict[str, Any]) -> None:
     print(f"dead letters {total}" + (f" ({detail})" if detail else ""))
     if s["stale_offsets"]:
         print(f"note: offsets kept for sinks no longer configured: {', '.join(s['stale_offsets'])}"
-              " (they hold back retention)")
+              " (ignored by retention; they are used again if the sink comes back)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -59,6 +59,11 @@ class Dispatcher:
         self._last_dlq_check = 0.0
         self.done = anyio.Event()
         self._scope = anyio.CancelScope()
+        self.gave_up = False
+        # Commit time (unix ms) of the first event past the offset, which lag_seconds is
+        # measured from; refreshed when the offset moves, so publishing lag costs nothing.
+        self._pending_since_ms: int | None = None
+        self._pending_for = -1
 
     def drain(self) -> None:
         """Deliver up to the writer's head (intake is closed by now), then return from `run`.
@@ -69,6 +74,7 @@ class Dispatcher:
             self._give_up_draining()
 
     def _give_up_draining(self) -> None:
+        self.gave_up = True
         log.warning("sink %s: not drained (delivery failing: %s); resumes after seq %d next start",
                     self.name, self.component.reason, self._committed_offset)
         self._scope.cancel()
@@ -103,7 +109,7 @@ class Dispatcher:
         batch_max = self.cfg.batch_max
         while True:
             self.component.beat(IDLE_WAIT * 10)
-            await self._update_lag()
+            await self._refresh_pending()
             await self._retry_dead_letters()
             head = self.writer.head
             if self.offset >= head:
@@ -118,7 +124,6 @@ class Dispatcher:
             scanned = events[-1].seq if len(events) == batch_max else upto
             if events:
                 await self._deliver(events)
-                self.metrics.sink_delivered.labels(self.name).inc(len(events))
             self.offset = scanned
             self.metrics.sink_offset.labels(self.name).set(scanned)
             await self._commit_offset(force=bool(events))
@@ -133,15 +138,19 @@ class Dispatcher:
         self._committed_offset = self.offset
         self._last_offset_commit = now
 
-    async def _update_lag(self) -> None:
-        head = self.writer.head
-        lag = max(head - self.offset, 0)
+    async def _refresh_pending(self) -> None:
+        if self._pending_for != self.offset:
+            self._pending_for = self.offset
+            self._pending_since_ms = await self.reader.received_at(self.offset + 1)
+
+    def publish_lag(self, now: float) -> None:
+        """Set the lag gauges from memory; called every second by the daemon, so they keep
+        moving while this sink is stuck retrying."""
+        lag = max(self.writer.head - self.offset, 0)
         self.metrics.sink_lag_events.labels(self.name).set(lag)
         seconds = 0.0
-        if lag:
-            received = await self.reader.received_at(self.offset + 1)
-            if received is not None:
-                seconds = max(time.time() - received / 1000.0, 0.0)
+        if lag and self._pending_for == self.offset and self._pending_since_ms is not None:
+            seconds = max(now - self._pending_since_ms / 1000.0, 0.0)
         self.metrics.sink_lag_seconds.labels(self.name).set(seconds)
 
     # ---------------------------------------------------------------- delivery
@@ -168,6 +177,7 @@ class Dispatcher:
         await retrying(lambda: self._attempt(events), policy=self.cfg.backoff,
                        retry_on=self._failed, metrics=self.metrics, component=self.component,
                        what=f"delivering {len(events)} events")
+        self.metrics.sink_delivered.labels(self.name).inc(len(events))
         if self.component.state is not State.OK:
             log.info("sink %s: delivering again", self.name)
             self.component.ok()
@@ -241,7 +251,6 @@ class Dispatcher:
             return
         log.info("sink %s: dead letter %d (seq %s) delivered on retry", self.name, row.id,
                  row.event_seq)
-        self.metrics.sink_delivered.labels(self.name).inc()
         await self.writer.submit(Batch(resolved_dead_letters=[row.id]))
 
 

@@ -208,6 +208,9 @@ class FeedReader:
         rows = await self._all("SELECT origin, name, count(*) FROM dead_letters GROUP BY 1, 2")
         return {(o, n): int(c) for o, n, c in rows}
 
+    async def meta(self) -> dict[str, str]:
+        return {k: v for k, v in await self._all("SELECT key, value FROM meta")}
+
     async def data_version(self) -> int:
         """Changes whenever another connection commits: cheap polling for `tail -f`."""
         row = await self._one("PRAGMA data_version")

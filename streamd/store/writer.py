@@ -84,6 +84,8 @@ class Batch(msgspec.Struct, kw_only=True):
     resolved_dead_letters: Sequence[int] = ()
     # retention: delete events with seq <= prune_upto
     prune_upto: int = 0
+    # facts about the running daemon (listen address, pid, version) for `streamd status`
+    meta: Mapping[str, str] = {}
 
     def size(self) -> int:
         return len(self.events) + len(self.dead_letters) + len(self.entity_states) + 1
@@ -390,6 +392,10 @@ class Writer:
         resolved = [(i,) for item in group for i in item.batch.resolved_dead_letters]
         if resolved:
             await db.executemany("DELETE FROM dead_letters WHERE id = ?", resolved)
+        meta = [(k, v) for item in group for k, v in item.batch.meta.items()]
+        if meta:
+            await db.executemany("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key)"
+                                 " DO UPDATE SET value = excluded.value", meta)
         prune = max((item.batch.prune_upto for item in group), default=0)
         if prune:
             await db.execute(
