@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -112,6 +113,8 @@ async def _main(args: argparse.Namespace, workdir: Path) -> None:
 
 def run(args: argparse.Namespace) -> int:
     logging.getLogger().setLevel(logging.WARNING)
+    # `streamd demo | head` ends the demo, as a broken pipe ends any Unix filter.
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     if args.dir:
         workdir = Path(args.dir).resolve()
         workdir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,92 @@
+"""The command line against a real feed: status, dlq, and the demo that README.md opens with."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import datetime
+
+import httpx
+
+from streamd.providers.synthetic import wire
+
+from .conftest import Streamd, streamd_cli
+
+TOKEN = "cli-test-token"
+CONFIG = """
+[store]
+path = "feed.db"
+[http]
+listen = "127.0.0.1:0"
+[sources.hook]
+provider = "synthetic"
+generate = false
+webhook = true
+token = "env:CLI_HOOK_TOKEN"
+[sinks.file]
+type = "file"
+path = "out/feed.jsonl"
+"""
+
+
+def test_status_and_dead_letters_from_the_command_line(streamd_proc: Callable[..., Streamd]) -> None:
+    d = streamd_proc(CONFIG, env={"CLI_HOOK_TOKEN": TOKEN})
+    d.start()
+    bad = b'{"tenant":"t","entity":"invoice","op":"created","key":"x","data":{"total":"one"}}'
+    body = b"[" + wire.record(1, 0, ["t"], datetime(2026, 1, 1)) + b"," + bad + b"]"
+    r = httpx.post(f"{d.url}/webhooks/hook", content=body, timeout=10, headers={
+        "content-type": "application/json", "authorization": f"Bearer {TOKEN}"})
+    assert r.json()["rejected"] == 1
+    assert d.terminate() == 0
+    env = {"CLI_HOOK_TOKEN": TOKEN}
+
+    r = streamd_cli("status", "-c", str(d.config), "--json", env=env)
+    s = json.loads(r.stdout)
+    assert s["head"] == 1 and s["retained"] == 1
+    assert s["daemon"].startswith("not reachable")
+    assert s["sinks"]["file"]["offset"] == 1 and s["sinks"]["file"]["lag_events"] == 0
+    assert s["dead_letters"] == {"source hook": 1}
+
+    r = streamd_cli("dlq", "list", "-c", str(d.config), "--raw", env=env)
+    assert "source hook" in r.stdout and "Invalid decimal" in r.stdout
+    assert bad.decode() in r.stdout
+    (dl_id,) = d.query("SELECT id FROM dead_letters")[0]
+
+    r = streamd_cli("dlq", "retry", "-c", str(d.config), str(dl_id), env=env)
+    assert r.returncode == 0 and "1 dead letters marked for retry" in r.stdout
+    assert d.query("SELECT status FROM dead_letters") == [("retry",)]
+    r = streamd_cli("dlq", "drop", "-c", str(d.config), env=env)
+    assert r.returncode == 2, "drop needs ids or --all"
+    r = streamd_cli("dlq", "drop", "--all", "-c", str(d.config), env=env)
+    assert "1 dead letters dropped" in r.stdout
+    assert d.query("SELECT count(*) FROM dead_letters") == [(0,)]
+
+
+def test_tail_without_a_feed_says_so() -> None:
+    r = streamd_cli("tail", "--db", "/nonexistent/feed.db")
+    assert r.returncode == 1 and "no feed database here" in r.stderr
+
+
+def test_the_demo_runs_and_prints_the_feed_and_a_summary() -> None:
+    r = streamd_cli("demo", "--duration", "3", "--rate", "40", timeout=60)
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(x) for x in r.stdout.splitlines()]
+    assert len(lines) >= 40
+    assert [x["seq"] for x in lines] == list(range(1, len(lines) + 1))
+    assert {x["specversion"] for x in lines} == {"1.0"}
+    assert "--- streamd demo summary" in r.stderr
+    assert "provider synthetic" in r.stderr and "dead letters" in r.stderr
+    assert f"sink     stdout     delivered up to seq {len(lines)}, lag 0" in r.stderr
+
+
+def test_dlq_on_a_missing_feed_fails_cleanly() -> None:
+    r = streamd_cli("dlq", "retry", "--all", "--db", "/nonexistent/feed.db")
+    assert r.returncode == 1 and "streamd dlq" in r.stderr
+
+
+def test_since_takes_a_time_or_a_duration_ago() -> None:
+    from streamd.cli.common import parse_since
+
+    assert parse_since("2026-11-21T10:00:00Z") == 1_795_255_200_000
+    assert parse_since("2026-11-21T11:00:00+01:00") == 1_795_255_200_000
+    assert parse_since("15m", now=1000.0) == 100_000
