@@ -21,7 +21,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,9 +29,10 @@ import anyio
 from anyio.abc import TaskStatus
 
 from . import __version__
+from .config import Backoff as BackoffPolicy
 from .config import Config, SinkConfig, SourceConfig
 from .errors import Rejected, StoreError, StoreFatal
-from .health import Health, State
+from .health import Component, Health, State
 from .metrics import Metrics
 from .notify import Notifier
 from .providers import provider_spec
@@ -213,51 +214,41 @@ class Daemon:
                 self.metrics.source_connected.labels(name).set(0)
             self._sources_done.set()
 
-    async def _supervise_source(self, name: str, source: Source, *,
-                                task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Run a source; if it crashes (a bug, not a peer failure: those it handles
-        itself), log it and start it again after a backoff. Store errors stop the daemon."""
-        component = self.health.get("source", name)
-        backoff = Backoff(self.cfg.sources[name].backoff)
+    async def _restarting(self, component: Component, policy: BackoffPolicy,
+                          run: Callable[..., Awaitable[None]], *, on_crash: Callable[[], None] | None = None,
+                          task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Run a source or sink loop; if it crashes (a bug: peer failures it handles itself),
+        log it and start it again after a backoff. Store errors stop the daemon."""
+        backoff = Backoff(policy)
         status = _Once(task_status)
         while True:
             try:
-                await source.run(task_status=status)
+                await run(task_status=status)
                 return
             except StoreError:
                 raise
             except Exception as exc:
                 wait = backoff.next()
                 component.set(State.RETRYING, f"crashed: {type(exc).__name__}: {exc}")
-                self.metrics.source_connected.labels(name).set(0)
-                self.metrics.retries.labels("source", name).inc()
-                self.metrics.retry_wait_seconds.labels("source", name).inc(wait)
-                log.exception("source %s crashed; restarting in %.1fs", name, wait)
+                component.beat(wait + 60.0)
+                self.metrics.retries.labels(component.kind, component.name).inc()
+                self.metrics.retry_wait_seconds.labels(component.kind, component.name).inc(wait)
+                if on_crash is not None:
+                    on_crash()
+                log.exception("%s %s crashed; restarting in %.1fs", component.kind, component.name, wait)
                 status.started()
                 await anyio.sleep(wait)
 
-    # ---------------------------------------------------------------- sinks
+    async def _supervise_source(self, name: str, source: Source, *,
+                                task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        connected = self.metrics.source_connected.labels(name)
+        await self._restarting(self.health.get("source", name), self.cfg.sources[name].backoff,
+                               source.run, on_crash=lambda: connected.set(0), task_status=task_status)
 
     async def _supervise_sink(self, d: Dispatcher, *,
                               task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        backoff = Backoff(d.cfg.backoff)
-        status = _Once(task_status)
         try:
-            while True:
-                try:
-                    await d.run(task_status=status)
-                    return
-                except StoreError:
-                    raise
-                except Exception as exc:
-                    wait = backoff.next()
-                    d.component.set(State.RETRYING, f"crashed: {type(exc).__name__}: {exc}")
-                    d.component.beat(wait + 60.0)
-                    self.metrics.retries.labels("sink", d.name).inc()
-                    self.metrics.retry_wait_seconds.labels("sink", d.name).inc(wait)
-                    log.exception("sink %s crashed; restarting in %.1fs", d.name, wait)
-                    status.started()
-                    await anyio.sleep(wait)
+            await self._restarting(d.component, d.cfg.backoff, d.run, task_status=task_status)
         finally:
             d.done.set()
 

@@ -288,3 +288,30 @@ async def test_dlq_retry_renormalizes_a_source_dead_letter(start: Callable[..., 
         assert d.rows("SELECT count(*) FROM events") == [(1,)]
         (row,) = d.rows("SELECT raw, attempts, status FROM dead_letters")
         assert row == (b"{still bad", 1, "new")
+
+
+async def test_a_crashing_source_is_restarted_and_counted(start: Callable[..., object], tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # A provider bug, not a peer failure: its run() raises. The daemon must log it,
+    # show the source as retrying, and start it again after its backoff.
+    from streamd.providers.synthetic.source import SyntheticSource
+
+    calls: list[str] = []
+    original = SyntheticSource.run
+
+    async def crash_once(self: SyntheticSource, **kw: object) -> None:
+        if self.name == "gen":
+            calls.append(self.name)
+            if len(calls) == 1:
+                raise RuntimeError("provider bug")
+        await original(self, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(SyntheticSource, "run", crash_once)
+    cfg = config(tmp_path, extra='[sources.gen]\nprovider = "synthetic"\nrate = 50.0\n'
+                                 'backoff = { min = "50ms", max = "100ms" }\n')
+    async with start(cfg) as d:  # type: ignore[attr-defined]
+        await until(lambda: len(calls) == 2, 10, "the source to be restarted")
+        await until(lambda: d.rows("SELECT count(*) FROM events WHERE source = 'gen'")[0][0] > 0)
+        metrics = (await d.http.get("/metrics")).text
+        assert 'streamd_retries_total{component="source",name="gen"} 1.0' in metrics
+        assert d.daemon.health.get("source", "gen").state.value == "ok"
