@@ -128,7 +128,8 @@ class Daemon:
             await tg.start(web.serve, sock)
             await tg.start(self._run_sources)
             host, port = web.address or ("", 0)
-            await writer.submit(Batch(meta={
+            # Queued, not awaited: a full disk must not hold READY=1 back.
+            await writer.enqueue(Batch(meta={
                 "daemon.http": f"{host}:{port}", "daemon.pid": str(os.getpid()),
                 "daemon.version": __version__, "daemon.started": datetime.now(UTC).isoformat()}))
             status = self.status_line()
@@ -278,7 +279,7 @@ class Daemon:
             self.web.refresh_health_metrics()
             wall = self._clock()
             for d in self.dispatchers.values():
-                d.publish_lag(wall)
+                await d.publish_lag(wall)
             now = anyio.current_time()
             if interval is not None and now >= next_ping:
                 wedged = self.health.wedged()

@@ -219,6 +219,13 @@ async def test_readyz_names_an_unhealthy_sink(start: Callable[..., object], tmp_
                 'streamd_sink_lag_events{sink="file"} 0.0' in text
 
         await until(lagging, 10, "the broken sink's lag to show")
+
+        async def aging() -> bool:
+            text = (await d.http.get("/metrics")).text
+            line = next(x for x in text.splitlines() if x.startswith('streamd_sink_lag_seconds{sink="broken"}'))
+            return float(line.split()[-1]) > 0
+
+        await until(aging, 10, "the broken sink's lag in seconds to grow")
         daemon = d.daemon
     # Stopping does not wait out the deadline for a sink that keeps failing: its offset
     # holds and it resumes next start.

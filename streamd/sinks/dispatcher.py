@@ -109,7 +109,6 @@ class Dispatcher:
         batch_max = self.cfg.batch_max
         while True:
             self.component.beat(IDLE_WAIT * 10)
-            await self._refresh_pending()
             await self._retry_dead_letters()
             head = self.writer.head
             if self.offset >= head:
@@ -138,15 +137,16 @@ class Dispatcher:
         self._committed_offset = self.offset
         self._last_offset_commit = now
 
-    async def _refresh_pending(self) -> None:
-        if self._pending_for != self.offset:
-            self._pending_for = self.offset
-            self._pending_since_ms = await self.reader.received_at(self.offset + 1)
-
-    def publish_lag(self, now: float) -> None:
-        """Set the lag gauges from memory; called every second by the daemon, so they keep
-        moving while this sink is stuck retrying."""
+    async def publish_lag(self, now: float) -> None:
+        """Set the lag gauges. The daemon calls this every second, from outside the sink's
+        loop, so they keep moving wherever the sink is stuck (a delivery, its start-up check).
+        Reads the store only when the offset moved."""
         lag = max(self.writer.head - self.offset, 0)
+        if lag and self._pending_for != self.offset:
+            since = await self.reader.received_at(self.offset + 1)
+            if since is not None:
+                self._pending_for = self.offset
+                self._pending_since_ms = since
         self.metrics.sink_lag_events.labels(self.name).set(lag)
         seconds = 0.0
         if lag and self._pending_for == self.offset and self._pending_since_ms is not None:

@@ -230,35 +230,24 @@ class Writer:
                     return None
         group = [first]
         n = first.batch.size()
-        limit = self._cfg.commit_max_events
-        closed = False
-
-        def take() -> bool:
-            nonlocal n, closed
-            while n < limit:
-                try:
-                    item = self._recv.receive_nowait()
-                except anyio.WouldBlock:
-                    return False
-                except anyio.EndOfStream:
-                    closed = True
-                    return False
-                group.append(item)
-                n += item.batch.size()
-            return True
-
-        full = take()
-        if not full and not closed and self._cfg.commit_linger.seconds > 0:
-            with anyio.move_on_after(self._cfg.commit_linger.seconds):
-                while n < limit:
+        deadline = anyio.current_time() + self._cfg.commit_linger.seconds
+        while n < self._cfg.commit_max_events:
+            item: _Item | None = None
+            try:
+                item = self._recv.receive_nowait()
+            except anyio.EndOfStream:
+                break
+            except anyio.WouldBlock:
+                # Nothing ready: linger what is left of commit_linger for more to arrive.
+                with anyio.move_on_after(deadline - anyio.current_time()):
                     try:
                         item = await self._recv.receive()
                     except anyio.EndOfStream:
                         break
-                    group.append(item)
-                    n += item.batch.size()
-                    if take():
-                        break
+            if item is None:
+                break
+            group.append(item)
+            n += item.batch.size()
         self._metrics.store_queue.set(self._recv.statistics().current_buffer_used)
         return group
 
