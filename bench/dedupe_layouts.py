@@ -12,8 +12,11 @@ keeping event ids unique:
   int-rowid       ids(h INTEGER PRIMARY KEY) holding the first 8 bytes (needs a full-id
                   check on collision; shown for its cost only)
   blob-withoutrowid  ids(id BLOB PRIMARY KEY) WITHOUT ROWID, INSERT OR IGNORE ... RETURNING
-                  (what streamd does)
+  bucketed        ids(bucket TEXT, id BLOB, PRIMARY KEY (bucket, id)) WITHOUT ROWID, the bucket
+                  being the second of the event's version stamp (what streamd does)
   none            no dedupe at all: the ceiling
+
+Each event's version is a provider update stamp, events 0.5 ms apart (2,000/s).
 
 each with SQLite's default auto-checkpoint (1000 pages = 4 MiB of WAL) and with
 streamd's (16384 pages = 64 MiB). Prints a table.
@@ -33,7 +36,13 @@ DATA = (b'{"kind":"invoice","direction":"receivable","number":"2026000123","curr
         b'"net":"1234.56","tax":"308.64","total":"1543.20","party":{"key":"acme-party-00042",'
         b'"name":"Brightwater Ltd"},"issued":"2026-01-01","due":"2026-01-31","status":"open",'
         b'"lines":[{"description":"Consulting","quantity":"1","unit_price":"1234.56"}]}') * 2
-LAYOUTS = ("text-unique", "blob-unique", "int-rowid", "blob-withoutrowid", "none")
+LAYOUTS = ("text-unique", "blob-unique", "int-rowid", "blob-withoutrowid", "bucketed", "none")
+T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+
+
+def stamp(i: int) -> str:
+    t = T0 + i * 0.0005
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}Z"
 
 
 def run(layout: str, prefill: int, appends: int, checkpoint: int) -> float:
@@ -51,6 +60,8 @@ def run(layout: str, prefill: int, appends: int, checkpoint: int) -> float:
                " key TEXT, time TEXT, received INTEGER, data BLOB)")
     if layout == "blob-withoutrowid":
         db.execute("CREATE TABLE ids (id BLOB PRIMARY KEY) WITHOUT ROWID")
+    if layout == "bucketed":
+        db.execute("CREATE TABLE ids (bucket TEXT, id BLOB, PRIMARY KEY (bucket, id)) WITHOUT ROWID")
     if layout == "int-rowid":
         db.execute("CREATE TABLE ids (h INTEGER PRIMARY KEY, seq INTEGER NOT NULL)")
     seq = 0
@@ -59,7 +70,7 @@ def run(layout: str, prefill: int, appends: int, checkpoint: int) -> float:
         h = hashlib.sha256(b"ev%d" % i).digest()[:16]
         return h.hex() if layout == "text-unique" else h
 
-    def append(batch: list[bytes | str]) -> None:
+    def append(batch: list[bytes | str], first: int) -> None:
         nonlocal seq
         if layout in ("text-unique", "blob-unique"):
             have = {r[0] for r in db.execute(
@@ -69,6 +80,14 @@ def run(layout: str, prefill: int, appends: int, checkpoint: int) -> float:
             got = {r[0] for r in db.execute(
                 f"INSERT OR IGNORE INTO ids (id) VALUES {','.join(['(?)'] * len(batch))} RETURNING id",
                 batch)}
+            new = [i for i in batch if i in got]
+        elif layout == "bucketed":
+            params: list[object] = []
+            for k, i in enumerate(batch):
+                params += (stamp(first + k)[:19], i)
+            got = {r[0] for r in db.execute(
+                f"INSERT OR IGNORE INTO ids (bucket, id) VALUES {','.join(['(?,?)'] * len(batch))}"
+                " RETURNING id", params)}
             new = [i for i in batch if i in got]
         elif layout == "int-rowid":
             hs = [int.from_bytes(i[:8], "big", signed=True) for i in batch]  # type: ignore[index]
@@ -80,7 +99,7 @@ def run(layout: str, prefill: int, appends: int, checkpoint: int) -> float:
         rows = []
         for i in new:
             seq += 1
-            rows.append((seq, i, "acme", "invoice", f"k{seq}", "2026-01-01T00:00:00.000Z", 0, DATA))
+            rows.append((seq, i, "acme", "invoice", f"k{seq}", "", 0, DATA))
         db.executemany("INSERT INTO events VALUES (?,?,?,?,?,?,?,?)", rows)
         if layout == "int-rowid":
             db.executemany("INSERT INTO ids VALUES (?,?)",
@@ -90,7 +109,7 @@ def run(layout: str, prefill: int, appends: int, checkpoint: int) -> float:
     db.execute("BEGIN")
     while i < prefill:
         n = min(10_000, prefill - i)
-        append([ident(j) for j in range(i, i + n)])
+        append([ident(j) for j in range(i, i + n)], i)
         i += n
         if i % 100_000 == 0:
             db.execute("COMMIT")
@@ -101,7 +120,7 @@ def run(layout: str, prefill: int, appends: int, checkpoint: int) -> float:
     t0 = time.perf_counter()
     for _ in range(appends // 1000):
         db.execute("BEGIN IMMEDIATE")
-        append([ident(j) for j in range(i, i + 1000)])
+        append([ident(j) for j in range(i, i + 1000)], i)
         db.execute("COMMIT")
         i += 1000
     rate = appends / (time.perf_counter() - t0)

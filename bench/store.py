@@ -44,12 +44,23 @@ def _template() -> object:
                       data=inv, version="v0", raw=b'{"wire": "payload of a realistic size"}' * 8)
 
 
+_T0 = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
+
+
 def _events(start: int, n: int, template: object) -> list[object]:
-    # A fresh id per event (a hash, so ids land all over the index, as real ids do).
+    # A fresh id per event (a hash: ids land all over the index, as real ids do), and a
+    # provider update stamp as its version, 0.5 ms apart (events arrive in stamp order,
+    # as a push feed's do). Event i is the same event every time it is made.
     from hashlib import blake2b
 
-    return [msgspec.structs.replace(template, id=blake2b(b"%d" % i, digest_size=16).hexdigest(),  # type: ignore[type-var]
-                                    key=f"inv-{i:09d}") for i in range(start, start + n)]
+    from streamd.model import format_time
+
+    out = []
+    for i in range(start, start + n):
+        stamp = format_time(datetime.fromtimestamp(_T0 + i * 0.0005, UTC))
+        out.append(msgspec.structs.replace(template, id=blake2b(b"%d" % i, digest_size=16).hexdigest(),  # type: ignore[type-var]
+                                           key=f"inv-{i:09d}", version=stamp, time=stamp))
+    return out
 
 
 async def _run(path: str, synchronous: str, start: int, total: int, submitters: int, batch: int,

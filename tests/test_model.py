@@ -215,3 +215,17 @@ def test_instants_become_utc_and_floats_decimals() -> None:
 def test_entities_ignore_fields_a_newer_streamd_added() -> None:
     newer = b'{"direction":"payable","currency":"SEK","total":"5","added_in_v9":"x"}'
     assert msgspec.json.decode(newer, type=Invoice).total == Decimal("5")
+
+
+def test_the_dedupe_bucket_depends_on_the_version_alone() -> None:
+    from streamd.model import dedupe_bucket
+
+    assert dedupe_bucket("2020-06-26T08:12:44.119Z") == "2020-06-26T08:12:44"
+    assert dedupe_bucket("deleted:2020-06-26T08:12:44.119Z") == "2020-06-26T08:12:44"
+    assert dedupe_bucket("deleted:") == ""
+    assert dedupe_bucket("sha256:0123abcd") == ""
+    assert dedupe_bucket("1593159164119") == "1593159164119"
+    # the same change seen twice: same id, same version, same bucket
+    a = _invoice_event()
+    b = _invoice_event()
+    assert (a.id, a.version) == (b.id, b.version)  # type: ignore[attr-defined]

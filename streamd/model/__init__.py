@@ -23,6 +23,7 @@ from .envelope import (
     Op,
     cloudevent,
     content_version,
+    dedupe_bucket,
     event_id,
     format_time,
     make_event,
@@ -32,6 +33,6 @@ from .envelope import (
 __all__ = [
     "ENTITIES", "OPS", "Address", "BankAccount", "CloudEvent", "Entity", "Event", "Invoice",
     "InvoiceLine", "Link", "Op", "Party", "PartyRef", "PaymentRef", "Product", "Record",
-    "Transaction", "cloudevent", "content_version", "entity_type", "event_id", "format_time",
+    "Transaction", "cloudevent", "content_version", "dedupe_bucket", "entity_type", "event_id", "format_time",
     "make_event", "render_line",
 ]

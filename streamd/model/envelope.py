@@ -52,6 +52,16 @@ def encode_data(data: Entity | None) -> bytes:
     return _encoder.encode(data)
 
 
+def dedupe_bucket(version: str) -> str:
+    """Where an id lives in the store's dedupe index. Same id ⇒ same version ⇒ same
+    bucket, so dedupe stays exact; and a version that is a provider timestamp buckets by
+    its second, so recent events share a small part of the index instead of touching
+    pages all over it (2-3x faster appends on a big feed, see docs/benchmarks.md)."""
+    if version.startswith("deleted:"):
+        version = version[8:]
+    return version[:19] if version[:1].isdigit() else ""
+
+
 def content_version(data: bytes) -> str:
     """The version of a record that has no update stamp: a hash of its normalized JSON."""
     return "sha256:" + hashlib.sha256(data).hexdigest()[:32]
@@ -77,6 +87,7 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
     key: str
     time: str  # RFC 3339 UTC, see format_time
     data: bytes  # the entity as JSON, or b"null" for a deletion with no known state
+    version: str = ""  # what the id was derived from (a stamp, "sha256:…", "deleted:…")
     raw: bytes | None = None  # the wire payload it came from, for audit and re-normalization
 
     @property
@@ -124,6 +135,7 @@ def make_event(
         key=key,
         time=format_time(time),
         data=body,
+        version=ver,
         raw=raw,
     )
 

@@ -4,12 +4,14 @@ Schema version lives in `PRAGMA user_version`. `MIGRATIONS[n]` takes a store fro
 version n to n+1; a store newer than this build knows is refused (StoreFatal),
 never guessed at.
 
-Why `event_ids` is its own table: the dedupe check is the main cost of an append
-at scale. A UNIQUE index over random ids dirties about one B-tree page per event
-and every page is written twice (WAL, then checkpoint). Keeping the 16-byte ids in
-a WITHOUT ROWID table (no second copy of the key, no rowid) and checkpointing
-rarely (`store.checkpoint_every`) measured 2x faster than a UNIQUE text index
-on a 1M-event feed; see docs/benchmarks.md.
+Why `event_ids` looks the way it does: the dedupe check is the main cost of an
+append at scale. A UNIQUE index over random ids dirties about one B-tree page per
+event, and every page is written twice (WAL, then checkpoint). So the 16-byte ids
+live in a WITHOUT ROWID table (the key stored once, no rowid), keyed first by a
+bucket taken from the event's version (its second, when the version is a provider
+timestamp): recent events land in a small part of the index. With rare checkpoints
+(`store.checkpoint_every`) this measured 5x a UNIQUE text index on a 1M-event feed;
+see docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -34,12 +36,17 @@ MIGRATIONS: list[list[str]] = [
             entity   TEXT    NOT NULL,
             op       TEXT    NOT NULL,   -- created | updated | deleted
             key      TEXT    NOT NULL,
+            version  TEXT    NOT NULL,   -- what the id was derived from
             time     TEXT    NOT NULL,   -- RFC 3339, from the provider
             received INTEGER NOT NULL,   -- unix ms when committed; never decreases along seq
             data     BLOB    NOT NULL,   -- the unified entity, JSON
             raw      BLOB                -- the wire payload (store.keep_raw)
         )""",
-        "CREATE TABLE event_ids (id BLOB PRIMARY KEY) WITHOUT ROWID",
+        """CREATE TABLE event_ids (
+            bucket TEXT NOT NULL,         -- model.envelope.dedupe_bucket(version)
+            id     BLOB NOT NULL,
+            PRIMARY KEY (bucket, id)
+        ) WITHOUT ROWID""",
         """CREATE TABLE source_state (
             source  TEXT    NOT NULL,
             key     TEXT    NOT NULL,

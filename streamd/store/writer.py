@@ -34,14 +34,14 @@ from ..config import StoreConfig
 from ..errors import StoreBusy, StoreError, StoreFatal
 from ..health import Component, State
 from ..metrics import Metrics
-from ..model import Event
+from ..model import Event, dedupe_bucket
 from ..retry import Backoff
 from ..units import Duration
 from .schema import classify
 
 log = logging.getLogger("streamd.store")
 
-_CHUNK = 8000  # ids per INSERT ... RETURNING (SQLite allows 32766 parameters)
+_CHUNK = 8000  # (bucket, id) pairs per INSERT ... RETURNING (SQLite allows 32766 parameters)
 _IDLE_BEAT = 1.0
 # Disk full or locked: retry soon, and keep trying; the daemon stays up (invariant 5).
 _STORE_BACKOFF = BackoffPolicy(min=Duration(0.2), max=Duration(10.0))
@@ -310,10 +310,12 @@ class Writer:
             head = int(row[0]) if row else 0
             ids = [bytes.fromhex(ev.id) for ev in events]
             for i in range(0, len(ids), _CHUNK):
-                chunk = ids[i:i + _CHUNK]
-                sql = ("INSERT OR IGNORE INTO event_ids (id) VALUES "
-                       + ",".join(["(?)"] * len(chunk)) + " RETURNING id")
-                rows = await db.execute_fetchall(sql, chunk)
+                params: list[object] = []
+                for ev, idb in zip(events[i:i + _CHUNK], ids[i:i + _CHUNK], strict=True):
+                    params += (dedupe_bucket(ev.version), idb)
+                sql = ("INSERT OR IGNORE INTO event_ids (bucket, id) VALUES "
+                       + ",".join(["(?,?)"] * (len(params) // 2)) + " RETURNING id")
+                rows = await db.execute_fetchall(sql, params)
                 new.update(r[0] for r in rows)
 
         keep_raw = self._cfg.keep_raw
@@ -332,15 +334,15 @@ class Writer:
                     first = first or head
                     appended += 1
                     rows_out.append((head, idb, ev.source, ev.provider, ev.tenant, ev.entity,
-                                     ev.op, ev.key, ev.time, now_ms, ev.data,
+                                     ev.op, ev.key, ev.version, ev.time, now_ms, ev.data,
                                      ev.raw if keep_raw else None))
                 else:
                     dup += 1
             results.append(Committed(appended, dup, first, head if appended else 0, head))
         if rows_out:
             await db.executemany(
-                "INSERT INTO events (seq, id, source, provider, tenant, entity, op, key, time,"
-                " received, data, raw) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows_out)
+                "INSERT INTO events (seq, id, source, provider, tenant, entity, op, key, version,"
+                " time, received, data, raw) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows_out)
 
         progress = [(item.batch.source, k2, _json.encode(v), now_ms)
                     for item in group if item.batch.source for k2, v in item.batch.progress.items()]
@@ -387,8 +389,10 @@ class Writer:
                                  " DO UPDATE SET value = excluded.value", meta)
         prune = max((item.batch.prune_upto for item in group), default=0)
         if prune:
-            await db.execute(
-                "DELETE FROM event_ids WHERE id IN (SELECT id FROM events WHERE seq <= ?)", (prune,))
+            # Retention is the dedupe horizon: a pruned event's id goes with it.
+            gone = await db.execute_fetchall("SELECT version, id FROM events WHERE seq <= ?", (prune,))
+            await db.executemany("DELETE FROM event_ids WHERE bucket = ? AND id = ?",
+                                 [(dedupe_bucket(v), i) for v, i in gone])
             async with db.execute("DELETE FROM events WHERE seq <= ?", (prune,)) as cur:
                 self._pruned = max(cur.rowcount, 0)
         self._last_ms = now_ms
