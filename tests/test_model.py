@@ -229,3 +229,15 @@ def test_the_dedupe_bucket_depends_on_the_version_alone() -> None:
     a = _invoice_event()
     b = _invoice_event()
     assert (a.id, a.version) == (b.id, b.version)  # type: ignore[attr-defined]
+
+
+def test_two_changes_with_the_same_stamp_are_two_events() -> None:
+    # Provider stamps have millisecond precision: a create and an update (or two updates)
+    # within one millisecond share updatedAt. Their content differs, so must their ids.
+    kw = dict(provider="asteria", source="s", tenant="t", entity="party", key="k", time=T0,
+              version="2020-06-26T08:12:44.119Z")
+    created = make_event(op="created", data=Party(name="Old name"), **kw)  # type: ignore[arg-type]
+    updated = make_event(op="updated", data=Party(name="New name"), **kw)  # type: ignore[arg-type]
+    assert created.id != updated.id
+    again = make_event(op="updated", data=Party(name="New name"), **kw)  # type: ignore[arg-type]
+    assert again.id == updated.id, "the same change seen twice is still one id"

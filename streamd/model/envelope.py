@@ -10,10 +10,14 @@ and the store drops the second one::
                     + netstring(entity) + netstring(key) + netstring(version))[:16])
 
 where `netstring(s)` is `len(utf8(s)) ":" utf8(s) ","` (length-prefixed, so no
-field can bleed into the next), and `version` is the provider's own update stamp
-when it has one (e.g. Asteria `updatedAt`), else `content_version(data)`: a hash
-of the normalized entity. A deletion's version is `"deleted:" + stamp` (stamp may
-be empty). 128 bits of SHA-256: 32 lowercase hex characters.
+field can bleed into the next), and `version` is
+- the provider's own update stamp (e.g. Asteria `updatedAt`) followed by `#` and the
+  first 16 hex of the SHA-256 of the normalized entity, when there is a stamp:
+  stamps have millisecond precision, and two different changes within one
+  millisecond must not share an id (the second would be dropped as a duplicate);
+- else `content_version(data)`: `"sha256:"` and the first 32 hex of that hash;
+- for a deletion, `"deleted:" + stamp` (the stamp may be empty).
+128 bits of SHA-256: 32 lowercase hex characters.
 """
 
 from __future__ import annotations
@@ -69,10 +73,12 @@ def content_version(data: bytes) -> str:
 
 def format_time(t: datetime) -> str:
     """RFC 3339 in UTC with milliseconds, as Asteria writes it: 2020-06-26T08:12:44.119Z."""
-    if t.tzinfo is None:
+    offset = t.utcoffset()
+    if offset is None:
         t = t.replace(tzinfo=UTC)
-    t = t.astimezone(UTC)
-    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+    elif offset:
+        t = t.astimezone(UTC)
+    return t.isoformat(timespec="milliseconds")[:23] + "Z"
 
 
 class Event(msgspec.Struct, frozen=True, kw_only=True):
@@ -123,8 +129,10 @@ def make_event(
             raise Rejected(f"{entity} {key}: {exc.reason}") from None
     if op == "deleted":
         ver = "deleted:" + (version or "")
+    elif version:
+        ver = f"{version}#{hashlib.sha256(body).hexdigest()[:16]}"
     else:
-        ver = version if version else content_version(body)
+        ver = content_version(body)
     return Event(
         id=event_id(provider, tenant, entity, key, ver),
         source=source,
