@@ -30,7 +30,7 @@ from ..health import Component, State
 from ..metrics import Metrics
 from ..model import CloudEvent
 from ..retry import Backoff, retrying
-from ..store import Batch, DeadLetter, FeedEvent, FeedReader, Writer
+from ..store import Batch, DeadLetter, FeedEvent, FeedReader, Pending, Writer
 from ..store.reader import DeadLetterRow
 from .base import Sink
 
@@ -56,6 +56,9 @@ class Dispatcher:
         self._draining = False
         self._last_offset_commit = 0.0
         self._committed_offset = 0
+        # At most one offset commit in flight: the next batch is read and delivered while
+        # the writer commits the previous offset (it moved only after that delivery).
+        self._offset_inflight: tuple[Pending, int] | None = None
         self._last_dlq_check = 0.0
         self.done = anyio.Event()
         self._scope = anyio.CancelScope()
@@ -112,7 +115,7 @@ class Dispatcher:
             await self._retry_dead_letters()
             head = self.writer.head
             if self.offset >= head:
-                await self._commit_offset(force=True)
+                await self._commit_offset(force=True, wait=True)
                 if self._draining:
                     return
                 with anyio.move_on_after(IDLE_WAIT):
@@ -127,15 +130,27 @@ class Dispatcher:
             self.metrics.sink_offset.labels(self.name).set(scanned)
             await self._commit_offset(force=bool(events))
 
-    async def _commit_offset(self, *, force: bool) -> None:
-        if self.offset == self._committed_offset:
-            return
+    async def _settle_offset(self) -> None:
+        if self._offset_inflight is not None:
+            pending, value = self._offset_inflight
+            await pending.committed()
+            self._committed_offset = value
+            self._offset_inflight = None
+
+    async def _commit_offset(self, *, force: bool, wait: bool = False) -> None:
+        """Queue a commit of the offset (after a delivery), keeping at most one in flight;
+        `wait` returns only once it is on disk (before idling or stopping)."""
+        if self._offset_inflight is not None and (wait or self._offset_inflight[0].done):
+            await self._settle_offset()
+        queued = self._offset_inflight[1] if self._offset_inflight else self._committed_offset
         now = time.monotonic()
-        if not force and now - self._last_offset_commit < OFFSET_IDLE_COMMIT:
-            return
-        await self.writer.submit(Batch(offsets={self.name: self.offset}))
-        self._committed_offset = self.offset
-        self._last_offset_commit = now
+        if self.offset != queued and (force or now - self._last_offset_commit >= OFFSET_IDLE_COMMIT):
+            await self._settle_offset()
+            self._offset_inflight = (await self.writer.enqueue(Batch(offsets={self.name: self.offset})),
+                                     self.offset)
+            self._last_offset_commit = now
+        if wait:
+            await self._settle_offset()
 
     async def publish_lag(self, now: float) -> None:
         """Set the lag gauges. The daemon calls this every second, from outside the sink's

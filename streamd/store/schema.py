@@ -88,6 +88,7 @@ MIGRATIONS: list[list[str]] = [
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 PAGE_SIZE = 4096
+READER_CACHE_KIB = 4096
 
 _TRANSIENT = {"SQLITE_FULL", "SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_BUSY_SNAPSHOT"}
 
@@ -137,10 +138,13 @@ async def connect(cfg: StoreConfig, *, create: bool = True, reader: bool = False
 async def _configure(db: aiosqlite.Connection, cfg: StoreConfig, *, reader: bool) -> None:
     await db.execute(f"PRAGMA page_size={PAGE_SIZE}")
     await db.execute("PRAGMA busy_timeout=10000")
-    await db.execute(f"PRAGMA cache_size=-{max(cfg.cache.bytes // 1024, 2048)}")
     if reader:
+        # Readers (sinks, tail) read each new page once: a small cache, and the OS page cache
+        # serves the rest. `store.cache` is for the writer, whose dedupe index is hot.
+        await db.execute(f"PRAGMA cache_size=-{READER_CACHE_KIB}")
         await db.execute("PRAGMA query_only=1")
         return
+    await db.execute(f"PRAGMA cache_size=-{max(cfg.cache.bytes // 1024, 2048)}")
     async with db.execute("PRAGMA journal_mode=WAL") as cur:
         row = await cur.fetchone()
     if row is None or str(row[0]).lower() != "wal":

@@ -41,7 +41,9 @@ from .schema import classify
 
 log = logging.getLogger("streamd.store")
 
-_CHUNK = 8000  # (bucket, id) pairs per INSERT ... RETURNING (SQLite allows 32766 parameters)
+_CHUNK = 8000  # (bucket, id) pairs per statement (SQLite allows 32766 parameters)
+_ROWS = 2000  # event rows per INSERT (13 parameters each)
+_EVENT_ROW = "(" + ",".join("?" * 13) + ")"
 _IDLE_BEAT = 1.0
 # Disk full or locked: retry soon, and keep trying; the daemon stays up (invariant 5).
 _STORE_BACKOFF = BackoffPolicy(min=Duration(0.2), max=Duration(10.0))
@@ -302,8 +304,8 @@ class Writer:
         now_ms = max(int(self._clock() * 1000), self._last_ms)
         events = [ev for item in group for ev in item.batch.events]
         head = self.head
-        new: set[bytes] = set()
         ids: list[bytes] = []
+        new: set[bytes] = set()
         if events:
             async with db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'") as cur:
                 row = await cur.fetchone()
@@ -313,9 +315,10 @@ class Writer:
                 params: list[object] = []
                 for ev, idb in zip(events[i:i + _CHUNK], ids[i:i + _CHUNK], strict=True):
                     params += (dedupe_bucket(ev.version), idb)
-                sql = ("INSERT OR IGNORE INTO event_ids (bucket, id) VALUES "
-                       + ",".join(["(?,?)"] * (len(params) // 2)) + " RETURNING id")
-                rows = await db.execute_fetchall(sql, params)
+                # One statement records the ids and says which were new.
+                rows = await db.execute_fetchall(
+                    "INSERT OR IGNORE INTO event_ids (bucket, id) VALUES "
+                    + ",".join(["(?,?)"] * (len(params) // 2)) + " RETURNING id", params)
                 new.update(r[0] for r in rows)
 
         keep_raw = self._cfg.keep_raw
@@ -339,10 +342,12 @@ class Writer:
                 else:
                     dup += 1
             results.append(Committed(appended, dup, first, head if appended else 0, head))
-        if rows_out:
-            await db.executemany(
+        for i in range(0, len(rows_out), _ROWS):
+            chunk_rows = rows_out[i:i + _ROWS]
+            await db.execute(
                 "INSERT INTO events (seq, id, source, provider, tenant, entity, op, key, version,"
-                " time, received, data, raw) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows_out)
+                " time, received, data, raw) VALUES " + ",".join([_EVENT_ROW] * len(chunk_rows)),
+                [x for r in chunk_rows for x in r])
 
         progress = [(item.batch.source, k2, _json.encode(v), now_ms)
                     for item in group if item.batch.source for k2, v in item.batch.progress.items()]
