@@ -19,7 +19,7 @@ from typing import Any, Literal, TypeVar
 import msgspec
 
 from .errors import ConfigError
-from .secrets import Secret, SecretError
+from .secrets import Secret, SecretError, is_reference
 from .units import Duration, Size
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -252,9 +252,10 @@ def parse(text: str, *, origin: str = "<string>", base_dir: Path | None = None) 
         spec = provider_spec(provider)
         cfg = convert(table, spec.config, where, problems, base)
         if cfg is not None:
+            cfg = _with_paths(cfg, spec.path_fields, base)
             _check_backoff(where, cfg.backoff, problems)
             problems.extend(f"{where}.{p}" for p in spec.validate(cfg))
-            sources[name] = _with_paths(cfg, spec.path_fields, base)
+            sources[name] = cfg
 
     sinks: dict[str, SinkConfig] = {}
     for name, table in top.sinks.items():
@@ -272,6 +273,7 @@ def parse(text: str, *, origin: str = "<string>", base_dir: Path | None = None) 
         sspec = sink_spec(kind)
         scfg = convert(table, sspec.config, where, problems, base)
         if scfg is not None:
+            scfg = _with_paths(scfg, sspec.path_fields, base)
             _check_match(where, scfg.match, set(PROVIDERS), problems)
             _check_backoff(where, scfg.backoff, problems)
             if scfg.batch_max < 1:
@@ -279,7 +281,7 @@ def parse(text: str, *, origin: str = "<string>", base_dir: Path | None = None) 
             if scfg.max_tries < 1:
                 problems.append(f"{where}.max_tries: must be at least 1")
             problems.extend(f"{where}.{p}" for p in sspec.validate(scfg))
-            sinks[name] = _with_paths(scfg, sspec.path_fields, base)
+            sinks[name] = scfg
 
     if http is not None:
         _check_listen(http.listen, problems)
@@ -298,7 +300,15 @@ _C = TypeVar("_C", bound=msgspec.Struct)
 
 
 def _with_paths(cfg: _C, fields: tuple[str, ...], base: Path) -> _C:
-    changes = {f: _resolve_path(base, getattr(cfg, f)) for f in fields if getattr(cfg, f, None)}
+    changes = {}
+    for f in fields:
+        value = getattr(cfg, f, None)
+        if not value:
+            continue
+        if value.startswith("file:"):  # a path-or-secret field (a TLS key) given as file:
+            changes[f] = "file:" + _resolve_path(base, value[5:])
+        elif not is_reference(value):
+            changes[f] = _resolve_path(base, value)
     return msgspec.structs.replace(cfg, **changes) if changes else cfg
 
 

@@ -17,6 +17,12 @@ from pathlib import Path
 _SCHEMES = ("env", "file", "credential")
 
 
+def is_reference(value: str) -> bool:
+    """Whether a string is a secret reference (env:, file: or credential:) rather than a path."""
+    scheme, sep, target = value.partition(":")
+    return bool(sep) and scheme in _SCHEMES and bool(target)
+
+
 class SecretError(ValueError):
     """A reference that cannot be resolved. Never carries the secret itself."""
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
+import httpx
 import pytest
 
 T = TypeVar("T")
@@ -49,6 +50,51 @@ def wait_for(cond: Callable[[], T], timeout: float = 10.0, what: str = "conditio
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+class InProcess:
+    """The daemon in the test's own event loop (real sockets, a real SQLite file):
+    `async with InProcess(cfg) as d:` then `d.http` (a client for its listener),
+    `d.daemon`, `d.rows(sql)`. Leaving the block stops the daemon (SIGTERM's path)."""
+
+    def __init__(self, cfg: Any, clock: Callable[[], float] | None = None) -> None:
+        self.cfg = cfg
+        self.clock = clock
+
+    async def __aenter__(self) -> Any:
+        from streamd.daemon import Daemon
+
+        self.daemon = Daemon(self.cfg, **({"clock": self.clock} if self.clock else {}))
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        self._tg.start_soon(self.daemon.run)
+        with anyio.fail_after(10):
+            await self.daemon.ready.wait()
+        assert self.daemon.web and self.daemon.web.address
+        host, port = self.daemon.web.address
+        self.url = f"http://{host}:{port}"
+        self.http = httpx.AsyncClient(base_url=self.url, timeout=10)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.http.aclose()
+        self.daemon.request_stop()
+        await self._tg.__aexit__(None, None, None)
+
+    def rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        db = sqlite3.connect(self.cfg.store.path, timeout=10)
+        try:
+            return db.execute(sql, params).fetchall()
+        finally:
+            db.close()
+
+    async def metric(self, line_prefix: str) -> float | None:
+        """The value of the first /metrics line that starts with `line_prefix`."""
+        text = (await self.http.get("/metrics")).text
+        for line in text.splitlines():
+            if line.startswith(line_prefix):
+                return float(line.rsplit(" ", 1)[1])
+        return None
 
 
 class Streamd:

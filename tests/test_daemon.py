@@ -13,10 +13,9 @@ import httpx
 import pytest
 
 from streamd.config import Config, parse
-from streamd.daemon import Daemon
 from streamd.providers.synthetic import wire
 
-from .conftest import until
+from .conftest import InProcess, until
 
 pytestmark = pytest.mark.anyio
 TOKEN = "hook-token-0123456789"
@@ -45,11 +44,7 @@ path = "out/feed.jsonl"
 """, base_dir=tmp_path)
 
 
-class Running:
-    def __init__(self, daemon: Daemon, client: httpx.AsyncClient) -> None:
-        self.daemon = daemon
-        self.http = client
-
+class Running(InProcess):
     async def post(self, body: bytes | list[bytes], *, token: str | None = TOKEN,
                    ctype: str = "application/json") -> httpx.Response:
         if isinstance(body, list):
@@ -59,41 +54,15 @@ class Running:
             headers["authorization"] = f"Bearer {token}"
         return await self.http.post("/webhooks/hook", content=body, headers=headers)
 
-    def rows(self, sql: str) -> list[tuple[object, ...]]:
-        db = sqlite3.connect(self.daemon.cfg.store.path)
-        try:
-            return db.execute(sql).fetchall()
-        finally:
-            db.close()
-
 
 @pytest.fixture
 def start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., object]:
     monkeypatch.setenv("STREAMD_TEST_HOOK_TOKEN", TOKEN)
 
-    class _Ctx:
-        def __init__(self, cfg: Config | None = None, clock: Callable[[], float] | None = None) -> None:
-            self.cfg = cfg or config(tmp_path)
-            self.clock = clock
+    def make(cfg: Config | None = None, clock: Callable[[], float] | None = None) -> Running:
+        return Running(cfg or config(tmp_path), clock)
 
-        async def __aenter__(self) -> Running:
-            self.daemon = Daemon(self.cfg, **({"clock": self.clock} if self.clock else {}))
-            self.tg = anyio.create_task_group()
-            await self.tg.__aenter__()
-            self.tg.start_soon(self.daemon.run)
-            with anyio.fail_after(10):
-                await self.daemon.ready.wait()
-            assert self.daemon.web and self.daemon.web.address
-            host, port = self.daemon.web.address
-            self.client = httpx.AsyncClient(base_url=f"http://{host}:{port}", timeout=10)
-            return Running(self.daemon, self.client)
-
-        async def __aexit__(self, *exc: object) -> None:
-            await self.client.aclose()
-            self.daemon.request_stop()
-            await self.tg.__aexit__(None, None, None)
-
-    return _Ctx
+    return make
 
 
 def rec(n: int, tenant: str = "t") -> bytes:
@@ -221,9 +190,7 @@ async def test_readyz_names_an_unhealthy_sink(start: Callable[..., object], tmp_
         await until(lagging, 10, "the broken sink's lag to show")
 
         async def aging() -> bool:
-            text = (await d.http.get("/metrics")).text
-            line = next(x for x in text.splitlines() if x.startswith('streamd_sink_lag_seconds{sink="broken"}'))
-            return float(line.split()[-1]) > 0
+            return (await d.metric('streamd_sink_lag_seconds{sink="broken"}') or 0) > 0
 
         await until(aging, 10, "the broken sink's lag in seconds to grow")
         daemon = d.daemon

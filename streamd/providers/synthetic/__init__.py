@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from ...sources import ProviderSpec, SourceContext
+from typing import Any
+
+from ...sources import ProviderSpec, Source, SourceContext
 from .config import SyntheticConfig, validate
 
 
-def _build(ctx: SourceContext, cfg: SyntheticConfig) -> object:
+def _build(ctx: SourceContext, cfg: Any) -> Source:
     from .source import SyntheticSource
 
     return SyntheticSource(ctx, cfg)
 
 
-SPEC = ProviderSpec(config=SyntheticConfig, build=_build, validate=validate)  # type: ignore[arg-type]
+SPEC = ProviderSpec(config=SyntheticConfig, build=_build, validate=validate)
 
 __all__ = ["SPEC", "SyntheticConfig"]

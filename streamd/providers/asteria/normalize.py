@@ -1,0 +1,243 @@
+"""Asteria payloads → unified events. Pure: (topic, payload bytes, received_at) in,
+events out, or `Rejected` with a reason. No sockets, no clock. The mapping table is
+docs/providers/asteria.md.
+
+- The key is `_id` (else `id`); the tenant is `companyId`.
+- `updatedAt` (else `createdAt`) gives the event's `time` and its version, so the same
+  change seen by websocket and by webhook gets the same id. No stamp: the content
+  is the version, and `time` is when streamd received it.
+- `*_CREATE` → created, `*_UPDATE` → updated, `*_REMOVE` → deleted with the key (a
+  REMOVE body carries only `_id`: the tenant is empty unless it says `companyId`).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+
+from ...errors import Rejected
+from ...model import (
+    BankAccount,
+    Event,
+    Invoice,
+    Link,
+    Party,
+    PartyRef,
+    PaymentRef,
+    Product,
+    Record,
+    Transaction,
+    make_event,
+)
+from ...model.entities import Entity
+from . import wire
+
+PROVIDER = "asteria"
+OPS = {"CREATE": "created", "UPDATE": "updated", "REMOVE": "deleted"}
+
+_decoders = {kind: wire.decoder(kind) for _, kind in wire.FAMILIES.values()}
+_removed = wire.decoder(wire.Removed)
+_generic = msgspec.json.Decoder(dict[str, Any], float_hook=Decimal)
+_DROP = {"_id", "id", "companyId", "createdAt", "updatedAt", "__v"}
+
+
+def normalize_frame(message: bytes, *, source: str, received_at: datetime) -> list[Event]:
+    """One websocket frame (see wire.parse_frame) → events."""
+    try:
+        topic, data = wire.parse_frame(message)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise Rejected(f"malformed frame: {exc}") from None
+    return normalize(topic, data, source=source, received_at=received_at)
+
+
+def normalize(topic: str, data: bytes, *, source: str, received_at: datetime) -> list[Event]:
+    if topic not in wire.TOPIC_SET:
+        raise Rejected(f"unknown topic {topic!r}")
+    family, action = wire.split_topic(topic)
+    op = OPS[action]
+    try:
+        if op == "deleted":
+            return [_removed_event(family, _removed.decode(data), data, source, received_at)]
+        if family in wire.GENERIC:
+            return [_generic_event(family, op, _generic.decode(data), data, source, received_at)]
+        entity, kind = wire.FAMILIES[family]
+        payload = _decoders[kind].decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise Rejected(f"{topic}: {exc}") from None
+    key = payload.key
+    if not key:
+        raise Rejected(f"{topic}: no _id or id")
+    build = _BUILDERS[family]
+    return [_event(entity, op, key, payload, build(family, payload), data, source, received_at)]
+
+
+# ---------------------------------------------------------------- helpers
+
+def _instant(value: str | None, field: str) -> datetime | None:
+    if not value:
+        return None
+    try:
+        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise Rejected(f"{field}: {value!r} is not a date-time") from None
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def _date(value: str | None, field: str) -> date | None:
+    t = _instant(value, field)
+    return t.astimezone(UTC).date() if t else None
+
+
+def _currency(code: str | None) -> str | None:
+    return code.strip().upper() if code else None
+
+
+def _event(entity: str, op: str, key: str, payload: wire.Base, data: Entity, raw: bytes,
+           source: str, received_at: datetime) -> Event:
+    stamp = payload.updatedAt or payload.createdAt
+    return make_event(provider=PROVIDER, source=source, tenant=payload.companyId or "", entity=entity,
+                      op=op, key=key, time=_instant(stamp, "updatedAt") or received_at, data=data,  # type: ignore[arg-type]
+                      version=stamp or None, raw=raw)
+
+
+def _removed_event(family: str, payload: wire.Removed, raw: bytes, source: str,
+                   received_at: datetime) -> Event:
+    if not payload.key:
+        raise Rejected(f"{family}_REMOVE: no _id or id")
+    entity = wire.GENERIC.get(family) or wire.FAMILIES[family][0]
+    return make_event(provider=PROVIDER, source=source, tenant=payload.companyId or "", entity=entity,
+                      op="deleted", key=payload.key,
+                      time=_instant(payload.updatedAt, "updatedAt") or received_at, data=None,
+                      version=payload.updatedAt, raw=raw)
+
+
+def _generic_event(family: str, op: str, body: dict[str, Any], raw: bytes, source: str,
+                   received_at: datetime) -> Event:
+    key = body.get("_id") or body.get("id")
+    if not isinstance(key, str) or not key:
+        raise Rejected(f"{family}: no _id or id")
+    created, updated = body.get("createdAt"), body.get("updatedAt")
+    stamp = updated if isinstance(updated, str) else created if isinstance(created, str) else None
+    name = next((body[k] for k in ("name", "title", "username", "number", "key")
+                 if isinstance(body.get(k), str)), None)
+    record = Record(name=name, attributes={k: v for k, v in body.items() if k not in _DROP},
+                    created_at=_instant(created if isinstance(created, str) else None, "createdAt"),
+                    updated_at=_instant(updated if isinstance(updated, str) else None, "updatedAt"))
+    company = body.get("companyId")
+    return make_event(provider=PROVIDER, source=source,
+                      tenant=company if isinstance(company, str) else "", entity=wire.GENERIC[family],
+                      op=op, key=key, time=_instant(stamp, "updatedAt") or received_at,  # type: ignore[arg-type]
+                      data=record, version=stamp, raw=raw)
+
+
+# ---------------------------------------------------------------- one builder per family
+
+def _party(family: str, p: wire.Client) -> Party:
+    roles: list[Any] = {"CUSTOMER": ["customer"], "SUPPLIER": ["supplier"]}.get((p.type or "").upper(), [])
+    return Party(roles=roles, name=p.name, number=p.meta.clientNumber if p.meta else None,
+                 email=p.email, phone=p.phone, vat_number=p.vatNumber,
+                 registration_number=p.orgNumber, active=p.active,
+                 created_at=_instant(p.createdAt, "createdAt"),
+                 updated_at=_instant(p.updatedAt, "updatedAt"))
+
+
+_INVOICE_KIND = {"INVOICE": "invoice", "CREDIT": "credit_note", "ORDER": "order"}
+_INVOICE_STATUS = {"PAID": "paid", "UNPAID": "open", "PROCESSING": "open", "OVERDUE": "open",
+                   "SENT": "open", "DRAFT": "draft", "PARTIALLY_PAID": "partially_paid"}
+
+
+def _invoice(family: str, p: wire.Invoice) -> Invoice:
+    original = p.sums.original if p.sums else None
+    system = p.sums.system if p.sums else None
+    if original is None or original.amount is None or not original.currency:
+        raise Rejected("INVOICE: sums.original needs invoiceTotal and currency")
+    total = original.amount
+    tax = original.tax
+    raw_status = p.info.status if p.info else None
+    status: Any = "cancelled" if p.canceled else _INVOICE_STATUS.get((raw_status or "").upper(), "unknown")
+    rate = None
+    if system is not None and system.amount is not None and total:
+        rate = system.amount / total
+    contact = p.contact.general if p.contact and p.contact.general else None
+    return Invoice(
+        kind=_INVOICE_KIND.get((p.type or "INVOICE").upper(), "invoice"),  # type: ignore[arg-type]
+        direction="payable" if (p.clientType or "").upper() == "SUPPLIER" else "receivable",
+        number=p.meta.invoiceNumber if p.meta else None,
+        party=PartyRef(key=p.clientId, name=contact.name if contact else None,
+                       number=p.meta.clientNumber if p.meta else None),
+        issued=_date(p.dates.invoiceSent, "dates.invoiceSent") if p.dates else None,
+        due=_date(p.dates.invoiceDue, "dates.invoiceDue") if p.dates else None,
+        paid=_date(p.dates.invoicePaid, "dates.invoicePaid") if p.dates else None,
+        status=status, provider_status=raw_status,
+        currency=_currency(original.currency),  # type: ignore[arg-type]
+        net=total - tax if tax is not None else None, tax=tax, total=total,
+        converted_currency=_currency(system.currency) if system else None,
+        converted_tax=system.tax if system else None,
+        converted_total=system.amount if system else None,
+        conversion_rate=rate,
+        payments=[PaymentRef(date=_date(x.date, "payments.date"), amount=x.total,
+                             currency=_currency(x.currency or x.currencty))
+                  for x in p.payments if x.total is not None],
+        created_at=_instant(p.createdAt, "createdAt"), updated_at=_instant(p.updatedAt, "updatedAt"))
+
+
+_TX_KIND = {"DEPOSIT": "deposit", "WITHDRAWAL": "withdrawal", "TRANSFER": "transfer",
+            "PAYMENT": "payment"}
+_TX_STATUS: dict[str, Any] = {"PAID": "completed", "COMPLETED": "completed", "BOOKED": "completed",
+              "UNPAID": "pending", "PENDING": "pending", "CANCELED": "cancelled",
+              "CANCELLED": "cancelled"}
+_LINK_ENTITY = {"INVOICE_PAYMENT": "invoice", "INVOICE": "invoice", "TRANSACTION": "transaction"}
+
+
+def _transaction(family: str, p: wire.Transaction) -> Transaction:
+    original = p.sums.original if p.sums else None
+    system = p.sums.system if p.sums else None
+    if original is None or original.amount is None or not original.currency:
+        raise Rejected(f"{family}: sums.original needs total and currency")
+    kind_raw = (p.type or "").upper()
+    kind: Any = "bank_transaction" if family == "BANK_TRANSACTION" else _TX_KIND.get(kind_raw, "payment")
+    direction: Any = {"DEPOSIT": "in", "WITHDRAWAL": "out"}.get(kind_raw)
+    links = []
+    for link in p.links:
+        if not link.id:
+            continue
+        lsum = link.sums.original if link.sums else None
+        links.append(Link(entity=_LINK_ENTITY.get((link.type or "").upper(), "unknown"), key=link.id,
+                          type=(link.type or "").lower() or None,
+                          amount=lsum.amount if lsum else None,
+                          currency=_currency(lsum.currency) if lsum else None))
+    return Transaction(
+        kind=kind, direction=direction, date=_date(p.paymentDate, "paymentDate"),
+        status=_TX_STATUS.get((p.status or "").upper(), "unknown"), provider_status=p.status,
+        amount=original.amount, currency=_currency(original.currency),  # type: ignore[arg-type]
+        converted_amount=system.amount if system else None,
+        converted_currency=_currency(system.currency) if system else None,
+        reference=p.reference, description=p.description,
+        party=PartyRef(key=next((x.clientId for x in p.links if x.clientId), None))
+        if any(x.clientId for x in p.links) else None,
+        bank_account=p.bankAccountId, links=links,
+        created_at=_instant(p.createdAt, "createdAt"), updated_at=_instant(p.updatedAt, "updatedAt"))
+
+
+def _bank_account(family: str, p: wire.BankAccount) -> BankAccount:
+    return BankAccount(name=p.name, number=p.account or p.number, iban=p.iban, bic=p.bic,
+                       clearing=p.clearing, bank=p.bank, currency=_currency(p.currency), active=p.active,
+                       created_at=_instant(p.createdAt, "createdAt"),
+                       updated_at=_instant(p.updatedAt, "updatedAt"))
+
+
+def _product(family: str, p: wire.Product) -> Product:
+    return Product(name=p.name, number=p.number, description=p.description, unit=p.unit,
+                   unit_price=p.price.amount if p.price else None,
+                   currency=_currency(p.price.currency) if p.price else None, tax_rate=p.taxRate,
+                   active=p.active, created_at=_instant(p.createdAt, "createdAt"),
+                   updated_at=_instant(p.updatedAt, "updatedAt"))
+
+
+_BUILDERS: dict[str, Any] = {
+    "CLIENT": _party, "INVOICE": _invoice, "TRANSACTION": _transaction,
+    "BANK_TRANSACTION": _transaction, "BANK_ACCOUNT": _bank_account, "PRODUCT": _product,
+}

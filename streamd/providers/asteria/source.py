@@ -1,0 +1,216 @@
+"""The Asteria source: the partner-gateway websocket over mutual TLS, and its webhooks.
+
+Two tasks share one bounded stream of frames:
+
+    connect loop ──frames──► [stream: batch_max frames] ──► committer ──Batch──► writer
+    (reconnects forever)                                    (normalizes; at most
+                                                             `inflight` batches uncommitted)
+
+When the store is slow, the committer waits for its oldest batch, the stream
+fills, the reader stops reading, and TCP pushes back on the gateway: memory stays
+flat. Frames already read are committed even when the connection drops.
+
+The gateway documents no resume cursor: a reconnect can miss events, and the same
+event may come twice (a replay, or the same change by webhook). Derived ids make
+the second copy a counted duplicate.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import ssl
+import time
+from collections import deque
+from collections.abc import Mapping
+from datetime import datetime
+
+import anyio
+from anyio.abc import TaskStatus
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+
+from ...errors import Rejected
+from ...health import State
+from ...model import Event
+from ...retry import Backoff
+from ...sources import SourceContext, WebhookReply, WebhookRequest, json_reply
+from ...store import Batch, DeadLetter, Pending
+from . import wire
+from .config import AsteriaConfig, tls_context
+from .normalize import normalize, normalize_frame
+
+log = logging.getLogger("streamd.source.asteria")
+
+
+class AsteriaSource:
+    def __init__(self, ctx: SourceContext, cfg: AsteriaConfig) -> None:
+        self.name = ctx.name
+        self.ctx = ctx
+        self.cfg = cfg
+        self._ssl = tls_context(cfg)
+        self.connections = 0
+        self._valid_since_open = False
+        if cfg.webhook_secret is not None:
+            ctx.webhook(f"/webhooks/{ctx.name}", self.handle)
+
+    # ---------------------------------------------------------------- the pure part
+
+    def renormalize(self, raw: bytes, context: Mapping[str, str], received_at: datetime) -> list[Event]:
+        if context.get("via") == "webhook":
+            return normalize(context.get("topic", ""), raw, source=self.name, received_at=received_at)
+        return normalize_frame(raw, source=self.name, received_at=received_at)
+
+    # ---------------------------------------------------------------- the websocket
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        send, receive = anyio.create_memory_object_stream[bytes](self.cfg.batch_max)
+        self.ctx.metrics.source_connected.labels(self.name).set(0)
+        self.ctx.component.set(State.STARTING, "connecting")
+        task_status.started()
+        async with anyio.create_task_group() as tg, send, receive:
+            tg.start_soon(self._committer, receive)
+            await self._connect_loop(send)
+
+    async def _connect_loop(self, frames: MemoryObjectSendStream[bytes]) -> None:
+        cfg = self.cfg
+        backoff = Backoff(cfg.backoff)
+        component = self.ctx.component
+        connected = self.ctx.metrics.source_connected.labels(self.name)
+        while True:
+            opened = 0.0
+            self._valid_since_open = False
+            try:
+                async with connect(
+                    cfg.url, ssl=self._ssl, additional_headers={"x-asteria-client": cfg.client_id},
+                    compression="deflate" if cfg.compression else None, proxy=None,
+                    open_timeout=cfg.open_timeout.seconds, ping_interval=cfg.ping_interval.seconds,
+                    ping_timeout=cfg.ping_timeout.seconds, max_size=cfg.max_message.bytes,
+                    max_queue=16,
+                ) as ws:
+                    opened = time.monotonic()
+                    self.connections += 1
+                    connected.set(1)
+                    component.ok()
+                    log.info("source %s: connected to %s", self.name, cfg.url)
+                    try:
+                        reason = await self._read(ws, frames)
+                    except anyio.get_cancelled_exc_class():
+                        # streamd is stopping: say so (1001), rather than "internal error".
+                        with anyio.move_on_after(1, shield=True):
+                            await ws.close(1001, "streamd stopping")
+                        raise
+            except (OSError, TimeoutError, WebSocketException) as exc:
+                reason = _describe(exc)
+            connected.set(0)
+            healthy = opened and (self._valid_since_open
+                                  or time.monotonic() - opened >= cfg.healthy_after.seconds)
+            if healthy:
+                backoff.reset()
+            wait = backoff.next()
+            if component.state is not State.RETRYING:
+                component.set(State.RETRYING, reason)
+            else:
+                component.reason = reason  # keep `since`: /readyz measures the whole outage
+            self.ctx.metrics.source_reconnects.labels(self.name).inc()
+            self.ctx.metrics.retries.labels("source", self.name).inc()
+            self.ctx.metrics.retry_wait_seconds.labels("source", self.name).inc(wait)
+            log.info("source %s: %s; reconnect %d in %.1fs", self.name, reason, backoff.failures, wait)
+            await anyio.sleep(wait)
+
+    async def _read(self, ws: ClientConnection, frames: MemoryObjectSendStream[bytes]) -> str:
+        try:
+            async for message in ws:
+                data = message.encode() if isinstance(message, str) else message
+                try:
+                    frames.send_nowait(data)
+                except anyio.WouldBlock:
+                    # The committer is behind: wait, and meanwhile the socket is not read.
+                    await frames.send(data)
+        except ConnectionClosed as exc:
+            return f"connection lost ({_close_reason(exc)})"
+        return f"connection closed by the gateway ({_close_reason_ws(ws)})"
+
+    # ---------------------------------------------------------------- committing
+
+    async def _committer(self, frames: MemoryObjectReceiveStream[bytes]) -> None:
+        inflight: deque[Pending] = deque()
+        limit = self.cfg.batch_max
+        received = self.ctx.metrics.source_received.labels(self.name)
+        async for first in frames:
+            batch = [first]
+            while len(batch) < limit:
+                try:
+                    batch.append(frames.receive_nowait())
+                except anyio.WouldBlock:
+                    break
+            received.inc(len(batch))
+            events, rejects = self._normalize(batch, self.ctx.now())
+            if events:
+                self._valid_since_open = True
+            inflight.append(await self.ctx.enqueue(Batch(events=events, dead_letters=rejects)))
+            while inflight and (len(inflight) > self.cfg.inflight or inflight[0].done):
+                await inflight.popleft().committed()
+
+    def _normalize(self, batch: list[bytes], received_at: datetime) -> tuple[list[Event], list[DeadLetter]]:
+        events: list[Event] = []
+        rejects: list[DeadLetter] = []
+        for data in batch:
+            try:
+                events.extend(normalize_frame(data, source=self.name, received_at=received_at))
+            except Rejected as exc:
+                rejects.append(self.ctx.dead_letter(exc.reason, data, {"via": "websocket"}))
+        return events, rejects
+
+    # ---------------------------------------------------------------- webhooks
+
+    async def handle(self, req: WebhookRequest) -> WebhookReply:
+        assert self.cfg.webhook_secret is not None
+        got = req.headers.get(self.cfg.webhook_header.lower(), "").encode()
+        if not hmac.compare_digest(got, self.cfg.webhook_secret.reveal().encode()):
+            return json_reply(401, error=f"missing or wrong {self.cfg.webhook_header}")
+        ctype = req.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype != "application/json":
+            return json_reply(415, error="content-type must be application/json")
+        topic = req.headers.get("x-asteria-topic", "")
+        context = {"via": "webhook", "topic": topic}
+        self.ctx.received()
+        try:
+            if topic not in wire.TOPIC_SET:
+                raise Rejected(f"unknown topic {topic!r} (x-asteria-topic)")
+            events = normalize(topic, req.body, source=self.name, received_at=self.ctx.now())
+        except Rejected as exc:
+            # Kept with its raw bytes; the sender learns it will never be taken as is.
+            await self.ctx.submit(Batch(dead_letters=[self.ctx.dead_letter(exc.reason, req.body, context)]))
+            return json_reply(400, error=exc.reason)
+        done = await self.ctx.submit(Batch(events=events))
+        # 2xx only now: the events are committed (invariant 2).
+        return json_reply(200, appended=done.appended, duplicates=done.duplicates,
+                          ids=[e.id for e in events])
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, InvalidStatus):
+        return f"the gateway refused the upgrade: HTTP {exc.response.status_code}"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"the gateway's certificate was not trusted: {exc.verify_message}"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS failed: {exc.reason or exc}"
+    if isinstance(exc, TimeoutError):
+        return "connecting timed out"
+    if isinstance(exc, OSError):
+        return f"cannot connect: {exc.strerror or exc}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _close_reason(exc: ConnectionClosed) -> str:
+    rcvd = exc.rcvd
+    if rcvd is None:
+        return "no close frame"
+    return f"code {rcvd.code}" + (f", {rcvd.reason}" if rcvd.reason else "")
+
+
+def _close_reason_ws(ws: ClientConnection) -> str:
+    code = ws.close_code
+    return f"code {code}" + (f", {ws.close_reason}" if ws.close_reason else "") if code else "no code"

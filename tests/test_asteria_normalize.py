@@ -1,0 +1,168 @@
+"""Asteria normalization, tested by feeding it bytes: the seed's own examples, every
+topic, and what must be refused."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from streamd.errors import Rejected
+from streamd.providers.asteria import simulator, wire
+from streamd.providers.asteria.normalize import normalize, normalize_frame
+
+NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+
+# The seed's examples, verbatim (000_…: "Data examples").
+CLIENT_UPDATE = b"""{
+"info": { "accounts": [] },
+"meta": { "clientNumber": "1", "source": "5e3a6b2ae7731c00581951ba" },
+"analysis": { "dates": [], "trend": [], "seasonal": [], "remainder": [] },
+"active": true,
+"status": [],
+"_id": "5ef5add7c3cd659588c53242",
+"companyId": "5eafe37ddc7a940058c76479",
+"type": "CUSTOMER",
+"__v": 0,
+"createdAt": "2020-06-26T08:12:07.597Z",
+"name": "Stanton Cruickshank",
+"updatedAt": "2020-06-26T08:12:07.597Z",
+"id": "5ef5add7c3cd659588c53242"
+}"""
+INVOICE_UPDATE = b"""{
+"meta": {"invoiceNumber": "1", "source": "5e3a6b2ae7731c00581951ba", "clientNumber": "1"},
+"dates": {"invoiceDue": "2021-12-25T18:00:00.000Z", "invoicePaid": null,
+          "invoiceSent": "2019-03-25T18:00:00.000Z"},
+"info": { "status": "PROCESSING", "isForecast": false },
+"contact": {"general": {"email": "Annabell18@yahoo.com", "name": "Jaylan Schuster"}},
+"active": true, "type": "invoice", "canceled": false, "credits": ["test"],
+"_id": "5ef5adfcc3cd659588c53295", "clientType": "CUSTOMER",
+"companyId": "5eafe37ddc7a940058c76479", "clientId": "5ef5add7c3cd659588c53242",
+"createdAt": "2020-06-26T08:12:44.119Z",
+"sums": {"original": {"tax": 0, "invoiceTotal": 100, "currency": "SEK"},
+         "system": {"tax": 0, "invoiceTotal": 125, "currency": "EUR"}},
+"updatedAt": "2020-06-26T08:12:44.119Z", "payments": [], "id": "5ef5adfcc3cd659588c53295"
+}"""
+TRANSACTION_UPDATE = b"""{
+"meta": {"tags": ["5ef5adfcc3cd659588c532a2"], "categories": ["5ef5adfcc3cd659588c5329f"]},
+"parentId": null, "manual": false, "active": true, "viewed": false, "type": "DEPOSIT",
+"status": "UNPAID", "_id": "5ef5adfcc3cd659588c5329c", "companyId": "5eafe37ddc7a940058c76479",
+"links": [{"type": "INVOICE_PAYMENT", "id": "5ef5adfcc3cd659588c53295",
+           "clientId": "5ef5add7c3cd659588c53242", "reference": "initial",
+           "sums": {"original": {"total": 100, "currency": "SEK"},
+                    "system": {"total": 125, "currency": "EUR"}}}],
+"__v": 0, "createdAt": "2020-06-26T08:12:44.229Z", "paymentDate": "2021-12-25T18:00:00.000Z",
+"sums": {"original": {"currency": "SEK", "total": 100}, "system": {"currency": "EUR", "total": 125}},
+"updatedAt": "2020-06-26T08:12:44.338Z", "id": "5ef5adfcc3cd659588c5329c"
+}"""
+CLIENT_REMOVE = b'{\n"_id": "5ef5add7c3cd659588c53242"\n}'
+
+
+def one(topic: str, data: bytes) -> tuple[dict[str, object], object]:
+    (ev,) = normalize(topic, data, source="partner-1", received_at=NOW)
+    return json.loads(ev.data), ev
+
+
+def test_the_seeds_client_update_is_a_party() -> None:
+    data, ev = one("CLIENT_UPDATE", CLIENT_UPDATE)
+    assert (ev.entity, ev.op, ev.key, ev.tenant) == ("party", "updated", "5ef5add7c3cd659588c53242",  # type: ignore[attr-defined]
+                                                     "5eafe37ddc7a940058c76479")
+    assert ev.time == "2020-06-26T08:12:07.597Z"  # type: ignore[attr-defined]
+    assert ev.version.startswith("2020-06-26T08:12:07.597Z#")  # type: ignore[attr-defined]
+    assert data["roles"] == ["customer"] and data["name"] == "Stanton Cruickshank"
+    assert data["number"] == "1" and data["active"] is True
+
+
+def test_the_seeds_invoice_update_keeps_both_sums() -> None:
+    data, ev = one("INVOICE_UPDATE", INVOICE_UPDATE)
+    assert (ev.entity, ev.op, ev.key) == ("invoice", "updated", "5ef5adfcc3cd659588c53295")  # type: ignore[attr-defined]
+    assert data["direction"] == "receivable" and data["kind"] == "invoice"
+    assert (data["currency"], data["total"], data["tax"], data["net"]) == ("SEK", "100", "0", "100")
+    assert (data["converted_currency"], data["converted_total"]) == ("EUR", "125")
+    assert data["conversion_rate"] == "1.25"
+    assert data["party"] == {"key": "5ef5add7c3cd659588c53242", "name": "Jaylan Schuster", "number": "1"}
+    assert (data["issued"], data["due"], data["paid"]) == ("2019-03-25", "2021-12-25", None)
+    assert (data["status"], data["provider_status"]) == ("open", "PROCESSING")
+
+
+def test_the_seeds_transaction_update_links_its_invoice() -> None:
+    data, ev = one("TRANSACTION_UPDATE", TRANSACTION_UPDATE)
+    assert (ev.entity, ev.op) == ("transaction", "updated")  # type: ignore[attr-defined]
+    assert (data["kind"], data["direction"], data["status"]) == ("deposit", "in", "pending")
+    assert (data["amount"], data["currency"]) == ("100", "SEK")
+    assert (data["converted_amount"], data["converted_currency"]) == ("125", "EUR")
+    assert data["links"] == [{"entity": "invoice", "key": "5ef5adfcc3cd659588c53295",
+                              "type": "invoice_payment", "amount": "100", "currency": "SEK"}]
+    assert data["date"] == "2021-12-25"
+
+
+def test_a_remove_is_a_deletion_carrying_the_key() -> None:
+    data, ev = one("CLIENT_REMOVE", CLIENT_REMOVE)
+    assert (ev.entity, ev.op, ev.key, ev.tenant, data) == ("party", "deleted",  # type: ignore[attr-defined]
+                                                           "5ef5add7c3cd659588c53242", "", None)
+    assert ev.time == "2026-11-21T12:00:00.000Z"  # type: ignore[attr-defined]
+
+
+def test_websocket_and_webhook_copies_of_a_change_get_one_id() -> None:
+    (by_hook,) = normalize("INVOICE_UPDATE", INVOICE_UPDATE, source="hook", received_at=NOW)
+    frame = wire.encode_frame("INVOICE_UPDATE", INVOICE_UPDATE)
+    (by_ws,) = normalize_frame(frame, source="ws", received_at=datetime(2030, 1, 1, tzinfo=UTC))
+    assert by_hook.id == by_ws.id
+
+
+def test_every_topic_of_the_enum_normalizes() -> None:
+    kinds = {}
+    for i in range(len(wire.TOPICS)):
+        topic, data = simulator.event(i)
+        (ev,) = normalize(topic, data, source="s", received_at=NOW)
+        kinds[topic] = (ev.entity, ev.op)
+    assert set(kinds) == set(wire.TOPICS)
+    assert kinds["BANK_TRANSACTION_CREATE"] == ("transaction", "created")
+    assert kinds["BANK_ACCOUNT_UPDATE"] == ("bank_account", "updated")
+    assert kinds["PRODUCT_REMOVE"] == ("product", "deleted")
+    assert kinds["VOUCHER_CREATE"] == ("voucher", "created")
+    assert kinds["TAG_UPDATE"] == ("tag", "updated")
+    assert kinds["INTEGRATION_REMOVE"] == ("integration", "deleted")
+    assert kinds["USER_CREATE"] == ("user", "created")
+
+
+def test_generic_records_keep_their_attributes_with_exact_amounts() -> None:
+    topic, data = simulator.event(wire.TOPICS.index("VOUCHER_CREATE"))
+    body, ev = one(topic, data)
+    attrs = body["attributes"]
+    assert isinstance(attrs, dict) and "_id" not in attrs and "companyId" not in attrs
+    total = attrs["sums"]["original"]["total"]
+    assert isinstance(total, str) and "." in total  # a decimal string, never a float
+
+
+def test_a_simulated_run_is_distinct_events() -> None:
+    ids = [normalize(*simulator.event(i), source="s", received_at=NOW)[0].id for i in range(600)]
+    assert len(set(ids)) == 600
+
+
+@pytest.mark.parametrize("topic, data, reason", [
+    ("INVOICE_FROBNICATE", b"{}", "unknown topic"),
+    ("INVOICE_UPDATE", b"{not json", "INVOICE_UPDATE"),
+    ("INVOICE_UPDATE", b'{"_id": "x", "companyId": "c"}', "sums.original"),
+    ("INVOICE_UPDATE", b'{"companyId": "c", "sums": {"original": {"invoiceTotal": 1, "currency": "SEK"}}}',
+     "no _id"),
+    ("INVOICE_UPDATE", b'{"_id": "x", "sums": {"original": {"invoiceTotal": "ten", "currency": "SEK"}}}',
+     "decimal"),
+    ("INVOICE_UPDATE", b'{"_id": "x", "sums": {"original": {"invoiceTotal": 1, "currency": "kronor"}}}',
+     "currency"),
+    ("CLIENT_UPDATE", b'{"_id": "x", "updatedAt": "yesterday"}', "updatedAt"),
+    ("CLIENT_REMOVE", b"{}", "no _id"),
+    ("TAG_UPDATE", b'{"name": "t"}', "no _id"),
+])
+def test_bad_payloads_are_rejected_with_a_reason(topic: str, data: bytes, reason: str) -> None:
+    with pytest.raises(Rejected) as info:
+        normalize(topic, data, source="s", received_at=NOW)
+    assert reason in info.value.reason
+
+
+def test_a_malformed_frame_is_rejected() -> None:
+    with pytest.raises(Rejected, match="malformed frame"):
+        normalize_frame(simulator.MALFORMED, source="s", received_at=NOW)
+    with pytest.raises(Rejected, match="unknown topic"):
+        normalize_frame(wire.encode_frame(simulator.UNKNOWN_TOPIC, b"{}"), source="s", received_at=NOW)
