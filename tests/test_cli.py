@@ -68,15 +68,20 @@ def test_tail_without_a_feed_says_so() -> None:
 
 
 def test_the_demo_runs_and_prints_the_feed_and_a_summary() -> None:
-    r = streamd_cli("demo", "--duration", "3", "--rate", "40", timeout=60)
+    r = streamd_cli("demo", "--duration", "4", "--rate", "40", timeout=60)
     assert r.returncode == 0, r.stderr
     lines = [json.loads(x) for x in r.stdout.splitlines()]
-    assert len(lines) >= 40
+    assert len(lines) >= 60
     assert [x["seq"] for x in lines] == list(range(1, len(lines) + 1))
     assert {x["specversion"] for x in lines} == {"1.0"}
+    kinds = {x["type"] for x in lines}
+    for entity in ("party", "invoice", "transaction", "bank_account", "product", "voucher", "user"):
+        assert {f"{entity}.created", f"{entity}.updated", f"{entity}.deleted"} <= kinds, entity
+    assert "wss://127.0.0.1:" in r.stderr and "/metrics" in r.stderr and "feed.jsonl" in r.stderr
     assert "--- streamd demo summary" in r.stderr
-    assert "provider synthetic" in r.stderr and "dead letters" in r.stderr
+    assert "provider asteria" in r.stderr and "duplicates dropped" in r.stderr
     assert f"sink     stdout     delivered up to seq {len(lines)}, lag 0" in r.stderr
+    assert "Traceback" not in r.stderr
 
 
 def test_dlq_on_a_missing_feed_fails_cleanly() -> None:

@@ -1,12 +1,18 @@
 """`streamd demo`: the real daemon on loopback against streamd's built-in simulators,
 in a temp dir, with zero configuration. Prints the live feed on stdout; on exit
 (Ctrl-C, or --duration), a summary per provider and per sink on stderr.
+
+Today: the Asteria partner gateway (websocket over mutual TLS with throwaway
+certificates, plus its webhook delivering some of the same changes again). The
+other providers' simulators join as they land.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
+import secrets
 import signal
 import sys
 import tempfile
@@ -14,10 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 
 from .. import logs
 from ..config import parse
 from ..daemon import Daemon
+from ..providers.asteria.simulator import AsteriaSimulator, Knobs, send_webhooks, simulator
 from ..store import FeedReader
 
 DEMO_CONFIG = """
@@ -32,12 +40,15 @@ listen = "127.0.0.1:0"
 shutdown_timeout = "10s"
 log_level = "warning"
 
-[sources.demo]
-provider = "synthetic"
-tenants = ["acme", "globex"]
-rate = {rate}
-reject_every = 40
-webhook = true
+[sources.asteria]
+provider = "asteria"
+url = "{url}"
+client_id = "streamd-demo"
+cert = "certs/client.pem"
+key = "certs/client.key"
+ca = "certs/ca.pem"
+webhook_secret = "env:STREAMD_DEMO_WEBHOOK_SECRET"
+backoff = {{ min = "200ms", max = "5s" }}
 
 [sinks.stdout]
 type = "stdout"
@@ -53,7 +64,7 @@ def add_parser(sub: Any) -> None:
     sp = sub.add_parser("demo", help="run streamd against its built-in simulators, zero config")
     sp.add_argument("--duration", type=float, default=0.0, metavar="SECONDS",
                     help="stop after this long (default: run until Ctrl-C)")
-    sp.add_argument("--rate", type=float, default=5.0, help="synthetic events per second")
+    sp.add_argument("--rate", type=float, default=10.0, help="events per second from each simulator")
     sp.add_argument("--dir", help="keep the demo's files here instead of a temp dir")
     sp.set_defaults(func=run)
 
@@ -71,6 +82,7 @@ async def _summary(daemon: Daemon) -> None:
         head = await reader.head()
     finally:
         await reader.close()
+    sample = daemon.metrics.registry.get_sample_value
     _say("\n--- streamd demo summary")
     by_provider: dict[str, list[str]] = {}
     totals: dict[str, int] = {}
@@ -78,29 +90,53 @@ async def _summary(daemon: Daemon) -> None:
         by_provider.setdefault(provider, []).append(f"{entity} {n}")
         totals[provider] = totals.get(provider, 0) + n
     for provider, parts in sorted(by_provider.items()):
-        dl = sum(c for (o, name), c in dead.items() if o == "source"
-                 and daemon.cfg.sources.get(name) and daemon.cfg.sources[name].provider == provider)
+        names = [n for n, s in daemon.cfg.sources.items() if s.provider == provider]
+        dl = sum(c for (o, name), c in dead.items() if o == "source" and name in names)
+        dups = sum(sample("streamd_source_events_duplicate_total", {"source": n}) or 0 for n in names)
         _say(f"provider {provider:<10} {totals[provider]:>6} events ({', '.join(parts)}); "
-             f"{dl} dead letters")
+             f"{dups:.0f} duplicates dropped; {dl} dead letters")
     for name in daemon.cfg.sinks:
         off = offsets.get(name, 0)
         _say(f"sink     {name:<10} delivered up to seq {off}, lag {head - off}")
 
 
+async def _webhooks(daemon: Daemon, sim: AsteriaSimulator, secret: str) -> None:
+    """Every few seconds, Asteria's webhook delivers a change the websocket already brought:
+    the feed keeps one copy (the summary counts the duplicates dropped)."""
+    assert daemon.web is not None and daemon.web.address is not None
+    host, port = daemon.web.address
+    url = f"http://{host}:{port}/webhooks/asteria"
+    async with httpx.AsyncClient(timeout=10) as http:
+        while True:
+            await anyio.sleep(3)
+            if sim.sent:
+                await send_webhooks(url, [sim.sent[-1]], header="x-streamd-webhook-secret",
+                                    secret=secret, client=http)
+
+
 async def _main(args: argparse.Namespace, workdir: Path) -> None:
-    cfg = parse(DEMO_CONFIG.replace("{rate}", repr(float(args.rate))), origin="<demo>",
-                base_dir=workdir)
-    logs.setup(cfg.daemon.log_level)
-    daemon = Daemon(cfg)
+    sim = simulator(workdir / "certs", Knobs(count=0, rate=args.rate, drop_every=400, replay=10,
+                                             malformed_every=149, unknown_every=211,
+                                             client_id="streamd-demo", stamp_now=True))
+    secret = secrets.token_urlsafe(24)
+    os.environ["STREAMD_DEMO_WEBHOOK_SECRET"] = secret
     async with anyio.create_task_group() as tg:
+        url = await tg.start(sim.serve)
+        cfg = parse(DEMO_CONFIG.format(url=url), origin="<demo>", base_dir=workdir)
+        logs.setup(cfg.daemon.log_level)
+        daemon = Daemon(cfg)
+
         async def banner() -> None:
             await daemon.ready.wait()
             assert daemon.web is not None and daemon.web.address is not None
             host, port = daemon.web.address
-            _say(f"streamd demo: feed {workdir / 'feed.db'}, file sink {workdir / 'feed.jsonl'}")
+            _say(f"streamd demo: the Asteria gateway simulator at {url} (mutual TLS, throwaway CA in "
+                 f"{workdir / 'certs'})")
+            _say(f"  feed {workdir / 'feed.db'}; file sink {workdir / 'feed.jsonl'}")
             _say(f"  metrics http://{host}:{port}/metrics   readiness http://{host}:{port}/readyz")
             _say(f"  in another shell: streamd tail --db {workdir / 'feed.db'} -f --type 'invoice.*'")
             _say("  Ctrl-C stops (a summary follows)\n")
+            tg.start_soon(_webhooks, daemon, sim, secret)
             if args.duration:
                 await anyio.sleep(args.duration)
                 daemon.request_stop()
