@@ -29,7 +29,7 @@ from typing import Literal
 import msgspec
 
 from ..errors import Rejected
-from .check import checked, validate_encoded
+from .check import checked
 from .entities import Entity
 
 Op = Literal["created", "updated", "deleted"]
@@ -122,11 +122,6 @@ def make_event(
         except Rejected as exc:
             raise Rejected(f"{entity} {key}: {exc.reason}") from None
     body = encode_data(data)
-    if data is not None:
-        try:
-            validate_encoded(body, type(data))
-        except Rejected as exc:
-            raise Rejected(f"{entity} {key}: {exc.reason}") from None
     if op == "deleted":
         ver = "deleted:" + (version or "")
     elif version:
