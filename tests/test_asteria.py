@@ -112,7 +112,9 @@ async def test_the_client_header_is_required_at_the_upgrade(tmp_path: Path) -> N
         assert sim.refused == 1 and sim.upgrades == 0
 
 
-async def test_an_untrusted_server_is_never_connected_and_is_retried(tmp_path: Path) -> None:
+async def test_an_untrusted_server_is_never_connected_and_is_retried(tmp_path: Path,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="streamd.source.asteria")
     async with Gateway(tmp_path, Knobs(count=10, untrusted_cert=True)) as sim, \
             InProcess(config(tmp_path, sim)) as d:
         await until(lambda: (d.daemon.metrics.registry.get_sample_value(
@@ -127,6 +129,9 @@ async def test_an_untrusted_server_is_never_connected_and_is_retried(tmp_path: P
         assert "certificate was not trusted" in r.text
         assert await d.metric('streamd_source_connected{source="gw"}') == 0
         assert sim.upgrades == 0 and d.rows("SELECT count(*) FROM events") == [(0,)]
+    retries = [r for r in caplog.records if "reconnect" in r.getMessage()]
+    assert len(retries) >= 3 and {r.levelname for r in retries} == {"INFO"}
+    assert "the gateway's certificate was not trusted" in retries[0].getMessage()
 
 
 # ---------------------------------------------------------------- 2. drops and replays
