@@ -49,23 +49,14 @@ class Gateway:
 
 
 def config(tmp_path: Path, sim: AsteriaSimulator, extra: str = "", source: str = "") -> Any:
-    c = sim.certs
     return parse(f"""
 [store]
 path = "feed.db"
 [http]
 listen = "127.0.0.1:0"
 body_limit = "64KiB"
-[sources.gw]
-provider = "asteria"
-url = "{sim.url}"
-client_id = "{sim.knobs.client_id}"
-cert = "{c.client_cert}"
-key = "{c.client_key}"
-ca = "{c.ca}"
-backoff = {{ min = "10ms", max = "200ms" }}
-webhook_secret = "env:ASTERIA_TEST_SECRET"
-webhook_header = "x-partner-secret"
+{sim.source_toml("gw", backoff='{ min = "10ms", max = "200ms" }',
+                 webhook_secret='"env:ASTERIA_TEST_SECRET"', webhook_header='"x-partner-secret"')}
 {source}
 [sinks.file]
 type = "file"

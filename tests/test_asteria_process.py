@@ -40,22 +40,13 @@ def gateway(portal: BlockingPortal, tmp_path: Path, knobs: Knobs) -> AsteriaSimu
 
 
 def config(sim: AsteriaSimulator, store: str = "") -> str:
-    c = sim.certs
     return f"""
 [store]
 path = "feed.db"
 {store}
 [http]
 listen = "127.0.0.1:0"
-[sources.gw]
-provider = "asteria"
-url = "{sim.url}"
-client_id = "streamd-partner"
-cert = "{c.client_cert}"
-key = "{c.client_key}"
-ca = "{c.ca}"
-backoff = {{ min = "50ms", max = "500ms" }}
-webhook_secret = "env:ASTERIA_SECRET"
+{sim.source_toml("gw", backoff='{ min = "50ms", max = "500ms" }', webhook_secret='"env:ASTERIA_SECRET"')}
 """
 
 

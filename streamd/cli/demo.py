@@ -40,16 +40,7 @@ listen = "127.0.0.1:0"
 shutdown_timeout = "10s"
 log_level = "warning"
 
-[sources.asteria]
-provider = "asteria"
-url = "{url}"
-client_id = "streamd-demo"
-cert = "certs/client.pem"
-key = "certs/client.key"
-ca = "certs/ca.pem"
-webhook_secret = "env:STREAMD_DEMO_WEBHOOK_SECRET"
-backoff = {{ min = "200ms", max = "5s" }}
-
+{source}
 [sinks.stdout]
 type = "stdout"
 
@@ -122,7 +113,9 @@ async def _main(args: argparse.Namespace, workdir: Path) -> None:
     os.environ["STREAMD_DEMO_WEBHOOK_SECRET"] = secret
     async with anyio.create_task_group() as tg:
         url = await tg.start(sim.serve)
-        cfg = parse(DEMO_CONFIG.format(url=url), origin="<demo>", base_dir=workdir)
+        source = sim.source_toml("asteria", webhook_secret='"env:STREAMD_DEMO_WEBHOOK_SECRET"',
+                                 backoff='{ min = "200ms", max = "5s" }')
+        cfg = parse(DEMO_CONFIG.format(source=source), origin="<demo>", base_dir=workdir)
         logs.setup(cfg.daemon.log_level)
         daemon = Daemon(cfg)
 

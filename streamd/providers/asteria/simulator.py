@@ -171,6 +171,16 @@ class AsteriaSimulator:
         # event again would stamp it anew, a different change).
         self.sent: deque[tuple[str, bytes]] = deque(maxlen=max(self.knobs.replay, 64))
 
+    def source_toml(self, name: str, **extra: str) -> str:
+        """The `[sources.<name>]` table that points streamd at this gateway (its URL, the
+        client id it expects, and the throwaway certificates); `extra` adds keys as TOML."""
+        c = self.certs
+        lines = [f"[sources.{name}]", 'provider = "asteria"', f'url = "{self.url}"',
+                 f'client_id = "{self.knobs.client_id}"', f'cert = "{c.client_cert}"',
+                 f'key = "{c.client_key}"', f'ca = "{c.ca}"']
+        lines += [f"{k} = {v}" for k, v in extra.items()]
+        return "\n".join(lines) + "\n"
+
     def event(self, i: int) -> tuple[str, bytes]:
         k = self.knobs
         return event(i, k.seed, k.companies, datetime.now(UTC) if k.stamp_now else None)
