@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -24,6 +24,7 @@ from ...model import (
     Event,
     Invoice,
     Link,
+    Op,
     Party,
     PartyRef,
     PaymentRef,
@@ -36,7 +37,7 @@ from ...model.entities import Entity
 from . import wire
 
 PROVIDER = "asteria"
-OPS = {"CREATE": "created", "UPDATE": "updated", "REMOVE": "deleted"}
+OPS: dict[str, Op] = {"CREATE": "created", "UPDATE": "updated", "REMOVE": "deleted"}
 
 _decoders = {kind: wire.decoder(kind) for _, kind in wire.FAMILIES.values()}
 _removed = wire.decoder(wire.Removed)
@@ -95,11 +96,17 @@ def _currency(code: str | None) -> str | None:
     return code.strip().upper() if code else None
 
 
-def _event(entity: str, op: str, key: str, payload: wire.Base, data: Entity, raw: bytes,
+def _required_currency(code: str | None, field: str) -> str:
+    if not code:
+        raise Rejected(f"{field}: a currency is required")
+    return code.strip().upper()
+
+
+def _event(entity: str, op: Op, key: str, payload: wire.Base, data: Entity, raw: bytes,
            source: str, received_at: datetime) -> Event:
     stamp = payload.updatedAt or payload.createdAt
     return make_event(provider=PROVIDER, source=source, tenant=payload.companyId or "", entity=entity,
-                      op=op, key=key, time=_instant(stamp, "updatedAt") or received_at, data=data,  # type: ignore[arg-type]
+                      op=op, key=key, time=_instant(stamp, "updatedAt") or received_at, data=data,
                       version=stamp or None, raw=raw)
 
 
@@ -114,7 +121,7 @@ def _removed_event(family: str, payload: wire.Removed, raw: bytes, source: str,
                       version=payload.updatedAt, raw=raw)
 
 
-def _generic_event(family: str, op: str, body: dict[str, Any], raw: bytes, source: str,
+def _generic_event(family: str, op: Op, body: dict[str, Any], raw: bytes, source: str,
                    received_at: datetime) -> Event:
     key = body.get("_id") or body.get("id")
     if not isinstance(key, str) or not key:
@@ -129,7 +136,7 @@ def _generic_event(family: str, op: str, body: dict[str, Any], raw: bytes, sourc
     company = body.get("companyId")
     return make_event(provider=PROVIDER, source=source,
                       tenant=company if isinstance(company, str) else "", entity=wire.GENERIC[family],
-                      op=op, key=key, time=_instant(stamp, "updatedAt") or received_at,  # type: ignore[arg-type]
+                      op=op, key=key, time=_instant(stamp, "updatedAt") or received_at,
                       data=record, version=stamp, raw=raw)
 
 
@@ -144,7 +151,8 @@ def _party(family: str, p: wire.Client) -> Party:
                  updated_at=_instant(p.updatedAt, "updatedAt"))
 
 
-_INVOICE_KIND = {"INVOICE": "invoice", "CREDIT": "credit_note", "ORDER": "order"}
+_INVOICE_KIND: dict[str, Literal["invoice", "credit_note", "order"]] = {
+    "INVOICE": "invoice", "CREDIT": "credit_note", "ORDER": "order"}
 _INVOICE_STATUS = {"PAID": "paid", "UNPAID": "open", "PROCESSING": "open", "OVERDUE": "open",
                    "SENT": "open", "DRAFT": "draft", "PARTIALLY_PAID": "partially_paid"}
 
@@ -163,7 +171,7 @@ def _invoice(family: str, p: wire.Invoice) -> Invoice:
         rate = system.amount / total
     contact = p.contact.general if p.contact and p.contact.general else None
     return Invoice(
-        kind=_INVOICE_KIND.get((p.type or "INVOICE").upper(), "invoice"),  # type: ignore[arg-type]
+        kind=_INVOICE_KIND.get((p.type or "INVOICE").upper(), "invoice"),
         direction="payable" if (p.clientType or "").upper() == "SUPPLIER" else "receivable",
         number=p.meta.invoiceNumber if p.meta else None,
         party=PartyRef(key=p.clientId, name=contact.name if contact else None,
@@ -172,7 +180,7 @@ def _invoice(family: str, p: wire.Invoice) -> Invoice:
         due=_date(p.dates.invoiceDue, "dates.invoiceDue") if p.dates else None,
         paid=_date(p.dates.invoicePaid, "dates.invoicePaid") if p.dates else None,
         status=status, provider_status=raw_status,
-        currency=_currency(original.currency),  # type: ignore[arg-type]
+        currency=_required_currency(original.currency, "sums.original.currency"),
         net=total - tax if tax is not None else None, tax=tax, total=total,
         converted_currency=_currency(system.currency) if system else None,
         converted_tax=system.tax if system else None,
@@ -212,7 +220,7 @@ def _transaction(family: str, p: wire.Transaction) -> Transaction:
     return Transaction(
         kind=kind, direction=direction, date=_date(p.paymentDate, "paymentDate"),
         status=_TX_STATUS.get((p.status or "").upper(), "unknown"), provider_status=p.status,
-        amount=original.amount, currency=_currency(original.currency),  # type: ignore[arg-type]
+        amount=original.amount, currency=_required_currency(original.currency, "sums.original.currency"),
         converted_amount=system.amount if system else None,
         converted_currency=_currency(system.currency) if system else None,
         reference=p.reference, description=p.description,
