@@ -198,7 +198,7 @@ class AsteriaSimulator:
         if certs is not self.certs:
             ctx.load_verify_locations(self.certs.client_ca)
         async with serve(self._handler, host, port, ssl=ctx, process_request=self._check_client,
-                         compression=None, max_queue=16, ping_interval=None) as server:
+                         compression=None, max_queue=16, ping_interval=None, close_timeout=1) as server:
             self._server = server
             sock = next(iter(server.sockets))
             h, p = sock.getsockname()[:2]

@@ -43,6 +43,9 @@ from .normalize import normalize, normalize_frame
 
 log = logging.getLogger("streamd.source.asteria")
 
+# On stop, frames already read from the socket are still committed, for at most this long.
+DRAIN_SECONDS = 5.0
+
 
 class AsteriaSource:
     def __init__(self, ctx: SourceContext, cfg: AsteriaConfig) -> None:
@@ -51,7 +54,10 @@ class AsteriaSource:
         self.cfg = cfg
         self._ssl = tls_context(cfg)
         self.connections = 0
+        self.frames_read = 0
+        self._leftover: bytes | None = None  # a frame read when the stop came, not queued yet
         self._valid_since_open = False
+        self._drain = anyio.CancelScope(shield=True)
         if cfg.webhook_secret is not None:
             ctx.webhook(f"/webhooks/{ctx.name}", self.handle)
 
@@ -69,9 +75,15 @@ class AsteriaSource:
         self.ctx.metrics.source_connected.labels(self.name).set(0)
         self.ctx.component.set(State.STARTING, "connecting")
         task_status.started()
-        async with anyio.create_task_group() as tg, send, receive:
+        async with anyio.create_task_group() as tg:
             tg.start_soon(self._committer, receive)
-            await self._connect_loop(send)
+            try:
+                await self._connect_loop(send)
+            finally:
+                # Stopping: nothing more is read, but what was read gets committed (the
+                # gateway has no acks; a frame dropped here would be gone for good).
+                send.close()
+                self._drain.deadline = anyio.current_time() + DRAIN_SECONDS
 
     async def _connect_loop(self, frames: MemoryObjectSendStream[bytes]) -> None:
         cfg = self.cfg
@@ -97,9 +109,11 @@ class AsteriaSource:
                     try:
                         reason = await self._read(ws, frames)
                     except anyio.get_cancelled_exc_class():
-                        # streamd is stopping: say so (1001), rather than "internal error".
+                        # streamd is stopping: say so (1001), rather than "internal error";
+                        # a gateway that does not answer the close in time is cut off.
                         with anyio.move_on_after(1, shield=True):
                             await ws.close(1001, "streamd stopping")
+                        ws.transport.abort()
                         raise
             except (OSError, TimeoutError, WebSocketException) as exc:
                 reason = _describe(exc)
@@ -123,11 +137,16 @@ class AsteriaSource:
         try:
             async for message in ws:
                 data = message.encode() if isinstance(message, str) else message
+                self.frames_read += 1
                 try:
                     frames.send_nowait(data)
                 except anyio.WouldBlock:
                     # The committer is behind: wait, and meanwhile the socket is not read.
-                    await frames.send(data)
+                    try:
+                        await frames.send(data)
+                    except anyio.get_cancelled_exc_class():
+                        self._leftover = data  # stopping: the drain commits it
+                        raise
         except ConnectionClosed as exc:
             return f"connection lost ({_close_reason(exc)})"
         return f"connection closed by the gateway ({_close_reason_ws(ws)})"
@@ -135,6 +154,12 @@ class AsteriaSource:
     # ---------------------------------------------------------------- committing
 
     async def _committer(self, frames: MemoryObjectReceiveStream[bytes]) -> None:
+        # Shielded: a stop closes the frame stream instead, and this drains it (bounded by
+        # DRAIN_SECONDS, set when the stop comes).
+        with self._drain, frames:
+            await self._commit_frames(frames)
+
+    async def _commit_frames(self, frames: MemoryObjectReceiveStream[bytes]) -> None:
         inflight: deque[Pending] = deque()
         limit = self.cfg.batch_max
         received = self.ctx.metrics.source_received.labels(self.name)
@@ -152,6 +177,13 @@ class AsteriaSource:
             inflight.append(await self.ctx.enqueue(Batch(events=events, dead_letters=rejects)))
             while inflight and (len(inflight) > self.cfg.inflight or inflight[0].done):
                 await inflight.popleft().committed()
+        if self._leftover is not None:
+            received.inc()
+            events, rejects = self._normalize([self._leftover], self.ctx.now())
+            self._leftover = None
+            inflight.append(await self.ctx.enqueue(Batch(events=events, dead_letters=rejects)))
+        for pending in inflight:
+            await pending.committed()
 
     def _normalize(self, batch: list[bytes], received_at: datetime) -> tuple[list[Event], list[DeadLetter]]:
         events: list[Event] = []
