@@ -9,6 +9,7 @@ dropped as a duplicate), and a counter per source and status code.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 from collections.abc import Sequence
@@ -40,8 +41,6 @@ class _Server(uvicorn.Server):
     # uvicorn installs process-wide signal handlers while it serves; the daemon owns
     # SIGTERM/SIGINT (phased shutdown), so the listener must not take them.
     def capture_signals(self) -> Any:
-        import contextlib
-
         return contextlib.nullcontext()
 
 

@@ -12,7 +12,7 @@ import aiosqlite
 import msgspec
 
 from ..config import Match, StoreConfig
-from ..model import CloudEvent, cloudevent, render_line
+from ..model import cloudevent, render_line
 from .schema import classify, connect
 
 _COLUMNS = "seq, id, source, provider, tenant, entity, op, key, time, received, data"
@@ -37,11 +37,6 @@ class FeedEvent(msgspec.Struct, frozen=True):
     @property
     def type(self) -> str:
         return f"{self.entity}.{self.op}"
-
-    def envelope(self) -> CloudEvent:
-        return cloudevent(seq=self.seq, id=self.id, source=self.source, provider=self.provider,
-                          tenant=self.tenant, entity=self.entity, op=self.op, key=self.key,
-                          time=self.time, data=self.data)
 
 
 def _row_to_event(row: Sequence[Any]) -> FeedEvent:
@@ -210,8 +205,3 @@ class FeedReader:
 
     async def meta(self) -> dict[str, str]:
         return {k: v for k, v in await self._all("SELECT key, value FROM meta")}
-
-    async def data_version(self) -> int:
-        """Changes whenever another connection commits: cheap polling for `tail -f`."""
-        row = await self._one("PRAGMA data_version")
-        return int(row[0]) if row else 0
