@@ -193,6 +193,11 @@ def test_amounts_never_carry_a_positive_exponent() -> None:
     assert json.loads(ev.data)["tax"] == "2.50"  # type: ignore[attr-defined]
 
 
+def test_an_exponent_too_large_to_write_out_is_rejected_not_a_crash() -> None:
+    with pytest.raises(Rejected, match=r"invoice k: total: 1E\+400 is out of range"):
+        _invoice_event(total=Decimal("1E+400"))
+
+
 def test_a_hand_built_entity_is_validated_like_a_decoded_one() -> None:
     with pytest.raises(Rejected, match="currency"):
         _invoice_event(currency="eur")

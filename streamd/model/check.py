@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import msgspec
@@ -41,7 +41,11 @@ def _fix(value: Any) -> Any:
             raise _Bad(f"{value} is not an amount")
         exponent = value.as_tuple().exponent
         if isinstance(exponent, int) and exponent > 0:
-            return value.quantize(_ZERO_EXP)
+            # 1E+2 -> 100. Beyond the context's precision (1E+400) it is no amount either.
+            try:
+                return value.quantize(_ZERO_EXP)
+            except InvalidOperation:
+                raise _Bad(f"{value} is out of range for an amount") from None
         return value
     if kind is datetime:
         if value.tzinfo is None:
