@@ -144,8 +144,10 @@ class Web:
     def bind(self) -> socket.socket:
         host, port = parse_listen(self.cfg.listen)
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-        family, _, _, _, addr = infos[0]
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        family, _, proto, _, addr = infos[0]
+        # With proto 0 asyncio does not set TCP_NODELAY on accepted connections, and small
+        # answers wait ~40 ms for delayed ACKs: give the socket its real protocol.
+        sock = socket.socket(family, socket.SOCK_STREAM, proto)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(addr)
