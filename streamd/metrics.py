@@ -49,6 +49,22 @@ class Metrics:
         self.source_poll_duration = Histogram(
             "streamd_source_poll_duration_seconds",
             "Duration of one complete poll of a polling source.", ["source"], registry=r)
+        self.source_polls = Counter(
+            "streamd_source_polls_total",
+            "Polls (one listing of one tenant and resource) by outcome: complete or failed.",
+            ["source", "outcome"], registry=r)
+        self.source_last_poll = Gauge(
+            "streamd_source_last_poll_timestamp_seconds",
+            "Unix time a polling source last completed a poll.", ["source"], registry=r)
+        self.source_requests = Counter(
+            "streamd_source_requests_total",
+            "HTTP requests a polling source made, by code: the HTTP status, or 'error' for a"
+            " timeout or connection failure.", ["source", "code"], registry=r)
+        self.source_token_grants = Counter(
+            "streamd_source_token_grants_total",
+            "OAuth2 token requests by outcome: ok, refused (the provider said no: a dead refresh"
+            " token or wrong client secret) or error (unreachable, 5xx; retried).",
+            ["source", "outcome"], registry=r)
 
         # --- store
         self.head = Gauge("streamd_feed_head_seq", "Highest seq in the feed.", registry=r)

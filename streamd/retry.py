@@ -74,8 +74,10 @@ async def retrying(
     metrics: Metrics,
     component: Component,
     what: str,
+    attempts: int | None = None,
 ) -> T:
-    """Run `op` until it succeeds or raises something `retry_on` refuses."""
+    """Run `op` until it succeeds, raises something `retry_on` refuses, or has failed
+    `attempts` times (then its last error is raised)."""
     labels = (component.kind, component.name)
 
     def before_sleep(rs: tenacity.RetryCallState) -> None:
@@ -99,6 +101,7 @@ async def retrying(
         wait=_Wait(policy),
         retry=tenacity.retry_if_exception(retry_on),
         before_sleep=before_sleep,
+        stop=tenacity.stop_after_attempt(attempts) if attempts else tenacity.stop_never,
         reraise=True,
     )
     return await retryer(attempt)

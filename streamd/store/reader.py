@@ -15,6 +15,9 @@ from ..config import Match, StoreConfig
 from ..model import cloudevent, render_line
 from .schema import classify, connect
 
+#: source_state keys with this prefix hold credentials: `all_progress` (and so `streamd
+#: status`) shows them as "<secret>".
+SECRET_PREFIX = "secret."
 _COLUMNS = "seq, id, source, provider, tenant, entity, op, key, time, received, data"
 
 
@@ -166,7 +169,8 @@ class FeedReader:
         for source, key, value, updated in await self._all(
                 "SELECT source, key, value, updated FROM source_state ORDER BY source, key"):
             values, last = out.get(source, ({}, 0))
-            values[key] = msgspec.json.decode(value)
+            # Tokens kept as progress (e.g. a rotated OAuth2 refresh token) are never shown.
+            values[key] = "<secret>" if key.startswith(SECRET_PREFIX) else msgspec.json.decode(value)
             out[source] = (values, max(last, int(updated)))
         return out
 
@@ -174,6 +178,18 @@ class FeedReader:
         rows = await self._all("SELECT key, version FROM entity_state WHERE source = ? AND"
                                " tenant = ? AND entity = ?", (source, tenant, entity))
         return {k: v for k, v in rows}
+
+    async def entity_data(self, source: str, tenant: str, entity: str,
+                          keys: Sequence[str]) -> dict[str, bytes | None]:
+        """The last state a poller kept for these records (what a `deleted` event carries)."""
+        out: dict[str, bytes | None] = {}
+        for i in range(0, len(keys), 500):
+            chunk = list(keys[i:i + 500])
+            rows = await self._all(
+                "SELECT key, data FROM entity_state WHERE source = ? AND tenant = ? AND entity = ?"
+                f" AND key IN ({','.join('?' * len(chunk))})", (source, tenant, entity, *chunk))
+            out.update({k: d for k, d in rows})
+        return out
 
     async def dead_letters(self, *, origin: str | None = None, name: str | None = None,
                            status: str | None = None, ids: Sequence[int] = (),
