@@ -1,4 +1,4 @@
-"""`streamd` on the command line: run, check, tail, status, dlq, demo.
+"""`streamd` on the command line: run, check, auth, tail, status, dlq, demo.
 
 Exit codes: 0 ok; 1 the store is unusable or the daemon cannot start; 2 bad usage;
 78 (EX_CONFIG) the config is refused — systemd's unit does not restart on 78.
@@ -90,7 +90,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import demo, dlq, status, tail
+    from . import auth, demo, dlq, status, tail
 
     p = argparse.ArgumentParser(prog="streamd", description=__doc__.splitlines()[0] if __doc__ else "")
     p.add_argument("--version", action="version", version=f"streamd {__version__}")
@@ -106,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = with_config(sub.add_parser("check", help="validate the config and print it, secrets redacted"))
     sp.add_argument("-q", "--quiet", action="store_true", help="only say whether it is valid")
     sp.set_defaults(func=cmd_check)
+    auth.add_parser(sub, with_config)
     tail.add_parser(sub, with_config)
     status.add_parser(sub, with_config)
     dlq.add_parser(sub, with_config)

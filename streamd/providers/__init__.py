@@ -11,6 +11,7 @@ import importlib
 from ..sources.base import ProviderSpec
 
 PROVIDERS: dict[str, str] = {
+    "asperion": "streamd.providers.asperion",
     "asteria": "streamd.providers.asteria",
     "synthetic": "streamd.providers.synthetic",
 }

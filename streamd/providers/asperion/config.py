@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import msgspec
+
+from ...config import SourceConfig
+from ...secrets import Secret
+from ...units import Duration
+from . import wire
+
+
+class AsperionConfig(SourceConfig, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    # The REST API, and the identity server's two OAuth2 endpoints.
+    base_url: str = "https://api.asperion.nl/v1"
+    authorize_url: str = "https://identity.asperion.nl/connect/authorize"
+    token_url: str = "https://identity.asperion.nl/connect/token"
+    # The client id Asperion's API support gave you, and its secret (a reference).
+    client_id: str
+    client_secret: Secret
+    # Where the identity server sends the browser back to in `streamd auth`: an
+    # http://127.0.0.1:<port>/<path> (or localhost) URL registered with Asperion;
+    # `streamd auth` listens there for the one redirect.
+    redirect_uri: str = "http://127.0.0.1:8976/callback"
+    scope: str = "asperion-api offline_access"
+    # Administration ids to poll; empty = every administration the token can reach
+    # (GET /v1/administrations, listed again every interval).
+    tenants: list[str] = []
+    resources: list[str] = msgspec.field(default_factory=lambda: list(wire.RESOURCES))
+    # A poll of each tenant+resource starts this long after the previous one started.
+    interval: Duration = Duration(300.0)
+    page_size: int = wire.MAX_PAGE_SIZE
+    # Requests in flight per tenant (pages of a listing are fetched concurrently once
+    # the first page says how many there are).
+    concurrency: int = 4
+    # One HTTP request, connect to last byte.
+    timeout: Duration = Duration(30.0)
+    # A request that keeps failing with timeouts or 5xx is tried this often before
+    # the listing is abandoned (no deletions) and retried at the next interval.
+    max_tries: int = 8
+    # Access tokens are refreshed this long before they expire (at most half their lifetime).
+    refresh_before: Duration = Duration(60.0)
+    # CA bundle the API's and identity server's certificates are verified against;
+    # none = the system store. There is no option to turn verification off.
+    ca: str | None = None
+
+
+def tls_context(cfg: AsperionConfig) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=cfg.ca)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
+def validate(cfg: AsperionConfig) -> list[str]:
+    problems: list[str] = []
+    for name in ("base_url", "authorize_url", "token_url"):
+        value = getattr(cfg, name)
+        url = urlsplit(value)
+        if url.scheme != "https" or not url.hostname:
+            problems.append(f"{name}: expected an https:// URL, got {value!r} "
+                            "(Asperion is only reached over TLS)")
+    redirect = urlsplit(cfg.redirect_uri)
+    if redirect.scheme not in ("http", "https") or not redirect.hostname or not redirect.port:
+        problems.append(f"redirect_uri: expected http://127.0.0.1:<port>/<path>, got {cfg.redirect_uri!r}")
+    if not cfg.client_id:
+        problems.append("client_id: must not be empty")
+    if not cfg.resources:
+        problems.append("resources: name at least one of " + ", ".join(wire.RESOURCES))
+    for i, res in enumerate(cfg.resources):
+        if res not in wire.RESOURCES:
+            problems.append(f"resources[{i}]: unknown resource {res!r} (known: {', '.join(wire.RESOURCES)})")
+    if len(set(cfg.resources)) != len(cfg.resources):
+        problems.append("resources: a resource is listed twice")
+    for i, tenant in enumerate(cfg.tenants):
+        if not tenant.strip() or any(c in tenant for c in "\r\n"):
+            problems.append(f"tenants[{i}]: {tenant!r} is not an administration id")
+    if not 1 <= cfg.page_size <= wire.MAX_PAGE_SIZE:
+        problems.append(f"page_size: must be between 1 and {wire.MAX_PAGE_SIZE}")
+    for name in ("concurrency", "max_tries"):
+        if getattr(cfg, name) < 1:
+            problems.append(f"{name}: must be at least 1")
+    if cfg.interval.seconds < 0.1:
+        problems.append("interval: must be at least 100ms")
+    if cfg.timeout.seconds <= 0:
+        problems.append("timeout: must be positive")
+    if cfg.ca is not None and not Path(cfg.ca).is_file():
+        problems.append(f"ca: {cfg.ca} is not a readable file")
+    elif cfg.ca is not None:
+        try:
+            tls_context(cfg)
+        except (ssl.SSLError, OSError) as exc:
+            problems.append(f"ca: cannot load {cfg.ca} ({getattr(exc, 'reason', None) or exc})")
+    return problems

@@ -1,0 +1,675 @@
+"""A simulated Asperion on loopback: the identity server's `/connect/authorize` and
+`/connect/token`, and the REST API under `/v1`, over HTTPS with TLS 1.3 at least.
+Used by the demo and the tests of the Asperion source.
+
+Documented (seed `001_…`, ../shared/providers.md): TLS 1.3 minimum; the OAuth2
+authorization-code flow with refresh tokens; `Authorization: Bearer` and
+`X-Tenant-Id` (also spelled `X-TenantId`) on every API call; `/v1/administrations`;
+lists with `page`, `pageSize`, `orderby` (`-field` descending), repeated query
+parameters as OR filters and `MetaOnly=true`; the `_data`/`_meta` envelope with
+absolute `nextPage`/`previousPage`/`self` URLs; an item as the record plus `_meta`.
+Seen in third-party clients [C]: the resource paths, the debtor and sales-invoice
+fields, invoice status codes, ASP.NET problem details. Inferred [I], each one
+constant or one function here: that refresh tokens rotate on *every* use (the
+strictest reading of "may rotate"), `CODE_TTL`, `DEFAULT_PAGE_SIZE`, the page-size
+limit (wire.MAX_PAGE_SIZE), the article fields, `amountOpen`, `currencyCode`, that
+query parameter names are case-insensitive (ASP.NET model binding), validation
+messages, and the order of the checks on an API request: throttling (429), then
+failure (503), then the bearer token (401), the resource (404), the tenant
+(400/403), the query (400). Not simulated: writes (POST/PUT/PATCH/DELETE) and the
+`_from`/`_to` range filters.
+
+The authorize step needs no user: a known client gets its code at once. Records are
+a pure function of (seed, tenant, resource, id); `mutate()` creates, updates and
+deletes them between polls, as a user of Asperion would. Lists are paged by offset
+on the state at request time, like the real API: a deletion between two page
+requests shifts later records one page down. Knobs (`Knobs`): tenants, records,
+latency, a 429 every K-th and a 503 every J-th API request, and the access-token
+lifetime; all but `records` may be changed while serving.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import math
+import random
+import re
+import secrets
+import socket
+import ssl
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, unquote_plus, urlencode, urlsplit, urlunsplit
+
+import anyio
+import msgspec
+import uvicorn
+from anyio.abc import TaskStatus
+from starlette.applications import Starlette
+from starlette.datastructures import Headers
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+from starlette.types import Message, Receive, Scope, Send
+
+from ...certs import Certs
+from ...certs import make as make_certs
+from . import wire
+
+MIN_TLS = ssl.TLSVersion.TLSv1_3  # [D] "Minimum level is TLS1.3"
+SCOPE = "asperion-api offline_access"  # granted to every token [D, seed]
+CODE_TTL = 60.0  # seconds an authorization code can be exchanged [I]
+DEFAULT_PAGE_SIZE = 25  # [I]
+PROFILE_NAME = "Demo Gebruiker"  # the user behind every token
+EPOCH = datetime(2026, 3, 1, 9, 0)  # naive: Asperion local time; mutation m is stamped EPOCH + m min
+ADMINISTRATIONS = ("Voorbeeld B.V.", "Bakkerij De Korenschoof", "Jansen Installatietechniek B.V.",
+                   "Studio Noord V.O.F.", "Peeters & Zonen BV")
+CENT = Decimal("0.01")
+VAT_RATE = Decimal("0.21")
+_enc = msgspec.json.Encoder(decimal_format="number")
+_PROBLEM_TYPES = {
+    400: "https://tools.ietf.org/html/rfc9110#section-15.5.1",
+    401: "https://tools.ietf.org/html/rfc9110#section-15.5.2",
+    403: "https://tools.ietf.org/html/rfc9110#section-15.5.4",
+    404: "https://tools.ietf.org/html/rfc9110#section-15.5.5",
+    429: "https://tools.ietf.org/html/rfc6585#section-4",
+    503: "https://tools.ietf.org/html/rfc9110#section-15.6.4",
+}
+
+
+@dataclass
+class Knobs:
+    tenants: tuple[str, ...] = ("1001", "1002")
+    records: int = 20  # per tenant per resource
+    resources: tuple[str, ...] = ("debtors", "salesinvoices", "articles")
+    latency: float = 0.0  # seconds added to every /v1 request
+    throttle_every: int = 0  # every K-th /v1 request -> 429 (0 = never)
+    retry_after: float = 2.0  # the 429's Retry-After (sent as whole seconds, rounded up)
+    fail_every: int = 0  # every J-th /v1 request -> 503 (0 = never)
+    token_ttl: float = 3600.0  # access-token lifetime in seconds
+    client_id: str = "streamd"
+    client_secret: str = "asperion-demo-secret"
+    seed: int = 1
+
+
+@dataclass(frozen=True)
+class Logged:
+    at: float  # time.monotonic() when the request arrived
+    method: str
+    path: str
+    tenant: str | None
+    status: int
+
+
+@dataclass(frozen=True)
+class Mutation:
+    created: list[tuple[str, str, str]] = field(default_factory=list)
+    updated: list[tuple[str, str, str]] = field(default_factory=list)
+    deleted: list[tuple[str, str, str]] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------- records
+
+SURNAMES = ("Jansen", "De Vries", "Bakker", "Visser", "Smit", "Meijer", "Mulder", "De Boer", "Hoekstra",
+            "Peeters", "Maes", "Janssens", "Schmidt", "Weber")
+TRADES = ("Installatietechniek", "Bouw", "Advies", "Transport", "Bakkerij", "Webdesign", "Schilderwerken")
+LEGAL = {"NL": "B.V.", "BE": "BV", "DE": "GmbH"}
+PLACES = {"NL": (("Amsterdam", "1012 AB"), ("Utrecht", "3511 CE"), ("Rotterdam", "3011 AD")),
+          "BE": (("Antwerpen", "2000"), ("Gent", "9000")), "DE": (("Köln", "50667"), ("Aachen", "52062"))}
+STREETS = ("Hoofdstraat", "Stationsweg", "Kerkstraat", "Industrieweg", "Marktplein")
+SERVICES = ("Werkzaamheden", "Onderhoud", "Advieswerk", "Levering materialen", "Licenties")
+ARTICLES = (("Consultancy", "hour", 21), ("Installatie", "hour", 21), ("Onderhoudscontract", "pcs", 21),
+            ("Kabel CAT6 305 m", "pcs", 21), ("Vakboek", "pcs", 9), ("Training", "hour", 21),
+            ("Koffiebonen 1 kg", "pcs", 9))
+
+
+Pick = Callable[[random.Random], dict[str, Any]]  # chooses the debtor of a new invoice
+
+
+def _stamp(t: datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def _day(t: datetime) -> str:
+    return t.strftime("%Y-%m-%dT00:00:00")
+
+
+def _money(rng: random.Random, low: int, high: int) -> Decimal:
+    return (Decimal(rng.randrange(low, high)) / 100).quantize(CENT)
+
+
+def _iban(rng: random.Random) -> str:
+    """A Dutch IBAN whose check digits are right (mod 97)."""
+    bban = rng.choice(("ABNA", "INGB", "RABO", "TRIO")) + f"{rng.randrange(10**10):010d}"
+    digits = "".join(str(int(c, 36)) for c in bban + "NL00")
+    return f"NL{98 - int(digits) % 97:02d}{bban}"
+
+
+def _debtor(rng: random.Random, i: int, added: datetime, changed: datetime, debtor: Pick) -> dict[str, Any]:
+    country = rng.choices(("NL", "BE", "DE"), (8, 2, 1))[0]
+    surname, trade = rng.choice(SURNAMES), rng.choice(TRADES)
+    city, postal = rng.choice(PLACES[country])
+    domain = re.sub("[^a-z]", "", (surname + trade).lower()) + "." + country.lower()
+    vat = {"NL": f"NL{rng.randrange(10**9):09d}B01", "BE": f"BE0{rng.randrange(10**9):09d}",
+           "DE": f"DE{rng.randrange(10**9):09d}"}[country]
+    phone = {"NL": "+31", "BE": "+32", "DE": "+49"}[country] + f" {rng.randrange(10**8, 10**9)}"
+    return {"id": i, "name": f"{surname} {trade} {LEGAL[country]}", "customerNumber": f"D{i:05d}",
+            "iban": _iban(rng), "vatNumber": vat, "street": f"{rng.choice(STREETS)} {rng.randrange(1, 200)}",
+            "postalCode": postal, "city": city, "countryCode": country,
+            "emailAddress": f"administratie@{domain}", "phoneNumber": phone, "currencyCode": "EUR",
+            "dateAdded": _stamp(added), "dateLastChange": _stamp(changed), "blocked": rng.random() < 0.05}
+
+
+def _invoice(rng: random.Random, i: int, added: datetime, changed: datetime, pick: Pick) -> dict[str, Any]:
+    debtor = pick(rng)
+    day = changed.replace(hour=0, minute=0, second=0)
+    excl = _money(rng, 2_500, 750_000)
+    vat = (excl * VAT_RATE).quantize(CENT, ROUND_HALF_UP)
+    status = rng.choices((6, 7, 1, 2, 3, 8), (60, 28, 3, 3, 3, 3))[0]
+    return {"id": i, "invoiceNumber": f"{day.year}{i:05d}", "date": _day(day),
+            "paymentDueDate": _day(day + timedelta(days=30)), "debtorId": debtor["id"],
+            "debtorCustomerNumber": debtor["customerNumber"], "debtorName": debtor["name"],
+            "amountExclVat": excl, "vatAmount": vat, "amountInclVat": excl + vat,
+            "amountOpen": Decimal("0.00") if status == 7 else excl + vat, "currencyCode": "EUR",
+            "status": status, "description": f"{rng.choice(SERVICES)} {day:%m-%Y}"}
+
+
+def _article(rng: random.Random, i: int, added: datetime, changed: datetime, pick: Pick) -> dict[str, Any]:
+    label, unit, vat = rng.choice(ARTICLES)
+    return {"id": i, "code": f"A{i:05d}", "description": f"{label} ({i})", "unit": unit,
+            "salesPrice": _money(rng, 500, 50_000), "vatPercentage": Decimal(vat), "currencyCode": "EUR",
+            "blocked": rng.random() < 0.05, "dateAdded": _stamp(added), "dateLastChange": _stamp(changed)}
+
+
+def _update(resource: str, rec: dict[str, Any], m: int, now: datetime) -> None:
+    """Change a field the normalizer maps, so that the update shows in the unified model."""
+    if resource == "debtors":
+        rec["emailAddress"] = f"finance{m}@{rec['emailAddress'].partition('@')[2]}"
+        rec["dateLastChange"] = _stamp(now)
+    elif resource == "salesinvoices":
+        if rec["status"] == 6:
+            rec["status"], rec["amountOpen"] = 7, Decimal("0.00")
+        else:
+            rec["description"] = rec["description"].partition(" (rev.")[0] + f" (rev. {m})"
+            due = datetime.fromisoformat(rec["paymentDueDate"]) + timedelta(days=14)
+            rec["paymentDueDate"] = _day(due)
+    else:
+        rec["salesPrice"] += Decimal("1.00")
+        rec["dateLastChange"] = _stamp(now)
+
+
+Maker = Callable[[random.Random, int, datetime, datetime, Pick], dict[str, Any]]
+MAKERS: dict[str, Maker] = {"debtors": _debtor, "salesinvoices": _invoice, "articles": _article}
+
+
+# ---------------------------------------------------------------- HTTP plumbing
+
+class _Config(uvicorn.Config):
+    # uvicorn builds its SSLContext from the certificate files in load() and takes no
+    # context of ours: raise the floor on the one it built, before it serves.
+    def load(self) -> None:
+        super().load()
+        assert self.ssl is not None
+        self.ssl.minimum_version = MIN_TLS
+
+
+class _Server(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.stop = anyio.Event()
+
+    def capture_signals(self) -> Any:
+        return contextlib.nullcontext()  # the process's signals belong to whoever runs us
+
+    async def main_loop(self) -> None:
+        await self.stop.wait()  # instead of uvicorn's 0.1 s polling: stops at once
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None,
+          media_type: str = "application/json; charset=utf-8") -> Response:
+    return Response(_enc.encode(body), status_code=status, headers=headers, media_type=media_type)
+
+
+def _problem(status: int, detail: str, errors: dict[str, list[str]] | None = None,
+             headers: dict[str, str] | None = None) -> Response:
+    body: dict[str, Any] = {
+        "type": _PROBLEM_TYPES.get(status, "about:blank"),
+        "title": "One or more validation errors occurred." if errors else HTTPStatus(status).phrase,
+        "status": status, "detail": detail,
+        "traceId": f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-00"}
+    if errors:
+        body["errors"] = errors
+    return _json(body, status, headers, "application/problem+json; charset=utf-8")
+
+
+def _oauth_error(status: int, error: str, description: str | None = None) -> Response:
+    body = {"error": error} if description is None else {"error": error, "error_description": description}
+    return _json(body, status, {"Cache-Control": "no-store"})
+
+
+def _integer(value: str | None, default: int) -> int | None:
+    if value is None:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        return None
+
+
+def _matches(value: Any, wanted: str) -> bool:
+    if isinstance(value, bool):
+        return wanted.lower() == str(value).lower()
+    if isinstance(value, int | Decimal):
+        try:
+            return Decimal(wanted) == value
+        except InvalidOperation:
+            return False
+    return str(value).lower() == wanted.lower()
+
+
+def _tenant_of(headers: Headers) -> str | None:
+    return headers.get(wire.TENANT_HEADER) or headers.get(wire.TENANT_HEADER_ALT)
+
+
+# ---------------------------------------------------------------- the simulator
+
+class AsperionSimulator:
+    """The identity server and the API in one uvicorn server; see the module docstring."""
+
+    def __init__(self, certs: Certs, knobs: Knobs | None = None) -> None:
+        self.certs = certs
+        self.knobs = knobs or Knobs()
+        for tenant in self.knobs.tenants:
+            if not (tenant.isascii() and tenant.isdigit()):
+                raise ValueError(f"tenant ids are digits (administration ids), not {tenant!r}")
+        for resource in self.knobs.resources:
+            if resource not in MAKERS:
+                raise ValueError(f"no records for {resource!r}; known: {', '.join(MAKERS)}")
+        self.url = ""
+        self.log: list[Logged] = []
+        self.refreshes = 0
+        self.refused_refreshes = 0
+        self._tables: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
+        self._next_id: dict[tuple[str, str], int] = {}
+        self._mutations = 0
+        self._api_requests = 0
+        self._codes: dict[str, tuple[str, str, float]] = {}  # code -> client_id, redirect_uri, expiry
+        self._access: dict[str, float] = {}  # access token -> expiry (monotonic)
+        self._refresh: dict[str, bool] = {}  # refresh token -> still unused
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._app = Starlette(routes=[
+            Route("/connect/authorize", self._authorize, methods=["GET"]),
+            Route("/connect/token", self._token, methods=["POST"]),
+            Route("/v1/{rest:path}", self._v1, methods=["GET"]),
+        ])
+
+    @property
+    def base_url(self) -> str:
+        return self.url + "/v1"
+
+    @property
+    def authorize_url(self) -> str:
+        return self.url + "/connect/authorize"
+
+    @property
+    def token_url(self) -> str:
+        return self.url + "/connect/token"
+
+    # ------------------------------------------------------------ records
+
+    def _table(self, tenant: str, resource: str) -> dict[int, dict[str, Any]]:
+        key = (tenant, resource)
+        if key not in self._tables:
+            if resource not in MAKERS:
+                raise ValueError(f"no records for {resource!r}; known: {', '.join(MAKERS)}")
+            self._tables[key] = {i: self._make(tenant, resource, i) for i in range(1, self.knobs.records + 1)}
+            self._next_id[key] = self.knobs.records + 1
+        return self._tables[key]
+
+    def _make(self, tenant: str, resource: str, i: int, now: datetime | None = None) -> dict[str, Any]:
+        rng = random.Random(f"{self.knobs.seed}/{tenant}/{resource}/{i}")
+        added = EPOCH - timedelta(days=rng.randrange(30, 400), minutes=rng.randrange(600))
+        changed = added + timedelta(days=rng.randrange(25), minutes=rng.randrange(600))
+
+        def pick(rng: random.Random) -> dict[str, Any]:
+            # An initial invoice names an initial debtor (pure, whatever happened since); one
+            # created by mutate() a debtor of the tenant as it is now.
+            current = self._tables.get((tenant, "debtors")) if now else None
+            if current:
+                return current[rng.choice(sorted(current))]
+            return self._make(tenant, "debtors", rng.randrange(1, max(self.knobs.records, 1) + 1))
+
+        return MAKERS[resource](rng, i, now or added, now or changed, pick)
+
+    def records(self, tenant: str, resource: str) -> dict[str, dict[str, Any]]:
+        """The current records by id (as a string): wire dicts without `_meta`, amounts as Decimal."""
+        return {str(i): dict(rec) for i, rec in self._table(tenant, resource).items()}
+
+    def mutate(self, created: int, updated: int, deleted: int, *, tenants: Sequence[str] | None = None,
+               resources: Sequence[str] | None = None) -> Mutation:
+        """Create, update and delete records, each count spread round-robin over the selected
+        (tenant, resource) pairs. Deterministic for a seed and the number of calls so far."""
+        pairs = [(t, r) for t in (tenants or self.knobs.tenants) for r in (resources or self.knobs.resources)]
+        if not pairs:
+            raise ValueError("no (tenant, resource) pairs selected")
+
+        def spread(n: int) -> list[int]:
+            return [n // len(pairs) + (1 if i < n % len(pairs) else 0) for i in range(len(pairs))]
+
+        plan = list(zip(pairs, spread(created), spread(updated), spread(deleted), strict=True))
+        for (tenant, resource), _, u, d in plan:
+            if u + d > len(self._table(tenant, resource)):
+                raise ValueError(f"{tenant}/{resource} has {len(self._table(tenant, resource))} records: "
+                                 f"cannot update {u} and delete {d}")
+        self._mutations += 1
+        m = self._mutations
+        now = EPOCH + timedelta(minutes=m)
+        rng = random.Random(f"{self.knobs.seed}/mutation/{m}")
+        out = Mutation()
+        for (tenant, resource), c, u, d in plan:
+            table = self._table(tenant, resource)
+            picked = rng.sample(sorted(table), u + d)
+            for i in picked[:d]:
+                del table[i]
+                out.deleted.append((tenant, resource, str(i)))
+            for i in picked[d:]:
+                _update(resource, table[i], m, now)
+                out.updated.append((tenant, resource, str(i)))
+            for _ in range(c):
+                i = self._next_id[(tenant, resource)]
+                self._next_id[(tenant, resource)] = i + 1
+                table[i] = self._make(tenant, resource, i, now)
+                out.created.append((tenant, resource, str(i)))
+        return out
+
+    # ------------------------------------------------------------ tokens
+
+    def _new_refresh_token(self) -> str:
+        token = secrets.token_urlsafe(32)
+        self._refresh[token] = True
+        return token
+
+    def issue_refresh_token(self) -> str:
+        """A fresh valid refresh token, as if a user had just completed the authorize flow."""
+        return self._new_refresh_token()
+
+    def refresh_token_valid(self, token: str) -> bool:
+        return self._refresh.get(token, False)
+
+    def expire_access_tokens(self) -> None:
+        """Every access token issued so far is expired from now on."""
+        for token in self._access:
+            self._access[token] = -math.inf
+
+    def _bearer_valid(self, headers: Headers) -> bool:
+        scheme, _, token = headers.get("authorization", "").partition(" ")
+        expiry = self._access.get(token.strip()) if scheme.lower() == "bearer" else None
+        return expiry is not None and time.monotonic() < expiry
+
+    # ------------------------------------------------------------ configuration
+
+    def source_toml(self, name: str, **extra: str) -> str:
+        """The `[sources.<name>]` table that points streamd at this simulator (and writes the
+        client secret to a file it references); `extra` adds keys, values already TOML."""
+        secret = self.certs.dir / "asperion-client-secret"
+        secret.touch(mode=0o600)
+        secret.chmod(0o600)
+        secret.write_text(self.knobs.client_secret + "\n")
+        lines = [f"[sources.{name}]", 'provider = "asperion"', f'base_url = "{self.base_url}"',
+                 f'authorize_url = "{self.authorize_url}"', f'token_url = "{self.token_url}"',
+                 f'client_id = "{self.knobs.client_id}"', f'client_secret = "file:{secret}"',
+                 f'ca = "{self.certs.ca}"']
+        lines += [f"{k} = {v}" for k, v in extra.items()]
+        return "\n".join(lines) + "\n"
+
+    # ------------------------------------------------------------ serving
+
+    async def serve(self, host: str = "127.0.0.1", port: int = 0, *,
+                    task_status: TaskStatus[str] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Serve until cancelled; `task_status.started(self.url)` once connections are accepted."""
+        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        # proto must say TCP: asyncio sets TCP_NODELAY on accepted sockets only then (without it,
+        # Nagle and delayed ACKs add 40 ms to every response).
+        sock = socket.socket(family, kind, proto or socket.IPPROTO_TCP)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(addr)
+            bound_host, bound_port = sock.getsockname()[:2]
+            self.url = f"https://{f'[{bound_host}]' if ':' in bound_host else bound_host}:{bound_port}"
+            config = _Config(self._asgi, interface="asgi3", lifespan="off", ws="none", log_config=None,
+                             access_log=False, server_header=False, timeout_graceful_shutdown=1,
+                             ssl_certfile=str(self.certs.server_chain),
+                             ssl_keyfile=str(self.certs.server_key))
+            server = _Server(config)
+            finished = anyio.Event()
+
+            async def run() -> None:
+                # Shielded: a cancelled serve() still shuts uvicorn down cleanly (below).
+                with anyio.CancelScope(shield=True):
+                    try:
+                        await server.serve([sock])
+                    finally:
+                        finished.set()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(run)
+                try:
+                    while not server.started:
+                        if finished.is_set():
+                            raise RuntimeError("the Asperion simulator did not start")
+                        await anyio.sleep(0.005)
+                    task_status.started(self.url)
+                    await finished.wait()
+                finally:
+                    server.should_exit = True
+                    server.stop.set()
+        finally:
+            sock.close()
+
+    async def __aenter__(self) -> AsperionSimulator:
+        async with contextlib.AsyncExitStack() as stack:
+            tg = await stack.enter_async_context(anyio.create_task_group())
+            await tg.start(self.serve)
+            stack.callback(tg.cancel_scope.cancel)  # runs first on exit: stop serving
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._stack is not None:
+            stack, self._stack = self._stack, None
+            await stack.aclose()
+
+    async def _asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The Starlette app, with every answered request appended to `log`."""
+        if scope["type"] != "http":
+            return await self._app(scope, receive, send)
+        at, status = time.monotonic(), 0
+
+        async def capture(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self._app(scope, receive, capture)
+        finally:
+            tenant = _tenant_of(Headers(scope=scope))
+            self.log.append(Logged(at, scope["method"], scope["path"], tenant, status))
+
+    # ------------------------------------------------------------ identity server
+
+    async def _authorize(self, request: Request) -> Response:
+        q = request.query_params
+        if q.get("client_id") != self.knobs.client_id:
+            return _oauth_error(400, "invalid_client")
+        if q.get("response_type") != "code":
+            return _oauth_error(400, "unsupported_response_type")
+        redirect = q.get("redirect_uri", "")
+        parts = urlsplit(redirect)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            return _oauth_error(400, "invalid_request", "redirect_uri must be an http(s) URL")
+        code, now = secrets.token_urlsafe(24), time.monotonic()
+        self._codes = {c: issued for c, issued in self._codes.items() if issued[2] > now}
+        self._codes[code] = (self.knobs.client_id, redirect, now + CODE_TTL)
+        query = parse_qsl(parts.query, keep_blank_values=True) + [("code", code)]
+        if "state" in q:
+            query.append(("state", q["state"]))
+        return RedirectResponse(urlunsplit(parts._replace(query=urlencode(query))), status_code=302)
+
+    async def _token(self, request: Request) -> Response:
+        media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+        if media_type != "application/x-www-form-urlencoded":
+            return _oauth_error(400, "invalid_request", "expected application/x-www-form-urlencoded")
+        form = dict(parse_qsl((await request.body()).decode("utf-8", "replace"), keep_blank_values=True))
+        client_id, secret = form.get("client_id"), form.get("client_secret", "")
+        scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "basic":
+            try:
+                decoded = base64.b64decode(credentials.strip(), validate=True).decode()
+                user, _, password = decoded.partition(":")
+            except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
+                return _oauth_error(401, "invalid_client")
+            client_id, secret = unquote_plus(user), unquote_plus(password)
+        if client_id != self.knobs.client_id or not secrets.compare_digest(
+                secret.encode(), self.knobs.client_secret.encode()):
+            return _oauth_error(401, "invalid_client")
+        grant = form.get("grant_type")
+        if grant == "authorization_code":
+            issued = self._codes.pop(form.get("code", ""), None)
+            if issued is None or issued[0] != client_id or issued[2] < time.monotonic():
+                return _oauth_error(400, "invalid_grant", "unknown, used or expired code")
+            if form.get("redirect_uri") != issued[1]:
+                return _oauth_error(400, "invalid_grant", "redirect_uri does not match the authorize request")
+        elif grant == "refresh_token":
+            unused = self._refresh.get(form.get("refresh_token", ""))
+            if not unused:
+                self.refused_refreshes += 1
+                return _oauth_error(400, "invalid_grant", "unknown refresh token" if unused is None
+                                    else "refresh token already used")
+            self._refresh[form["refresh_token"]] = False  # rotation: this one is spent
+            self.refreshes += 1
+        else:
+            return _oauth_error(400, "unsupported_grant_type")
+        access, now = secrets.token_urlsafe(32), time.monotonic()
+        self._access = {t: expiry for t, expiry in self._access.items() if expiry > now}  # forget stale ones
+        self._access[access] = now + self.knobs.token_ttl
+        return _json({"access_token": access, "expires_in": max(1, int(self.knobs.token_ttl)),
+                      "token_type": "Bearer", "refresh_token": self._new_refresh_token(), "scope": SCOPE},
+                     headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
+
+    # ------------------------------------------------------------ the API
+
+    async def _v1(self, request: Request) -> Response:
+        k = self.knobs
+        self._api_requests += 1
+        n = self._api_requests
+        if k.latency > 0:
+            await anyio.sleep(k.latency)
+        if k.throttle_every and n % k.throttle_every == 0:
+            return _problem(429, "Too many requests; retry later.",
+                            headers={"Retry-After": str(math.ceil(k.retry_after))})
+        if k.fail_every and n % k.fail_every == 0:
+            return _problem(503, "The service is temporarily unavailable.")
+        if not self._bearer_valid(request.headers):
+            return _problem(401, "A valid bearer access token is required.",
+                            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+        parts = [p for p in request.path_params["rest"].split("/") if p]
+        if parts[:1] == ["administrations"] and len(parts) <= 2:
+            return self._administrations(parts[1:])
+        if not 1 <= len(parts) <= 2 or parts[0] not in k.resources:
+            return _problem(404, f"No resource at {request.url.path}.")
+        tenant = _tenant_of(request.headers)
+        if not tenant:
+            return _problem(400, f"The {wire.TENANT_HEADER} header is required.")
+        if tenant not in k.tenants:
+            return _problem(403, f"No access to administration {tenant}.")
+        if len(parts) == 1:
+            return self._list(request, tenant, parts[0])
+        rec = self._table(tenant, parts[0]).get(int(parts[1])) if parts[1].isdecimal() else None
+        if rec is None:
+            return _problem(404, f"No {parts[0]} record with id {parts[1]}.")
+        self_url = f"{self.base_url}/{parts[0]}/{rec['id']}"
+        return _json({**rec, "_meta": {"self": self_url, **self._tenant_meta(tenant)}})
+
+    def _tenant_meta(self, tenant: str) -> dict[str, Any]:
+        return {"administrationId": int(tenant), "administrationName": self._admin_name(tenant),
+                "profileName": PROFILE_NAME}
+
+    def _admin_name(self, tenant: str) -> str:
+        return ADMINISTRATIONS[int(tenant) % len(ADMINISTRATIONS)]
+
+    def _administrations(self, one: list[str]) -> Response:
+        tenants = [t for t in self.knobs.tenants if not one or one == [t]]
+        data = [{"id": int(t), "name": self._admin_name(t),
+                 "_meta": {"self": f"{self.base_url}/administrations/{t}"}} for t in tenants]
+        if one:
+            return _json(data[0]) if data else _problem(404, f"No administration {one[0]}.")
+        return _json({"_data": data, "_meta": {
+            "previousPage": None, "nextPage": None, "totalCount": len(data), "pageCount": 1 if data else 0,
+            "self": f"{self.base_url}/administrations", "profileName": PROFILE_NAME}})
+
+    def _list(self, request: Request, tenant: str, resource: str) -> Response:
+        fields = {f.lower(): f for f in wire.RECORD_TYPES[resource].__struct_fields__}
+        query: dict[str, list[str]] = {}  # ASP.NET binds query parameters case-insensitively
+        for name, value in request.query_params.multi_items():
+            query.setdefault(name.lower(), []).append(value)
+
+        def first(name: str) -> str | None:
+            return query[name][0] if name in query else None
+
+        errors: dict[str, list[str]] = {}
+        page, size = _integer(first("page"), 1), _integer(first("pagesize"), DEFAULT_PAGE_SIZE)
+        if page is None or page < 1:
+            errors["Page"] = [f"The value '{first('page')}' is not valid for Page: it must be 1 or more."]
+        if size is None or not 1 <= size <= wire.MAX_PAGE_SIZE:
+            errors["PageSize"] = [f"The value '{first('pagesize')}' is not valid for PageSize: "
+                                  f"it must be between 1 and {wire.MAX_PAGE_SIZE}."]
+        meta_only = (first("metaonly") or "false").lower()
+        if meta_only not in ("true", "false"):
+            errors["MetaOnly"] = [f"The value '{first('metaonly')}' is not valid for MetaOnly."]
+        order = first("orderby") or "id"
+        key = fields.get(order.removeprefix("-").lower())
+        if key is None:
+            errors["OrderBy"] = [f"Cannot order by '{order}': no such field."]
+        if errors or page is None or size is None or key is None:
+            return _problem(400, "The query is not valid.", errors)
+        sort_key = key
+        filters = {fields[name]: values for name, values in query.items() if name in fields}
+        rows = [r for r in self._table(tenant, resource).values()
+                if all(any(_matches(r[f], v) for v in values) for f, values in filters.items())]
+        rows.sort(key=lambda r: (r[sort_key], r["id"]), reverse=order.startswith("-"))
+        total = len(rows)
+        pages = -(-total // size)
+        keep = [(name, value) for name, value in request.query_params.multi_items()
+                if name.lower() not in ("page", "pagesize")]
+
+        def link(p: int) -> str:
+            return f"{self.base_url}/{resource}?" + urlencode([("pageSize", size), ("page", p), *keep])
+
+        meta = {"previousPage": link(page - 1) if page > 1 else None,
+                "nextPage": link(page + 1) if page < pages else None, "totalCount": total,
+                "pageCount": pages, "self": link(page), **self._tenant_meta(tenant)}
+        if meta_only == "true":
+            return _json({"_meta": meta})
+        data = [{**r, "_meta": {"self": f"{self.base_url}/{resource}/{r['id']}"}}
+                for r in rows[(page - 1) * size:page * size]]
+        return _json({"_data": data, "_meta": meta})
+
+
+def encode_record(record: dict[str, Any]) -> bytes:
+    """A record from `records()` as the API serves it (without `_meta`): amounts are JSON
+    numbers digit for digit (`1234.50`), which `json.dumps` cannot write from a Decimal."""
+    return _enc.encode(record)
+
+
+def simulator(directory: Path, knobs: Knobs | None = None) -> AsperionSimulator:
+    """A simulator with fresh throwaway certificates in `directory`."""
+    return AsperionSimulator(make_certs(directory, "asperion"), knobs)
