@@ -298,6 +298,7 @@ class AsperionSimulator:
         self.refused_refreshes = 0
         self._tables: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
         self._next_id: dict[tuple[str, str], int] = {}
+        self._sorted: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
         self._mutations = 0
         self._api_requests = 0
         self._codes: dict[str, tuple[str, str, float]] = {}  # code -> client_id, redirect_uri, expiry
@@ -369,6 +370,7 @@ class AsperionSimulator:
                 raise ValueError(f"{tenant}/{resource} has {len(self._table(tenant, resource))} records: "
                                  f"cannot update {u} and delete {d}")
         self._mutations += 1
+        self._sorted.clear()
         m = self._mutations
         now = EPOCH + timedelta(minutes=m)
         rng = random.Random(f"{self.knobs.seed}/mutation/{m}")
@@ -434,6 +436,9 @@ class AsperionSimulator:
     async def serve(self, host: str = "127.0.0.1", port: int = 0, *,
                     task_status: TaskStatus[str] = anyio.TASK_STATUS_IGNORED) -> None:
         """Serve until cancelled; `task_status.started(self.url)` once connections are accepted."""
+        for tenant in self.knobs.tenants:  # made now, not inside the first request
+            for resource in self.knobs.resources:
+                self._table(tenant, resource)
         family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
         # proto must say TCP: asyncio sets TCP_NODELAY on accepted sockets only then (without it,
         # Nagle and delayed ACKs add 40 ms to every response).
@@ -643,9 +648,14 @@ class AsperionSimulator:
             return _problem(400, "The query is not valid.", errors)
         sort_key = key
         filters = {fields[name]: values for name, values in query.items() if name in fields}
-        rows = [r for r in self._table(tenant, resource).values()
-                if all(any(_matches(r[f], v) for v in values) for f, values in filters.items())]
-        rows.sort(key=lambda r: (r[sort_key], r["id"]), reverse=order.startswith("-"))
+        cached = (tenant, resource, order)
+        rows = self._sorted.get(cached, []) if not filters else []
+        if filters or cached not in self._sorted:
+            rows = [r for r in self._table(tenant, resource).values()
+                    if all(any(_matches(r[f], v) for v in values) for f, values in filters.items())]
+            rows.sort(key=lambda r: (r[sort_key], r["id"]), reverse=order.startswith("-"))
+            if not filters:  # kept until the next mutate(): a page costs a slice, not a sort
+                self._sorted[cached] = rows
         total = len(rows)
         pages = -(-total // size)
         keep = [(name, value) for name, value in request.query_params.multi_items()
