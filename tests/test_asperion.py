@@ -165,6 +165,30 @@ async def test_a_5xx_storm_is_retried_and_the_poll_completes(tmp_path: Path) -> 
             assert len(feed(d)) == 120
 
 
+async def test_a_listing_that_fails_part_way_deletes_nothing(tmp_path: Path) -> None:
+    async with sim_mod.simulator(tmp_path / "sim", Knobs(records=40)) as sim:
+        cfg = config(tmp_path, sim, extra='tenants = ["1001"]\nresources = ["articles"]\nmax_tries = 1\n')
+        await authorize(cfg, sim)
+        async with InProcess(cfg) as d:
+            await rounds(d, 1, pairs=1)
+            assert len(feed(d)) == 40
+            sim.mutate(0, 0, 3, tenants=["1001"], resources=["articles"])
+            sim.knobs.fail_every = 4  # some page of every listing fails, and is not retried
+            failed = 'streamd_source_polls_total{outcome="failed",source="ap"}'
+            await until(lambda: d.metric(failed), 10, "a failed listing")
+            await until(lambda: _ge(d.metric(failed), 3), 20, "three failed listings")
+            assert [r for r in feed(d) if r[2] == "deleted"] == []  # a partial listing never deletes
+            r = await d.http.get("/readyz")
+            assert "source ap: retrying" in r.text and "HTTP 503" in r.text
+            sim.knobs.fail_every = 0
+            await rounds(d, 1, pairs=1)
+            assert Counter(r[2] for r in feed(d)) == {"created": 40, "deleted": 3}
+
+
+async def _ge(value: Any, n: float) -> bool:
+    return (await value or 0) >= n
+
+
 async def test_a_token_expiring_mid_listing_is_refreshed_without_restarting_it(tmp_path: Path) -> None:
     knobs = Knobs(records=60, latency=0.06, token_ttl=0.25)
     async with sim_mod.simulator(tmp_path / "sim", knobs) as sim:

@@ -25,9 +25,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import anyio
@@ -48,6 +48,7 @@ from .normalize import normalize_record, record_key
 from .oauth import AuthFailed, Tokens, retry_after_seconds
 
 log = logging.getLogger("streamd.source.asperion")
+T = TypeVar("T")
 
 PROVIDER = wire.PROVIDER
 # Commits of pages not yet confirmed, per listing, before it waits for the oldest.
@@ -299,20 +300,16 @@ class AsperionSource:
         if count and count > 1 and next_url:
             # The number of pages is known: fetch the rest concurrently (the tenant's gate
             # bounds how many), then follow nextPage past the last one if records were added.
-            pages = iter(range(2, count + 1))
             last: list[wire.Page] = []
 
-            async def worker() -> None:
-                for n in pages:
-                    page = await self._page(tenant, url, {"page": str(n), "pageSize": str(size),
-                                                          "orderby": "id"})
-                    await listing.take(page.data)
-                    if n == count:
-                        last.append(page)
+            async def fetch(n: int) -> None:
+                page = await self._page(tenant, url, {"page": str(n), "pageSize": str(size),
+                                                      "orderby": "id"})
+                await listing.take(page.data)
+                if n == count:
+                    last.append(page)
 
-            async with anyio.create_task_group() as tg:
-                for _ in range(min(self.cfg.concurrency, count - 1)):
-                    tg.start_soon(worker)
+            await fan_out(range(2, count + 1), self.cfg.concurrency, fetch)
             next_url = last[0].meta.nextPage if last else None
         seen_urls: set[str] = set()
         guard = (first.meta.totalCount or 0) // size + 1000
@@ -472,9 +469,7 @@ class _Listing:
                 else:
                     await self.take([resp.content])  # its `_meta` is ignored like a list item's
 
-            async with anyio.create_task_group() as tg:
-                for key in missing:
-                    tg.start_soon(confirm, key)
+            await fan_out(missing, self.src.cfg.concurrency, confirm)
         for pending in self.pending:
             await pending.committed()
         data = (await self.ctx.reader.entity_data(self.src.name, self.tenant, self.entity, gone)
@@ -487,6 +482,30 @@ class _Listing:
         progress: dict[str, Any] = {f"poll.{self.tenant}.{self.resource}": {
             "completed": format_time(now), "records": len(self.seen), "deleted": len(events)}}
         await self.ctx.submit(Batch(events=events, entity_states=states, progress=progress))
+
+
+async def fan_out(jobs: Iterable[T], workers: int, job: Callable[[T], Awaitable[None]]) -> None:
+    """Run `job` over `jobs`, `workers` at a time. After a failure no new job starts, the
+    ones in flight finish (their requests are not cut off mid-way), and the error that
+    decides what happens next is raised: authorization first, then the listing's own."""
+    pending = iter(jobs)
+    errors: list[Exception] = []
+
+    async def worker() -> None:
+        for item in pending:
+            if errors:
+                return
+            try:
+                await job(item)
+            except Exception as exc:
+                errors.append(exc)
+                return
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(max(1, workers)):
+            tg.start_soon(worker)
+    if errors:
+        raise next((e for e in errors if isinstance(e, AuthFailed)), errors[0])
 
 
 def _natural(key: str) -> tuple[int, str]:
