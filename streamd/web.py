@@ -9,7 +9,6 @@ dropped as a duplicate), and a counter per source and status code.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import socket
 from collections.abc import Sequence
@@ -24,6 +23,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from .asgi import Server, bind
 from .config import HttpConfig
 from .errors import StoreError
 from .health import Health
@@ -35,13 +35,6 @@ log = logging.getLogger("streamd.http")
 
 class _BodyTooLarge(Exception):
     pass
-
-
-class _Server(uvicorn.Server):
-    # uvicorn installs process-wide signal handlers while it serves; the daemon owns
-    # SIGTERM/SIGINT (phased shutdown), so the listener must not take them.
-    def capture_signals(self) -> Any:
-        return contextlib.nullcontext()
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -61,7 +54,7 @@ class Web:
             Route("/healthz", self._healthz, methods=["GET"]),
             Route("/readyz", self._readyz, methods=["GET"]),
         ]
-        self._server: _Server | None = None
+        self._server: Server | None = None
         self.finished = anyio.Event()
 
     # ------------------------------------------------------------ registration
@@ -142,19 +135,7 @@ class Web:
     # ------------------------------------------------------------ serving
 
     def bind(self) -> socket.socket:
-        host, port = parse_listen(self.cfg.listen)
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-        family, _, proto, _, addr = infos[0]
-        # With proto 0 asyncio does not set TCP_NODELAY on accepted connections, and small
-        # answers wait ~40 ms for delayed ACKs: give the socket its real protocol.
-        sock = socket.socket(family, socket.SOCK_STREAM, proto)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(addr)
-        except OSError:
-            sock.close()
-            raise
-        sock.set_inheritable(False)
+        sock = bind(*parse_listen(self.cfg.listen))
         bound = sock.getsockname()
         self.address = (str(bound[0]), int(bound[1]))
         return sock
@@ -165,7 +146,7 @@ class Web:
         config = uvicorn.Config(app, lifespan="off", log_config=None, access_log=False,
                                 server_header=False, timeout_graceful_shutdown=5,
                                 timeout_keep_alive=30)
-        server = _Server(config)
+        server = Server(config)
         self._server = server
         try:
             async with anyio.create_task_group() as tg:

@@ -13,10 +13,8 @@ Tokens are never printed.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import secrets
-import socket
 import sys
 from typing import Any
 from urllib.parse import urlsplit
@@ -29,14 +27,10 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from ..asgi import Server, bind
 from ..errors import EX_CONFIG, EX_FAILURE, StoreError
 
 log = logging.getLogger("streamd.auth")
-
-
-class _Server(uvicorn.Server):
-    def capture_signals(self) -> Any:  # Ctrl-C ends the wait through anyio, not uvicorn
-        return contextlib.nullcontext()
 
 
 def add_parser(sub: Any, with_config: Any) -> None:
@@ -131,14 +125,11 @@ async def _browser_flow(http: httpx.AsyncClient, cfg: Any, wait: float) -> Any:
         return PlainTextResponse("streamd: authorization complete. You can close this window.\n")
 
     app = Starlette(routes=[Route(redirect.path or "/", callback, methods=["GET"])])
-    server = _Server(uvicorn.Config(app, lifespan="off", log_config=None, access_log=False))
+    server = Server(uvicorn.Config(app, lifespan="off", log_config=None, access_log=False))
     host = redirect.hostname or "127.0.0.1"
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind((host, redirect.port or 80))
+        sock = bind(host, redirect.port or 80)
     except OSError as exc:
-        sock.close()
         raise _Failed(f"cannot listen for the redirect on {host}:{redirect.port}: {exc.strerror}") from None
     print("Open this URL in a browser and sign in to Asperion:\n\n  "
           f"{authorize_url(cfg, expected)}\n\nwaiting for the redirect to {cfg.redirect_uri} ...",

@@ -34,15 +34,13 @@ import base64
 import contextlib
 import math
 import random
-import re
 import secrets
-import socket
 import ssl
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -59,20 +57,18 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
+from ...asgi import Server, bind
 from ...certs import Certs
 from ...certs import make as make_certs
-from . import wire
+from . import records, wire
 
 MIN_TLS = ssl.TLSVersion.TLSv1_3  # [D] "Minimum level is TLS1.3"
 SCOPE = "asperion-api offline_access"  # granted to every token [D, seed]
 CODE_TTL = 60.0  # seconds an authorization code can be exchanged [I]
 DEFAULT_PAGE_SIZE = 25  # [I]
 PROFILE_NAME = "Demo Gebruiker"  # the user behind every token
-EPOCH = datetime(2026, 3, 1, 9, 0)  # naive: Asperion local time; mutation m is stamped EPOCH + m min
 ADMINISTRATIONS = ("Voorbeeld B.V.", "Bakkerij De Korenschoof", "Jansen Installatietechniek B.V.",
                    "Studio Noord V.O.F.", "Peeters & Zonen BV")
-CENT = Decimal("0.01")
-VAT_RATE = Decimal("0.21")
 _enc = msgspec.json.Encoder(decimal_format="number")
 _PROBLEM_TYPES = {
     400: "https://tools.ietf.org/html/rfc9110#section-15.5.1",
@@ -115,100 +111,6 @@ class Mutation:
     deleted: list[tuple[str, str, str]] = field(default_factory=list)
 
 
-# ---------------------------------------------------------------- records
-
-SURNAMES = ("Jansen", "De Vries", "Bakker", "Visser", "Smit", "Meijer", "Mulder", "De Boer", "Hoekstra",
-            "Peeters", "Maes", "Janssens", "Schmidt", "Weber")
-TRADES = ("Installatietechniek", "Bouw", "Advies", "Transport", "Bakkerij", "Webdesign", "Schilderwerken")
-LEGAL = {"NL": "B.V.", "BE": "BV", "DE": "GmbH"}
-PLACES = {"NL": (("Amsterdam", "1012 AB"), ("Utrecht", "3511 CE"), ("Rotterdam", "3011 AD")),
-          "BE": (("Antwerpen", "2000"), ("Gent", "9000")), "DE": (("Köln", "50667"), ("Aachen", "52062"))}
-STREETS = ("Hoofdstraat", "Stationsweg", "Kerkstraat", "Industrieweg", "Marktplein")
-SERVICES = ("Werkzaamheden", "Onderhoud", "Advieswerk", "Levering materialen", "Licenties")
-ARTICLES = (("Consultancy", "hour", 21), ("Installatie", "hour", 21), ("Onderhoudscontract", "pcs", 21),
-            ("Kabel CAT6 305 m", "pcs", 21), ("Vakboek", "pcs", 9), ("Training", "hour", 21),
-            ("Koffiebonen 1 kg", "pcs", 9))
-
-
-Pick = Callable[[random.Random], dict[str, Any]]  # chooses the debtor of a new invoice
-
-
-def _stamp(t: datetime) -> str:
-    return t.strftime("%Y-%m-%dT%H:%M:%S")
-
-
-def _day(t: datetime) -> str:
-    return t.strftime("%Y-%m-%dT00:00:00")
-
-
-def _money(rng: random.Random, low: int, high: int) -> Decimal:
-    return (Decimal(rng.randrange(low, high)) / 100).quantize(CENT)
-
-
-def _iban(rng: random.Random) -> str:
-    """A Dutch IBAN whose check digits are right (mod 97)."""
-    bban = rng.choice(("ABNA", "INGB", "RABO", "TRIO")) + f"{rng.randrange(10**10):010d}"
-    digits = "".join(str(int(c, 36)) for c in bban + "NL00")
-    return f"NL{98 - int(digits) % 97:02d}{bban}"
-
-
-def _debtor(rng: random.Random, i: int, added: datetime, changed: datetime, debtor: Pick) -> dict[str, Any]:
-    country = rng.choices(("NL", "BE", "DE"), (8, 2, 1))[0]
-    surname, trade = rng.choice(SURNAMES), rng.choice(TRADES)
-    city, postal = rng.choice(PLACES[country])
-    domain = re.sub("[^a-z]", "", (surname + trade).lower()) + "." + country.lower()
-    vat = {"NL": f"NL{rng.randrange(10**9):09d}B01", "BE": f"BE0{rng.randrange(10**9):09d}",
-           "DE": f"DE{rng.randrange(10**9):09d}"}[country]
-    phone = {"NL": "+31", "BE": "+32", "DE": "+49"}[country] + f" {rng.randrange(10**8, 10**9)}"
-    return {"id": i, "name": f"{surname} {trade} {LEGAL[country]}", "customerNumber": f"D{i:05d}",
-            "iban": _iban(rng), "vatNumber": vat, "street": f"{rng.choice(STREETS)} {rng.randrange(1, 200)}",
-            "postalCode": postal, "city": city, "countryCode": country,
-            "emailAddress": f"administratie@{domain}", "phoneNumber": phone, "currencyCode": "EUR",
-            "dateAdded": _stamp(added), "dateLastChange": _stamp(changed), "blocked": rng.random() < 0.05}
-
-
-def _invoice(rng: random.Random, i: int, added: datetime, changed: datetime, pick: Pick) -> dict[str, Any]:
-    debtor = pick(rng)
-    day = changed.replace(hour=0, minute=0, second=0)
-    excl = _money(rng, 2_500, 750_000)
-    vat = (excl * VAT_RATE).quantize(CENT, ROUND_HALF_UP)
-    status = rng.choices((6, 7, 1, 2, 3, 8), (60, 28, 3, 3, 3, 3))[0]
-    return {"id": i, "invoiceNumber": f"{day.year}{i:05d}", "date": _day(day),
-            "paymentDueDate": _day(day + timedelta(days=30)), "debtorId": debtor["id"],
-            "debtorCustomerNumber": debtor["customerNumber"], "debtorName": debtor["name"],
-            "amountExclVat": excl, "vatAmount": vat, "amountInclVat": excl + vat,
-            "amountOpen": Decimal("0.00") if status == 7 else excl + vat, "currencyCode": "EUR",
-            "status": status, "description": f"{rng.choice(SERVICES)} {day:%m-%Y}"}
-
-
-def _article(rng: random.Random, i: int, added: datetime, changed: datetime, pick: Pick) -> dict[str, Any]:
-    label, unit, vat = rng.choice(ARTICLES)
-    return {"id": i, "code": f"A{i:05d}", "description": f"{label} ({i})", "unit": unit,
-            "salesPrice": _money(rng, 500, 50_000), "vatPercentage": Decimal(vat), "currencyCode": "EUR",
-            "blocked": rng.random() < 0.05, "dateAdded": _stamp(added), "dateLastChange": _stamp(changed)}
-
-
-def _update(resource: str, rec: dict[str, Any], m: int, now: datetime) -> None:
-    """Change a field the normalizer maps, so that the update shows in the unified model."""
-    if resource == "debtors":
-        rec["emailAddress"] = f"finance{m}@{rec['emailAddress'].partition('@')[2]}"
-        rec["dateLastChange"] = _stamp(now)
-    elif resource == "salesinvoices":
-        if rec["status"] == 6:
-            rec["status"], rec["amountOpen"] = 7, Decimal("0.00")
-        else:
-            rec["description"] = rec["description"].partition(" (rev.")[0] + f" (rev. {m})"
-            due = datetime.fromisoformat(rec["paymentDueDate"]) + timedelta(days=14)
-            rec["paymentDueDate"] = _day(due)
-    else:
-        rec["salesPrice"] += Decimal("1.00")
-        rec["dateLastChange"] = _stamp(now)
-
-
-Maker = Callable[[random.Random, int, datetime, datetime, Pick], dict[str, Any]]
-MAKERS: dict[str, Maker] = {"debtors": _debtor, "salesinvoices": _invoice, "articles": _article}
-
-
 # ---------------------------------------------------------------- HTTP plumbing
 
 class _Config(uvicorn.Config):
@@ -220,13 +122,10 @@ class _Config(uvicorn.Config):
         self.ssl.minimum_version = MIN_TLS
 
 
-class _Server(uvicorn.Server):
+class _Server(Server):
     def __init__(self, config: uvicorn.Config) -> None:
         super().__init__(config)
         self.stop = anyio.Event()
-
-    def capture_signals(self) -> Any:
-        return contextlib.nullcontext()  # the process's signals belong to whoever runs us
 
     async def main_loop(self) -> None:
         await self.stop.wait()  # instead of uvicorn's 0.1 s polling: stops at once
@@ -290,8 +189,8 @@ class AsperionSimulator:
             if not (tenant.isascii() and tenant.isdigit()):
                 raise ValueError(f"tenant ids are digits (administration ids), not {tenant!r}")
         for resource in self.knobs.resources:
-            if resource not in MAKERS:
-                raise ValueError(f"no records for {resource!r}; known: {', '.join(MAKERS)}")
+            if resource not in records.MAKERS:
+                raise ValueError(f"no records for {resource!r}; known: {', '.join(records.MAKERS)}")
         self.url = ""
         self.log: list[Logged] = []
         self.refreshes = 0
@@ -328,15 +227,15 @@ class AsperionSimulator:
     def _table(self, tenant: str, resource: str) -> dict[int, dict[str, Any]]:
         key = (tenant, resource)
         if key not in self._tables:
-            if resource not in MAKERS:
-                raise ValueError(f"no records for {resource!r}; known: {', '.join(MAKERS)}")
+            if resource not in records.MAKERS:
+                raise ValueError(f"no records for {resource!r}; known: {', '.join(records.MAKERS)}")
             self._tables[key] = {i: self._make(tenant, resource, i) for i in range(1, self.knobs.records + 1)}
             self._next_id[key] = self.knobs.records + 1
         return self._tables[key]
 
     def _make(self, tenant: str, resource: str, i: int, now: datetime | None = None) -> dict[str, Any]:
         rng = random.Random(f"{self.knobs.seed}/{tenant}/{resource}/{i}")
-        added = EPOCH - timedelta(days=rng.randrange(30, 400), minutes=rng.randrange(600))
+        added = records.EPOCH - timedelta(days=rng.randrange(30, 400), minutes=rng.randrange(600))
         changed = added + timedelta(days=rng.randrange(25), minutes=rng.randrange(600))
 
         def pick(rng: random.Random) -> dict[str, Any]:
@@ -347,7 +246,7 @@ class AsperionSimulator:
                 return current[rng.choice(sorted(current))]
             return self._make(tenant, "debtors", rng.randrange(1, max(self.knobs.records, 1) + 1))
 
-        return MAKERS[resource](rng, i, now or added, now or changed, pick)
+        return records.MAKERS[resource](rng, i, now or added, now or changed, pick)
 
     def records(self, tenant: str, resource: str) -> dict[str, dict[str, Any]]:
         """The current records by id (as a string): wire dicts without `_meta`, amounts as Decimal."""
@@ -372,7 +271,7 @@ class AsperionSimulator:
         self._mutations += 1
         self._sorted.clear()
         m = self._mutations
-        now = EPOCH + timedelta(minutes=m)
+        now = records.EPOCH + timedelta(minutes=m)
         rng = random.Random(f"{self.knobs.seed}/mutation/{m}")
         out = Mutation()
         for (tenant, resource), c, u, d in plan:
@@ -382,7 +281,7 @@ class AsperionSimulator:
                 del table[i]
                 out.deleted.append((tenant, resource, str(i)))
             for i in picked[d:]:
-                _update(resource, table[i], m, now)
+                records.update(resource, table[i], m, now)
                 out.updated.append((tenant, resource, str(i)))
             for _ in range(c):
                 i = self._next_id[(tenant, resource)]
@@ -439,13 +338,8 @@ class AsperionSimulator:
         for tenant in self.knobs.tenants:  # made now, not inside the first request
             for resource in self.knobs.resources:
                 self._table(tenant, resource)
-        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-        # proto must say TCP: asyncio sets TCP_NODELAY on accepted sockets only then (without it,
-        # Nagle and delayed ACKs add 40 ms to every response).
-        sock = socket.socket(family, kind, proto or socket.IPPROTO_TCP)
+        sock = bind(host, port)
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(addr)
             bound_host, bound_port = sock.getsockname()[:2]
             self.url = f"https://{f'[{bound_host}]' if ':' in bound_host else bound_host}:{bound_port}"
             config = _Config(self._asgi, interface="asgi3", lifespan="off", ws="none", log_config=None,

@@ -14,15 +14,11 @@ A page's events and the entity states that produced them commit in one transacti
 (invariant 1): after a crash the next listing finds those records unchanged and
 emits only what was not committed. A listing that fails part-way deletes nothing.
 
-Versions (what the event id is derived from) are chained: `poll:<h(previous version)>#
-<h(content)>`. A replay after a crash has the same previous version, so the same id;
-a record that changes A → B → A gets three ids, so the return to A is not taken
-for a duplicate of the first A.
+The pure half (versions, and the events a listing emits) is in `changes`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -37,14 +33,20 @@ from anyio.abc import TaskStatus
 
 from ...errors import Rejected, StreamdError
 from ...health import State
-from ...model import Event, event_id, format_time, make_event
-from ...model.envelope import Op
+from ...model import Event, format_time
 from ...retry import delay, retrying
 from ...sources import SourceContext
 from ...store import Batch, DeadLetter, EntityState, Pending
 from . import wire
+from .changes import (
+    deletion_event,
+    is_live,
+    record_event,
+    rejected_marker,
+    same_content,
+)
 from .config import AsperionConfig, tls_context
-from .normalize import normalize_record, record_key
+from .normalize import record_key
 from .oauth import AuthFailed, Tokens, retry_after_seconds
 
 log = logging.getLogger("streamd.source.asperion")
@@ -67,49 +69,6 @@ class _Transient(StreamdError):
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         self.retry_after = retry_after
         super().__init__(message)
-
-
-# ---------------------------------------------------------------- versions (pure)
-
-def chain(previous: str) -> str:
-    return "poll:" + hashlib.sha256(previous.encode()).hexdigest()[:16]
-
-
-def is_live(version: str) -> bool:
-    """The record exists at the provider as far as the last listing knows."""
-    return bool(version) and not version.startswith("deleted:")
-
-
-def was_emitted(version: str) -> bool:
-    """An event for this record is in the feed (so the next change is an update)."""
-    return version.startswith("poll:") or (version.startswith("rejected:") and version.endswith(":u"))
-
-
-def same_content(previous: str, version: str) -> bool:
-    return previous.startswith("poll:") and previous.rpartition("#")[2] == version.rpartition("#")[2]
-
-
-def rejected_marker(raw: bytes, previous: str) -> str:
-    """The state of a record that does not normalize: its bytes' hash (the same bad record
-    is dead-lettered once, not every poll) and whether an earlier version was emitted."""
-    return f"rejected:{hashlib.sha256(raw).hexdigest()[:16]}:{'u' if was_emitted(previous) else 'c'}"
-
-
-def record_event(resource: str, raw: bytes, *, source: str, tenant: str, previous: str,
-                 received_at: datetime) -> Event:
-    """The event a listing emits for a record whose last known version is `previous`."""
-    n = normalize_record(resource, raw, received_at=received_at)
-    op: Op = "updated" if was_emitted(previous) else "created"
-    return make_event(provider=PROVIDER, source=source, tenant=tenant, entity=n.entity, op=op,
-                      key=n.key, time=n.time, data=n.data, version=chain(previous), raw=raw)
-
-
-def deletion_event(*, source: str, tenant: str, entity: str, key: str, previous: str,
-                   data: bytes | None, received_at: datetime) -> Event:
-    version = "deleted:" + previous
-    return Event(id=event_id(PROVIDER, tenant, entity, key, version), source=source,
-                 provider=PROVIDER, tenant=tenant, entity=entity, op="deleted", key=key,
-                 time=format_time(received_at), data=data or b"null", version=version)
 
 
 # ---------------------------------------------------------------- per-tenant request gate
