@@ -80,6 +80,10 @@ def test_the_demo_runs_and_prints_the_feed_and_a_summary() -> None:
     assert "wss://127.0.0.1:" in r.stderr and "/metrics" in r.stderr and "feed.jsonl" in r.stderr
     assert "--- streamd demo summary" in r.stderr
     assert "provider asteria" in r.stderr and "duplicates dropped" in r.stderr
+    # Asperion's first poll: 2 tenants x 3 resources x 10 records, each created once.
+    asperion = [x for x in lines if x["provider"] == "asperion"]
+    assert len(asperion) == 60 and {x["type"].split(".")[1] for x in asperion} == {"created"}
+    assert "provider asperion" in r.stderr
     assert f"sink     stdout     delivered up to seq {len(lines)}, lag 0" in r.stderr
     assert "Traceback" not in r.stderr
 

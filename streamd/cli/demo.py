@@ -3,8 +3,9 @@ in a temp dir, with zero configuration. Prints the live feed on stdout; on exit
 (Ctrl-C, or --duration), a summary per provider and per sink on stderr.
 
 Today: the Asteria partner gateway (websocket over mutual TLS with throwaway
-certificates, plus its webhook delivering some of the same changes again). The
-other providers' simulators join as they land.
+certificates, plus its webhook delivering some of the same changes again), and
+Asperion's API (HTTPS, OAuth2 with rotating refresh tokens), polled every 10
+seconds while its records change. The other providers' simulators join as they land.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import httpx
 from .. import logs
 from ..config import parse
 from ..daemon import Daemon
+from ..providers.asperion import simulator as asperion_sim
+from ..providers.asperion.oauth import TokenState, save
 from ..providers.asteria.simulator import AsteriaSimulator, Knobs, send_webhooks, simulator
 from ..store import FeedReader
 
@@ -105,17 +108,31 @@ async def _webhooks(daemon: Daemon, sim: AsteriaSimulator, secret: str) -> None:
                                     secret=secret, client=http)
 
 
+async def _asperion_changes(sim: asperion_sim.AsperionSimulator) -> None:
+    """An Asperion user at work: every few seconds a debtor, invoice or article is added,
+    changed (an invoice paid) or removed; the next poll turns that into events."""
+    while True:
+        await anyio.sleep(4)
+        sim.mutate(1, 2, 1)
+
+
 async def _main(args: argparse.Namespace, workdir: Path) -> None:
     sim = simulator(workdir / "certs", Knobs(count=0, rate=args.rate, drop_every=400, replay=10,
                                              malformed_every=149, unknown_every=211,
                                              client_id="streamd-demo", stamp_now=True))
     secret = secrets.token_urlsafe(24)
     os.environ["STREAMD_DEMO_WEBHOOK_SECRET"] = secret
+    asperion = asperion_sim.simulator(workdir / "asperion", asperion_sim.Knobs(records=10))
     async with anyio.create_task_group() as tg:
         url = await tg.start(sim.serve)
+        await tg.start(asperion.serve)
         source = sim.source_toml("asteria", webhook_secret='"env:STREAMD_DEMO_WEBHOOK_SECRET"',
                                  backoff='{ min = "200ms", max = "5s" }')
+        source += "\n" + asperion.source_toml("asperion", interval='"10s"',
+                                              backoff='{ min = "200ms", max = "5s" }')
         cfg = parse(DEMO_CONFIG.format(source=source), origin="<demo>", base_dir=workdir)
+        # What `streamd auth asperion` would leave behind after signing in.
+        await save(cfg.store, "asperion", TokenState(refresh_token=asperion.issue_refresh_token()))
         logs.setup(cfg.daemon.log_level)
         daemon = Daemon(cfg)
 
@@ -125,11 +142,13 @@ async def _main(args: argparse.Namespace, workdir: Path) -> None:
             host, port = daemon.web.address
             _say(f"streamd demo: the Asteria gateway simulator at {url} (mutual TLS, throwaway CA in "
                  f"{workdir / 'certs'})")
+            _say(f"  the Asperion API simulator at {asperion.base_url} (OAuth2, TLS 1.3), polled every 10s")
             _say(f"  feed {workdir / 'feed.db'}; file sink {workdir / 'feed.jsonl'}")
             _say(f"  metrics http://{host}:{port}/metrics   readiness http://{host}:{port}/readyz")
             _say(f"  in another shell: streamd tail --db {workdir / 'feed.db'} -f --type 'invoice.*'")
             _say("  Ctrl-C stops (a summary follows)\n")
             tg.start_soon(_webhooks, daemon, sim, secret)
+            tg.start_soon(_asperion_changes, asperion)
             if args.duration:
                 await anyio.sleep(args.duration)
                 daemon.request_stop()
