@@ -11,7 +11,7 @@ absolute `nextPage`/`previousPage`/`self` URLs; an item as the record plus `_met
 Seen in third-party clients [C]: the resource paths, the debtor and sales-invoice
 fields, invoice status codes, ASP.NET problem details. Inferred [I], each one
 constant or one function here: that refresh tokens rotate on *every* use (the
-strictest reading of "may rotate"), `CODE_TTL`, `DEFAULT_PAGE_SIZE`, the page-size
+strictest reading of "may rotate"; identity.py), `CODE_TTL`, `DEFAULT_PAGE_SIZE`, the page-size
 limit (wire.MAX_PAGE_SIZE), the article fields, `amountOpen`, `currencyCode`, that
 query parameter names are case-insensitive (ASP.NET model binding), validation
 messages, and the order of the checks on an API request: throttling (429), then
@@ -30,7 +30,6 @@ lifetime; all but `records` may be changed while serving.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import math
 import random
@@ -44,7 +43,7 @@ from decimal import Decimal, InvalidOperation
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, unquote_plus, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlencode
 
 import anyio
 import msgspec
@@ -53,7 +52,7 @@ from anyio.abc import TaskStatus
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
@@ -61,6 +60,7 @@ from ...asgi import Server, bind
 from ...certs import Certs
 from ...certs import make as make_certs
 from . import records, wire
+from .identity import Identity
 
 MIN_TLS = ssl.TLSVersion.TLSv1_3  # [D] "Minimum level is TLS1.3"
 SCOPE = "asperion-api offline_access"  # granted to every token [D, seed]
@@ -148,11 +148,6 @@ def _problem(status: int, detail: str, errors: dict[str, list[str]] | None = Non
     return _json(body, status, headers, "application/problem+json; charset=utf-8")
 
 
-def _oauth_error(status: int, error: str, description: str | None = None) -> Response:
-    body = {"error": error} if description is None else {"error": error, "error_description": description}
-    return _json(body, status, {"Cache-Control": "no-store"})
-
-
 def _integer(value: str | None, default: int) -> int | None:
     if value is None:
         return default
@@ -193,20 +188,16 @@ class AsperionSimulator:
                 raise ValueError(f"no records for {resource!r}; known: {', '.join(records.MAKERS)}")
         self.url = ""
         self.log: list[Logged] = []
-        self.refreshes = 0
-        self.refused_refreshes = 0
         self._tables: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
         self._next_id: dict[tuple[str, str], int] = {}
         self._sorted: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
         self._mutations = 0
         self._api_requests = 0
-        self._codes: dict[str, tuple[str, str, float]] = {}  # code -> client_id, redirect_uri, expiry
-        self._access: dict[str, float] = {}  # access token -> expiry (monotonic)
-        self._refresh: dict[str, bool] = {}  # refresh token -> still unused
+        self.identity = Identity(self.knobs)
         self._stack: contextlib.AsyncExitStack | None = None
         self._app = Starlette(routes=[
-            Route("/connect/authorize", self._authorize, methods=["GET"]),
-            Route("/connect/token", self._token, methods=["POST"]),
+            Route("/connect/authorize", self.identity.authorize, methods=["GET"]),
+            Route("/connect/token", self.identity.token, methods=["POST"]),
             Route("/v1/{rest:path}", self._v1, methods=["GET"]),
         ])
 
@@ -221,6 +212,27 @@ class AsperionSimulator:
     @property
     def token_url(self) -> str:
         return self.url + "/connect/token"
+
+    # ------------------------------------------------------------ tokens (identity.py)
+
+    @property
+    def refreshes(self) -> int:
+        return self.identity.refreshes
+
+    @property
+    def refused_refreshes(self) -> int:
+        return self.identity.refused_refreshes
+
+    def issue_refresh_token(self) -> str:
+        """A fresh valid refresh token, as if a user had just completed the authorize flow."""
+        return self.identity.new_refresh_token()
+
+    def refresh_token_valid(self, token: str) -> bool:
+        return self.identity.refresh_token_valid(token)
+
+    def expire_access_tokens(self) -> None:
+        """Every access token issued so far is expired from now on."""
+        self.identity.expire_access_tokens()
 
     # ------------------------------------------------------------ records
 
@@ -289,30 +301,6 @@ class AsperionSimulator:
                 table[i] = self._make(tenant, resource, i, now)
                 out.created.append((tenant, resource, str(i)))
         return out
-
-    # ------------------------------------------------------------ tokens
-
-    def _new_refresh_token(self) -> str:
-        token = secrets.token_urlsafe(32)
-        self._refresh[token] = True
-        return token
-
-    def issue_refresh_token(self) -> str:
-        """A fresh valid refresh token, as if a user had just completed the authorize flow."""
-        return self._new_refresh_token()
-
-    def refresh_token_valid(self, token: str) -> bool:
-        return self._refresh.get(token, False)
-
-    def expire_access_tokens(self) -> None:
-        """Every access token issued so far is expired from now on."""
-        for token in self._access:
-            self._access[token] = -math.inf
-
-    def _bearer_valid(self, headers: Headers) -> bool:
-        scheme, _, token = headers.get("authorization", "").partition(" ")
-        expiry = self._access.get(token.strip()) if scheme.lower() == "bearer" else None
-        return expiry is not None and time.monotonic() < expiry
 
     # ------------------------------------------------------------ configuration
 
@@ -403,67 +391,6 @@ class AsperionSimulator:
             tenant = _tenant_of(Headers(scope=scope))
             self.log.append(Logged(at, scope["method"], scope["path"], tenant, status))
 
-    # ------------------------------------------------------------ identity server
-
-    async def _authorize(self, request: Request) -> Response:
-        q = request.query_params
-        if q.get("client_id") != self.knobs.client_id:
-            return _oauth_error(400, "invalid_client")
-        if q.get("response_type") != "code":
-            return _oauth_error(400, "unsupported_response_type")
-        redirect = q.get("redirect_uri", "")
-        parts = urlsplit(redirect)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            return _oauth_error(400, "invalid_request", "redirect_uri must be an http(s) URL")
-        code, now = secrets.token_urlsafe(24), time.monotonic()
-        self._codes = {c: issued for c, issued in self._codes.items() if issued[2] > now}
-        self._codes[code] = (self.knobs.client_id, redirect, now + CODE_TTL)
-        query = parse_qsl(parts.query, keep_blank_values=True) + [("code", code)]
-        if "state" in q:
-            query.append(("state", q["state"]))
-        return RedirectResponse(urlunsplit(parts._replace(query=urlencode(query))), status_code=302)
-
-    async def _token(self, request: Request) -> Response:
-        media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
-        if media_type != "application/x-www-form-urlencoded":
-            return _oauth_error(400, "invalid_request", "expected application/x-www-form-urlencoded")
-        form = dict(parse_qsl((await request.body()).decode("utf-8", "replace"), keep_blank_values=True))
-        client_id, secret = form.get("client_id"), form.get("client_secret", "")
-        scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() == "basic":
-            try:
-                decoded = base64.b64decode(credentials.strip(), validate=True).decode()
-                user, _, password = decoded.partition(":")
-            except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
-                return _oauth_error(401, "invalid_client")
-            client_id, secret = unquote_plus(user), unquote_plus(password)
-        if client_id != self.knobs.client_id or not secrets.compare_digest(
-                secret.encode(), self.knobs.client_secret.encode()):
-            return _oauth_error(401, "invalid_client")
-        grant = form.get("grant_type")
-        if grant == "authorization_code":
-            issued = self._codes.pop(form.get("code", ""), None)
-            if issued is None or issued[0] != client_id or issued[2] < time.monotonic():
-                return _oauth_error(400, "invalid_grant", "unknown, used or expired code")
-            if form.get("redirect_uri") != issued[1]:
-                return _oauth_error(400, "invalid_grant", "redirect_uri does not match the authorize request")
-        elif grant == "refresh_token":
-            unused = self._refresh.get(form.get("refresh_token", ""))
-            if not unused:
-                self.refused_refreshes += 1
-                return _oauth_error(400, "invalid_grant", "unknown refresh token" if unused is None
-                                    else "refresh token already used")
-            self._refresh[form["refresh_token"]] = False  # rotation: this one is spent
-            self.refreshes += 1
-        else:
-            return _oauth_error(400, "unsupported_grant_type")
-        access, now = secrets.token_urlsafe(32), time.monotonic()
-        self._access = {t: expiry for t, expiry in self._access.items() if expiry > now}  # forget stale ones
-        self._access[access] = now + self.knobs.token_ttl
-        return _json({"access_token": access, "expires_in": max(1, int(self.knobs.token_ttl)),
-                      "token_type": "Bearer", "refresh_token": self._new_refresh_token(), "scope": SCOPE},
-                     headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
-
     # ------------------------------------------------------------ the API
 
     async def _v1(self, request: Request) -> Response:
@@ -477,7 +404,7 @@ class AsperionSimulator:
                             headers={"Retry-After": str(math.ceil(k.retry_after))})
         if k.fail_every and n % k.fail_every == 0:
             return _problem(503, "The service is temporarily unavailable.")
-        if not self._bearer_valid(request.headers):
+        if not self.identity.bearer_valid(request.headers):
             return _problem(401, "A valid bearer access token is required.",
                             headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
         parts = [p for p in request.path_params["rest"].split("/") if p]
