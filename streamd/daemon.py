@@ -232,8 +232,7 @@ class Daemon:
                 wait = backoff.next()
                 component.set(State.RETRYING, f"crashed: {type(exc).__name__}: {exc}")
                 component.beat(wait + 60.0)
-                self.metrics.retries.labels(component.kind, component.name).inc()
-                self.metrics.retry_wait_seconds.labels(component.kind, component.name).inc(wait)
+                self.metrics.retried(component.kind, component.name, wait)
                 if on_crash is not None:
                     on_crash()
                 log.exception("%s %s crashed; restarting in %.1fs", component.kind, component.name, wait)

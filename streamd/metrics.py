@@ -127,6 +127,11 @@ class Metrics:
             "Webhook requests by route owner and HTTP status code.",
             ["source", "code"], registry=r)
 
+    def retried(self, component: str, name: str, wait: float) -> None:
+        """One backoff sleep before a retry: every retry streamd makes is counted here."""
+        self.retries.labels(component, name).inc()
+        self.retry_wait_seconds.labels(component, name).inc(wait)
+
     def init_source(self, name: str) -> None:
         """Create a source's series at zero so dashboards and alerts see them from the start."""
         for c in (self.source_received, self.source_appended, self.source_duplicates,

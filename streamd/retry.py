@@ -84,8 +84,7 @@ async def retrying(
         sleep = rs.next_action.sleep if rs.next_action else 0.0
         exc = rs.outcome.exception() if rs.outcome else None
         reason = f"{what}: {exc}" if exc else what
-        metrics.retries.labels(*labels).inc()
-        metrics.retry_wait_seconds.labels(*labels).inc(sleep)
+        metrics.retried(*labels, sleep)
         component.set(State.RETRYING, reason)
         component.beat(sleep + 30.0)
         log.info("%s %s: retry %d in %.1fs: %s", component.kind, component.name,

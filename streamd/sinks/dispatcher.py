@@ -219,8 +219,7 @@ class Dispatcher:
         last = error
         while attempts < self.cfg.max_tries:
             wait = backoff.next()
-            self.metrics.retries.labels("sink", self.name).inc()
-            self.metrics.retry_wait_seconds.labels("sink", self.name).inc(wait)
+            self.metrics.retried("sink", self.name, wait)
             self.component.beat(wait + 60.0)
             await anyio.sleep(wait)
             attempts += 1

@@ -265,8 +265,7 @@ class Writer:
             except StoreBusy as exc:
                 self._metrics.store_errors.labels("busy").inc()
                 wait = backoff.next()
-                self._metrics.retries.labels("store", "writer").inc()
-                self._metrics.retry_wait_seconds.labels("store", "writer").inc(wait)
+                self._metrics.retried("store", "writer", wait)
                 self.component.set(State.RETRYING, str(exc))
                 self.component.beat(wait + 60.0)
                 log.error("store: %s; intake paused, retrying in %.1fs", exc, wait)

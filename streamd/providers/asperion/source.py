@@ -218,8 +218,7 @@ class AsperionSource:
                 self._fail((tenant, resource), str(exc))
                 wait = min(self.cfg.interval.seconds, delay(self.cfg.backoff, failures))
                 m.source_reconnects.labels(self.name).inc()
-                m.retries.labels("source", self.name).inc()
-                m.retry_wait_seconds.labels("source", self.name).inc(wait)
+                m.retried("source", self.name, wait)
                 log.warning("source %s: poll of %s/%s failed (%s); retry %d in %.1fs",
                             self.name, tenant, resource, exc, failures, wait)
                 await anyio.sleep(wait)

@@ -128,8 +128,7 @@ class AsteriaSource:
             else:
                 component.reason = reason  # keep `since`: /readyz measures the whole outage
             self.ctx.metrics.source_reconnects.labels(self.name).inc()
-            self.ctx.metrics.retries.labels("source", self.name).inc()
-            self.ctx.metrics.retry_wait_seconds.labels("source", self.name).inc(wait)
+            self.ctx.metrics.retried("source", self.name, wait)
             log.info("source %s: %s; reconnect %d in %.1fs", self.name, reason, backoff.failures, wait)
             await anyio.sleep(wait)
 
