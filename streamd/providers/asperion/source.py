@@ -34,7 +34,7 @@ from anyio.abc import TaskStatus
 from ...errors import Rejected, StreamdError
 from ...health import State
 from ...model import Event, format_time
-from ...retry import delay, retrying
+from ...retry import Backoff, retrying
 from ...sources import SourceContext
 from ...store import Batch, DeadLetter, EntityState, Pending
 from . import wire
@@ -178,22 +178,22 @@ class AsperionSource:
         """No tenants configured: poll every administration the token reaches, and look for
         new ones every interval."""
         self._gates[""] = Gate(self.cfg.concurrency)
-        backoff_failures = 0
+        backoff = Backoff(self.cfg.backoff)
         while True:
             try:
                 resp = await self._get("", f"{self.cfg.base_url}/administrations")
                 assert resp is not None
                 found = [str(a.id) for a in wire.administrations_decoder.decode(resp.content).data]
-                backoff_failures = 0
+                backoff.reset()
             except AuthFailed as exc:
                 self._auth_failure = exc
                 tg.cancel_scope.cancel()
                 return
             except (PollFailed, msgspec.DecodeError, msgspec.ValidationError) as exc:
-                backoff_failures += 1
                 self._fail(("*", "administrations"), f"listing administrations: {exc}")
-                await anyio.sleep(min(self.cfg.interval.seconds,
-                                      self.cfg.backoff.min.seconds * 2 ** backoff_failures))
+                wait = min(self.cfg.interval.seconds, backoff.next())
+                self.ctx.metrics.retried("source", self.name, wait)
+                await anyio.sleep(wait)
                 continue
             self._failing.pop(("*", "administrations"), None)
             for tenant in found:
@@ -205,7 +205,7 @@ class AsperionSource:
             await anyio.sleep(self.cfg.interval.seconds)
 
     async def _poll_loop(self, tenant: str, resource: str) -> None:
-        failures = 0
+        backoff = Backoff(self.cfg.backoff)
         m = self.ctx.metrics
         while True:
             started = anyio.current_time()
@@ -213,17 +213,16 @@ class AsperionSource:
             try:
                 await self._poll(tenant, resource)
             except PollFailed as exc:
-                failures += 1
                 m.source_polls.labels(self.name, "failed").inc()
                 self._fail((tenant, resource), str(exc))
-                wait = min(self.cfg.interval.seconds, delay(self.cfg.backoff, failures))
+                wait = min(self.cfg.interval.seconds, backoff.next())
                 m.source_reconnects.labels(self.name).inc()
                 m.retried("source", self.name, wait)
                 log.warning("source %s: poll of %s/%s failed (%s); retry %d in %.1fs",
-                            self.name, tenant, resource, exc, failures, wait)
+                            self.name, tenant, resource, exc, backoff.failures, wait)
                 await anyio.sleep(wait)
                 continue
-            failures = 0
+            backoff.reset()
             self.polls += 1
             m.source_polls.labels(self.name, "complete").inc()
             m.source_poll_duration.labels(self.name).observe(time.perf_counter() - t0)
