@@ -10,6 +10,7 @@ hierarchy at the boundary where they happen, so the code that decides
     │   ├── StoreFatal         corrupt, unreadable, read-only, newer schema: exit 1
     │   └── StoreBusy          transient (disk full, locked): retried, intake pauses
     ├── Rejected               a payload that normalization refuses (goes to dead letters)
+    ├── Unavailable            a source's peer is down or busy (timeout, 429, 5xx): retried
     └── DeliveryError          a sink could not deliver
         ├── Retryable          try the same batch again later (timeouts, 5xx, 429)
         └── Permanent          this batch will never succeed as is (4xx, bad data)
@@ -51,6 +52,15 @@ class Rejected(StreamdError):
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(reason)
+
+
+class Unavailable(StreamdError):
+    """A source's peer cannot answer now (timeout, connection error, 408, 429, 5xx): retry
+    after a backoff of at least `retry_after` seconds (the peer's own hint), if given."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)
 
 
 class DeliveryError(StreamdError):

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable
+from email.utils import parsedate_to_datetime
 from typing import TypeVar
 
 import anyio
@@ -38,6 +40,20 @@ def delay(policy: config.Backoff, attempt: int, retry_after: float | None = None
     if retry_after is not None and retry_after > 0:
         wait = max(wait, min(retry_after, RETRY_AFTER_CAP))
     return wait
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """`Retry-After` as seconds: delta-seconds or an HTTP date; None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 class Backoff:

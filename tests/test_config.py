@@ -202,3 +202,16 @@ def test_a_relative_file_secret_is_relative_to_the_config_file(tmp_path: Path,
     cfg = parse('[sources.s]\nprovider = "synthetic"\nwebhook = true\ntoken = "file:secrets/hook"\n',
                 base_dir=tmp_path)
     assert cfg.sources["s"].token.reveal() == "relative-secret"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("header", "seconds"), [
+    ("2", 2.0), (" 120 ", 120.0), ("Sat, 21 Nov 2026 12:00:30 GMT", 30.0),
+    ("Sat, 21 Nov 2026 11:59:00 GMT", 0.0), ("soon", None), ("", None), (None, None),
+])
+def test_retry_after_takes_seconds_or_an_http_date(header: str | None, seconds: float | None) -> None:
+    from datetime import UTC, datetime
+
+    from streamd.retry import retry_after_seconds
+
+    now = datetime(2026, 11, 21, 12, 0, tzinfo=UTC).timestamp()
+    assert retry_after_seconds(header, now=now) == seconds

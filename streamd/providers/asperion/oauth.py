@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -27,8 +26,8 @@ import httpx
 import msgspec
 
 from ...config import StoreConfig
-from ...errors import StreamdError
-from ...retry import retrying
+from ...errors import StreamdError, Unavailable
+from ...retry import retry_after_seconds, retrying
 from ...sources import SourceContext
 from ...store import Batch, connect
 from ...store.reader import SECRET_PREFIX
@@ -53,26 +52,8 @@ class AuthFailed(StreamdError):
     (`streamd auth`). Fatal for the source, never for the daemon."""
 
 
-class TokenUnavailable(StreamdError):
+class TokenUnavailable(Unavailable):
     """The identity server could not be reached or answered 5xx/429: retried."""
-
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        self.retry_after = retry_after
-        super().__init__(message)
-
-
-def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
-    """`Retry-After` as seconds: delta-seconds or an HTTP date; None when absent or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 def authorize_url(cfg: AsperionConfig, state: str) -> str:

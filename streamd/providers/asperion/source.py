@@ -31,10 +31,10 @@ import httpx
 import msgspec
 from anyio.abc import TaskStatus
 
-from ...errors import Rejected, StreamdError
+from ...errors import Rejected, StreamdError, Unavailable
 from ...health import State
 from ...model import Event, format_time
-from ...retry import Backoff, retrying
+from ...retry import Backoff, retry_after_seconds, retrying
 from ...sources import SourceContext
 from ...store import Batch, DeadLetter, EntityState, Pending
 from . import wire
@@ -47,7 +47,7 @@ from .changes import (
 )
 from .config import AsperionConfig, tls_context
 from .normalize import record_key
-from .oauth import AuthFailed, Tokens, retry_after_seconds
+from .oauth import AuthFailed, Tokens
 
 log = logging.getLogger("streamd.source.asperion")
 T = TypeVar("T")
@@ -63,12 +63,6 @@ AUTH_RETRY = 900.0
 
 class PollFailed(StreamdError):
     """This listing cannot complete now; it is retried after a backoff, deleting nothing."""
-
-
-class _Transient(StreamdError):
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        self.retry_after = retry_after
-        super().__init__(message)
 
 
 # ---------------------------------------------------------------- per-tenant request gate
@@ -314,10 +308,10 @@ class AsperionSource:
                         resp = await http.get(url, params=params, headers=headers)
                     except httpx.TimeoutException:
                         requests.labels(self.name, "error").inc()
-                        raise _Transient(f"{_path(url)}: timed out") from None
+                        raise Unavailable(f"{_path(url)}: timed out") from None
                     except httpx.TransportError as exc:
                         requests.labels(self.name, "error").inc()
-                        raise _Transient(f"{_path(url)}: {type(exc).__name__}: {exc}") from None
+                        raise Unavailable(f"{_path(url)}: {type(exc).__name__}: {exc}") from None
                 code = resp.status_code
                 requests.labels(self.name, str(code)).inc()
                 if code == 200:
@@ -336,18 +330,18 @@ class AsperionSource:
                 if code == 429:
                     wait = retry_after_seconds(resp.headers.get("retry-after"))
                     gate.pause(wait if wait is not None else self.cfg.backoff.min.seconds)
-                    raise _Transient(f"{_path(url)}: HTTP 429 (rate limited, Retry-After "
+                    raise Unavailable(f"{_path(url)}: HTTP 429 (rate limited, Retry-After "
                                      f"{resp.headers.get('retry-after', '-')})", wait)
                 if code == 408 or code >= 500:
-                    raise _Transient(f"{_path(url)}: HTTP {code}: {_problem(resp)}")
+                    raise Unavailable(f"{_path(url)}: HTTP {code}: {_problem(resp)}")
                 raise PollFailed(f"{_path(url)}: HTTP {code}: {_problem(resp)}")
 
         try:
             return await retrying(attempt, policy=self.cfg.backoff, metrics=self.ctx.metrics,
-                                  retry_on=lambda e: isinstance(e, _Transient),
+                                  retry_on=lambda e: isinstance(e, Unavailable),
                                   component=self.ctx.component, what=f"tenant {tenant or '-'}",
                                   attempts=self.cfg.max_tries)
-        except _Transient as exc:
+        except Unavailable as exc:
             raise PollFailed(f"gave up after {self.cfg.max_tries} tries: {exc}") from None
 
 
