@@ -11,12 +11,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
 import httpx
 import pytest
+from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 T = TypeVar("T")
 
@@ -196,6 +198,29 @@ class Streamd:
             return db.execute(sql, params).fetchall()
         finally:
             db.close()
+
+
+class Background:
+    """An event loop in a thread, serving simulators while the test drives a real process."""
+
+    def __init__(self, portal: BlockingPortal) -> None:
+        self.portal = portal
+        self._futures: list[Future[Any]] = []
+
+    def start(self, serve: Callable[[], Awaitable[Any]]) -> None:
+        self._futures.append(self.portal.start_task_soon(serve))
+
+    def stop(self) -> None:
+        for fut in self._futures:
+            fut.cancel()
+
+
+@pytest.fixture
+def background() -> Iterator[Background]:
+    with start_blocking_portal() as portal:
+        bg = Background(portal)
+        yield bg
+        bg.stop()
 
 
 @pytest.fixture

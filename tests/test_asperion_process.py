@@ -7,14 +7,11 @@ import json
 import random
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import anyio
-import pytest
-from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from streamd.config import StoreConfig
 from streamd.model.envelope import encode_data
@@ -24,24 +21,14 @@ from streamd.providers.asperion.oauth import TOKEN_KEY, TokenState, save
 from streamd.providers.asperion.simulator import AsperionSimulator, Knobs, encode_record
 from streamd.providers.asperion.wire import RESOURCES
 
-from .conftest import Streamd, wait_for
+from .conftest import Background, Streamd, wait_for
 
 NOW = datetime(2026, 11, 21, tzinfo=UTC)
 
 
-@pytest.fixture
-def portal() -> Iterator[BlockingPortal]:
-    with start_blocking_portal() as p:
-        futures: list[Future[object]] = []
-        p.futures = futures  # type: ignore[attr-defined]
-        yield p
-        for fut in futures:
-            fut.cancel()
-
-
-def serve(portal: BlockingPortal, tmp_path: Path, knobs: Knobs) -> AsperionSimulator:
+def serve(bg: Background, tmp_path: Path, knobs: Knobs) -> AsperionSimulator:
     sim = sim_mod.simulator(tmp_path / "sim", knobs)
-    portal.futures.append(portal.start_task_soon(sim.serve))  # type: ignore[attr-defined]
+    bg.start(sim.serve)
     wait_for(lambda: getattr(sim, "url", ""), 10, "the simulator to listen")
     return sim
 
@@ -65,10 +52,10 @@ def final_state_reached(d: Streamd, sim: AsperionSimulator) -> bool:
 
 
 def test_sigkill_mid_poll_loses_and_repeats_nothing(streamd_proc: Callable[..., Streamd],
-                                                    portal: BlockingPortal, tmp_path: Path) -> None:
+                                                    background: Background, tmp_path: Path) -> None:
     rng = random.Random(4)
     knobs = Knobs(records=80, latency=0.005, token_ttl=2.0)
-    sim = serve(portal, tmp_path, knobs)
+    sim = serve(background, tmp_path, knobs)
     secret = sim.source_toml("ap", interval='"200ms"', page_size="9", concurrency="3",
                              backoff='{ min = "20ms", max = "300ms" }', refresh_before='"1s"')
     d = streamd_proc(f'[store]\npath = "feed.db"\n[http]\nlisten = "127.0.0.1:0"\n{secret}')

@@ -6,35 +6,23 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
-from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from streamd.providers.asteria import simulator as sim_mod
 from streamd.providers.asteria.simulator import AsteriaSimulator, Knobs
 
-from .conftest import Streamd, wait_for
+from .conftest import Background, Streamd, wait_for
 
 SECRET = "asteria-process-secret"
 
 
-@pytest.fixture
-def portal() -> Iterator[BlockingPortal]:
-    """An event loop in a thread for the simulator, while the test drives a process."""
-    with start_blocking_portal() as p:
-        p.started: list[Future[object]] = []  # type: ignore[attr-defined]
-        yield p
-        for fut in p.started:  # type: ignore[attr-defined]
-            fut.cancel()
-
-
-def gateway(portal: BlockingPortal, tmp_path: Path, knobs: Knobs) -> AsteriaSimulator:
+def gateway(bg: Background, tmp_path: Path, knobs: Knobs) -> AsteriaSimulator:
     sim = sim_mod.simulator(tmp_path / "certs", knobs)
-    portal.started.append(portal.start_task_soon(sim.serve))  # type: ignore[attr-defined]
+    bg.start(sim.serve)
     wait_for(lambda: sim.url, 10, "the simulator to listen")
     return sim
 
@@ -57,9 +45,9 @@ def rss_kib(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
-def test_a_webhook_answered_2xx_survives_sigkill(streamd_proc: Callable[..., Streamd], portal: BlockingPortal,
+def test_a_webhook_answered_2xx_survives_sigkill(streamd_proc: Callable[..., Streamd], background: Background,
                                                   tmp_path: Path) -> None:
-    sim = gateway(portal, tmp_path, Knobs(count=0, rate=200))
+    sim = gateway(background, tmp_path, Knobs(count=0, rate=200))
     d = streamd_proc(config(sim), env={"ASTERIA_SECRET": SECRET})
     d.start()
     topic, body = sim_mod.event(123_456)
@@ -100,9 +88,9 @@ class StoreHog(threading.Thread):
 
 @pytest.mark.timeout(300)
 def test_memory_stays_flat_while_a_slow_store_holds_the_gateway_back(
-        streamd_proc: Callable[..., Streamd], portal: BlockingPortal, tmp_path: Path) -> None:
+        streamd_proc: Callable[..., Streamd], background: Background, tmp_path: Path) -> None:
     n = 200_000
-    sim = gateway(portal, tmp_path, Knobs(count=n))
+    sim = gateway(background, tmp_path, Knobs(count=n))
     d = streamd_proc(config(sim), env={"ASTERIA_SECRET": SECRET})
     d.start()
     assert d.proc is not None
