@@ -97,7 +97,7 @@ async def _auth(store: Any, name: str, cfg: Any, refresh_token: str | None, wait
 
 
 async def _browser_flow(http: httpx.AsyncClient, cfg: Any, wait: float) -> Any:
-    from ..providers.asperion.oauth import authorize_url, token_request
+    from ..providers.asperion.oauth import AuthFailed, TokenUnavailable, authorize_url, token_request
 
     expected = secrets.token_urlsafe(24)
     redirect = urlsplit(cfg.redirect_uri)
@@ -117,7 +117,7 @@ async def _browser_flow(http: httpx.AsyncClient, cfg: Any, wait: float) -> Any:
                 result["state"] = await token_request(
                     http, cfg, {"grant_type": "authorization_code", "code": q["code"],
                                 "redirect_uri": cfg.redirect_uri})
-            except Exception as exc:  # reported on the console and to the browser
+            except (AuthFailed, TokenUnavailable) as exc:  # to the console and the browser
                 result["error"] = str(exc)
         done.set()
         if "error" in result:
