@@ -22,9 +22,10 @@ import pytest
 from streamd.config import parse
 from streamd.providers.asperion import simulator as sim_mod
 from streamd.providers.asperion import source as source_mod
-from streamd.providers.asperion.changes import chain, record_event, same_content
+from streamd.providers.asperion.changes import record_event
 from streamd.providers.asperion.oauth import TOKEN_KEY, TokenState, save
 from streamd.providers.asperion.simulator import AsperionSimulator, Knobs
+from streamd.sources.changes import chain, same_content
 
 from .conftest import InProcess, streamd_cli, until
 

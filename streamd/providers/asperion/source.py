@@ -21,10 +21,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from typing import Any
 
 import anyio
 import httpx
@@ -36,21 +35,16 @@ from ...health import State
 from ...model import Event, format_time
 from ...retry import Backoff, retry_after_seconds, retrying
 from ...sources import SourceContext
+from ...sources.changes import is_live, rejected_marker, same_content
+from ...sources.polling import fan_out, origin, url_path
 from ...store import Batch, DeadLetter, EntityState, Pending
 from . import wire
-from .changes import (
-    deletion_event,
-    is_live,
-    record_event,
-    rejected_marker,
-    same_content,
-)
+from .changes import deletion_event, record_event
 from .config import AsperionConfig, tls_context
 from .normalize import record_key
 from .oauth import AuthFailed, Tokens
 
 log = logging.getLogger("streamd.source.asperion")
-T = TypeVar("T")
 
 PROVIDER = wire.PROVIDER
 # Commits of pages not yet confirmed, per listing, before it waits for the oldest.
@@ -91,7 +85,7 @@ class AsperionSource:
         self.ctx = ctx
         self.cfg = cfg
         self._ssl = tls_context(cfg)
-        self._origin = _origin(cfg.base_url)
+        self._origin = origin(cfg.base_url)
         self._gates: dict[str, Gate] = {}
         self._failing: dict[tuple[str, str], str] = {}
         self._auth_failure: AuthFailed | None = None
@@ -260,7 +254,7 @@ class AsperionSource:
                 if n == count:
                     last.append(page)
 
-            await fan_out(range(2, count + 1), self.cfg.concurrency, fetch)
+            await fan_out(range(2, count + 1), self.cfg.concurrency, fetch, prefer=AuthFailed)
             next_url = last[0].meta.nextPage if last else None
         seen_urls: set[str] = set()
         guard = (first.meta.totalCount or 0) // size + 1000
@@ -268,7 +262,7 @@ class AsperionSource:
             if next_url in seen_urls or len(seen_urls) > guard:
                 raise PollFailed(f"pagination loops: nextPage {next_url} was already fetched")
             seen_urls.add(next_url)
-            if _origin(next_url) != self._origin:
+            if origin(next_url) != self._origin:
                 raise PollFailed(f"nextPage {next_url} leaves {self._origin}; not followed "
                                  "(the access token would go with it)")
             page = await self._page(tenant, next_url, None)
@@ -282,7 +276,7 @@ class AsperionSource:
         try:
             return wire.page_decoder.decode(resp.content)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise PollFailed(f"{_path(url)}: not a list page ({exc})") from None
+            raise PollFailed(f"{url_path(url)}: not a list page ({exc})") from None
 
     # ---------------------------------------------------------------- HTTP
 
@@ -308,10 +302,10 @@ class AsperionSource:
                         resp = await http.get(url, params=params, headers=headers)
                     except httpx.TimeoutException:
                         requests.labels(self.name, "error").inc()
-                        raise Unavailable(f"{_path(url)}: timed out") from None
+                        raise Unavailable(f"{url_path(url)}: timed out") from None
                     except httpx.TransportError as exc:
                         requests.labels(self.name, "error").inc()
-                        raise Unavailable(f"{_path(url)}: {type(exc).__name__}: {exc}") from None
+                        raise Unavailable(f"{url_path(url)}: {type(exc).__name__}: {exc}") from None
                 code = resp.status_code
                 requests.labels(self.name, str(code)).inc()
                 if code == 200:
@@ -321,20 +315,20 @@ class AsperionSource:
                 if code == 401:
                     if refreshed:
                         raise AuthFailed(f"the API refused a freshly refreshed access token "
-                                         f"(HTTP 401 twice on {_path(url)}: {_problem(resp)})")
+                                         f"(HTTP 401 twice on {url_path(url)}: {_problem(resp)})")
                     refreshed = True
                     log.info("source %s: HTTP 401 on %s; refreshing the access token",
-                             self.name, _path(url))
+                             self.name, url_path(url))
                     await tokens.refresh(failed=token)
                     continue
                 if code == 429:
                     wait = retry_after_seconds(resp.headers.get("retry-after"))
                     gate.pause(wait if wait is not None else self.cfg.backoff.min.seconds)
-                    raise Unavailable(f"{_path(url)}: HTTP 429 (rate limited, Retry-After "
+                    raise Unavailable(f"{url_path(url)}: HTTP 429 (rate limited, Retry-After "
                                      f"{resp.headers.get('retry-after', '-')})", wait)
                 if code == 408 or code >= 500:
-                    raise Unavailable(f"{_path(url)}: HTTP {code}: {_problem(resp)}")
-                raise PollFailed(f"{_path(url)}: HTTP {code}: {_problem(resp)}")
+                    raise Unavailable(f"{url_path(url)}: HTTP {code}: {_problem(resp)}")
+                raise PollFailed(f"{url_path(url)}: HTTP {code}: {_problem(resp)}")
 
         try:
             return await retrying(attempt, policy=self.cfg.backoff, metrics=self.ctx.metrics,
@@ -420,7 +414,7 @@ class _Listing:
                 else:
                     await self.take([resp.content])  # its `_meta` is ignored like a list item's
 
-            await fan_out(missing, self.src.cfg.concurrency, confirm)
+            await fan_out(missing, self.src.cfg.concurrency, confirm, prefer=AuthFailed)
         for pending in self.pending:
             await pending.committed()
         data = (await self.ctx.reader.entity_data(self.src.name, self.tenant, self.entity, gone)
@@ -435,41 +429,8 @@ class _Listing:
         await self.ctx.submit(Batch(events=events, entity_states=states, progress=progress))
 
 
-async def fan_out(jobs: Iterable[T], workers: int, job: Callable[[T], Awaitable[None]]) -> None:
-    """Run `job` over `jobs`, `workers` at a time. After a failure no new job starts, the
-    ones in flight finish (their requests are not cut off mid-way), and the error that
-    decides what happens next is raised: authorization first, then the listing's own."""
-    pending = iter(jobs)
-    errors: list[Exception] = []
-
-    async def worker() -> None:
-        for item in pending:
-            if errors:
-                return
-            try:
-                await job(item)
-            except Exception as exc:
-                errors.append(exc)
-                return
-
-    async with anyio.create_task_group() as tg:
-        for _ in range(max(1, workers)):
-            tg.start_soon(worker)
-    if errors:
-        raise next((e for e in errors if isinstance(e, AuthFailed)), errors[0])
-
-
 def _natural(key: str) -> tuple[int, str]:
     return (int(key), "") if key.isdigit() else (1 << 62, key)
-
-
-def _origin(url: str) -> tuple[str, str, int | None]:
-    u = urlsplit(url)
-    return u.scheme, (u.hostname or "").lower(), u.port or (443 if u.scheme == "https" else 80)
-
-
-def _path(url: str) -> str:
-    return urlsplit(url).path
 
 
 def _problem(resp: httpx.Response) -> str:
