@@ -13,6 +13,7 @@ from .entities import (
     PaymentRef,
     Product,
     Record,
+    TrafficLine,
     Transaction,
     entity_type,
 )
@@ -32,7 +33,7 @@ from .envelope import (
 
 __all__ = [
     "ENTITIES", "OPS", "Address", "BankAccount", "CloudEvent", "Entity", "Event", "Invoice",
-    "InvoiceLine", "Link", "Op", "Party", "PartyRef", "PaymentRef", "Product", "Record",
+    "InvoiceLine", "Link", "Op", "Party", "PartyRef", "PaymentRef", "Product", "Record", "TrafficLine",
     "Transaction", "cloudevent", "content_version", "dedupe_bucket", "entity_type", "event_id", "format_time",
     "make_event", "render_line",
 ]

@@ -73,6 +73,21 @@ class InvoiceLine(_Entity, frozen=True, kw_only=True):
     total: Decimal | None = None
 
 
+class TrafficLine(_Entity, frozen=True, kw_only=True):
+    """Messaging traffic billed on an invoice (HORISEN's traffic reports): one row per
+    pricing condition, destination country and operator."""
+
+    pricing: str | None = None  # the pricing condition's name
+    country: str | None = None  # the destination country, as the provider names it
+    operator: str | None = None
+    mcc: str | None = None  # mobile country code, digits as sent ("262")
+    mnc: str | None = None  # mobile network code, digits as sent ("01")
+    messages: int | None = None
+    unit_price: Decimal | None = None
+    amount: Decimal | None = None
+    currency: Currency | None = None
+
+
 class PaymentRef(_Entity, frozen=True, kw_only=True):
     """A payment recorded against an invoice."""
 
@@ -110,6 +125,8 @@ class Invoice(_Entity, frozen=True, kw_only=True):
     description: str | None = None
     lines: list[InvoiceLine] = []
     payments: list[PaymentRef] = []
+    # Traffic billed by the invoice, where the provider reports it (HORISEN).
+    traffic: list[TrafficLine] = []
     created_at: dt.datetime | None = None
     updated_at: dt.datetime | None = None
 

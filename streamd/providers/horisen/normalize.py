@@ -1,0 +1,311 @@
+"""HORISEN finance documents → unified entities. Pure: one document's raw JSON bytes (an
+item of a documents-export page), its traffic-report rows and `received_at` in, a
+`NormalizedDocument` out, or `Rejected` with a reason that names the document (its id when
+it can be read) and the field. No sockets, no clock. The mapping table is
+docs/providers/horisen.md.
+
+- The key is the document's `id` (`document_key` reads it alone, so a document that does
+  not normalize can still be tracked by the poller).
+- Stamps (`statusDt`, `insertDt`) are `YYYY-MM-DD HH:MM:SS` in UTC, or RFC 3339 with an
+  offset or `Z` (converted to UTC). Date fields keep the date as written.
+- `time` is `statusDt`, else `insertDt`, else when streamd received the document.
+- Amounts stay `Decimal` from the wire to the feed, as sent (`net + tax` that differs from
+  `total` is neither corrected nor refused).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal, localcontext
+from typing import get_args
+
+import msgspec
+
+from ...errors import Rejected
+from ...model import Address, Invoice, InvoiceLine, Party, PartyRef, TrafficLine
+from ...model.check import checked
+from ...model.entities import InvoiceStatus
+from . import wire
+
+#: An amount with more digits than this before the point, or after it, is refused: no
+#: ledger holds one (SQL's decimal(38) is the widest), and it keeps `1E+999999` from
+#: becoming a huge integer and `1E-999999` from becoming a huge string.
+MAX_INTEGER_DIGITS = 38
+MAX_FRACTION_DIGITS = 38
+
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+_COUNTRY = re.compile(r"^[A-Z]{2}$")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_STAMP = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:\d{2})?$")
+
+_UNIFIED: dict[str, InvoiceStatus] = {s: s for s in get_args(InvoiceStatus)}
+#: `wire.DOCUMENT_STATUS`, typed (a unified status the model does not know fails at import).
+_STATUS: dict[str, InvoiceStatus] = {k: _UNIFIED[v] for k, v in wire.DOCUMENT_STATUS.items()}
+#: msgspec raises RecursionError for JSON nested deeper than it follows.
+_DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, RecursionError)
+
+
+class _Id(msgspec.Struct):
+    id: int | str
+
+
+_id_decoder = msgspec.json.Decoder(_Id)
+
+
+@dataclass(frozen=True)
+class NormalizedDocument:
+    key: str  # str(document id)
+    invoice: Invoice  # checked for the feed, traffic lines included when given
+    party: tuple[str, Party] | None  # (str(bizPartnerId), the customer); None without bizPartnerId
+    time: datetime  # UTC: statusDt, else insertDt, else received_at
+    status_dt: str | None  # `statusDt` as sent (the poller's changed-since cursor); None when blank
+    #: What a change is judged on: (status, paymentStatus, totalUnpaid as a normalized
+    #: decimal string, paymentStatusDate), "" for an absent one.
+    watch: tuple[str, ...]
+
+
+def document_key(raw: bytes) -> str:
+    """The document's id as a string, read alone. Raises `Rejected`."""
+    try:
+        key = str(_id_decoder.decode(raw).id)
+    except _DECODE_ERRORS as exc:
+        raise Rejected(f"document: no usable id: {exc}") from None
+    if not key.strip():
+        raise Rejected("document: no usable id: `id` is empty")
+    return key
+
+
+def normalize_document(
+    raw: bytes, traffic: Sequence[bytes] | None, *, received_at: datetime
+) -> NormalizedDocument:
+    """One document (and its traffic-report rows, when fetched) → `NormalizedDocument`, or
+    `Rejected` with a reason such as "document 123: currencyCode: 'EURO' is not an ISO 4217 code"."""
+    try:
+        doc = wire.document_decoder.decode(raw)
+    except _DECODE_ERRORS as exc:
+        try:
+            where = f"document {document_key(raw)}"
+        except Rejected:
+            where = "document"
+        raise Rejected(f"{where}: {exc}") from None
+    key = str(doc.id)
+    if not key.strip():
+        raise Rejected("document: no usable id: `id` is empty")
+    try:
+        lines: list[TrafficLine] = []
+        for i, row in enumerate(traffic or ()):
+            try:
+                lines.append(_traffic(row))
+            except Rejected as exc:
+                raise Rejected(f"traffic[{i}]: {exc.reason}") from None
+        invoice, unpaid = _invoice(doc, lines)
+        invoice = checked(invoice)
+        party_key = _ident(doc.bizPartnerId)
+        party = (party_key, checked(_party(doc))) if party_key is not None else None
+    except Rejected as exc:
+        raise Rejected(f"document {key}: {exc.reason}") from None
+    watch = (_text(doc.status) or "", _text(doc.paymentStatus) or "",
+             _canonical(unpaid), _text(doc.paymentStatusDate) or "")
+    time = invoice.updated_at or invoice.created_at or _utc(received_at)
+    return NormalizedDocument(key=key, invoice=invoice, party=party, time=time,
+                              status_dt=doc.statusDt if _text(doc.statusDt) else None, watch=watch)
+
+
+def normalize_traffic(raw: bytes) -> TrafficLine:
+    """One traffic-report row → `TrafficLine`, or `Rejected` ("traffic row: …")."""
+    try:
+        line: TrafficLine = checked(_traffic(raw))
+    except Rejected as exc:
+        raise Rejected(f"traffic row: {exc.reason}") from None
+    return line
+
+
+def traffic_rows(raw: bytes) -> list[bytes]:
+    """The traffic-report answer `{"data": [rows]}` → each row's raw bytes."""
+    try:
+        answer = wire.traffic_reports_decoder.decode(raw)
+    except _DECODE_ERRORS as exc:
+        raise Rejected(f"traffic reports: {exc}") from None
+    return [bytes(row) for row in answer.data]
+
+
+# ---------------------------------------------------------------- builders
+
+def _invoice(doc: wire.Document, traffic: list[TrafficLine]) -> tuple[Invoice, Decimal | None]:
+    currency = _currency(doc.currencyCode, "currencyCode")
+    if currency is None:
+        raise Rejected("currencyCode missing")
+    total = _amount(doc.total, "total")
+    if total is None:
+        raise Rejected("total missing")
+    unpaid = _amount(doc.totalUnpaid, "totalUnpaid")
+    status, payment = _text(doc.status), _text(doc.paymentStatus)
+    unified: InvoiceStatus = _STATUS.get(status.lower(), "unknown") if status else "unknown"
+    paid_on = _date(doc.paymentStatusDate, "paymentStatusDate")
+    paying = payment.lower() if payment else None
+    if unified == "open":
+        if paying == "paid":
+            unified = "paid"
+        elif paying == "partially_paid" or (
+                paying == "open" and unpaid is not None and 0 < unpaid < total):
+            unified = "partially_paid"
+    converted = _currency(doc.domesticCurrencyCode, "domesticCurrencyCode")
+    start, end = _date(doc.periodStart, "periodStart"), _date(doc.periodEnd, "periodEnd")
+    party_key = _ident(doc.bizPartnerId)
+    invoice = Invoice(
+        kind="invoice", direction="receivable", number=_text(doc.documentNumber),
+        party=PartyRef(key=party_key, name=_text(doc.bizPartner.name) if doc.bizPartner else None,
+                       number=_text(doc.bizPartnerExternalRefId)) if party_key is not None else None,
+        issued=_date(doc.documentDate, "documentDate"), due=_date(doc.dueDate, "dueDate"),
+        paid=paid_on if paying == "paid" else None,
+        status=unified,
+        provider_status=f"{status or '-'}/{payment or '-'}" if status or payment else None,
+        currency=currency, net=_amount(doc.amountNoVat, "amountNoVat"),
+        tax=_amount(doc.amountVat, "amountVat"), total=total, unpaid=unpaid,
+        converted_currency=converted,
+        converted_total=_amount(doc.domesticTotal, "domesticTotal") if converted else None,
+        conversion_rate=_amount(doc.domesticCurrencyRate, "domesticCurrencyRate") if converted else None,
+        description=f"Period {start.isoformat()} – {end.isoformat()}" if start and end else None,
+        lines=[_line(item, f"items[{i}]") for i, item in enumerate(doc.items)],
+        traffic=traffic,
+        created_at=_instant(doc.insertDt, "insertDt"), updated_at=_instant(doc.statusDt, "statusDt"))
+    return invoice, unpaid
+
+
+def _line(item: wire.Item, at: str) -> InvoiceLine:
+    net, tax = _amount(item.totalNoVat, f"{at}.totalNoVat"), _amount(item.totalVat, f"{at}.totalVat")
+    total = None
+    if net is not None and tax is not None:
+        with localcontext() as ctx:  # wide enough for any two amounts `_amount` lets through
+            ctx.prec = MAX_INTEGER_DIGITS + MAX_FRACTION_DIGITS + 2
+            total = net + tax
+    return InvoiceLine(
+        description=_text(item.name), quantity=_amount(item.quantity, f"{at}.quantity"),
+        unit_price=_amount(item.price, f"{at}.price"), net=net, tax=tax, total=total)
+
+
+def _party(doc: wire.Document) -> Party:
+    bp = doc.bizPartner or wire.BizPartner()
+    line1, postal, city = _text(bp.address), _text(bp.zip), _text(bp.city)
+    country = _code(bp.countryCode, "bizPartner.countryCode", _COUNTRY, "an ISO 3166-1 alpha-2 code")
+    address = None
+    if line1 or postal or city or country:
+        address = Address(line1=line1, postal_code=postal, city=city, country=country)
+    return Party(
+        roles=["customer"], name=_text(bp.name), number=_text(doc.bizPartnerExternalRefId),
+        email=_text(bp.email), vat_number=_text(bp.vatNumber),
+        registration_number=_text(bp.registrationNumber), address=address)
+
+
+def _traffic(raw: bytes) -> TrafficLine:
+    try:
+        row = wire.traffic_report_decoder.decode(raw)
+    except _DECODE_ERRORS as exc:
+        raise Rejected(str(exc)) from None
+    if row.messageCount is not None and row.messageCount < 0:
+        raise Rejected(f"messageCount: {row.messageCount} is negative")
+    return TrafficLine(
+        pricing=_text(row.pricingConditionName), country=_text(row.countryName),
+        operator=_text(row.operatorName), mcc=_ident(row.mcc), mnc=_ident(row.mnc),
+        messages=row.messageCount, unit_price=_amount(row.pricePerMessage, "pricePerMessage"),
+        amount=_amount(row.totalAmount, "totalAmount"),
+        currency=_currency(row.sellCurrencyCode, "sellCurrencyCode"))
+
+
+# ---------------------------------------------------------------- helpers
+
+def _utc(t: datetime) -> datetime:
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+
+
+def _text(value: str | None) -> str | None:
+    """Surrounding blanks dropped; an empty string is no value."""
+    if value is None:
+        return None
+    return value.strip() or None
+
+
+def _ident(value: str | int | None) -> str | None:
+    """An id or code as a string: an int in its decimal digits, a string as sent ("01")."""
+    return str(value) if isinstance(value, int) else _text(value)
+
+
+def _code(value: str | None, field: str, pattern: re.Pattern[str], what: str) -> str | None:
+    code = _text(value)
+    if code is None:
+        return None
+    code = code.upper()
+    if not pattern.match(code):
+        raise Rejected(f"{field}: {value!r} is not {what}")
+    return code
+
+
+def _currency(value: str | None, field: str) -> str | None:
+    return _code(value, field, _CURRENCY, "an ISO 4217 code")
+
+
+def _amount(value: Decimal | None, field: str) -> Decimal | None:
+    if value is None:
+        return None
+    if not value.is_finite():
+        raise Rejected(f"{field}: {value} is not an amount")
+    exponent = value.as_tuple().exponent
+    assert isinstance(exponent, int)  # finite
+    if (value and value.adjusted() >= MAX_INTEGER_DIGITS) or exponent < -MAX_FRACTION_DIGITS:
+        raise Rejected(f"{field}: {value} is out of range")
+    if exponent > 0:
+        return Decimal(int(value))  # "1E+2" → 100, exactly
+    return value
+
+
+def _canonical(value: Decimal | None) -> str:
+    """The same string for the same number: 10, 10.0 and 1E+1 are "10"; -0.00 is "0"."""
+    if value is None:
+        return ""
+    if not value:
+        return "0"
+    sign, digits, exponent = value.as_tuple()
+    assert isinstance(exponent, int)
+    end = len(digits)
+    while digits[end - 1] == 0:
+        end -= 1
+    return format(Decimal((sign, digits[:end], exponent + len(digits) - end)), "f")
+
+
+def _parse(text: str, field: str) -> datetime:
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise Rejected(f"{field}: {text!r} is not a date-time") from None
+
+
+def _instant(value: str | None, field: str) -> datetime | None:
+    """A stamp as a UTC instant; without an offset it is UTC."""
+    text = _text(value)
+    if text is None:
+        return None
+    if not _STAMP.match(text):
+        raise Rejected(f"{field}: {value!r} is not a date-time")
+    t = _parse(text, field)
+    try:
+        return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+    except OverflowError:
+        raise Rejected(f"{field}: {value!r} is out of range") from None
+
+
+def _date(value: str | None, field: str) -> date | None:
+    """A date, or the date part of a stamp as written (no zone conversion)."""
+    text = _text(value)
+    if text is None:
+        return None
+    if _DATE.match(text):
+        try:
+            return date.fromisoformat(text)
+        except ValueError:
+            raise Rejected(f"{field}: {value!r} is not a date") from None
+    if _STAMP.match(text):
+        return _parse(text, field).date()
+    raise Rejected(f"{field}: {value!r} is not a date")
