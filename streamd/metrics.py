@@ -65,6 +65,11 @@ class Metrics:
             "OAuth2 token requests by outcome: ok, refused (the provider said no: a dead refresh"
             " token or wrong client secret) or error (unreachable, 5xx; retried).",
             ["source", "outcome"], registry=r)
+        self.source_held = Gauge(
+            "streamd_source_held_records",
+            "Records a polling source saw but holds back until a later poll, because what must"
+            " go with them could not be fetched yet (HORISEN: an invoice's traffic reports).",
+            ["source"], registry=r)
 
         # --- store
         self.head = Gauge("streamd_feed_head_seq", "Highest seq in the feed.", registry=r)

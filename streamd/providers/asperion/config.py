@@ -1,13 +1,13 @@
 from __future__ import annotations
 
 import ssl
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import msgspec
 
 from ...config import SourceConfig
 from ...secrets import Secret
+from ...sources.polling import check_ca, check_https, server_tls
 from ...units import Duration
 from . import wire
 
@@ -48,19 +48,13 @@ class AsperionConfig(SourceConfig, frozen=True, forbid_unknown_fields=True, kw_o
 
 
 def tls_context(cfg: AsperionConfig) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=cfg.ca)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    return ctx
+    return server_tls(cfg.ca)
 
 
 def validate(cfg: AsperionConfig) -> list[str]:
     problems: list[str] = []
     for name in ("base_url", "authorize_url", "token_url"):
-        value = getattr(cfg, name)
-        url = urlsplit(value)
-        if url.scheme != "https" or not url.hostname:
-            problems.append(f"{name}: expected an https:// URL, got {value!r} "
-                            "(Asperion is only reached over TLS)")
+        problems += check_https(name, getattr(cfg, name), "Asperion")
     redirect = urlsplit(cfg.redirect_uri)
     if redirect.scheme not in ("http", "https") or not redirect.hostname or not redirect.port:
         problems.append(f"redirect_uri: expected http://127.0.0.1:<port>/<path>, got {cfg.redirect_uri!r}")
@@ -85,11 +79,5 @@ def validate(cfg: AsperionConfig) -> list[str]:
         problems.append("interval: must be at least 100ms")
     if cfg.timeout.seconds <= 0:
         problems.append("timeout: must be positive")
-    if cfg.ca is not None and not Path(cfg.ca).is_file():
-        problems.append(f"ca: {cfg.ca} is not a readable file")
-    elif cfg.ca is not None:
-        try:
-            tls_context(cfg)
-        except (ssl.SSLError, OSError) as exc:
-            problems.append(f"ca: cannot load {cfg.ca} ({getattr(exc, 'reason', None) or exc})")
+    problems += check_ca(cfg.ca)
     return problems

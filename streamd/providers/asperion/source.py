@@ -36,7 +36,7 @@ from ...model import Event, format_time
 from ...retry import Backoff, retry_after_seconds, retrying
 from ...sources import SourceContext
 from ...sources.changes import is_live, rejected_marker, same_content
-from ...sources.polling import fan_out, origin, url_path
+from ...sources.polling import Gate, fan_out, origin, url_path
 from ...store import Batch, DeadLetter, EntityState, Pending
 from . import wire
 from .changes import deletion_event, record_event
@@ -57,24 +57,6 @@ AUTH_RETRY = 900.0
 
 class PollFailed(StreamdError):
     """This listing cannot complete now; it is retried after a backoff, deleting nothing."""
-
-
-# ---------------------------------------------------------------- per-tenant request gate
-
-class Gate:
-    """A tenant's requests: at most `concurrency` in flight, none before a 429's Retry-After."""
-
-    def __init__(self, concurrency: int) -> None:
-        self.slots = anyio.Semaphore(concurrency)
-        self.not_before = 0.0
-
-    def pause(self, seconds: float) -> None:
-        self.not_before = max(self.not_before, anyio.current_time() + seconds)
-
-    async def wait(self) -> None:
-        # A loop, not one sleep: another 429 may push `not_before` further while we wait.
-        while (left := self.not_before - anyio.current_time()) > 0:  # noqa: ASYNC110
-            await anyio.sleep(left)
 
 
 # ---------------------------------------------------------------- the source

@@ -1,0 +1,26 @@
+"""`provider = "horisen"`: HORISEN's finance documents (customer invoices) and their traffic
+reports, polled with OAuth2 client credentials into a change feed.
+
+`wire` holds the wire format, `normalize` the pure mapping to the unified model,
+`changes` the events a listing emits, `oauth` the client-credentials token, `source`
+the poller, and `simulator` a HORISEN API on loopback (for the demo, the tests and
+the benchmarks). The seed's delivery step (XML over SFTP) is the `sftp` sink.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...sources import ProviderSpec, Source, SourceContext
+from .config import HorisenConfig, validate
+
+
+def _build(ctx: SourceContext, cfg: Any) -> Source:
+    from .source import HorisenSource
+
+    return HorisenSource(ctx, cfg)
+
+
+SPEC = ProviderSpec(config=HorisenConfig, build=_build, validate=validate, path_fields=("ca",))
+
+__all__ = ["SPEC", "HorisenConfig"]

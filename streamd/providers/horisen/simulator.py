@@ -1,0 +1,473 @@
+"""A simulated HORISEN on loopback: the client-credentials token endpoint, the finance
+documents export and the traffic reports, in one uvicorn server over HTTPS (TLS 1.2 at
+least). Used by the demo, the benchmark and the tests of the HORISEN source.
+
+Documented (seed `002_…`, ../shared/providers.md) [D]: `POST /oauth2/access-token`
+with a form body `grant_type=client_credentials&client_id=…&client_secret=…` answering
+`{"access_token", "token_type": "Bearer", "expires_in"}`, no refresh token;
+`Authorization: Bearer` on every API call; `GET /finance/sit/v1/documents-export` with
+filters `field=value` and `operator(field)=value` (`between(documentDate)=A,B`,
+`gte(statusDt)=…`), `page_number` from 1, `page_size`, `sort=-documentDate`; the
+`{"data", "meta": {"pagination": {…}}}` envelope; the document fields; the traffic
+reports' path (both spellings: `Knobs.traffic_reports_path`) and their `countryName`,
+`operatorName`, `mcc`, `mnc`, `sellCurrencyCode`; the error codes NOT_AUTHENTICATED,
+BAD_PARAM_PAGE_NUMBER, BAD_PARAM_PAGE_SIZE, INVOICE_NOTFOUND, INT_APP_ERROR.
+Inferred [I], each one constant or function here, in wire.py or records.py: the error
+body `{"code", "message"}`, BAD_PARAM_FILTER/BAD_PARAM_SORT/NOT_FOUND, OAuth2 error
+bodies (RFC 6749 §5.2), HTTP Basic client auth, the operators `lt`/`lte`/`gt`/`eq`,
+a comma list in `field=value` as OR, repeated parameters as AND, unknown fields and
+operators refused (400), stamps in UTC (`STAMP`) compared as strings like dates (a
+stamp bound `2026-11-21` is midnight), sort ties in id order, `totalPages` at least 1,
+the traffic-report envelope and its count/price/amount/pricing-condition names, page
+sizes, `paymentStatusDate` as a stamp (wire.Document), and the order of the checks on
+an API request: failure (500), bearer token (401), route (404), query (400).
+
+Documents are a pure function of the knobs (records.py) for a given `today` (default:
+the UTC date at construction; no stamp lies after the construction time). `mutate()`
+adds documents and pays open ones between polls, stamped now: `gte(statusDt)=` is a
+changed-since filter. Lists are paged by offset on the state at request time, like
+an SQL-backed API: a change between two page requests can shift documents between
+pages. Knobs (`Knobs`): the history's size and shape, latency, a 500 every J-th API
+request, the token lifetime, the credentials and the traffic-report path; all but
+the history's may be changed while serving.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import functools
+import math
+import random
+import re
+import secrets
+import ssl
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, unquote_plus
+
+import anyio
+import msgspec
+import uvicorn
+from anyio.abc import TaskStatus
+from starlette.applications import Starlette
+from starlette.datastructures import Headers, QueryParams
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import Message, Receive, Scope, Send
+
+from ...asgi import Server, bind
+from ...certs import Certs
+from ...certs import make as make_certs
+from . import records, wire
+from .records import STAMP
+
+__all__ = ["BAD_PARAM_FILTER", "BAD_PARAM_SORT", "NOT_FOUND", "STAMP", "HorisenSimulator", "Knobs", "Logged",
+           "Mutation", "encode_document", "simulator"]
+
+MIN_TLS = ssl.TLSVersion.TLSv1_2  # [I] nothing public says
+BAD_PARAM_FILTER = "BAD_PARAM_FILTER"  # [I] records.BadFilter: unknown operator or field, bad value
+BAD_PARAM_SORT = "BAD_PARAM_SORT"  # [I]
+NOT_FOUND = "NOT_FOUND"  # [I] no such route
+_RESERVED = frozenset({"page_number", "page_size", "sort"})
+_enc = msgspec.json.Encoder(decimal_format="number")
+
+
+@dataclass
+class Knobs:
+    days: int = 31  # history: this many days, ending `today`
+    documents_per_day: int = 3
+    latency: float = 0.0  # seconds added to every request (token and API)
+    fail_every: int = 0  # every J-th API request -> 500 INT_APP_ERROR (0 = never)
+    token_ttl: float = 3600.0  # access-token lifetime in seconds
+    seed: int = 1
+    today: date | None = None  # None: the UTC date at construction
+    partners: int = 20
+    paid_ratio: float = 0.5  # of the history's approved documents
+    client_id: str = "streamd-demo"
+    client_secret: str = "horisen-demo-secret"
+    traffic_reports_path: str = wire.TRAFFIC_REPORTS_PATH  # with `{invoice_id}`
+
+
+@dataclass(frozen=True)
+class Logged:
+    at: float  # time.monotonic() when the request arrived
+    method: str
+    path: str
+    query: str
+    status: int
+
+
+@dataclass(frozen=True)
+class Mutation:
+    created: list[int] = field(default_factory=list)
+    paid: list[int] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------- HTTP plumbing
+
+class _Config(uvicorn.Config):
+    # uvicorn builds its SSLContext from the certificate files in load(): set the floor on it.
+    def load(self) -> None:
+        super().load()
+        assert self.ssl is not None
+        self.ssl.minimum_version = MIN_TLS
+
+
+class _Server(Server):
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.stop = anyio.Event()
+
+    async def main_loop(self) -> None:
+        await self.stop.wait()  # instead of uvicorn's 0.1 s polling: stops at once
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(_enc.encode(body), status_code=status, headers=headers, media_type="application/json")
+
+
+def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
+    return _json({"code": code, "message": message}, status, headers)
+
+
+def _oauth_error(status: int, error: str, description: str) -> Response:
+    return _json({"error": error, "error_description": description}, status, {"Cache-Control": "no-store"})
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+
+
+@functools.lru_cache(maxsize=8)
+def _route(template: str) -> re.Pattern[str]:
+    """The traffic-report path template as a regular expression with group `invoice_id`."""
+    head, sep, tail = template.partition("{invoice_id}")
+    if not sep or not head.startswith("/"):
+        raise ValueError(f"traffic_reports_path {template!r} needs a leading / and {{invoice_id}}")
+    return re.compile(re.escape(head) + "(?P<invoice_id>[^/]+)" + re.escape(tail))
+
+
+def _integer(value: str | None, default: int) -> int | None:
+    if value is None:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        return None
+
+
+# ---------------------------------------------------------------- the simulator
+
+class HorisenSimulator:
+    """The token endpoint and the API in one uvicorn server; see the module docstring."""
+
+    def __init__(self, certs: Certs, knobs: Knobs | None = None, *,
+                 traffic_reports_path: str | None = None) -> None:
+        self.certs = certs
+        self.knobs = knobs or Knobs()
+        if traffic_reports_path is not None:
+            self.knobs.traffic_reports_path = traffic_reports_path
+        _route(self.knobs.traffic_reports_path)  # refuse a bad template now
+        self.url = ""
+        self.log: list[Logged] = []
+        self.grants = 0  # tokens issued
+        self.refused_grants = 0  # token requests refused
+        self.api_requests = 0  # requests other than the token endpoint's
+        self.missing_reports: set[int] = set()  # invoice ids whose traffic reports answer 404
+        self._tokens: dict[str, float] = {}  # access token -> expiry (monotonic)
+        self._records = records.Records(self.knobs.seed, self.knobs.partners)
+        now = _utcnow()
+        self.today = self.knobs.today or now.date()
+        end = datetime(self.today.year, self.today.month, self.today.day, 23, 59, 59)
+        horizon = end if self.today > now.date() else min(now, end)  # no stamp in the future
+        history = self._records.history(self.today, self.knobs.days, self.knobs.documents_per_day,
+                                        self.knobs.paid_ratio, horizon)
+        self._docs: dict[int, dict[str, Any]] = {doc["id"]: doc for doc in history}
+        self._next_id = len(history) + 1
+        self._bytes: dict[int, bytes] = {}  # id -> encoded document, dropped when it changes
+        self._sorted: dict[str, list[dict[str, Any]]] = {}  # sort -> all documents, until a change
+        self._reports: dict[int, bytes] = {}  # id -> encoded traffic-report answer
+        self._mutations = 0
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._app = Starlette(routes=[
+            Route(wire.TOKEN_PATH, self._token, methods=["POST"]),
+            Route("/{path:path}", self._api, methods=["GET"]),
+        ])
+
+    @property
+    def api_url(self) -> str:
+        return self.url
+
+    @property
+    def token_url(self) -> str:
+        return self.url + wire.TOKEN_PATH
+
+    @property
+    def client_id(self) -> str:
+        return self.knobs.client_id
+
+    @property
+    def client_secret(self) -> str:
+        return self.knobs.client_secret
+
+    @property
+    def ca_path(self) -> Path:
+        return self.certs.ca
+
+    def expire_tokens(self) -> None:
+        """Every access token issued so far is invalid from now on."""
+        for token in self._tokens:
+            self._tokens[token] = -math.inf
+
+    # ------------------------------------------------------------ data
+
+    def documents(self) -> dict[int, dict[str, Any]]:
+        """The current documents by id, amounts as Decimal. `mutate()` replaces the dict of a
+        document it changes: a snapshot taken before keeps the old state."""
+        return dict(self._docs)
+
+    def reports(self, invoice_id: int) -> list[dict[str, Any]]:
+        """The traffic-report rows of a document (whether or not it is in `missing_reports`);
+        KeyError for an unknown id."""
+        return self._records.reports(self._docs[invoice_id])
+
+    def mutate(self, new: int = 0, paid: int = 0) -> Mutation:
+        """Add `new` open documents dated today (`Knobs.today` if set) and pay `paid` open
+        approved ones in full, all stamped now. Which ones are paid is a function of the seed
+        and the number of calls so far; ValueError (and no change) if too few are open."""
+        if new < 0 or paid < 0:
+            raise ValueError("new and paid are counts")
+        open_ids = [i for i, d in self._docs.items()
+                    if d["status"] == "approved" and d["paymentStatus"] == "open"]
+        if paid > len(open_ids):
+            raise ValueError(f"cannot pay {paid} documents: {len(open_ids)} are open")
+        self._mutations += 1
+        rng = random.Random(f"{self.knobs.seed}/mutation/{self._mutations}")
+        now = _utcnow()
+        out = Mutation()
+        for i in sorted(rng.sample(open_ids, paid)):
+            self._docs[i] = records.pay(self._docs[i], now)
+            self._bytes.pop(i, None)
+            out.paid.append(i)
+        for _ in range(new):
+            i, self._next_id = self._next_id, self._next_id + 1
+            self._docs[i] = self._records.document(rng, i, self.knobs.today or now.date(), now, 0.0, now)
+            out.created.append(i)
+        self._sorted.clear()
+        return out
+
+    def _encoded(self, doc: dict[str, Any]) -> bytes:
+        data = self._bytes.get(doc["id"])
+        if data is None:
+            data = self._bytes[doc["id"]] = _enc.encode(doc)
+        return data
+
+    def _sorted_by(self, sort: str) -> list[dict[str, Any]]:
+        rows = self._sorted.get(sort)
+        if rows is None:
+            rows = list(self._docs.values())  # id order: ids ascend in insertion order
+            for key in reversed(sort.split(",")):  # stable sorts: ties stay in id order
+                rows.sort(key=records.sort_key(key.removeprefix("-")), reverse=key.startswith("-"))
+            self._sorted[sort] = rows
+        return rows
+
+    # ------------------------------------------------------------ configuration
+
+    def source_toml(self, name: str, **extra: str) -> str:
+        """The `[sources.<name>]` table that points streamd at this simulator (and writes the
+        client secret to a file it references); `extra` adds keys, values already TOML."""
+        secret = self.certs.dir / "horisen-client-secret"
+        secret.touch(mode=0o600)
+        secret.chmod(0o600)
+        secret.write_text(self.knobs.client_secret + "\n")
+        lines = [f"[sources.{name}]", f'provider = "{wire.PROVIDER}"', f'token_url = "{self.token_url}"',
+                 f'api_url = "{self.api_url}"', f'client_id = "{self.knobs.client_id}"',
+                 f'client_secret = "file:{secret}"', f'ca = "{self.certs.ca}"',
+                 f'traffic_reports_path = "{self.knobs.traffic_reports_path}"']
+        lines += [f"{k} = {v}" for k, v in extra.items()]
+        return "\n".join(lines) + "\n"
+
+    # ------------------------------------------------------------ serving
+
+    async def serve(self, host: str = "127.0.0.1", port: int = 0, *,
+                    task_status: TaskStatus[str] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Serve until cancelled; `task_status.started(self.url)` once connections are accepted."""
+        sock = bind(host, port)
+        try:
+            bound_host, bound_port = sock.getsockname()[:2]
+            self.url = f"https://{f'[{bound_host}]' if ':' in bound_host else bound_host}:{bound_port}"
+            config = _Config(self._asgi, interface="asgi3", lifespan="off", ws="none", log_config=None,
+                             access_log=False, server_header=False, timeout_graceful_shutdown=1,
+                             ssl_certfile=str(self.certs.server_chain),
+                             ssl_keyfile=str(self.certs.server_key))
+            server = _Server(config)
+            finished = anyio.Event()
+
+            async def run() -> None:
+                # Shielded: a cancelled serve() still shuts uvicorn down cleanly (below).
+                with anyio.CancelScope(shield=True):
+                    try:
+                        await server.serve([sock])
+                    finally:
+                        finished.set()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(run)
+                try:
+                    while not server.started:
+                        if finished.is_set():
+                            raise RuntimeError("the HORISEN simulator did not start")
+                        await anyio.sleep(0.005)
+                    task_status.started(self.url)
+                    await finished.wait()
+                finally:
+                    server.should_exit = True
+                    server.stop.set()
+        finally:
+            sock.close()
+
+    async def __aenter__(self) -> HorisenSimulator:
+        async with contextlib.AsyncExitStack() as stack:
+            tg = await stack.enter_async_context(anyio.create_task_group())
+            await tg.start(self.serve)
+            stack.callback(tg.cancel_scope.cancel)  # runs first on exit: stop serving
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._stack is not None:
+            stack, self._stack = self._stack, None
+            await stack.aclose()
+
+    async def _asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The Starlette app, with every answered request appended to `log`."""
+        if scope["type"] != "http":
+            return await self._app(scope, receive, send)
+        at, status = time.monotonic(), 0
+
+        async def capture(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self._app(scope, receive, capture)
+        finally:
+            query = scope["query_string"].decode("latin-1")
+            self.log.append(Logged(at, scope["method"], scope["path"], query, status))
+
+    # ------------------------------------------------------------ the token endpoint
+
+    async def _token(self, request: Request) -> Response:
+        k = self.knobs
+        if k.latency > 0:
+            await anyio.sleep(k.latency)
+        form = dict(parse_qsl((await request.body()).decode("utf-8", "replace"), keep_blank_values=True))
+        client_id, secret = form.get("client_id"), form.get("client_secret", "")
+        scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "basic":
+            try:
+                decoded = base64.b64decode(credentials.strip(), validate=True).decode()
+                user, _, password = decoded.partition(":")
+                client_id, secret = unquote_plus(user), unquote_plus(password)
+            except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
+                client_id = None
+        if client_id != k.client_id or not secrets.compare_digest(secret.encode(), k.client_secret.encode()):
+            self.refused_grants += 1
+            return _oauth_error(401, "invalid_client", "Client authentication failed")
+        grant = form.get("grant_type")
+        if grant != "client_credentials":
+            self.refused_grants += 1
+            if grant is None:
+                return _oauth_error(400, "invalid_request", "The grant_type parameter is missing.")
+            return _oauth_error(400, "unsupported_grant_type",
+                                "The authorization grant type is not supported by the authorization server.")
+        token, now = secrets.token_urlsafe(32), time.monotonic()
+        self._tokens = {t: expiry for t, expiry in self._tokens.items() if expiry > now}  # forget stale ones
+        self._tokens[token] = now + k.token_ttl
+        self.grants += 1
+        return _json({"token_type": "Bearer", "expires_in": max(1, int(k.token_ttl)), "access_token": token},
+                     headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
+
+    def _bearer_valid(self, headers: Headers) -> bool:
+        scheme, _, token = headers.get("authorization", "").partition(" ")
+        expiry = self._tokens.get(token.strip()) if scheme.lower() == "bearer" else None
+        return expiry is not None and time.monotonic() < expiry
+
+    # ------------------------------------------------------------ the API
+
+    async def _api(self, request: Request) -> Response:
+        k = self.knobs
+        self.api_requests += 1
+        n = self.api_requests
+        if k.latency > 0:
+            await anyio.sleep(k.latency)
+        if k.fail_every and n % k.fail_every == 0:
+            return _error(500, wire.INT_APP_ERROR, "internal application error")
+        if not self._bearer_valid(request.headers):
+            return _error(401, wire.NOT_AUTHENTICATED, "A valid bearer access token is required.",
+                          {"WWW-Authenticate": 'Bearer error="invalid_token"'})
+        path = request.scope["path"]
+        if path == wire.DOCUMENTS_PATH:
+            return self._documents(request.query_params)
+        try:
+            m = _route(k.traffic_reports_path).fullmatch(path)
+        except ValueError:  # a bad template set while serving: no route
+            m = None
+        if m is not None:
+            return self._traffic(m["invoice_id"])
+        return _error(404, NOT_FOUND, f"No route for GET {path}.")
+
+    def _documents(self, query: QueryParams) -> Response:
+        page = _integer(query.get("page_number"), 1)
+        size = _integer(query.get("page_size"), wire.DEFAULT_PAGE_SIZE)
+        if page is None or page < 1:
+            return _error(400, wire.BAD_PARAM_PAGE_NUMBER,
+                          f"page_number must be an integer of 1 or more, not {query.get('page_number')!r}.")
+        if size is None or not 1 <= size <= wire.MAX_PAGE_SIZE:
+            return _error(400, wire.BAD_PARAM_PAGE_SIZE, f"page_size must be an integer from 1 to "
+                          f"{wire.MAX_PAGE_SIZE}, not {query.get('page_size')!r}.")
+        sort = query.get("sort") or "id"
+        if any(key.removeprefix("-") not in records.SCALAR_FIELDS for key in sort.split(",")):
+            return _error(400, BAD_PARAM_SORT, f"Cannot sort by {sort!r}.")
+        try:
+            tests = [records.predicate(name, value) for name, value in query.multi_items()
+                     if name not in _RESERVED]
+        except records.BadFilter as exc:
+            return _error(400, BAD_PARAM_FILTER, str(exc))
+        rows = self._sorted_by(sort)
+        if tests:
+            rows = [doc for doc in rows if all(test(doc) for test in tests)]
+        chunk = rows[(page - 1) * size:page * size]
+        meta = {"pagination": {"total": len(rows), "totalPages": max(1, -(-len(rows) // size)),
+                               "currentPage": page, "perPage": size, "count": len(chunk)}}
+        body = b'{"data":[' + b",".join(map(self._encoded, chunk)) + b'],"meta":' + _enc.encode(meta) + b"}"
+        return Response(body, media_type="application/json")
+
+    def _traffic(self, invoice_id: str) -> Response:
+        i = int(invoice_id) if invoice_id.isascii() and invoice_id.isdecimal() else None
+        if i is None or i not in self._docs or i in self.missing_reports:
+            return _error(404, wire.INVOICE_NOTFOUND, f"Invoice {invoice_id} not found.")
+        body = self._reports.get(i)
+        if body is None:
+            body = self._reports[i] = _enc.encode({"data": self.reports(i)})
+        return Response(body, media_type="application/json")
+
+
+def encode_document(doc: dict[str, Any]) -> bytes:
+    """A document from `documents()` exactly as the API serves it: amounts are JSON numbers
+    digit for digit (`1234.50`), which `json.dumps` cannot write from a Decimal."""
+    return _enc.encode(doc)
+
+
+def simulator(directory: Path, knobs: Knobs | None = None, *,
+              traffic_reports_path: str | None = None) -> HorisenSimulator:
+    """A simulator with fresh throwaway certificates in `directory`."""
+    return HorisenSimulator(make_certs(directory, "horisen"), knobs,
+                            traffic_reports_path=traffic_reports_path)

@@ -1,0 +1,481 @@
+"""The HORISEN source: the seed's finance flow as a change feed.
+
+Every `interval`:
+
+    list documents-export: documentDate within `window` (and, after the first poll,
+    statusDt since the last poll's newest minus `lookback`), page by page, sorted by id
+       │   each page: normalize, diff against entity_state
+       │     new invoice  ──► its traffic reports (`concurrency` in flight) ──► `created`
+       │     watched fields changed (status, paymentStatus, totalUnpaid) ──► `updated`
+       │     new or changed bizPartner ──► party `created` / `updated`
+       │   commit the page's events + entity states together
+       ▼
+    listing complete (every document the API counted was seen) ──► progress: cursor
+
+An invoice whose traffic reports cannot be fetched (404 INVOICE_NOTFOUND, or HORISEN
+failing past `max_tries`) is not emitted half-built: it is held, the cursor does not
+pass it, and the next poll tries again. After `report_tries` polls of 404 it goes to
+dead letters with its document, so an invoice HORISEN never reports on is not lost
+silently.
+
+A listing is paged by offset; a document changing mid-listing can shift another past
+a page boundary. So a listing that saw fewer documents than the API's `total` is run
+again at once (the diff makes the repeat free), and the cursor only moves after a
+complete one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import anyio
+import httpx
+import msgspec
+from anyio.abc import TaskStatus
+
+from ...errors import Rejected, StreamdError, Unavailable
+from ...health import State
+from ...model import Event, Invoice, TrafficLine, format_time
+from ...retry import Backoff, retry_after_seconds, retrying
+from ...sources import SourceContext
+from ...sources.changes import rejected_marker, same_content
+from ...sources.polling import Gate, fan_out, origin, server_tls, url_path
+from ...store import Batch, DeadLetter, EntityState, Pending
+from . import wire
+from .changes import invoice_event, party_event, renormalized, unchanged
+from .config import HorisenConfig
+from .normalize import NormalizedDocument, document_key, normalize_document, normalize_traffic, traffic_rows
+from .oauth import AuthFailed, ClientToken
+
+log = logging.getLogger("streamd.source.horisen")
+
+PROGRESS_KEY = "poll"
+#: The format of `statusDt` in a filter [I] (UTC).
+STAMP_FORMAT = "%Y-%m-%d %H:%M:%S"
+# Pages whose commits are not yet confirmed, before the listing waits for the oldest.
+INFLIGHT = 4
+# A listing that missed documents (offset paging shifted by a change) is run again
+# at once at most this often; then the cursor stays and the next poll repeats it.
+RELISTS = 3
+# After the credentials were refused, try again this long after (a fixed secret file
+# may have been replaced; HORISEN may have had a glitch).
+AUTH_RETRY = 300.0
+
+
+class PollFailed(StreamdError):
+    """This poll cannot complete now; it is retried after a backoff, the cursor unmoved."""
+
+
+class ReportsMissing(StreamdError):
+    """404 INVOICE_NOTFOUND on an invoice's traffic reports."""
+
+
+@dataclass
+class Held:
+    tries: int  # polls that answered 404 for its traffic reports
+    since: str | None  # its statusDt (UTC, RFC 3339): the cursor does not pass it
+
+
+@dataclass
+class PollState:
+    cursor: str | None = None  # newest statusDt a complete listing saw (UTC, RFC 3339)
+    full_at: str | None = None  # when the last listing without the statusDt filter began
+    held: dict[str, Held] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, value: Any) -> PollState:
+        try:
+            return msgspec.convert(value, cls) if value else cls()
+        except msgspec.ValidationError:
+            log.warning("horisen: unreadable poll progress %r; listing the whole window", value)
+            return cls()
+
+
+class HorisenSource:
+    def __init__(self, ctx: SourceContext, cfg: HorisenConfig) -> None:
+        self.name = ctx.name
+        self.ctx = ctx
+        self.cfg = cfg
+        self.tenant = cfg.feed_tenant
+        self._ssl = server_tls(cfg.ca)
+        self._origin = origin(cfg.api_url)
+        self._gate = Gate(cfg.concurrency)
+        self.polls = 0  # complete polls, for tests and the demo
+        self.http: httpx.AsyncClient | None = None
+        self.token: ClientToken | None = None
+        m = ctx.metrics
+        for outcome in ("complete", "failed"):
+            m.source_polls.labels(self.name, outcome)
+        m.source_last_poll.labels(self.name)
+        m.source_held.labels(self.name).set(0)
+
+    def renormalize(self, raw: bytes, context: Mapping[str, str], received_at: datetime) -> list[Event]:
+        return renormalized(raw, source=self.name, tenant=context.get("tenant", self.tenant),
+                            previous=context.get("previous", ""), received_at=received_at)
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        component = self.ctx.component
+        component.set(State.STARTING, "starting")
+        task_status.started()
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=32)
+        async with httpx.AsyncClient(verify=self._ssl, timeout=self.cfg.timeout.seconds,
+                                     limits=limits, follow_redirects=False, trust_env=False) as http:
+            self.http = http
+            self.token = ClientToken(self.ctx, self.cfg, http)
+            while True:
+                try:
+                    await self._poll_loop()
+                except AuthFailed as exc:
+                    component.set(State.FAILED, str(exc))
+                    self.ctx.metrics.source_connected.labels(self.name).set(0)
+                    log.error("source %s: %s (polling stopped; tried again in %.0fs)",
+                              self.name, exc, AUTH_RETRY)
+                    await anyio.sleep(AUTH_RETRY)
+
+    async def _poll_loop(self) -> None:
+        backoff = Backoff(self.cfg.backoff)
+        m = self.ctx.metrics
+        while True:
+            started = anyio.current_time()
+            t0 = time.perf_counter()
+            try:
+                await self.poll()
+            except PollFailed as exc:
+                m.source_polls.labels(self.name, "failed").inc()
+                wait = min(self.cfg.interval.seconds, backoff.next())
+                self._retrying(str(exc))
+                m.source_reconnects.labels(self.name).inc()
+                m.retried("source", self.name, wait)
+                log.warning("source %s: poll failed (%s); retry %d in %.1fs",
+                            self.name, exc, backoff.failures, wait)
+                await anyio.sleep(wait)
+                continue
+            backoff.reset()
+            self.polls += 1
+            m.source_polls.labels(self.name, "complete").inc()
+            m.source_poll_duration.labels(self.name).observe(time.perf_counter() - t0)
+            m.source_last_poll.labels(self.name).set(time.time())
+            self.ctx.component.ok()
+            m.source_connected.labels(self.name).set(1)
+            await anyio.sleep(max(0.0, started + self.cfg.interval.seconds - anyio.current_time()))
+
+    def _retrying(self, reason: str) -> None:
+        component = self.ctx.component
+        if component.state is State.RETRYING:
+            component.reason = reason  # keep `since`: /readyz measures the whole outage
+        else:
+            component.set(State.RETRYING, reason)
+        self.ctx.metrics.source_connected.labels(self.name).set(0)
+
+    # ---------------------------------------------------------------- one poll
+
+    async def poll(self) -> None:
+        state = PollState.load((await self.ctx.progress()).get(PROGRESS_KEY))
+        now = self.ctx.now()
+        full = (state.cursor is None or state.full_at is None
+                or now - _parse(state.full_at) >= timedelta(seconds=self.cfg.full_every.seconds))
+        today = now.astimezone(UTC).date()
+        # +1 day: the platform's "today" may be ahead of UTC.
+        params = {"between(documentDate)": f"{today - timedelta(seconds=self.cfg.window.seconds)},"
+                                           f"{today + timedelta(days=1)}",
+                  "sort": "id", "page_size": str(self.cfg.page_size)}
+        if self.cfg.payment_status:
+            params["paymentStatus"] = self.cfg.payment_status
+        if not full and state.cursor is not None:
+            since = _parse(state.cursor) - timedelta(seconds=self.cfg.lookback.seconds)
+            params["gte(statusDt)"] = since.astimezone(UTC).strftime(STAMP_FORMAT)
+        listing = _Listing(self, state, now)
+        await listing.load()
+        for attempt in range(1, RELISTS + 1):
+            total = await self._list(params, listing)
+            if len(listing.seen) >= total:
+                break
+            log.info("source %s: listing saw %d of %d documents (one moved mid-listing); "
+                     "listing again (%d/%d)", self.name, len(listing.seen), total, attempt, RELISTS)
+        await listing.finish(complete=len(listing.seen) >= total, full=full)
+
+    async def _list(self, params: dict[str, str], listing: _Listing) -> int:
+        """One pass over every page; returns the API's `total` on the last page fetched."""
+        url = self.cfg.api_url.rstrip("/") + wire.DOCUMENTS_PATH
+        first = await self._page(url, {**params, "page_number": "1"})
+        await listing.take(first.data)
+        pages = first.meta.pagination.totalPages or 1
+        totals = [first.meta.pagination.total or len(first.data)]
+
+        async def fetch(n: int) -> None:
+            page = await self._page(url, {**params, "page_number": str(n)})
+            await listing.take(page.data)
+            if page.meta.pagination.total is not None:
+                totals.append(page.meta.pagination.total)
+
+        await fan_out(range(2, pages + 1), self.cfg.concurrency, fetch, prefer=AuthFailed)
+        await listing.settle()
+        return max(totals)
+
+    async def _page(self, url: str, params: dict[str, str]) -> wire.Page:
+        resp = await self._get(url, params)
+        try:
+            return wire.page_decoder.decode(resp.content)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise PollFailed(f"{url_path(url)}: not a documents page ({exc})") from None
+
+    async def traffic(self, key: str) -> list[bytes]:
+        path = self.cfg.traffic_reports_path.format(invoice_id=key)
+        resp = await self._get(self.cfg.api_url.rstrip("/") + path, None, reports=True)
+        return traffic_rows(resp.content)
+
+    # ---------------------------------------------------------------- HTTP
+
+    async def _get(self, url: str, params: dict[str, str] | None, *, reports: bool = False) -> httpx.Response:
+        """GET with the access token (renewed once on a 401), at most `concurrency` in flight,
+        and retries for timeouts, 408, 429 (after its Retry-After) and 5xx."""
+        assert self.http is not None and self.token is not None
+        http, token, gate = self.http, self.token, self._gate
+        requests = self.ctx.metrics.source_requests
+        renewed = False
+
+        async def attempt() -> httpx.Response:
+            nonlocal renewed
+            while True:
+                bearer = await token.get()
+                headers = {"Authorization": f"Bearer {bearer}", "Accept": "application/json"}
+                async with gate.slots:
+                    await gate.wait()
+                    try:
+                        resp = await http.get(url, params=params, headers=headers)
+                    except httpx.TimeoutException:
+                        requests.labels(self.name, "error").inc()
+                        raise Unavailable(f"{url_path(url)}: timed out") from None
+                    except httpx.TransportError as exc:
+                        requests.labels(self.name, "error").inc()
+                        raise Unavailable(f"{url_path(url)}: {type(exc).__name__}: {exc}") from None
+                code = resp.status_code
+                requests.labels(self.name, str(code)).inc()
+                if code == 200:
+                    return resp
+                if code == 401:
+                    if renewed:
+                        raise AuthFailed(f"the API refused a new access token (HTTP 401 twice on "
+                                         f"{url_path(url)}: {_error(resp)})")
+                    renewed = True
+                    log.info("source %s: HTTP 401 on %s; getting a new access token",
+                             self.name, url_path(url))
+                    await token.renew(failed=bearer)
+                    continue
+                if code == 404 and reports:
+                    raise ReportsMissing(f"{url_path(url)}: HTTP 404 {_error(resp)}")
+                if code == 429:
+                    wait = retry_after_seconds(resp.headers.get("retry-after"))
+                    gate.pause(wait if wait is not None else self.cfg.backoff.min.seconds)
+                    raise Unavailable(f"{url_path(url)}: HTTP 429 (rate limited, Retry-After "
+                                      f"{resp.headers.get('retry-after', '-')})", wait)
+                if code == 408 or code >= 500:
+                    raise Unavailable(f"{url_path(url)}: HTTP {code} {_error(resp)}")
+                raise PollFailed(f"{url_path(url)}: HTTP {code} {_error(resp)}")
+
+        try:
+            return await retrying(attempt, policy=self.cfg.backoff, metrics=self.ctx.metrics,
+                                  retry_on=lambda e: isinstance(e, Unavailable),
+                                  component=self.ctx.component, what=url_path(url),
+                                  attempts=self.cfg.max_tries)
+        except Unavailable as exc:
+            raise PollFailed(f"gave up after {self.cfg.max_tries} tries: {exc}") from None
+
+
+class _Listing:
+    """One poll's documents, diffed page by page against what the last poll left."""
+
+    def __init__(self, src: HorisenSource, state: PollState, now: datetime) -> None:
+        self.src = src
+        self.ctx = src.ctx
+        self.state = state
+        self.started = now
+        self.received_at = now
+        self.invoices: dict[str, str] = {}
+        self.parties: dict[str, str] = {}
+        self.seen: set[str] = set()
+        self.newest: datetime | None = None  # newest statusDt among documents settled
+        self.held: dict[str, Held] = {}
+        self.pending: list[Pending] = []
+
+    async def load(self) -> None:
+        self.invoices = await self.ctx.entity_versions(self.src.tenant, "invoice")
+        self.parties = await self.ctx.entity_versions(self.src.tenant, "party")
+
+    def _context(self, previous: str) -> dict[str, str]:
+        return {"via": "poll", "tenant": self.src.tenant, "previous": previous}
+
+    async def take(self, records: list[msgspec.Raw]) -> None:
+        self.ctx.received(len(records))
+        src, tenant = self.src, self.src.tenant
+        events: list[Event] = []
+        states: list[EntityState] = []
+        dls: list[DeadLetter] = []
+        new: list[tuple[bytes, NormalizedDocument]] = []
+        updated: list[tuple[NormalizedDocument, str]] = []
+        for item in records:
+            raw = bytes(item)
+            try:
+                key = document_key(raw)
+            except Rejected as exc:
+                dls.append(self.ctx.dead_letter(exc.reason, raw, self._context("")))
+                continue
+            self.seen.add(key)
+            previous = self.invoices.get(key, "")
+            try:
+                n = normalize_document(raw, None, received_at=self.received_at)
+            except Rejected as exc:
+                marker = rejected_marker(raw, previous)
+                if marker != previous:  # not the same bad document as last time
+                    dls.append(self.ctx.dead_letter(exc.reason, raw, self._context(previous)))
+                    states.append(EntityState(tenant, "invoice", key, marker))
+                    self.invoices[key] = marker
+                continue
+            self._party(n, events, states)
+            if unchanged(previous, n):
+                self._settled(n)
+            elif previous.startswith("poll:"):
+                updated.append((n, previous))
+            elif src.cfg.traffic_reports:
+                new.append((raw, n))
+            else:
+                self._emit(invoice_event(n, source=src.name, tenant=tenant, previous=previous),
+                           n, events, states)
+        if updated:
+            keys = [n.key for n, _ in updated]
+            stored = await self.ctx.reader.entity_data(src.name, tenant, "invoice", keys)
+            for n, previous in updated:
+                self._emit(invoice_event(n, source=src.name, tenant=tenant, previous=previous,
+                                         traffic=_traffic_of(stored.get(n.key))), n, events, states)
+        if new:
+            await self._with_reports(new, events, states, dls)
+        if events or states or dls:
+            self.pending.append(await self.ctx.enqueue(
+                Batch(events=events, entity_states=states, dead_letters=dls)))
+            while len(self.pending) > INFLIGHT or (self.pending and self.pending[0].done):
+                await self.pending.pop(0).committed()
+
+    def _party(self, n: NormalizedDocument, events: list[Event], states: list[EntityState]) -> None:
+        if n.party is None:
+            return
+        key = n.party[0]
+        previous = self.parties.get(key, "")
+        ev = party_event(n, source=self.src.name, tenant=self.src.tenant, previous=previous)
+        if ev is None or same_content(previous, ev.version):
+            return
+        events.append(ev)
+        states.append(EntityState(self.src.tenant, "party", key, ev.version, ev.data))
+        self.parties[key] = ev.version
+
+    def _emit(self, ev: Event, n: NormalizedDocument, events: list[Event], states: list[EntityState]) -> None:
+        events.append(ev)
+        states.append(EntityState(self.src.tenant, "invoice", n.key, ev.version, ev.data))
+        self.invoices[n.key] = ev.version
+        self._settled(n)
+
+    def _settled(self, n: NormalizedDocument) -> None:
+        self.held.pop(n.key, None)
+        at = n.invoice.updated_at
+        if at is not None and (self.newest is None or at > self.newest):
+            self.newest = at
+
+    async def _with_reports(self, new: list[tuple[bytes, NormalizedDocument]], events: list[Event],
+                            states: list[EntityState], dls: list[DeadLetter]) -> None:
+        """Fetch the new invoices' traffic reports concurrently; emit those that came."""
+        src, tenant = self.src, self.src.tenant
+        results: dict[str, list[TrafficLine] | BaseException] = {}
+
+        async def fetch(item: tuple[bytes, NormalizedDocument]) -> None:
+            key = item[1].key
+            try:
+                rows = await src.traffic(key)
+                results[key] = [normalize_traffic(row) for row in rows]
+            except (ReportsMissing, PollFailed, Rejected) as exc:
+                results[key] = exc
+
+        await fan_out(new, src.cfg.concurrency, fetch, prefer=AuthFailed)
+        for raw, n in new:
+            got = results[n.key]
+            previous = self.invoices.get(n.key, "")
+            if not isinstance(got, BaseException):
+                self._emit(invoice_event(n, source=src.name, tenant=tenant, previous=previous,
+                                         traffic=got), n, events, states)
+                continue
+            if isinstance(got, Rejected):
+                # The reports came but do not normalize: that is the document's fault too.
+                marker = rejected_marker(raw, previous)
+                if marker != previous:
+                    dls.append(self.ctx.dead_letter(f"traffic reports: {got.reason}", raw,
+                                                    self._context(previous)))
+                    states.append(EntityState(tenant, "invoice", n.key, marker))
+                    self.invoices[n.key] = marker
+                continue
+            before = self.state.held.get(n.key)
+            tries = (before.tries if before else 0) + (1 if isinstance(got, ReportsMissing) else 0)
+            if tries >= src.cfg.report_tries:
+                log.error("source %s: invoice %s: no traffic reports after %d polls (%s); moved to "
+                          "dead letters", src.name, n.key, tries, got)
+                dls.append(self.ctx.dead_letter(
+                    f"traffic reports not found after {tries} polls: {got}", raw,
+                    {**self._context(previous), "invoice": n.key}))
+                states.append(EntityState(tenant, "invoice", n.key, rejected_marker(raw, previous)))
+                self.invoices[n.key] = rejected_marker(raw, previous)
+                continue
+            log.warning("source %s: invoice %s held until the next poll: traffic reports: %s",
+                        src.name, n.key, got)
+            at = n.invoice.updated_at
+            self.held[n.key] = Held(tries, format_time(at) if at else None)
+
+    async def settle(self) -> None:
+        for pending in self.pending:
+            await pending.committed()
+        self.pending = []
+
+    async def finish(self, *, complete: bool, full: bool) -> None:
+        await self.settle()
+        state = self.state
+        cursor = state.cursor
+        if complete and self.newest is not None and (cursor is None or self.newest > _parse(cursor)):
+            cursor = format_time(self.newest)
+        # Held invoices this listing did not show again (out of the window now) stay held.
+        held = {k: v for k, v in state.held.items() if k not in self.seen} if complete else dict(state.held)
+        held.update(self.held)
+        oldest = min((_parse(h.since) for h in held.values() if h.since), default=None)
+        if oldest is not None and cursor is not None and oldest < _parse(cursor):
+            cursor = format_time(oldest)  # the next listing must show them again
+        progress = PollState(cursor=cursor, held=held,
+                             full_at=format_time(self.started) if full and complete else state.full_at)
+        self.ctx.metrics.source_held.labels(self.src.name).set(len(held))
+        await self.ctx.submit(Batch(progress={PROGRESS_KEY: msgspec.to_builtins(progress) | {
+            "completed": format_time(self.ctx.now()), "documents": len(self.seen)}}))
+        if not complete:
+            raise PollFailed(f"the listing kept moving: saw {len(self.seen)} documents, fewer than "
+                             "the API counted; the cursor stays")
+
+
+def _traffic_of(data: bytes | None) -> list[TrafficLine] | None:
+    if not data:
+        return None
+    try:
+        return msgspec.json.decode(data, type=Invoice).traffic
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+
+
+def _parse(stamp: str) -> datetime:
+    at = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+def _error(resp: httpx.Response) -> str:
+    try:
+        return wire.error_decoder.decode(resp.content).describe()
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return (resp.text[:200].strip() or resp.reason_phrase) if resp.content else resp.reason_phrase
