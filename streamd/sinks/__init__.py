@@ -9,6 +9,7 @@ from .base import Sink, SinkSpec
 SINKS: dict[str, str] = {
     "stdout": "streamd.sinks.stdout",
     "file": "streamd.sinks.file",
+    "sftp": "streamd.sinks.sftp",
 }
 
 

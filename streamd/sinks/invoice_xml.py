@@ -1,0 +1,119 @@
+"""An invoice event as an XML document, for the SFTP sink. Pure: no I/O, no clock.
+
+The format is `docs/horisen-invoice.xsd` (namespace `urn:streamd:horisen-invoice:1`);
+every document `render` returns validates against it. The root's attributes say which
+feed event it came from (`eventId`, `seq`, …): a receiver deduplicates on `eventId`.
+
+Values never reach the text by concatenation: ElementTree escapes them, characters
+XML 1.0 cannot carry at all (most C0 controls) become U+FFFD, and amounts are plain
+decimal strings ("1000.50", never "1.0005E+3").
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import xml.etree.ElementTree as ET
+from decimal import Decimal
+
+from ..model import Invoice
+from ..store import FeedEvent
+
+NS = "urn:streamd:horisen-invoice:1"
+XSD = "docs/horisen-invoice.xsd"  # relative to the repository root
+
+# Characters outside XML 1.0's Char production.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def _q(tag: str) -> str:
+    # Unqualified in the tree; the root's literal `xmlns` attribute puts every element
+    # in NS when serialized (ElementTree's default_namespace refuses unqualified
+    # attributes, and register_namespace is process-wide state).
+    return tag
+
+
+def _text(value: object) -> str:
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise ValueError(f"{value} is not an amount")
+        return format(value, "f")
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return _NOT_XML.sub("\ufffd", str(value))
+
+
+def _add(parent: ET.Element, tag: str, value: object) -> None:
+    """A child element holding `value`, unless it is None."""
+    if value is not None:
+        ET.SubElement(parent, _q(tag)).text = _text(value)
+
+
+def _attrs(**values: object) -> dict[str, str]:
+    return {k: _text(v) for k, v in values.items() if v is not None}
+
+
+def render(event: FeedEvent, invoice: Invoice) -> bytes:
+    """The document for one invoice event: UTF-8, with an XML declaration.
+    Raises ValueError for an amount that is not finite (the feed never carries one) or a
+    negative message count."""
+    root = ET.Element(_q("Invoice"), xmlns=NS)
+    root.attrib.update(_attrs(
+        eventId=event.id, seq=event.seq, source=event.source, provider=event.provider,
+        tenant=event.tenant, key=event.key))
+    _add(root, "Number", invoice.number)
+    _add(root, "Issued", invoice.issued)
+    _add(root, "Due", invoice.due)
+    _add(root, "Status", invoice.status)
+    _add(root, "ProviderStatus", invoice.provider_status)
+    _add(root, "Currency", invoice.currency)
+    _add(root, "Net", invoice.net)
+    _add(root, "Tax", invoice.tax)
+    _add(root, "Total", invoice.total)
+    _add(root, "Unpaid", invoice.unpaid)
+    if invoice.converted_currency is not None and invoice.converted_total is not None:
+        conv = ET.SubElement(root, _q("Converted"), _attrs(
+            currency=invoice.converted_currency, rate=invoice.conversion_rate))
+        conv.text = _text(invoice.converted_total)
+    party = invoice.party
+    if party is not None and (party.key, party.number, party.name) != (None, None, None):
+        p = ET.SubElement(root, _q("Party"), _attrs(key=party.key, number=party.number))
+        _add(p, "Name", party.name)
+    _add(root, "Description", invoice.description)
+    if invoice.lines:
+        lines = ET.SubElement(root, _q("Lines"))
+        for line in invoice.lines:
+            el = ET.SubElement(lines, _q("Line"))
+            _add(el, "Description", line.description)
+            _add(el, "Quantity", line.quantity)
+            _add(el, "UnitPrice", line.unit_price)
+            _add(el, "Net", line.net)
+            _add(el, "Tax", line.tax)
+            _add(el, "Total", line.total)
+    if invoice.traffic:
+        reports = ET.SubElement(root, _q("TrafficReports"))
+        for row in invoice.traffic:
+            el = ET.SubElement(reports, _q("Traffic"))
+            _add(el, "Pricing", row.pricing)
+            _add(el, "Country", row.country)
+            _add(el, "Operator", row.operator)
+            _add(el, "MCC", row.mcc)
+            _add(el, "MNC", row.mnc)
+            if row.messages is not None and row.messages < 0:
+                raise ValueError(f"{row.messages} is not a message count")
+            _add(el, "Messages", row.messages)
+            _add(el, "UnitPrice", row.unit_price)
+            _add(el, "Amount", row.amount)
+            _add(el, "Currency", row.currency)
+    ET.indent(root)
+    out: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    return out + b"\n"
+
+
+_EVENT_ID = re.compile(rb"<(?:\w+:)?Invoice\b[^>]*?\seventId\s*=\s*[\"']([^\"'<>]*)[\"']")
+
+
+def event_id_of(head: bytes) -> str | None:
+    """The root's `eventId` from the first bytes of a document `render` wrote, if found."""
+    m = _EVENT_ID.search(head)
+    return m.group(1).decode("ascii", "replace") if m else None

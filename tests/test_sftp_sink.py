@@ -1,0 +1,431 @@
+"""The SFTP sink against a real SFTP server (OpenSSH's sshd on loopback), and its XML."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from lxml import etree
+from msgspec.structs import replace
+
+from streamd.config import Match, parse
+from streamd.config import render as render_config
+from streamd.errors import ConfigError, Permanent, Retryable
+from streamd.health import State
+from streamd.model import (
+    Event,
+    Invoice,
+    InvoiceLine,
+    Party,
+    PartyRef,
+    cloudevent,
+    make_event,
+    render_line,
+)
+from streamd.sinks import invoice_xml
+from streamd.sinks.sftp import SftpSink, SftpSinkConfig, _validate, file_name, sanitize
+from streamd.store import FeedEvent
+from streamd.units import Duration
+
+from .conftest import InProcess, until
+from .sftp_server import PASSPHRASE, SSHD, SftpServer, invoice, invoice_records, running_sftp_server
+
+pytestmark = pytest.mark.anyio
+XSD = Path(__file__).resolve().parents[1] / "docs" / "horisen-invoice.xsd"
+NS = "{urn:streamd:horisen-invoice:1}"
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def schema() -> etree.XMLSchema:
+    return etree.XMLSchema(etree.parse(str(XSD)))
+
+
+@pytest.fixture(params=["sshd", "asyncssh"])
+def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SftpServer]:
+    """Each sink test against OpenSSH's sshd and against the fallback server."""
+    required = os.environ.get("STREAMD_REQUIRE_TOOLS") == "1"
+    if request.param == "sshd" and not os.path.exists(SSHD) and not required:
+        pytest.skip(f"{SSHD} is not installed")
+    with running_sftp_server(tmp_path / "sftp", use_sshd=request.param == "sshd") as s:
+        yield s
+
+
+def feed_event(seq: int, ev: Event) -> FeedEvent:
+    line = render_line(cloudevent(seq=seq, id=ev.id, source=ev.source, provider=ev.provider,
+                                  tenant=ev.tenant, entity=ev.entity, op=ev.op, key=ev.key,
+                                  time=ev.time, data=ev.data))
+    return FeedEvent(seq, ev.id, ev.source, ev.provider, ev.tenant, ev.entity, ev.op, ev.key, ev.time,
+                     0, ev.data, line)
+
+
+def invoice_events(n: int, start: int = 0, version: str = "v1", tenant: str = "acme") -> list[FeedEvent]:
+    return [feed_event(i + 1, make_event(provider="horisen", source="hz", tenant=tenant, entity="invoice",
+                                         op="created", key=f"inv-{i}", time=T0, data=invoice(i),
+                                         version=version))
+            for i in range(start, start + n)]
+
+
+@asynccontextmanager
+async def opened(server: SftpServer, **kw: Any) -> AsyncIterator[SftpSink]:
+    s = SftpSink("erp", server.sink_config(**kw))
+    try:
+        yield s
+    finally:
+        await s.aclose()
+
+
+def xml_files(server: SftpServer) -> dict[str, bytes]:
+    return {k: v for k, v in server.files().items() if not k.startswith(".")}
+
+
+def mtimes(server: SftpServer) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in server.local_dir.iterdir()}
+
+
+# ---------------------------------------------------------------- delivery
+
+async def test_each_invoice_becomes_one_valid_xml_file(server: SftpServer, schema: etree.XMLSchema) -> None:
+    events = invoice_events(20)
+    async with opened(server) as s:
+        assert await s.recover() == 0
+        await s.deliver(events)
+    files = server.files()
+    assert sorted(files) == sorted(f"acme-HZ-2026-{i:04d}.xml" for i in range(20)), "no .part left"
+    assert s.files_written == 20 and s.files_skipped == 0
+    for e in events:
+        inv = json.loads(e.data)
+        doc = etree.fromstring(files[f"acme-{inv['number']}.xml"])
+        schema.assertValid(doc)
+        assert doc.tag == f"{NS}Invoice"
+        assert (doc.get("eventId"), doc.get("seq"), doc.get("tenant"), doc.get("key")) == \
+            (e.id, str(e.seq), "acme", e.key)
+        assert doc.findtext(f"{NS}Number") == inv["number"]
+        assert Decimal(doc.findtext(f"{NS}Total") or "") == Decimal(inv["total"])
+        assert doc.find(f"{NS}Party/{NS}Name").text == "Acme & Söhne <AG>"
+        rows = doc.findall(f"{NS}TrafficReports/{NS}Traffic")
+        assert [(r.findtext(f"{NS}MCC"), int(r.findtext(f"{NS}Messages") or -1),
+                 Decimal(r.findtext(f"{NS}Amount") or "")) for r in rows] == \
+            [(t["mcc"], t["messages"], Decimal(t["amount"])) for t in inv["traffic"]]
+
+
+async def test_a_redelivered_batch_writes_nothing(server: SftpServer) -> None:
+    events = invoice_events(12)
+    async with opened(server) as first:
+        await first.deliver(events)  # connects (and lists the directory) on its own
+    before = mtimes(server)
+    # A crash between the upload and the offset commit: the next run gets the batch again.
+    async with opened(server) as again:
+        await again.recover()
+        await again.deliver(events)
+        await again.deliver(events[:5])
+    assert again.files_written == 0 and again.files_skipped == 12 + 5
+    assert mtimes(server) == before
+
+
+async def test_a_different_event_for_the_same_file_replaces_it(server: SftpServer) -> None:
+    old, new = invoice_events(1, version="v1"), invoice_events(1, version="v2")
+    assert old[0].id != new[0].id
+    async with opened(server) as s:
+        await s.deliver(old)
+        await s.deliver(new)
+        # Two events for one file in the same batch: the later one is what stays.
+        await s.deliver([old[0], new[0]])
+    (data,) = xml_files(server).values()
+    assert etree.fromstring(data).get("eventId") == new[0].id
+    assert (s.files_written, s.files_skipped) == (2, 1)
+
+
+async def test_leftover_part_files_are_removed_and_none_remain(server: SftpServer) -> None:
+    server.local_dir.mkdir()
+    (server.local_dir / ".acme-HZ-2026-0000.xml.part").write_bytes(b"<Invoice half")
+    (server.local_dir / ".x.part").write_bytes(b"")
+    (server.local_dir / "not-ours.part").write_bytes(b"keep")
+    async with opened(server) as s:
+        await s.recover()
+        assert sorted(server.files()) == ["not-ours.part"]
+        await s.deliver(invoice_events(3))
+    assert not [n for n in server.files() if n.endswith(".part") and n.startswith(".")]
+    assert len(xml_files(server)) == 4
+
+
+async def test_without_the_fsync_and_posix_rename_extensions_it_still_replaces(server: SftpServer) -> None:
+    async with opened(server) as s:
+        await s.deliver(invoice_events(2, version="v1"))
+        # A server that advertises neither (asyncssh's client decides from these flags).
+        handler = s._sftp._handler  # type: ignore[union-attr]
+        handler._supports_fsync = handler._supports_posix_rename = False
+        await s.deliver(invoice_events(2, version="v2"))
+        assert not s._fsync_ok and not s._posix_rename_ok
+    ids = {etree.fromstring(d).get("eventId") for d in xml_files(server).values()}
+    assert ids == {e.id for e in invoice_events(2, version="v2")}
+
+
+async def test_a_key_with_a_passphrase(server: SftpServer) -> None:
+    (server.workdir / "pass").write_text(PASSPHRASE + "\n")
+    async with opened(server, private_key=f"file:{server.encrypted_key}",
+                      passphrase=f"file:{server.workdir / 'pass'}") as s:
+        await s.deliver(invoice_events(1))
+    assert len(xml_files(server)) == 1
+
+
+async def test_an_event_that_is_no_invoice_is_refused_permanently(server: SftpServer) -> None:
+    party = feed_event(9, make_event(provider="horisen", source="hz", tenant="acme", entity="party",
+                                     op="created", key="p1", time=T0, data=Party(name="x")))
+    bad = FeedEvent(10, "f" * 32, "hz", "horisen", "acme", "invoice", "created", "k", "t", 0,
+                    b'{"total": "1"}', b"")
+    async with opened(server) as s:
+        for ev in (party, bad):
+            with pytest.raises(Permanent, match=ev.id):
+                await s.deliver([*invoice_events(2), ev])
+    assert not server.files(), "a batch that will be split is refused before anything is written"
+
+
+# ---------------------------------------------------------------- failures
+
+async def test_a_wrong_host_key_is_refused_and_nothing_is_written(server: SftpServer) -> None:
+    async with opened(server, known_hosts=str(server.wrong_known_hosts)) as s:
+        with pytest.raises(Retryable, match="host key not verifiable") as exc:
+            await s.recover()
+        assert f"127.0.0.1:{server.port}" in str(exc.value)
+        with pytest.raises(Retryable, match="host key not verifiable"):
+            await s.deliver(invoice_events(2))
+    assert not server.local_dir.exists()
+
+
+async def test_a_refused_key_says_authentication_refused(server: SftpServer) -> None:
+    async with opened(server, private_key=f"file:{server.stranger_key}") as s:
+        with pytest.raises(Retryable, match=f"authentication refused for user '{server.username}'"):
+            await s.recover()
+
+
+async def test_server_down_is_retryable_and_it_reconnects(server: SftpServer) -> None:
+    async with opened(server) as s:
+        await s.deliver(invoice_events(2))
+        server.stop()  # the listener and the open session
+        with pytest.raises(Retryable, match=f"127.0.0.1:{server.port}"):
+            await s.deliver(invoice_events(2, start=2))
+        with pytest.raises(Retryable, match="cannot connect"):
+            await s.deliver(invoice_events(2, start=2))
+        server.start()
+        await s.deliver(invoice_events(4))
+    assert len(xml_files(server)) == 4
+    assert (s.files_written, s.files_skipped) == (4, 2)
+
+
+async def test_a_connection_the_server_closed_is_reopened_at_once(server: SftpServer) -> None:
+    async with opened(server) as s:
+        await s.deliver(invoice_events(1))
+        server.drop_sessions()  # as a server does with idle connections
+        await s.deliver(invoice_events(2))  # no Retryable: reconnected, the batch written
+    assert (s.files_written, s.files_skipped) == (2, 1)
+
+
+async def test_an_unusable_directory_is_retryable_until_fixed(server: SftpServer) -> None:
+    server.local_dir.mkdir()
+    (server.local_dir / "blocked").write_text("a file where the directory should be")
+    async with opened(server, directory=f"{server.directory}/blocked/in") as s:
+        with pytest.raises(Retryable, match="preparing .*blocked/in"):
+            await s.recover()
+        (server.local_dir / "blocked").unlink()
+        await s.recover()
+        await s.deliver(invoice_events(1))
+    assert len(list((server.local_dir / "blocked" / "in").iterdir())) == 1
+
+
+# ---------------------------------------------------------------- names and config
+
+def test_file_names_from_the_template_are_sanitized() -> None:
+    (ev,) = invoice_events(1)
+    inv = invoice(0, number="../2026/07 Ü")
+    assert file_name("{tenant}-{number}.xml", ev, inv) == "acme-.._2026_07__.xml"
+    assert file_name("{documentNumber}_{seq:06d}_{id}.xml", ev, invoice(3)) == \
+        f"HZ-2026-0003_000001_{ev.id}.xml"
+    assert file_name("{source}/{op}/{issued}/{key}.xml", ev, invoice(3)) == "hz_created_2026-02-28_inv-0.xml"
+    assert file_name("{number}.xml", ev, invoice(1, number=None)) == "inv-0.xml", "no number: the key"
+    assert sanitize("..hidden") == "__hidden" and sanitize("") == "_"
+    long = sanitize("x" * 300 + ".xml")
+    assert len(long) == 200 and long.endswith(".xml")
+
+
+def base_toml(server: SftpServer, **extra: Any) -> str:
+    # Not the default match (horisen's): these configs work whichever providers are registered.
+    extra.setdefault("match", {"provider": ["synthetic"], "type": ["invoice.created"]})
+    return server.sink_toml("erp", **extra)
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as exc:
+        parse(text)
+    return exc.value.problems
+
+
+def test_a_good_config_and_its_defaults(server: SftpServer) -> None:
+    cfg = parse(base_toml(server)).sinks["erp"]
+    assert isinstance(cfg, SftpSinkConfig)
+    assert (cfg.port, cfg.fsync, cfg.concurrency, cfg.batch_max, cfg.timeout) == \
+        (server.port, True, 8, 100, Duration(30))
+    assert SftpSinkConfig(type="sftp", host="h", username="u", known_hosts="k").match == \
+        Match(provider=["horisen"], type=["invoice.created"])
+
+
+def test_config_mistakes_are_named(server: SftpServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SFTP_PW", "hunter2-secret")
+    found = problems(base_toml(server, known_hosts=None))
+    assert "sinks.erp.known_hosts: missing required key" in found
+    found = problems(base_toml(server, private_key=None))
+    assert any("sinks.erp.private_key: missing required key (or set password" in p for p in found)
+    found = problems(base_toml(server, password="env:SFTP_PW"))
+    assert "sinks.erp.private_key, password: set one of them, not both" in found
+    found = problems(base_toml(server, private_key=None, password="env:SFTP_PW",
+                               passphrase="env:SFTP_PW"))
+    assert "sinks.erp.passphrase: only used with private_key" in found
+    found = problems(base_toml(server, filename="{tenant}-{nubmer}.xml", concurrency=0, port=70000))
+    assert any(p.startswith("sinks.erp.filename: unknown field {nubmer}") for p in found), found
+    assert "sinks.erp.concurrency: must be between 1 and 64" in found
+    assert "sinks.erp.port: must be between 1 and 65535" in found
+    for bad in ("{tenant", "{tenant}}", "{0}.xml", "{tenant.upper}.xml", "{seq:zz}.xml"):
+        found = problems(base_toml(server, filename=bad))
+        assert any(p.startswith("sinks.erp.filename:") for p in found), bad
+    found = problems(base_toml(server, known_hosts=str(server.workdir / "nope")))
+    assert any("known_hosts:" in p and "does not exist" in p and "ssh-keyscan" in p for p in found)
+    found = problems(base_toml(server, private_key=f"file:{server.known_hosts}"))
+    assert any(p.startswith("sinks.erp.private_key: file:") and "not a private key" in p for p in found)
+    found = problems(base_toml(server, private_key="inline-key-text"))
+    assert any("secrets cannot be written inline" in p for p in found)
+    assert not any("inline-key-text" in p for p in found)
+
+
+def test_secrets_never_show(server: SftpServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    key_text = server.client_key.read_text()
+    body = key_text.splitlines()[1]
+    cfg = parse(base_toml(server)).sinks["erp"]
+    shown = [repr(cfg), str(cfg), render_config(parse(base_toml(server))), repr(SftpSink("erp", cfg))]  # type: ignore[arg-type]
+    monkeypatch.setenv("SFTP_PW", "hunter2-secret")
+    pw = parse(base_toml(server, private_key=None, password="env:SFTP_PW"))
+    shown += [repr(pw), render_config(pw)]
+    # A wrong passphrase: the problem is named, the passphrase and the key are not.
+    monkeypatch.setenv("SFTP_PASS", "not-the-passphrase")
+    shown += problems(base_toml(server, private_key=f"file:{server.encrypted_key}",
+                                passphrase="env:SFTP_PASS"))
+    for text in shown:
+        assert body not in text and "hunter2-secret" not in text and "not-the-passphrase" not in text
+    assert "file:" in shown[0] and "<redacted file:" in shown[2]
+
+
+async def test_secrets_stay_out_of_delivery_errors(server: SftpServer,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SFTP_PW", "hunter2-secret")
+    assert _validate(server.sink_config(private_key=None, password="env:SFTP_PW")) == []
+    async with opened(server, private_key=None, password="env:SFTP_PW") as s:
+        with pytest.raises(Retryable, match="authentication refused") as exc:
+            await s.recover()  # the test server takes keys only
+    assert "hunter2" not in str(exc.value)
+
+
+# ---------------------------------------------------------------- through the daemon
+
+async def test_end_to_end_through_the_daemon(tmp_path: Path) -> None:
+    with running_sftp_server(tmp_path / "sftp") as server:
+        server.stop()  # the ERP's server is down when streamd starts
+        text = f"""
+[store]
+path = "{tmp_path / 'feed.db'}"
+[http]
+listen = "127.0.0.1:0"
+[sources.hz]
+provider = "synthetic"
+generate = false
+webhook = true
+{base_toml(server, backoff={"min": "10ms", "max": "100ms"}, batch_max=4)}
+"""
+        cfg = parse(text, base_dir=tmp_path)
+        records = invoice_records(6)
+        records.append({"tenant": "acme", "entity": "party", "op": "created", "key": "p1",
+                        "data": {"name": "not for the ERP"}})
+        async with InProcess(cfg) as d:
+            r = await d.http.post("/webhooks/hz", json=records)
+            assert r.status_code == 200 and r.json()["appended"] == 7
+            comp = d.daemon.health.get("sink", "erp")
+            await until(lambda: comp.state is State.RETRYING, 10, "the sink to be retrying")
+            assert d.rows("SELECT seq FROM sink_offsets WHERE sink = 'erp'") in ([], [(0,)])
+            server.start()
+            await until(lambda: len(xml_files(server)) == 6, 10, "six files")
+            await until(lambda: d.rows("SELECT seq FROM sink_offsets WHERE sink = 'erp'") == [(7,)], 10)
+        before = mtimes(server)
+        # A crash before the offset commit: the next run redelivers, and writes nothing.
+        db = sqlite3.connect(cfg.store.path)
+        db.execute("UPDATE sink_offsets SET seq = 0 WHERE sink = 'erp'")
+        db.commit()
+        db.close()
+        async with InProcess(cfg) as d:
+            s = d.daemon.dispatchers["erp"].sink
+            await until(lambda: s.files_skipped == 6, 10, "the redelivery to be skipped")
+            assert s.files_written == 0
+        assert mtimes(server) == before
+        numbers = sorted(etree.fromstring(b).findtext(f"{NS}Number") for b in xml_files(server).values())
+        assert numbers == [f"HZ-2026-{i:04d}" for i in range(6)]
+
+
+# ---------------------------------------------------------------- the XML alone
+
+def _event(**kw: Any) -> FeedEvent:
+    return replace(invoice_events(1)[0], **kw)
+
+
+def test_a_minimal_invoice_validates(schema: etree.XMLSchema) -> None:
+    data = invoice_xml.render(_event(), Invoice(direction="payable", currency="CHF", total=Decimal("0")))
+    assert data.startswith(b"<?xml version='1.0' encoding='utf-8'?>\n"
+                           b'<Invoice xmlns="urn:streamd:horisen-invoice:1"')
+    doc = etree.fromstring(data)
+    schema.assertValid(doc)
+    assert [c.tag[len(NS):] for c in doc] == ["Status", "Currency", "Total"], "None is left out"
+
+
+def test_a_maximal_invoice_validates(schema: etree.XMLSchema) -> None:
+    inv = invoice(7, converted_currency="CHF", converted_total=Decimal("101.25"),
+                  conversion_rate=Decimal("0.94"), description="March traffic",
+                  lines=[InvoiceLine(description="SMS", quantity=Decimal("1007"), unit_price=Decimal("0.045"),
+                                     net=Decimal("45.315"), tax=Decimal("3.49"), total=Decimal("48.805")),
+                         InvoiceLine()])
+    doc = etree.fromstring(invoice_xml.render(_event(seq=123456), inv))
+    schema.assertValid(doc)
+    assert [c.tag[len(NS):] for c in doc] == [
+        "Number", "Issued", "Due", "Status", "ProviderStatus", "Currency", "Net", "Tax", "Total", "Unpaid",
+        "Converted", "Party", "Description", "Lines", "TrafficReports"]
+    conv = doc.find(f"{NS}Converted")
+    assert (conv.get("currency"), conv.get("rate"), conv.text) == ("CHF", "0.94", "101.25")
+    assert len(doc.findall(f"{NS}Lines/{NS}Line")) == 2
+    assert invoice_xml.event_id_of(invoice_xml.render(_event(), inv)[:4096]) == _event().id
+
+
+def test_special_characters_are_escaped(schema: etree.XMLSchema) -> None:
+    nasty = 'A&B <"quoted"> \'x\' ]]> \x01\x1f end'
+    inv = invoice(1, number=nasty, description=nasty, party=PartyRef(key=nasty, name=nasty))
+    data = invoice_xml.render(_event(tenant=nasty, key=nasty), inv)
+    doc = etree.fromstring(data)
+    schema.assertValid(doc)
+    clean = nasty.replace("\x01", "\ufffd").replace("\x1f", "\ufffd")
+    assert doc.findtext(f"{NS}Number") == doc.findtext(f"{NS}Description") == clean
+    assert doc.get("tenant") == doc.get("key") == doc.find(f"{NS}Party").get("key") == clean
+    assert b"<B" not in data and b"\x01" not in data
+
+
+def test_amounts_are_never_in_exponent_form(schema: etree.XMLSchema) -> None:
+    inv = Invoice(direction="receivable", currency="EUR", total=Decimal("1E+3"), net=Decimal("1.5E-7"),
+                  tax=Decimal("-0E-2"), lines=[InvoiceLine(unit_price=Decimal("12345678901234567890E-30"))])
+    data = invoice_xml.render(_event(), inv)
+    schema.assertValid(etree.fromstring(data))
+    assert b"E" not in data.split(b">", 2)[2].replace(b"EUR", b"")
+    assert b"<Total>1000</Total>" in data and b"<Net>0.00000015</Net>" in data
+    with pytest.raises(ValueError, match="not an amount"):
+        invoice_xml.render(_event(), Invoice(direction="receivable", currency="EUR", total=Decimal("NaN")))
+
