@@ -423,6 +423,8 @@ class SftpSink:
         path = self._path(f.name)
         if f.name in self._present and await self._existing_id(sftp, path) == f.event_id:
             self.files_skipped += 1
+            log.info("sink %s: %s already holds %s for event %s; not written again",
+                     self.name, self.where, f.name, f.event_id)
             return
         tmp = self._path(f".{f.name}.part")
         handle = await self._op(sftp.open(tmp, "wb"))
