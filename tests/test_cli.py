@@ -84,6 +84,10 @@ def test_the_demo_runs_and_prints_the_feed_and_a_summary() -> None:
     asperion = [x for x in lines if x["provider"] == "asperion"]
     assert len(asperion) == 60 and {x["type"].split(".")[1] for x in asperion} == {"created"}
     assert "provider asperion" in r.stderr
+    # HORISEN's first poll: 5 days x 4 documents, each invoice created once with its traffic.
+    invoices = [x for x in lines if x["provider"] == "horisen" and x["type"] == "invoice.created"]
+    assert len(invoices) == 20 and all(x["data"]["traffic"] for x in invoices)
+    assert "provider horisen" in r.stderr
     assert f"sink     stdout     delivered up to seq {len(lines)}, lag 0" in r.stderr
     assert "Traceback" not in r.stderr
 

@@ -3,9 +3,11 @@ in a temp dir, with zero configuration. Prints the live feed on stdout; on exit
 (Ctrl-C, or --duration), a summary per provider and per sink on stderr.
 
 Today: the Asteria partner gateway (websocket over mutual TLS with throwaway
-certificates, plus its webhook delivering some of the same changes again), and
+certificates, plus its webhook delivering some of the same changes again),
 Asperion's API (HTTPS, OAuth2 with rotating refresh tokens), polled every 10
-seconds while its records change. The other providers' simulators join as they land.
+seconds while its records change, and HORISEN's documents export with traffic
+reports (OAuth2 client credentials), polled every 10 seconds while invoices are
+issued and paid. The other providers' simulators join as they land.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from ..daemon import Daemon
 from ..providers.asperion import simulator as asperion_sim
 from ..providers.asperion.oauth import TokenState, save
 from ..providers.asteria.simulator import AsteriaSimulator, Knobs, send_webhooks, simulator
+from ..providers.horisen import simulator as horisen_sim
 from ..store import FeedReader
 
 DEMO_CONFIG = """
@@ -116,6 +119,14 @@ async def _asperion_changes(sim: asperion_sim.AsperionSimulator) -> None:
         sim.mutate(1, 2, 1)
 
 
+async def _horisen_changes(sim: horisen_sim.HorisenSimulator) -> None:
+    """A platform at work: every few seconds an invoice is issued and an open one is paid."""
+    while True:
+        await anyio.sleep(6)
+        sim.mutate(new=1, paid=1 if any(d["paymentStatus"] == "open" and d["status"] == "approved"
+                                         for d in sim.documents().values()) else 0)
+
+
 async def _main(args: argparse.Namespace, workdir: Path) -> None:
     sim = simulator(workdir / "certs", Knobs(count=0, rate=args.rate, drop_every=400, replay=10,
                                              malformed_every=149, unknown_every=211,
@@ -123,13 +134,17 @@ async def _main(args: argparse.Namespace, workdir: Path) -> None:
     secret = secrets.token_urlsafe(24)
     os.environ["STREAMD_DEMO_WEBHOOK_SECRET"] = secret
     asperion = asperion_sim.simulator(workdir / "asperion", asperion_sim.Knobs(records=10))
+    horisen = horisen_sim.simulator(workdir / "horisen", horisen_sim.Knobs(days=5, documents_per_day=4))
     async with anyio.create_task_group() as tg:
         url = await tg.start(sim.serve)
         await tg.start(asperion.serve)
+        await tg.start(horisen.serve)
         source = sim.source_toml("asteria", webhook_secret='"env:STREAMD_DEMO_WEBHOOK_SECRET"',
                                  backoff='{ min = "200ms", max = "5s" }')
         source += "\n" + asperion.source_toml("asperion", interval='"10s"',
                                               backoff='{ min = "200ms", max = "5s" }')
+        source += "\n" + horisen.source_toml("horisen", interval='"10s"',
+                                             backoff='{ min = "200ms", max = "5s" }')
         cfg = parse(DEMO_CONFIG.format(source=source), origin="<demo>", base_dir=workdir)
         # What `streamd auth asperion` would leave behind after signing in.
         await save(cfg.store, "asperion", TokenState(refresh_token=asperion.issue_refresh_token()))
@@ -143,12 +158,14 @@ async def _main(args: argparse.Namespace, workdir: Path) -> None:
             _say(f"streamd demo: the Asteria gateway simulator at {url} (mutual TLS, throwaway CA in "
                  f"{workdir / 'certs'})")
             _say(f"  the Asperion API simulator at {asperion.base_url} (OAuth2, TLS 1.3), polled every 10s")
+            _say(f"  the HORISEN API simulator at {horisen.api_url} (client credentials), polled every 10s")
             _say(f"  feed {workdir / 'feed.db'}; file sink {workdir / 'feed.jsonl'}")
             _say(f"  metrics http://{host}:{port}/metrics   readiness http://{host}:{port}/readyz")
             _say(f"  in another shell: streamd tail --db {workdir / 'feed.db'} -f --type 'invoice.*'")
             _say("  Ctrl-C stops (a summary follows)\n")
             tg.start_soon(_webhooks, daemon, sim, secret)
             tg.start_soon(_asperion_changes, asperion)
+            tg.start_soon(_horisen_changes, horisen)
             if args.duration:
                 await anyio.sleep(args.duration)
                 daemon.request_stop()

@@ -26,13 +26,6 @@ XSD = "docs/horisen-invoice.xsd"  # relative to the repository root
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
-def _q(tag: str) -> str:
-    # Unqualified in the tree; the root's literal `xmlns` attribute puts every element
-    # in NS when serialized (ElementTree's default_namespace refuses unqualified
-    # attributes, and register_namespace is process-wide state).
-    return tag
-
-
 def _text(value: object) -> str:
     if isinstance(value, Decimal):
         if not value.is_finite():
@@ -46,7 +39,7 @@ def _text(value: object) -> str:
 def _add(parent: ET.Element, tag: str, value: object) -> None:
     """A child element holding `value`, unless it is None."""
     if value is not None:
-        ET.SubElement(parent, _q(tag)).text = _text(value)
+        ET.SubElement(parent, tag).text = _text(value)
 
 
 def _attrs(**values: object) -> dict[str, str]:
@@ -57,7 +50,10 @@ def render(event: FeedEvent, invoice: Invoice) -> bytes:
     """The document for one invoice event: UTF-8, with an XML declaration.
     Raises ValueError for an amount that is not finite (the feed never carries one) or a
     negative message count."""
-    root = ET.Element(_q("Invoice"), xmlns=NS)
+    # Unqualified in the tree; the root's literal `xmlns` attribute puts every element in
+    # NS when serialized (ElementTree's default_namespace refuses unqualified attributes,
+    # and register_namespace is process-wide state).
+    root = ET.Element("Invoice", xmlns=NS)
     root.attrib.update(_attrs(
         eventId=event.id, seq=event.seq, source=event.source, provider=event.provider,
         tenant=event.tenant, key=event.key))
@@ -72,18 +68,18 @@ def render(event: FeedEvent, invoice: Invoice) -> bytes:
     _add(root, "Total", invoice.total)
     _add(root, "Unpaid", invoice.unpaid)
     if invoice.converted_currency is not None and invoice.converted_total is not None:
-        conv = ET.SubElement(root, _q("Converted"), _attrs(
+        conv = ET.SubElement(root, "Converted", _attrs(
             currency=invoice.converted_currency, rate=invoice.conversion_rate))
         conv.text = _text(invoice.converted_total)
     party = invoice.party
     if party is not None and (party.key, party.number, party.name) != (None, None, None):
-        p = ET.SubElement(root, _q("Party"), _attrs(key=party.key, number=party.number))
+        p = ET.SubElement(root, "Party", _attrs(key=party.key, number=party.number))
         _add(p, "Name", party.name)
     _add(root, "Description", invoice.description)
     if invoice.lines:
-        lines = ET.SubElement(root, _q("Lines"))
+        lines = ET.SubElement(root, "Lines")
         for line in invoice.lines:
-            el = ET.SubElement(lines, _q("Line"))
+            el = ET.SubElement(lines, "Line")
             _add(el, "Description", line.description)
             _add(el, "Quantity", line.quantity)
             _add(el, "UnitPrice", line.unit_price)
@@ -91,9 +87,9 @@ def render(event: FeedEvent, invoice: Invoice) -> bytes:
             _add(el, "Tax", line.tax)
             _add(el, "Total", line.total)
     if invoice.traffic:
-        reports = ET.SubElement(root, _q("TrafficReports"))
+        reports = ET.SubElement(root, "TrafficReports")
         for row in invoice.traffic:
-            el = ET.SubElement(reports, _q("Traffic"))
+            el = ET.SubElement(reports, "Traffic")
             _add(el, "Pricing", row.pricing)
             _add(el, "Country", row.country)
             _add(el, "Operator", row.operator)
