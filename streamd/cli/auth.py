@@ -80,7 +80,8 @@ class _Failed(Exception):
 
 async def _auth(store: Any, name: str, cfg: Any, refresh_token: str | None, wait: float) -> None:
     from ..providers.asperion.config import tls_context
-    from ..providers.asperion.oauth import AuthFailed, TokenState, TokenUnavailable, save, token_request
+    from ..providers.asperion.oauth import TokenState, TokenUnavailable, save, token_request
+    from ..sources.polling import AuthFailed
 
     async with httpx.AsyncClient(verify=tls_context(cfg), timeout=cfg.timeout.seconds,
                                  trust_env=False) as http:
@@ -97,7 +98,8 @@ async def _auth(store: Any, name: str, cfg: Any, refresh_token: str | None, wait
 
 
 async def _browser_flow(http: httpx.AsyncClient, cfg: Any, wait: float) -> Any:
-    from ..providers.asperion.oauth import AuthFailed, TokenUnavailable, authorize_url, token_request
+    from ..providers.asperion.oauth import TokenUnavailable, authorize_url, token_request
+    from ..sources.polling import AuthFailed
 
     expected = secrets.token_urlsafe(24)
     redirect = urlsplit(cfg.redirect_uri)

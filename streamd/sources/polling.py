@@ -1,17 +1,43 @@
-"""Helpers the pollers share: bounded fan-out of requests, URL pieces (for messages, and
-to keep a bearer token on its own origin), and the TLS of a provider's API."""
+"""What the pollers share: a GET with a bearer token and bounded retries (`BearerClient`),
+a gate per peer, bounded fan-out of requests, URL pieces (for messages, and to keep a
+bearer token on its own origin), and the TLS of a provider's API."""
 
 from __future__ import annotations
 
+import logging
 import ssl
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import anyio
+import httpx
+
+from ..config import Backoff
+from ..errors import StreamdError, Unavailable
+from ..retry import retry_after_seconds, retrying
+from .base import SourceContext
+
+log = logging.getLogger("streamd.source")
 
 T = TypeVar("T")
+
+
+class PollFailed(StreamdError):
+    """This poll cannot complete now: it is retried after a backoff, and what only a
+    complete poll may do (delete, move a cursor) is not done."""
+
+
+class AuthFailed(StreamdError):
+    """The provider refused our credentials, or a token it had just given: new ones are
+    needed. Fatal for the source, never for the daemon."""
+
+
+class BearerTokens(Protocol):
+    async def access_token(self) -> str: ...
+
+    async def refresh(self, failed: str | None = None) -> str: ...
 
 
 class Gate:
@@ -29,6 +55,76 @@ class Gate:
         # A loop, not one sleep: another 429 may push `not_before` further while we wait.
         while (left := self.not_before - anyio.current_time()) > 0:  # noqa: ASYNC110
             await anyio.sleep(left)
+
+
+class BearerClient:
+    """GETs for one source: the access token (a new one once after a 401; a second 401 is
+    `AuthFailed`), a `Gate`, and `max_tries` tries for timeouts, connection errors, 408,
+    429 (after its Retry-After, for everything behind the gate) and 5xx. Any other
+    answer but 200 (and the codes a caller takes itself) is `PollFailed`, with the
+    provider's own description of the error (`describe`)."""
+
+    def __init__(self, ctx: SourceContext, http: httpx.AsyncClient, tokens: BearerTokens, *,
+                 policy: Backoff, max_tries: int, describe: Callable[[httpx.Response], str]) -> None:
+        self.ctx = ctx
+        self.http = http
+        self.tokens = tokens
+        self.policy = policy
+        self.max_tries = max_tries
+        self.describe = describe
+
+    async def get(self, url: str, params: Mapping[str, str] | None = None, *, gate: Gate,
+                  headers: Mapping[str, str] | None = None, passthrough: Collection[int] = (),
+                  what: str = "") -> httpx.Response:
+        """The answer, when it is 200 or one of `passthrough`."""
+        name, http, tokens = self.ctx.name, self.http, self.tokens
+        requests = self.ctx.metrics.source_requests
+        path = url_path(url)
+        renewed = False
+
+        async def attempt() -> httpx.Response:
+            nonlocal renewed
+            while True:
+                token = await tokens.access_token()
+                sent = {"Authorization": f"Bearer {token}", "Accept": "application/json", **(headers or {})}
+                async with gate.slots:
+                    await gate.wait()
+                    try:
+                        resp = await http.get(url, params=params, headers=sent)
+                    except httpx.TimeoutException:
+                        requests.labels(name, "error").inc()
+                        raise Unavailable(f"{path}: timed out") from None
+                    except httpx.TransportError as exc:
+                        requests.labels(name, "error").inc()
+                        raise Unavailable(f"{path}: {type(exc).__name__}: {exc}") from None
+                code = resp.status_code
+                requests.labels(name, str(code)).inc()
+                if code == 200 or code in passthrough:
+                    return resp
+                if code == 401:
+                    if renewed:
+                        raise AuthFailed(f"the API refused a new access token (HTTP 401 twice on "
+                                         f"{path}: {self.describe(resp)})")
+                    renewed = True
+                    log.info("source %s: HTTP 401 on %s; getting a new access token", name, path)
+                    await tokens.refresh(failed=token)
+                    continue
+                if code == 429:
+                    wait = retry_after_seconds(resp.headers.get("retry-after"))
+                    gate.pause(wait if wait is not None else self.policy.min.seconds)
+                    raise Unavailable(f"{path}: HTTP 429 (rate limited, Retry-After "
+                                      f"{resp.headers.get('retry-after', '-')})", wait)
+                if code == 408 or code >= 500:
+                    raise Unavailable(f"{path}: HTTP {code}: {self.describe(resp)}")
+                raise PollFailed(f"{path}: HTTP {code}: {self.describe(resp)}")
+
+        try:
+            return await retrying(attempt, policy=self.policy, metrics=self.ctx.metrics,
+                                  retry_on=lambda e: isinstance(e, Unavailable),
+                                  component=self.ctx.component, what=what or path,
+                                  attempts=self.max_tries)
+        except Unavailable as exc:
+            raise PollFailed(f"gave up after {self.max_tries} tries: {exc}") from None
 
 
 async def fan_out(jobs: Iterable[T], workers: int, job: Callable[[T], Awaitable[None]], *,

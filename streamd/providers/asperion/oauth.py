@@ -26,9 +26,10 @@ import httpx
 import msgspec
 
 from ...config import StoreConfig
-from ...errors import StreamdError, Unavailable
+from ...errors import Unavailable
 from ...retry import retry_after_seconds, retrying
 from ...sources import SourceContext
+from ...sources.polling import AuthFailed
 from ...store import Batch, connect
 from ...store.reader import SECRET_PREFIX
 from . import wire
@@ -45,11 +46,6 @@ class TokenState(msgspec.Struct, frozen=True, kw_only=True):
     access_token: str | None = None
     expires_at: float = 0.0  # unix time the access token expires
     obtained_at: float = 0.0
-
-
-class AuthFailed(StreamdError):
-    """The identity server or the API refused our credentials; new ones are needed
-    (`streamd auth`). Fatal for the source, never for the daemon."""
 
 
 class TokenUnavailable(Unavailable):

@@ -30,12 +30,10 @@ lifetime; all but `records` may be changed while serving.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import random
 import secrets
 import ssl
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -47,18 +45,16 @@ from urllib.parse import urlencode
 
 import anyio
 import msgspec
-import uvicorn
-from anyio.abc import TaskStatus
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Scope
 
-from ...asgi import Server, bind
 from ...certs import Certs
 from ...certs import make as make_certs
+from ...simulated import SimulatedServer
 from . import records, wire
 from .identity import Identity
 
@@ -113,23 +109,6 @@ class Mutation:
 
 # ---------------------------------------------------------------- HTTP plumbing
 
-class _Config(uvicorn.Config):
-    # uvicorn builds its SSLContext from the certificate files in load() and takes no
-    # context of ours: raise the floor on the one it built, before it serves.
-    def load(self) -> None:
-        super().load()
-        assert self.ssl is not None
-        self.ssl.minimum_version = MIN_TLS
-
-
-class _Server(Server):
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.stop = anyio.Event()
-
-    async def main_loop(self) -> None:
-        await self.stop.wait()  # instead of uvicorn's 0.1 s polling: stops at once
-
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None,
           media_type: str = "application/json; charset=utf-8") -> Response:
@@ -174,11 +153,14 @@ def _tenant_of(headers: Headers) -> str | None:
 
 # ---------------------------------------------------------------- the simulator
 
-class AsperionSimulator:
+class AsperionSimulator(SimulatedServer):
     """The identity server and the API in one uvicorn server; see the module docstring."""
 
+    NAME = "Asperion"
+    MIN_TLS = MIN_TLS
+
     def __init__(self, certs: Certs, knobs: Knobs | None = None) -> None:
-        self.certs = certs
+        super().__init__(certs)
         self.knobs = knobs or Knobs()
         for tenant in self.knobs.tenants:
             if not (tenant.isascii() and tenant.isdigit()):
@@ -186,7 +168,6 @@ class AsperionSimulator:
         for resource in self.knobs.resources:
             if resource not in records.MAKERS:
                 raise ValueError(f"no records for {resource!r}; known: {', '.join(records.MAKERS)}")
-        self.url = ""
         self.log: list[Logged] = []
         self._tables: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
         self._next_id: dict[tuple[str, str], int] = {}
@@ -194,7 +175,6 @@ class AsperionSimulator:
         self._mutations = 0
         self._api_requests = 0
         self.identity = Identity(self.knobs)
-        self._stack: contextlib.AsyncExitStack | None = None
         self._app = Starlette(routes=[
             Route("/connect/authorize", self.identity.authorize, methods=["GET"]),
             Route("/connect/token", self.identity.token, methods=["POST"]),
@@ -320,76 +300,13 @@ class AsperionSimulator:
 
     # ------------------------------------------------------------ serving
 
-    async def serve(self, host: str = "127.0.0.1", port: int = 0, *,
-                    task_status: TaskStatus[str] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Serve until cancelled; `task_status.started(self.url)` once connections are accepted."""
+    def _prepare(self) -> None:
         for tenant in self.knobs.tenants:  # made now, not inside the first request
             for resource in self.knobs.resources:
                 self._table(tenant, resource)
-        sock = bind(host, port)
-        try:
-            bound_host, bound_port = sock.getsockname()[:2]
-            self.url = f"https://{f'[{bound_host}]' if ':' in bound_host else bound_host}:{bound_port}"
-            config = _Config(self._asgi, interface="asgi3", lifespan="off", ws="none", log_config=None,
-                             access_log=False, server_header=False, timeout_graceful_shutdown=1,
-                             ssl_certfile=str(self.certs.server_chain),
-                             ssl_keyfile=str(self.certs.server_key))
-            server = _Server(config)
-            finished = anyio.Event()
 
-            async def run() -> None:
-                # Shielded: a cancelled serve() still shuts uvicorn down cleanly (below).
-                with anyio.CancelScope(shield=True):
-                    try:
-                        await server.serve([sock])
-                    finally:
-                        finished.set()
-
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(run)
-                try:
-                    while not server.started:
-                        if finished.is_set():
-                            raise RuntimeError("the Asperion simulator did not start")
-                        await anyio.sleep(0.005)
-                    task_status.started(self.url)
-                    await finished.wait()
-                finally:
-                    server.should_exit = True
-                    server.stop.set()
-        finally:
-            sock.close()
-
-    async def __aenter__(self) -> AsperionSimulator:
-        async with contextlib.AsyncExitStack() as stack:
-            tg = await stack.enter_async_context(anyio.create_task_group())
-            await tg.start(self.serve)
-            stack.callback(tg.cancel_scope.cancel)  # runs first on exit: stop serving
-            self._stack = stack.pop_all()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._stack is not None:
-            stack, self._stack = self._stack, None
-            await stack.aclose()
-
-    async def _asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """The Starlette app, with every answered request appended to `log`."""
-        if scope["type"] != "http":
-            return await self._app(scope, receive, send)
-        at, status = time.monotonic(), 0
-
-        async def capture(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self._app(scope, receive, capture)
-        finally:
-            tenant = _tenant_of(Headers(scope=scope))
-            self.log.append(Logged(at, scope["method"], scope["path"], tenant, status))
+    def _logged(self, scope: Scope, at: float, status: int) -> None:
+        self.log.append(Logged(at, scope["method"], scope["path"], _tenant_of(Headers(scope=scope)), status))
 
     # ------------------------------------------------------------ the API
 

@@ -30,19 +30,19 @@ import httpx
 import msgspec
 from anyio.abc import TaskStatus
 
-from ...errors import Rejected, StreamdError, Unavailable
+from ...errors import Rejected
 from ...health import State
 from ...model import Event, format_time
-from ...retry import Backoff, retry_after_seconds, retrying
+from ...retry import Backoff
 from ...sources import SourceContext
 from ...sources.changes import is_live, rejected_marker, same_content
-from ...sources.polling import Gate, fan_out, origin, url_path
+from ...sources.polling import AuthFailed, BearerClient, Gate, PollFailed, fan_out, origin, url_path
 from ...store import Batch, DeadLetter, EntityState, Pending
 from . import wire
 from .changes import deletion_event, record_event
 from .config import AsperionConfig, tls_context
 from .normalize import record_key
-from .oauth import AuthFailed, Tokens
+from .oauth import Tokens
 
 log = logging.getLogger("streamd.source.asperion")
 
@@ -53,10 +53,6 @@ INFLIGHT = 4
 # an authorization failure try again anyway this long after (a provider-side glitch).
 CREDENTIALS_CHECK = 5.0
 AUTH_RETRY = 900.0
-
-
-class PollFailed(StreamdError):
-    """This listing cannot complete now; it is retried after a backoff, deleting nothing."""
 
 
 # ---------------------------------------------------------------- the source
@@ -74,6 +70,7 @@ class AsperionSource:
         self.polls = 0  # complete listings, for tests and the demo
         self.http: httpx.AsyncClient | None = None
         self.tokens: Tokens | None = None
+        self.client: BearerClient | None = None
         m = ctx.metrics
         for outcome in ("complete", "failed"):
             m.source_polls.labels(self.name, outcome)
@@ -97,6 +94,8 @@ class AsperionSource:
                                      limits=limits, follow_redirects=False, trust_env=False) as http:
             self.http = http
             self.tokens = Tokens(self.ctx, self.cfg, http)
+            self.client = BearerClient(self.ctx, http, self.tokens, policy=self.cfg.backoff,
+                                       max_tries=self.cfg.max_tries, describe=_problem)
             while True:
                 try:
                     await self._authorized()
@@ -264,61 +263,14 @@ class AsperionSource:
 
     async def _get(self, tenant: str, url: str, params: dict[str, str] | None = None, *,
                    missing_ok: bool = False) -> httpx.Response | None:
-        """GET with the tenant's gate, the access token (refreshed once on a 401), and
-        retries for timeouts, 408, 429 (Retry-After, for the whole tenant) and 5xx."""
-        assert self.http is not None and self.tokens is not None
-        http, tokens, gate = self.http, self.tokens, self._gates[tenant]
-        requests = self.ctx.metrics.source_requests
-        refreshed = False
-
-        async def attempt() -> httpx.Response | None:
-            nonlocal refreshed
-            while True:
-                token = await tokens.access_token()
-                headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
-                if tenant:
-                    headers[wire.TENANT_HEADER] = tenant
-                async with gate.slots:
-                    await gate.wait()
-                    try:
-                        resp = await http.get(url, params=params, headers=headers)
-                    except httpx.TimeoutException:
-                        requests.labels(self.name, "error").inc()
-                        raise Unavailable(f"{url_path(url)}: timed out") from None
-                    except httpx.TransportError as exc:
-                        requests.labels(self.name, "error").inc()
-                        raise Unavailable(f"{url_path(url)}: {type(exc).__name__}: {exc}") from None
-                code = resp.status_code
-                requests.labels(self.name, str(code)).inc()
-                if code == 200:
-                    return resp
-                if code == 404 and missing_ok:
-                    return None
-                if code == 401:
-                    if refreshed:
-                        raise AuthFailed(f"the API refused a freshly refreshed access token "
-                                         f"(HTTP 401 twice on {url_path(url)}: {_problem(resp)})")
-                    refreshed = True
-                    log.info("source %s: HTTP 401 on %s; refreshing the access token",
-                             self.name, url_path(url))
-                    await tokens.refresh(failed=token)
-                    continue
-                if code == 429:
-                    wait = retry_after_seconds(resp.headers.get("retry-after"))
-                    gate.pause(wait if wait is not None else self.cfg.backoff.min.seconds)
-                    raise Unavailable(f"{url_path(url)}: HTTP 429 (rate limited, Retry-After "
-                                     f"{resp.headers.get('retry-after', '-')})", wait)
-                if code == 408 or code >= 500:
-                    raise Unavailable(f"{url_path(url)}: HTTP {code}: {_problem(resp)}")
-                raise PollFailed(f"{url_path(url)}: HTTP {code}: {_problem(resp)}")
-
-        try:
-            return await retrying(attempt, policy=self.cfg.backoff, metrics=self.ctx.metrics,
-                                  retry_on=lambda e: isinstance(e, Unavailable),
-                                  component=self.ctx.component, what=f"tenant {tenant or '-'}",
-                                  attempts=self.cfg.max_tries)
-        except Unavailable as exc:
-            raise PollFailed(f"gave up after {self.cfg.max_tries} tries: {exc}") from None
+        """GET through the tenant's gate (a 429's Retry-After holds the whole tenant back);
+        None for a 404 when `missing_ok`."""
+        assert self.client is not None
+        resp = await self.client.get(url, params, gate=self._gates[tenant],
+                                     headers={wire.TENANT_HEADER: tenant} if tenant else None,
+                                     passthrough=(404,) if missing_ok else (),
+                                     what=f"tenant {tenant or '-'}")
+        return None if resp.status_code == 404 else resp
 
 
 class _Listing:

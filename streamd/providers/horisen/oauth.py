@@ -16,20 +16,16 @@ import anyio
 import httpx
 import msgspec
 
-from ...errors import StreamdError, Unavailable
+from ...errors import Unavailable
 from ...retry import retry_after_seconds, retrying
 from ...sources import SourceContext
+from ...sources.polling import AuthFailed
 from . import wire
 from .config import HorisenConfig
 
 log = logging.getLogger("streamd.source.horisen")
 #: The lifetime assumed when the token endpoint gives no `expires_in` [I].
 DEFAULT_LIFETIME = 3600.0
-
-
-class AuthFailed(StreamdError):
-    """HORISEN refused streamd's client credentials, or a fresh token: new credentials
-    are needed. Fatal for the source, never for the daemon."""
 
 
 @dataclass(frozen=True)
@@ -59,10 +55,10 @@ class ClientToken:
         margin = min(self.cfg.refresh_before.seconds, (t.expires_at - t.obtained_at) / 2)
         return t.value if self.clock() < t.expires_at - margin else None
 
-    async def get(self) -> str:
-        return self._live() or await self.renew()
+    async def access_token(self) -> str:
+        return self._live() or await self.refresh()
 
-    async def renew(self, failed: str | None = None) -> str:
+    async def refresh(self, failed: str | None = None) -> str:
         """A new access token. `failed` is the one a 401 refused: when another request has
         already replaced it, the replacement is returned instead of asking twice."""
         async with self._lock:

@@ -35,7 +35,6 @@ the history's may be changed while serving.
 from __future__ import annotations
 
 import base64
-import contextlib
 import functools
 import math
 import random
@@ -51,18 +50,16 @@ from urllib.parse import parse_qsl, unquote_plus
 
 import anyio
 import msgspec
-import uvicorn
-from anyio.abc import TaskStatus
 from starlette.applications import Starlette
 from starlette.datastructures import Headers, QueryParams
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Scope
 
-from ...asgi import Server, bind
 from ...certs import Certs
 from ...certs import make as make_certs
+from ...simulated import SimulatedServer
 from . import records, wire
 from .records import STAMP
 
@@ -110,22 +107,6 @@ class Mutation:
 
 # ---------------------------------------------------------------- HTTP plumbing
 
-class _Config(uvicorn.Config):
-    # uvicorn builds its SSLContext from the certificate files in load(): set the floor on it.
-    def load(self) -> None:
-        super().load()
-        assert self.ssl is not None
-        self.ssl.minimum_version = MIN_TLS
-
-
-class _Server(Server):
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.stop = anyio.Event()
-
-    async def main_loop(self) -> None:
-        await self.stop.wait()  # instead of uvicorn's 0.1 s polling: stops at once
-
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(_enc.encode(body), status_code=status, headers=headers, media_type="application/json")
@@ -163,17 +144,19 @@ def _integer(value: str | None, default: int) -> int | None:
 
 # ---------------------------------------------------------------- the simulator
 
-class HorisenSimulator:
+class HorisenSimulator(SimulatedServer):
     """The token endpoint and the API in one uvicorn server; see the module docstring."""
+
+    NAME = "HORISEN"
+    MIN_TLS = MIN_TLS
 
     def __init__(self, certs: Certs, knobs: Knobs | None = None, *,
                  traffic_reports_path: str | None = None) -> None:
-        self.certs = certs
+        super().__init__(certs)
         self.knobs = knobs or Knobs()
         if traffic_reports_path is not None:
             self.knobs.traffic_reports_path = traffic_reports_path
         _route(self.knobs.traffic_reports_path)  # refuse a bad template now
-        self.url = ""
         self.log: list[Logged] = []
         self.grants = 0  # tokens issued
         self.refused_grants = 0  # token requests refused
@@ -193,7 +176,6 @@ class HorisenSimulator:
         self._sorted: dict[str, list[dict[str, Any]]] = {}  # sort -> all documents, until a change
         self._reports: dict[int, bytes] = {}  # id -> encoded traffic-report answer
         self._mutations = 0
-        self._stack: contextlib.AsyncExitStack | None = None
         self._app = Starlette(routes=[
             Route(wire.TOKEN_PATH, self._token, methods=["POST"]),
             Route("/{path:path}", self._api, methods=["GET"]),
@@ -294,73 +276,9 @@ class HorisenSimulator:
 
     # ------------------------------------------------------------ serving
 
-    async def serve(self, host: str = "127.0.0.1", port: int = 0, *,
-                    task_status: TaskStatus[str] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Serve until cancelled; `task_status.started(self.url)` once connections are accepted."""
-        sock = bind(host, port)
-        try:
-            bound_host, bound_port = sock.getsockname()[:2]
-            self.url = f"https://{f'[{bound_host}]' if ':' in bound_host else bound_host}:{bound_port}"
-            config = _Config(self._asgi, interface="asgi3", lifespan="off", ws="none", log_config=None,
-                             access_log=False, server_header=False, timeout_graceful_shutdown=1,
-                             ssl_certfile=str(self.certs.server_chain),
-                             ssl_keyfile=str(self.certs.server_key))
-            server = _Server(config)
-            finished = anyio.Event()
-
-            async def run() -> None:
-                # Shielded: a cancelled serve() still shuts uvicorn down cleanly (below).
-                with anyio.CancelScope(shield=True):
-                    try:
-                        await server.serve([sock])
-                    finally:
-                        finished.set()
-
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(run)
-                try:
-                    while not server.started:
-                        if finished.is_set():
-                            raise RuntimeError("the HORISEN simulator did not start")
-                        await anyio.sleep(0.005)
-                    task_status.started(self.url)
-                    await finished.wait()
-                finally:
-                    server.should_exit = True
-                    server.stop.set()
-        finally:
-            sock.close()
-
-    async def __aenter__(self) -> HorisenSimulator:
-        async with contextlib.AsyncExitStack() as stack:
-            tg = await stack.enter_async_context(anyio.create_task_group())
-            await tg.start(self.serve)
-            stack.callback(tg.cancel_scope.cancel)  # runs first on exit: stop serving
-            self._stack = stack.pop_all()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._stack is not None:
-            stack, self._stack = self._stack, None
-            await stack.aclose()
-
-    async def _asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """The Starlette app, with every answered request appended to `log`."""
-        if scope["type"] != "http":
-            return await self._app(scope, receive, send)
-        at, status = time.monotonic(), 0
-
-        async def capture(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self._app(scope, receive, capture)
-        finally:
-            query = scope["query_string"].decode("latin-1")
-            self.log.append(Logged(at, scope["method"], scope["path"], query, status))
+    def _logged(self, scope: Scope, at: float, status: int) -> None:
+        query = scope["query_string"].decode("latin-1")
+        self.log.append(Logged(at, scope["method"], scope["path"], query, status))
 
     # ------------------------------------------------------------ the token endpoint
 

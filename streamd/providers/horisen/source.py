@@ -38,19 +38,19 @@ import httpx
 import msgspec
 from anyio.abc import TaskStatus
 
-from ...errors import Rejected, StreamdError, Unavailable
+from ...errors import Rejected, StreamdError
 from ...health import State
 from ...model import Event, Invoice, TrafficLine, format_time
-from ...retry import Backoff, retry_after_seconds, retrying
+from ...retry import Backoff
 from ...sources import SourceContext
 from ...sources.changes import rejected_marker, same_content
-from ...sources.polling import Gate, fan_out, origin, server_tls, url_path
+from ...sources.polling import AuthFailed, BearerClient, Gate, PollFailed, fan_out, server_tls, url_path
 from ...store import Batch, DeadLetter, EntityState, Pending
 from . import wire
 from .changes import invoice_event, party_event, renormalized, unchanged
 from .config import HorisenConfig
 from .normalize import NormalizedDocument, document_key, normalize_document, normalize_traffic, traffic_rows
-from .oauth import AuthFailed, ClientToken
+from .oauth import ClientToken
 
 log = logging.getLogger("streamd.source.horisen")
 
@@ -65,10 +65,6 @@ RELISTS = 3
 # After the credentials were refused, try again this long after (a fixed secret file
 # may have been replaced; HORISEN may have had a glitch).
 AUTH_RETRY = 300.0
-
-
-class PollFailed(StreamdError):
-    """This poll cannot complete now; it is retried after a backoff, the cursor unmoved."""
 
 
 class ReportsMissing(StreamdError):
@@ -103,11 +99,11 @@ class HorisenSource:
         self.cfg = cfg
         self.tenant = cfg.feed_tenant
         self._ssl = server_tls(cfg.ca)
-        self._origin = origin(cfg.api_url)
         self._gate = Gate(cfg.concurrency)
         self.polls = 0  # complete polls, for tests and the demo
         self.http: httpx.AsyncClient | None = None
         self.token: ClientToken | None = None
+        self.client: BearerClient | None = None
         m = ctx.metrics
         for outcome in ("complete", "failed"):
             m.source_polls.labels(self.name, outcome)
@@ -129,6 +125,8 @@ class HorisenSource:
                                      limits=limits, follow_redirects=False, trust_env=False) as http:
             self.http = http
             self.token = ClientToken(self.ctx, self.cfg, http)
+            self.client = BearerClient(self.ctx, http, self.token, policy=self.cfg.backoff,
+                                       max_tries=self.cfg.max_tries, describe=_error)
             while True:
                 try:
                     await self._poll_loop()
@@ -220,74 +218,22 @@ class HorisenSource:
         return max(totals)
 
     async def _page(self, url: str, params: dict[str, str]) -> wire.Page:
-        resp = await self._get(url, params)
+        assert self.client is not None
+        resp = await self.client.get(url, params, gate=self._gate)
         try:
             return wire.page_decoder.decode(resp.content)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise PollFailed(f"{url_path(url)}: not a documents page ({exc})") from None
 
     async def traffic(self, key: str) -> list[bytes]:
-        path = self.cfg.traffic_reports_path.format(invoice_id=key)
-        resp = await self._get(self.cfg.api_url.rstrip("/") + path, None, reports=True)
+        assert self.client is not None
+        url = self.cfg.api_url.rstrip("/") + self.cfg.traffic_reports_path.format(invoice_id=key)
+        resp = await self.client.get(url, gate=self._gate, passthrough=(404,))
+        if resp.status_code == 404:
+            raise ReportsMissing(f"{url_path(url)}: HTTP 404 {_error(resp)}")
         return traffic_rows(resp.content)
 
     # ---------------------------------------------------------------- HTTP
-
-    async def _get(self, url: str, params: dict[str, str] | None, *, reports: bool = False) -> httpx.Response:
-        """GET with the access token (renewed once on a 401), at most `concurrency` in flight,
-        and retries for timeouts, 408, 429 (after its Retry-After) and 5xx."""
-        assert self.http is not None and self.token is not None
-        http, token, gate = self.http, self.token, self._gate
-        requests = self.ctx.metrics.source_requests
-        renewed = False
-
-        async def attempt() -> httpx.Response:
-            nonlocal renewed
-            while True:
-                bearer = await token.get()
-                headers = {"Authorization": f"Bearer {bearer}", "Accept": "application/json"}
-                async with gate.slots:
-                    await gate.wait()
-                    try:
-                        resp = await http.get(url, params=params, headers=headers)
-                    except httpx.TimeoutException:
-                        requests.labels(self.name, "error").inc()
-                        raise Unavailable(f"{url_path(url)}: timed out") from None
-                    except httpx.TransportError as exc:
-                        requests.labels(self.name, "error").inc()
-                        raise Unavailable(f"{url_path(url)}: {type(exc).__name__}: {exc}") from None
-                code = resp.status_code
-                requests.labels(self.name, str(code)).inc()
-                if code == 200:
-                    return resp
-                if code == 401:
-                    if renewed:
-                        raise AuthFailed(f"the API refused a new access token (HTTP 401 twice on "
-                                         f"{url_path(url)}: {_error(resp)})")
-                    renewed = True
-                    log.info("source %s: HTTP 401 on %s; getting a new access token",
-                             self.name, url_path(url))
-                    await token.renew(failed=bearer)
-                    continue
-                if code == 404 and reports:
-                    raise ReportsMissing(f"{url_path(url)}: HTTP 404 {_error(resp)}")
-                if code == 429:
-                    wait = retry_after_seconds(resp.headers.get("retry-after"))
-                    gate.pause(wait if wait is not None else self.cfg.backoff.min.seconds)
-                    raise Unavailable(f"{url_path(url)}: HTTP 429 (rate limited, Retry-After "
-                                      f"{resp.headers.get('retry-after', '-')})", wait)
-                if code == 408 or code >= 500:
-                    raise Unavailable(f"{url_path(url)}: HTTP {code} {_error(resp)}")
-                raise PollFailed(f"{url_path(url)}: HTTP {code} {_error(resp)}")
-
-        try:
-            return await retrying(attempt, policy=self.cfg.backoff, metrics=self.ctx.metrics,
-                                  retry_on=lambda e: isinstance(e, Unavailable),
-                                  component=self.ctx.component, what=url_path(url),
-                                  attempts=self.cfg.max_tries)
-        except Unavailable as exc:
-            raise PollFailed(f"gave up after {self.cfg.max_tries} tries: {exc}") from None
-
 
 class _Listing:
     """One poll's documents, diffed page by page against what the last poll left."""

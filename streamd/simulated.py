@@ -1,0 +1,130 @@
+"""What the HTTPS provider simulators share: an ASGI app served by uvicorn over TLS on
+loopback (certificates from a throwaway CA), `serve()` for a task group, `async with`
+for a test, and a hook that sees every answered request (for their request logs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ssl
+import time
+from typing import Any, ClassVar, Self
+
+import anyio
+import uvicorn
+from anyio.abc import TaskStatus
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .asgi import Server, bind
+from .certs import Certs
+
+
+class _Config(uvicorn.Config):
+    # uvicorn builds its SSLContext from the certificate files in load() and takes no
+    # context of ours: raise the floor on the one it built, before it serves.
+    def __init__(self, app: Any, min_tls: ssl.TLSVersion, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.min_tls = min_tls
+
+    def load(self) -> None:
+        super().load()
+        assert self.ssl is not None
+        self.ssl.minimum_version = self.min_tls
+
+
+class _Server(Server):
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.stop = anyio.Event()
+
+    async def main_loop(self) -> None:
+        await self.stop.wait()  # instead of uvicorn's 0.1 s polling: stops at once
+
+
+class SimulatedServer:
+    """Subclasses set `NAME`, `MIN_TLS` and `self._app`, and may override `_prepare`
+    (work done before the first connection) and `_logged` (one answered request)."""
+
+    NAME: ClassVar[str] = "simulator"
+    MIN_TLS: ClassVar[ssl.TLSVersion] = ssl.TLSVersion.TLSv1_2
+
+    def __init__(self, certs: Certs) -> None:
+        self.certs = certs
+        self.url = ""
+        self._app: ASGIApp | None = None
+        self._stack: contextlib.AsyncExitStack | None = None
+
+    def _prepare(self) -> None:
+        pass
+
+    def _logged(self, scope: Scope, at: float, status: int) -> None:
+        pass
+
+    async def serve(self, host: str = "127.0.0.1", port: int = 0, *,
+                    task_status: TaskStatus[str] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Serve until cancelled; `task_status.started(self.url)` once connections are accepted."""
+        self._prepare()
+        sock = bind(host, port)
+        try:
+            bound_host, bound_port = sock.getsockname()[:2]
+            self.url = f"https://{f'[{bound_host}]' if ':' in bound_host else bound_host}:{bound_port}"
+            config = _Config(self._asgi, self.MIN_TLS, interface="asgi3", lifespan="off", ws="none",
+                             log_config=None, access_log=False, server_header=False,
+                             timeout_graceful_shutdown=1, ssl_certfile=str(self.certs.server_chain),
+                             ssl_keyfile=str(self.certs.server_key))
+            server = _Server(config)
+            finished = anyio.Event()
+
+            async def run() -> None:
+                # Shielded: a cancelled serve() still shuts uvicorn down cleanly (below).
+                with anyio.CancelScope(shield=True):
+                    try:
+                        await server.serve([sock])
+                    finally:
+                        finished.set()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(run)
+                try:
+                    while not server.started:
+                        if finished.is_set():
+                            raise RuntimeError(f"the {self.NAME} simulator did not start")
+                        await anyio.sleep(0.005)
+                    task_status.started(self.url)
+                    await finished.wait()
+                finally:
+                    server.should_exit = True
+                    server.stop.set()
+        finally:
+            sock.close()
+
+    async def __aenter__(self) -> Self:
+        async with contextlib.AsyncExitStack() as stack:
+            tg = await stack.enter_async_context(anyio.create_task_group())
+            await tg.start(self.serve)
+            stack.callback(tg.cancel_scope.cancel)  # runs first on exit: stop serving
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._stack is not None:
+            stack, self._stack = self._stack, None
+            await stack.aclose()
+
+    async def _asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The app, with every answered request shown to `_logged`."""
+        assert self._app is not None
+        if scope["type"] != "http":
+            return await self._app(scope, receive, send)
+        at, status = time.monotonic(), 0
+
+        async def capture(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self._app(scope, receive, capture)
+        finally:
+            self._logged(scope, at, status)
