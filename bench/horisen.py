@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -28,10 +27,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
 from anyio.from_thread import start_blocking_portal
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from _common import free_port, up, wait  # noqa: E402
 
 from streamd.providers.horisen import simulator as sim_mod  # noqa: E402
 from streamd.providers.horisen.simulator import Knobs  # noqa: E402
@@ -50,25 +50,10 @@ log_level = "warning"
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
-def wait(cond: object, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
-def _up(port: int) -> bool:
-    try:
-        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def run_streamd(work: Path, config: str, port: int, done: object, timeout: float) -> float:
@@ -77,7 +62,7 @@ def run_streamd(work: Path, config: str, port: int, done: object, timeout: float
     proc = subprocess.Popen([sys.executable, "-m", "streamd", "run", "-c", str(work / "config.toml")],
                             cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        wait(lambda: _up(port) or proc.poll() is not None, 30, "streamd's listener")
+        wait(lambda: up(port) or proc.poll() is not None, 30, "streamd's listener")
         if proc.poll() is not None:
             raise SystemExit(f"streamd exited: {proc.stderr.read().decode() if proc.stderr else ''}")
         t0 = time.monotonic()

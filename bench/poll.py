@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -32,6 +31,7 @@ from pathlib import Path
 
 import anyio
 import httpx
+from _common import free_port, up, wait
 from anyio.from_thread import start_blocking_portal
 
 from streamd.config import StoreConfig
@@ -51,10 +51,6 @@ log_level = "warning"
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def metric(port: int, name: str) -> float:
@@ -63,12 +59,6 @@ def metric(port: int, name: str) -> float:
     return float(m.group(1)) if m else 0.0
 
 
-def wait(cond: object, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 def one_run(args: argparse.Namespace) -> tuple[float, float, float, int]:
@@ -89,7 +79,7 @@ def one_run(args: argparse.Namespace) -> tuple[float, float, float, int]:
         proc = subprocess.Popen([sys.executable, "-m", "streamd", "run", "-c", str(work / "config.toml")],
                                 cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
-            wait(lambda: _up(port), 30, "streamd's listener")
+            wait(lambda: up(port), 30, "streamd's listener")
             t0 = time.monotonic()
             db = sqlite3.connect(work / "feed.db", timeout=10)
             want = 2 * args.records
@@ -116,11 +106,6 @@ def one_run(args: argparse.Namespace) -> tuple[float, float, float, int]:
         return full, again, want / full, requests
 
 
-def _up(port: int) -> bool:
-    try:
-        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def main() -> None:

@@ -6,13 +6,17 @@ for a test, and a hook that sees every answered request (for their request logs)
 from __future__ import annotations
 
 import contextlib
+import math
+import secrets
 import ssl
 import time
+from pathlib import Path
 from typing import Any, ClassVar, Self
 
 import anyio
 import uvicorn
 from anyio.abc import TaskStatus
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .asgi import Server, bind
@@ -41,6 +45,29 @@ class _Server(Server):
         await self.stop.wait()  # instead of uvicorn's 0.1 s polling: stops at once
 
 
+class AccessTokens:
+    """The bearer tokens a simulated provider issued, each until its expiry."""
+
+    def __init__(self) -> None:
+        self._expiry: dict[str, float] = {}  # token -> expiry (monotonic)
+
+    def issue(self, ttl: float) -> str:
+        token, now = secrets.token_urlsafe(32), time.monotonic()
+        self._expiry = {t: at for t, at in self._expiry.items() if at > now}  # forget stale ones
+        self._expiry[token] = now + ttl
+        return token
+
+    def valid(self, headers: Headers) -> bool:
+        scheme, _, token = headers.get("authorization", "").partition(" ")
+        expiry = self._expiry.get(token.strip()) if scheme.lower() == "bearer" else None
+        return expiry is not None and time.monotonic() < expiry
+
+    def expire_all(self) -> None:
+        """Every token issued so far is expired from now on."""
+        for token in self._expiry:
+            self._expiry[token] = -math.inf
+
+
 class SimulatedServer:
     """Subclasses set `NAME`, `MIN_TLS` and `self._app`, and may override `_prepare`
     (work done before the first connection) and `_logged` (one answered request)."""
@@ -56,6 +83,14 @@ class SimulatedServer:
 
     def _prepare(self) -> None:
         pass
+
+    def secret_file(self, name: str, value: str) -> Path:
+        """Write a secret for a `file:` reference in the config a simulator hands out."""
+        path = self.certs.dir / name
+        path.touch(mode=0o600)
+        path.chmod(0o600)
+        path.write_text(value + "\n")
+        return path
 
     def _logged(self, scope: Scope, at: float, status: int) -> None:
         pass

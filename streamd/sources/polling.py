@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Protocol, TypeVar
@@ -16,6 +17,8 @@ import httpx
 
 from ..config import Backoff
 from ..errors import StreamdError, Unavailable
+from ..health import State
+from ..retry import Backoff as Backoffs
 from ..retry import retry_after_seconds, retrying
 from .base import SourceContext
 
@@ -55,6 +58,70 @@ class Gate:
         # A loop, not one sleep: another 429 may push `not_before` further while we wait.
         while (left := self.not_before - anyio.current_time()) > 0:  # noqa: ASYNC110
             await anyio.sleep(left)
+
+
+def http_client(tls: ssl.SSLContext, timeout: float) -> httpx.AsyncClient:
+    """A poller's HTTP client: the server verified, no redirects, no proxy settings taken
+    from the environment."""
+    return httpx.AsyncClient(verify=tls, timeout=timeout, follow_redirects=False, trust_env=False,
+                             limits=httpx.Limits(max_connections=None, max_keepalive_connections=32))
+
+
+class PollHealth:
+    """A poller's health from its parts' (Asperion: one per tenant and resource): `retrying`
+    while any part's polls fail, with the latest reason; `ok` once none does."""
+
+    def __init__(self, ctx: SourceContext) -> None:
+        self.ctx = ctx
+        self.failing: dict[str, str] = {}
+
+    def fail(self, where: str, reason: str) -> None:
+        self.failing[where] = reason
+        component = self.ctx.component
+        text = f"{where}: {reason}" if where else reason
+        if component.state is State.RETRYING:
+            component.reason = text  # keep `since`: /readyz measures the whole outage
+        else:
+            component.set(State.RETRYING, text)
+        self.ctx.metrics.source_connected.labels(self.ctx.name).set(0)
+
+    def recovered(self, where: str) -> None:
+        self.failing.pop(where, None)
+        if not self.failing:
+            self.ctx.component.ok()
+            self.ctx.metrics.source_connected.labels(self.ctx.name).set(1)
+
+
+async def poll_every(ctx: SourceContext, health: PollHealth, poll: Callable[[], Awaitable[None]], *,
+                     interval: float, policy: Backoff, where: str = "",
+                     complete: Callable[[], None] = lambda: None) -> None:
+    """Run `poll` every `interval` (from the start of one to the start of the next), and
+    after a `PollFailed` again after a capped backoff (never longer than `interval`).
+    Counts polls, their duration and failures; returns only by an exception."""
+    backoff = Backoffs(policy)
+    m, name = ctx.metrics, ctx.name
+    while True:
+        started = anyio.current_time()
+        t0 = time.perf_counter()
+        try:
+            await poll()
+        except PollFailed as exc:
+            m.source_polls.labels(name, "failed").inc()
+            health.fail(where, str(exc))
+            wait = min(interval, backoff.next())
+            m.source_reconnects.labels(name).inc()
+            m.retried("source", name, wait)
+            log.warning("source %s: poll%s failed (%s); retry %d in %.1fs", name,
+                        f" of {where}" if where else "", exc, backoff.failures, wait)
+            await anyio.sleep(wait)
+            continue
+        backoff.reset()
+        m.source_polls.labels(name, "complete").inc()
+        m.source_poll_duration.labels(name).observe(time.perf_counter() - t0)
+        m.source_last_poll.labels(name).set(time.time())
+        complete()
+        health.recovered(where)
+        await anyio.sleep(max(0.0, started + interval - anyio.current_time()))
 
 
 class BearerClient:

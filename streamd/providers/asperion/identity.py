@@ -10,7 +10,6 @@ strictest reading of "may rotate"]; codes live `CODE_TTL` seconds [I]; access to
 from __future__ import annotations
 
 import base64
-import math
 import secrets
 import time
 from typing import TYPE_CHECKING, Any
@@ -20,6 +19,8 @@ import msgspec
 from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
+
+from ...simulated import AccessTokens
 
 if TYPE_CHECKING:
     from .simulator import Knobs
@@ -44,7 +45,7 @@ class Identity:
         self.refreshes = 0  # successful refresh_token grants
         self.refused_refreshes = 0  # refresh_token grants refused (spent or unknown)
         self._codes: dict[str, tuple[str, str, float]] = {}  # code -> client_id, redirect_uri, expiry
-        self._access: dict[str, float] = {}  # access token -> expiry (monotonic)
+        self.access = AccessTokens()
         self._refresh: dict[str, bool] = {}  # refresh token -> still unused
 
     def new_refresh_token(self) -> str:
@@ -57,13 +58,10 @@ class Identity:
 
     def expire_access_tokens(self) -> None:
         """Every access token issued so far is expired from now on."""
-        for token in self._access:
-            self._access[token] = -math.inf
+        self.access.expire_all()
 
     def bearer_valid(self, headers: Headers) -> bool:
-        scheme, _, token = headers.get("authorization", "").partition(" ")
-        expiry = self._access.get(token.strip()) if scheme.lower() == "bearer" else None
-        return expiry is not None and time.monotonic() < expiry
+        return self.access.valid(headers)
 
     async def authorize(self, request: Request) -> Response:
         q = request.query_params
@@ -117,9 +115,7 @@ class Identity:
             self.refreshes += 1
         else:
             return _oauth_error(400, "unsupported_grant_type")
-        access, now = secrets.token_urlsafe(32), time.monotonic()
-        self._access = {t: expiry for t, expiry in self._access.items() if expiry > now}  # forget stale ones
-        self._access[access] = now + self.knobs.token_ttl
+        access = self.access.issue(self.knobs.token_ttl)
         return _oauth_json({"access_token": access, "expires_in": max(1, int(self.knobs.token_ttl)),
                       "token_type": "Bearer", "refresh_token": self.new_refresh_token(), "scope": SCOPE},
                      headers={"Cache-Control": "no-store", "Pragma": "no-cache"})

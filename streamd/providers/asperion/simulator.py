@@ -287,10 +287,7 @@ class AsperionSimulator(SimulatedServer):
     def source_toml(self, name: str, **extra: str) -> str:
         """The `[sources.<name>]` table that points streamd at this simulator (and writes the
         client secret to a file it references); `extra` adds keys, values already TOML."""
-        secret = self.certs.dir / "asperion-client-secret"
-        secret.touch(mode=0o600)
-        secret.chmod(0o600)
-        secret.write_text(self.knobs.client_secret + "\n")
+        secret = self.secret_file("asperion-client-secret", self.knobs.client_secret)
         lines = [f"[sources.{name}]", 'provider = "asperion"', f'base_url = "{self.base_url}"',
                  f'authorize_url = "{self.authorize_url}"', f'token_url = "{self.token_url}"',
                  f'client_id = "{self.knobs.client_id}"', f'client_secret = "file:{secret}"',

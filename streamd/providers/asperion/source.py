@@ -20,7 +20,6 @@ The pure half (versions, and the events a listing emits) is in `changes`.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -36,7 +35,18 @@ from ...model import Event, format_time
 from ...retry import Backoff
 from ...sources import SourceContext
 from ...sources.changes import is_live, rejected_marker, same_content
-from ...sources.polling import AuthFailed, BearerClient, Gate, PollFailed, fan_out, origin, url_path
+from ...sources.polling import (
+    AuthFailed,
+    BearerClient,
+    Gate,
+    PollFailed,
+    PollHealth,
+    fan_out,
+    http_client,
+    origin,
+    poll_every,
+    url_path,
+)
 from ...store import Batch, DeadLetter, EntityState, Pending
 from . import wire
 from .changes import deletion_event, record_event
@@ -65,7 +75,7 @@ class AsperionSource:
         self._ssl = tls_context(cfg)
         self._origin = origin(cfg.base_url)
         self._gates: dict[str, Gate] = {}
-        self._failing: dict[tuple[str, str], str] = {}
+        self.health = PollHealth(ctx)
         self._auth_failure: AuthFailed | None = None
         self.polls = 0  # complete listings, for tests and the demo
         self.http: httpx.AsyncClient | None = None
@@ -89,9 +99,7 @@ class AsperionSource:
         component = self.ctx.component
         component.set(State.STARTING, "starting")
         task_status.started()
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=32)
-        async with httpx.AsyncClient(verify=self._ssl, timeout=self.cfg.timeout.seconds,
-                                     limits=limits, follow_redirects=False, trust_env=False) as http:
+        async with http_client(self._ssl, self.cfg.timeout.seconds) as http:
             self.http = http
             self.tokens = Tokens(self.ctx, self.cfg, http)
             self.client = BearerClient(self.ctx, http, self.tokens, policy=self.cfg.backoff,
@@ -159,58 +167,27 @@ class AsperionSource:
                 tg.cancel_scope.cancel()
                 return
             except (PollFailed, msgspec.DecodeError, msgspec.ValidationError) as exc:
-                self._fail(("*", "administrations"), f"listing administrations: {exc}")
+                self.health.fail("*/administrations", f"listing administrations: {exc}")
                 wait = min(self.cfg.interval.seconds, backoff.next())
                 self.ctx.metrics.retried("source", self.name, wait)
                 await anyio.sleep(wait)
                 continue
-            self._failing.pop(("*", "administrations"), None)
+            self.health.recovered("*/administrations")
             for tenant in found:
                 if tenant not in self._gates:
                     log.info("source %s: polling administration %s", self.name, tenant)
                     self._start_tenant(tg, tenant)
             if not found:
-                self._fail(("*", "administrations"), "the token reaches no administration")
+                self.health.fail("*/administrations", "the token reaches no administration")
             await anyio.sleep(self.cfg.interval.seconds)
 
     async def _poll_loop(self, tenant: str, resource: str) -> None:
-        backoff = Backoff(self.cfg.backoff)
-        m = self.ctx.metrics
-        while True:
-            started = anyio.current_time()
-            t0 = time.perf_counter()
-            try:
-                await self._poll(tenant, resource)
-            except PollFailed as exc:
-                m.source_polls.labels(self.name, "failed").inc()
-                self._fail((tenant, resource), str(exc))
-                wait = min(self.cfg.interval.seconds, backoff.next())
-                m.source_reconnects.labels(self.name).inc()
-                m.retried("source", self.name, wait)
-                log.warning("source %s: poll of %s/%s failed (%s); retry %d in %.1fs",
-                            self.name, tenant, resource, exc, backoff.failures, wait)
-                await anyio.sleep(wait)
-                continue
-            backoff.reset()
-            self.polls += 1
-            m.source_polls.labels(self.name, "complete").inc()
-            m.source_poll_duration.labels(self.name).observe(time.perf_counter() - t0)
-            m.source_last_poll.labels(self.name).set(time.time())
-            self._failing.pop((tenant, resource), None)
-            if not self._failing:
-                self.ctx.component.ok()
-                m.source_connected.labels(self.name).set(1)
-            await anyio.sleep(max(0.0, started + self.cfg.interval.seconds - anyio.current_time()))
+        await poll_every(self.ctx, self.health, lambda: self._poll(tenant, resource),
+                         interval=self.cfg.interval.seconds, policy=self.cfg.backoff,
+                         where=f"{tenant}/{resource}", complete=self._polled)
 
-    def _fail(self, where: tuple[str, str], reason: str) -> None:
-        self._failing[where] = reason
-        component = self.ctx.component
-        text = f"{where[0]}/{where[1]}: {reason}"
-        if component.state is State.RETRYING:
-            component.reason = text  # keep `since`: /readyz measures the whole outage
-        else:
-            component.set(State.RETRYING, text)
-        self.ctx.metrics.source_connected.labels(self.name).set(0)
+    def _polled(self) -> None:
+        self.polls += 1
 
     # ---------------------------------------------------------------- one listing
 

@@ -36,12 +36,10 @@ from __future__ import annotations
 
 import base64
 import functools
-import math
 import random
 import re
 import secrets
 import ssl
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -51,7 +49,7 @@ from urllib.parse import parse_qsl, unquote_plus
 import anyio
 import msgspec
 from starlette.applications import Starlette
-from starlette.datastructures import Headers, QueryParams
+from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -59,7 +57,7 @@ from starlette.types import Scope
 
 from ...certs import Certs
 from ...certs import make as make_certs
-from ...simulated import SimulatedServer
+from ...simulated import AccessTokens, SimulatedServer
 from . import records, wire
 from .records import STAMP
 
@@ -162,7 +160,7 @@ class HorisenSimulator(SimulatedServer):
         self.refused_grants = 0  # token requests refused
         self.api_requests = 0  # requests other than the token endpoint's
         self.missing_reports: set[int] = set()  # invoice ids whose traffic reports answer 404
-        self._tokens: dict[str, float] = {}  # access token -> expiry (monotonic)
+        self._tokens = AccessTokens()
         self._records = records.Records(self.knobs.seed, self.knobs.partners)
         now = _utcnow()
         self.today = self.knobs.today or now.date()
@@ -203,8 +201,7 @@ class HorisenSimulator(SimulatedServer):
 
     def expire_tokens(self) -> None:
         """Every access token issued so far is invalid from now on."""
-        for token in self._tokens:
-            self._tokens[token] = -math.inf
+        self._tokens.expire_all()
 
     # ------------------------------------------------------------ data
 
@@ -263,10 +260,7 @@ class HorisenSimulator(SimulatedServer):
     def source_toml(self, name: str, **extra: str) -> str:
         """The `[sources.<name>]` table that points streamd at this simulator (and writes the
         client secret to a file it references); `extra` adds keys, values already TOML."""
-        secret = self.certs.dir / "horisen-client-secret"
-        secret.touch(mode=0o600)
-        secret.chmod(0o600)
-        secret.write_text(self.knobs.client_secret + "\n")
+        secret = self.secret_file("horisen-client-secret", self.knobs.client_secret)
         lines = [f"[sources.{name}]", f'provider = "{wire.PROVIDER}"', f'token_url = "{self.token_url}"',
                  f'api_url = "{self.api_url}"', f'client_id = "{self.knobs.client_id}"',
                  f'client_secret = "file:{secret}"', f'ca = "{self.certs.ca}"',
@@ -306,17 +300,10 @@ class HorisenSimulator(SimulatedServer):
                 return _oauth_error(400, "invalid_request", "The grant_type parameter is missing.")
             return _oauth_error(400, "unsupported_grant_type",
                                 "The authorization grant type is not supported by the authorization server.")
-        token, now = secrets.token_urlsafe(32), time.monotonic()
-        self._tokens = {t: expiry for t, expiry in self._tokens.items() if expiry > now}  # forget stale ones
-        self._tokens[token] = now + k.token_ttl
+        token = self._tokens.issue(k.token_ttl)
         self.grants += 1
         return _json({"token_type": "Bearer", "expires_in": max(1, int(k.token_ttl)), "access_token": token},
                      headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
-
-    def _bearer_valid(self, headers: Headers) -> bool:
-        scheme, _, token = headers.get("authorization", "").partition(" ")
-        expiry = self._tokens.get(token.strip()) if scheme.lower() == "bearer" else None
-        return expiry is not None and time.monotonic() < expiry
 
     # ------------------------------------------------------------ the API
 
@@ -328,7 +315,7 @@ class HorisenSimulator(SimulatedServer):
             await anyio.sleep(k.latency)
         if k.fail_every and n % k.fail_every == 0:
             return _error(500, wire.INT_APP_ERROR, "internal application error")
-        if not self._bearer_valid(request.headers):
+        if not self._tokens.valid(request.headers):
             return _error(401, wire.NOT_AUTHENTICATED, "A valid bearer access token is required.",
                           {"WWW-Authenticate": 'Bearer error="invalid_token"'})
         path = request.scope["path"]

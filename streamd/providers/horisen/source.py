@@ -27,7 +27,6 @@ complete one.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -41,10 +40,20 @@ from anyio.abc import TaskStatus
 from ...errors import Rejected, StreamdError
 from ...health import State
 from ...model import Event, Invoice, TrafficLine, format_time
-from ...retry import Backoff
 from ...sources import SourceContext
 from ...sources.changes import rejected_marker, same_content
-from ...sources.polling import AuthFailed, BearerClient, Gate, PollFailed, fan_out, server_tls, url_path
+from ...sources.polling import (
+    AuthFailed,
+    BearerClient,
+    Gate,
+    PollFailed,
+    PollHealth,
+    fan_out,
+    http_client,
+    poll_every,
+    server_tls,
+    url_path,
+)
 from ...store import Batch, DeadLetter, EntityState, Pending
 from . import wire
 from .changes import invoice_event, party_event, renormalized, unchanged
@@ -100,6 +109,7 @@ class HorisenSource:
         self.tenant = cfg.feed_tenant
         self._ssl = server_tls(cfg.ca)
         self._gate = Gate(cfg.concurrency)
+        self.health = PollHealth(ctx)
         self.polls = 0  # complete polls, for tests and the demo
         self.http: httpx.AsyncClient | None = None
         self.token: ClientToken | None = None
@@ -120,9 +130,7 @@ class HorisenSource:
         component = self.ctx.component
         component.set(State.STARTING, "starting")
         task_status.started()
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=32)
-        async with httpx.AsyncClient(verify=self._ssl, timeout=self.cfg.timeout.seconds,
-                                     limits=limits, follow_redirects=False, trust_env=False) as http:
+        async with http_client(self._ssl, self.cfg.timeout.seconds) as http:
             self.http = http
             self.token = ClientToken(self.ctx, self.cfg, http)
             self.client = BearerClient(self.ctx, http, self.token, policy=self.cfg.backoff,
@@ -138,39 +146,11 @@ class HorisenSource:
                     await anyio.sleep(AUTH_RETRY)
 
     async def _poll_loop(self) -> None:
-        backoff = Backoff(self.cfg.backoff)
-        m = self.ctx.metrics
-        while True:
-            started = anyio.current_time()
-            t0 = time.perf_counter()
-            try:
-                await self.poll()
-            except PollFailed as exc:
-                m.source_polls.labels(self.name, "failed").inc()
-                wait = min(self.cfg.interval.seconds, backoff.next())
-                self._retrying(str(exc))
-                m.source_reconnects.labels(self.name).inc()
-                m.retried("source", self.name, wait)
-                log.warning("source %s: poll failed (%s); retry %d in %.1fs",
-                            self.name, exc, backoff.failures, wait)
-                await anyio.sleep(wait)
-                continue
-            backoff.reset()
-            self.polls += 1
-            m.source_polls.labels(self.name, "complete").inc()
-            m.source_poll_duration.labels(self.name).observe(time.perf_counter() - t0)
-            m.source_last_poll.labels(self.name).set(time.time())
-            self.ctx.component.ok()
-            m.source_connected.labels(self.name).set(1)
-            await anyio.sleep(max(0.0, started + self.cfg.interval.seconds - anyio.current_time()))
+        await poll_every(self.ctx, self.health, self.poll, interval=self.cfg.interval.seconds,
+                         policy=self.cfg.backoff, complete=self._polled)
 
-    def _retrying(self, reason: str) -> None:
-        component = self.ctx.component
-        if component.state is State.RETRYING:
-            component.reason = reason  # keep `since`: /readyz measures the whole outage
-        else:
-            component.set(State.RETRYING, reason)
-        self.ctx.metrics.source_connected.labels(self.name).set(0)
+    def _polled(self) -> None:
+        self.polls += 1
 
     # ---------------------------------------------------------------- one poll
 
