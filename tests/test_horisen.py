@@ -127,6 +127,24 @@ async def test_an_invoice_never_reported_on_goes_to_dead_letters(tmp_path: Path)
             assert await d.metric('streamd_source_held_records{source="hz"}') == 0
 
 
+async def test_bad_documents_go_to_dead_letters_and_the_rest_commits(tmp_path: Path) -> None:
+    async with sim_mod.simulator(tmp_path / "sim", Knobs(days=3, documents_per_day=3)) as sim:
+        ids = sorted(sim.documents())
+        sim.corrupt(ids[1], currencyCode="EURO")
+        sim.corrupt(ids[2], id="")  # no usable id: cannot even be tracked
+        async with InProcess(config(tmp_path, sim)) as d:
+            await rounds(d, 3)
+            assert sorted(int(k) for _, k, _ in feed(d)) == sorted(set(ids) - {ids[1], ids[2]})
+            reasons = [r for (r,) in d.rows("SELECT reason FROM dead_letters ORDER BY id")]
+            # The bad currency is dead-lettered once, not at every poll.
+            assert sum("currencyCode" in r for r in reasons) == 1
+            assert any("id" in r for r in reasons if "currencyCode" not in r)
+            # The listing counted the id-less document too: polls complete, the cursor moves.
+            assert await d.metric('streamd_source_polls_total{outcome="failed",source="hz"}') == 0
+            sim.corrupt(ids[1], currencyCode="EUR")  # fixed at the provider: emitted now
+            await until(lambda: any(int(k) == ids[1] for _, k, _ in feed(d)), 10, "the fixed document")
+
+
 async def test_token_expiry_mid_poll_fetches_one_new_token_and_loses_no_page(tmp_path: Path) -> None:
     async with sim_mod.simulator(tmp_path / "sim", Knobs(days=6, documents_per_day=5, latency=0.03,
                                                          token_ttl=0.3)) as sim:

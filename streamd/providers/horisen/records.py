@@ -250,5 +250,14 @@ def predicate(param: str, raw: str) -> Callable[[dict[str, Any]], bool]:
     return lambda doc: doc[name] is not None and compare(doc[name], bound)
 
 
-def sort_key(name: str) -> Callable[[dict[str, Any]], tuple[bool, Any]]:
-    return lambda doc: (doc[name] is not None, doc[name])  # null first
+def sort_key(name: str) -> Callable[[dict[str, Any]], tuple[int, Any]]:
+    """Nulls first, then numbers, then anything else by its text (a `corrupt()`ed document
+    may hold a value of another type)."""
+    def key(doc: dict[str, Any]) -> tuple[int, Any]:
+        value = doc.get(name)
+        if value is None:
+            return (0, 0)
+        if isinstance(value, (int, float, Decimal)) and not isinstance(value, bool):
+            return (1, value)
+        return (2, str(value))
+    return key

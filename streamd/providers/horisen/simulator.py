@@ -240,6 +240,19 @@ class HorisenSimulator(SimulatedServer):
         self._sorted.clear()
         return out
 
+    def corrupt(self, doc_id: int, **fields: Any) -> None:
+        """Serve a broken document from now on (a bad currency, a missing field: `None`
+        removes one); its `statusDt` moves, so a changed-since listing shows it."""
+        doc = {**self._docs[doc_id], "statusDt": _utcnow().strftime(STAMP)}
+        for name, value in fields.items():
+            if value is None:
+                doc.pop(name, None)
+            else:
+                doc[name] = value
+        self._docs[doc_id] = doc
+        self._bytes.pop(doc_id, None)
+        self._sorted.clear()
+
     def _encoded(self, doc: dict[str, Any]) -> bytes:
         data = self._bytes.get(doc["id"])
         if data is None:

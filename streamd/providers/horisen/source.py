@@ -173,11 +173,11 @@ class HorisenSource:
         await listing.load()
         for attempt in range(1, RELISTS + 1):
             total = await self._list(params, listing)
-            if len(listing.seen) >= total:
+            if listing.count >= total:
                 break
             log.info("source %s: listing saw %d of %d documents (one moved mid-listing); "
-                     "listing again (%d/%d)", self.name, len(listing.seen), total, attempt, RELISTS)
-        await listing.finish(complete=len(listing.seen) >= total, full=full)
+                     "listing again (%d/%d)", self.name, listing.count, total, attempt, RELISTS)
+        await listing.finish(complete=listing.count >= total, full=full)
 
     async def _list(self, params: dict[str, str], listing: _Listing) -> int:
         """One pass over every page; returns the API's `total` on the last page fetched."""
@@ -227,9 +227,15 @@ class _Listing:
         self.invoices: dict[str, str] = {}
         self.parties: dict[str, str] = {}
         self.seen: set[str] = set()
+        self.unkeyed: set[bytes] = set()  # documents without a usable id (dead-lettered)
         self.newest: datetime | None = None  # newest statusDt among documents settled
         self.held: dict[str, Held] = {}
         self.pending: list[Pending] = []
+
+    @property
+    def count(self) -> int:
+        """Distinct documents seen, to hold against the API's `total`."""
+        return len(self.seen) + len(self.unkeyed)
 
     async def load(self) -> None:
         self.invoices = await self.ctx.entity_versions(self.src.tenant, "invoice")
@@ -252,6 +258,7 @@ class _Listing:
                 key = document_key(raw)
             except Rejected as exc:
                 dls.append(self.ctx.dead_letter(exc.reason, raw, self._context("")))
+                self.unkeyed.add(raw)
                 continue
             self.seen.add(key)
             previous = self.invoices.get(key, "")
