@@ -15,7 +15,8 @@ From another test module, wrap `running_sftp_server` in a fixture of your own (i
 the ready-made `sftp_server` fixture works for pytest, but ruff flags the parameter, F811).
 
 What it gives (see `SftpServer`): host, port, username, client_key (a private key file
-in authorized_keys), encrypted_key + PASSPHRASE (another one, PKCS#8 encrypted),
+in authorized_keys), encrypted_key + PASSPHRASE (another one, encrypted in
+OpenSSH's own format, as `ssh-keygen -N` writes it),
 stranger_key (a key the server refuses), known_hosts (the server's real host key),
 wrong_known_hosts (another key under the same name), directory (the remote directory
 to write to, as the server names it) and local_dir (the same directory on this host).
@@ -55,8 +56,9 @@ def _free_port() -> int:
 
 def _write_key(path: Path, key: asyncssh.SSHKey, fmt: str = "openssh",
                passphrase: str | None = None) -> None:
-    path.write_bytes(key.export_private_key(fmt, passphrase) if passphrase
-                     else key.export_private_key(fmt))
+    # One bcrypt round (OpenSSH's default is 16): a test key, made at every server start.
+    path.write_bytes(key.export_private_key(fmt, passphrase, rounds=1, ignore_few_rounds=True)
+                     if passphrase else key.export_private_key(fmt))
     path.chmod(0o600)
     path.with_name(path.name + ".pub").write_bytes(key.export_public_key())
 
@@ -118,7 +120,7 @@ class SftpServer:
         _write_key(self.host_key, host)
         _write_key(self.client_key, client)
         # PKCS#8: encrypted OpenSSH-format keys would need the bcrypt package.
-        _write_key(self.encrypted_key, encrypted, "pkcs8-pem", PASSPHRASE)
+        _write_key(self.encrypted_key, encrypted, "openssh", PASSPHRASE)
         _write_key(self.stranger_key, asyncssh.generate_private_key("ssh-ed25519"))
         self.authorized_keys = keys / "authorized_keys"
         self.authorized_keys.write_bytes(client.export_public_key() + encrypted.export_public_key())
