@@ -4,7 +4,8 @@ the sources, started in that order, each ready before the next (`await tg.start`
 Shutdown (SIGTERM/SIGINT, or `request_stop()`), in phases under
 `daemon.shutdown_timeout`:
 
-1. stop intake: webhooks answer 503, sources are cancelled;
+1. stop intake: webhooks answer 503 (requests already in a handler finish), sources
+   are cancelled;
 2. flush: everything already submitted is committed;
 3. drain: every sink delivers up to the final head and commits its offset;
 4. close the writer, then the listener. Exit 0.
@@ -166,6 +167,7 @@ class Daemon:
             self.web.draining = True
             self._sources_scope.cancel()
             await self._sources_done.wait()
+            await self.web.idle()  # webhook handlers already past the 503 commit first
             await self.writer.submit(Batch())  # everything submitted before this is committed
             for d in self.dispatchers.values():
                 d.drain()

@@ -48,6 +48,11 @@ class Web:
         self.metrics = metrics
         self.health = health
         self.draining = False
+        # Webhook requests past the draining check: shutdown waits for them (`idle`) before
+        # its last commit, so nothing a handler commits lands after the sinks drained.
+        self._inflight = 0
+        self._idle = anyio.Event()
+        self._idle.set()
         self.address: tuple[str, int] | None = None
         self._routes: list[Route] = [
             Route("/metrics", self._metrics, methods=["GET"]),
@@ -76,11 +81,29 @@ class Web:
 
         return endpoint
 
+    @property
+    def inflight(self) -> int:
+        return self._inflight
+
+    async def idle(self) -> None:
+        """Return once no webhook request is being handled (set `draining` first)."""
+        await self._idle.wait()
+
     async def _handle(self, owner: str, handler: WebhookHandler, request: Request) -> Response:
-        limit = self.cfg.body_limit.bytes
-        deadline = self.cfg.commit_timeout.seconds
         if self.draining:
             return _json(503, {"error": "shutting down"}, {"Retry-After": "5"})
+        self._inflight += 1
+        self._idle = anyio.Event() if self._inflight == 1 else self._idle
+        try:
+            return await self._handle_one(owner, handler, request)
+        finally:
+            self._inflight -= 1
+            if self._inflight == 0:
+                self._idle.set()
+
+    async def _handle_one(self, owner: str, handler: WebhookHandler, request: Request) -> Response:
+        limit = self.cfg.body_limit.bytes
+        deadline = self.cfg.commit_timeout.seconds
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             return _json(413, {"error": f"body larger than {limit} bytes"})
