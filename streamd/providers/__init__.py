@@ -13,6 +13,7 @@ from ..sources.base import ProviderSpec
 PROVIDERS: dict[str, str] = {
     "asperion": "streamd.providers.asperion",
     "asteria": "streamd.providers.asteria",
+    "connec": "streamd.providers.connec",
     "horisen": "streamd.providers.horisen",
     "synthetic": "streamd.providers.synthetic",
 }

@@ -1,9 +1,10 @@
-"""What the pollers share: a GET with a bearer token and bounded retries (`BearerClient`),
+"""What the pollers share: a GET with a bearer token and bounded retries (`ApiClient`),
 a gate per peer, bounded fan-out of requests, URL pieces (for messages, and to keep a
 bearer token on its own origin), and the TLS of a provider's API."""
 
 from __future__ import annotations
 
+import base64
 import logging
 import ssl
 import time
@@ -20,6 +21,7 @@ from ..errors import StreamdError, Unavailable
 from ..health import State
 from ..retry import Backoff as Backoffs
 from ..retry import retry_after_seconds, retrying
+from ..secrets import Secret
 from .base import SourceContext
 
 log = logging.getLogger("streamd.source")
@@ -37,10 +39,31 @@ class AuthFailed(StreamdError):
     needed. Fatal for the source, never for the daemon."""
 
 
-class BearerTokens(Protocol):
+class Credentials(Protocol):
+    """What goes after the `Authorization` scheme, and how to get a new one after a 401
+    (`refresh` raises AuthFailed when there is no other)."""
+
+    scheme: str
+
     async def access_token(self) -> str: ...
 
     async def refresh(self, failed: str | None = None) -> str: ...
+
+
+class BasicAuth:
+    """HTTP Basic: fixed credentials, so a 401 is final."""
+
+    scheme = "Basic"
+
+    def __init__(self, user: str, password: Secret) -> None:
+        self.user = user
+        self._password = password
+
+    async def access_token(self) -> str:
+        return base64.b64encode(f"{self.user}:{self._password.reveal()}".encode()).decode()
+
+    async def refresh(self, failed: str | None = None) -> str:
+        raise AuthFailed(f"the API refused the credentials of {self.user!r} (HTTP 401)")
 
 
 class Gate:
@@ -124,14 +147,14 @@ async def poll_every(ctx: SourceContext, health: PollHealth, poll: Callable[[], 
         await anyio.sleep(max(0.0, started + interval - anyio.current_time()))
 
 
-class BearerClient:
-    """GETs for one source: the access token (a new one once after a 401; a second 401 is
-    `AuthFailed`), a `Gate`, and `max_tries` tries for timeouts, connection errors, 408,
+class ApiClient:
+    """GETs for one source: the credentials (a new access token once after a 401; a second
+    401 is `AuthFailed`), a `Gate`, and `max_tries` tries for timeouts, connection errors, 408,
     429 (after its Retry-After, for everything behind the gate) and 5xx. Any other
     answer but 200 (and the codes a caller takes itself) is `PollFailed`, with the
     provider's own description of the error (`describe`)."""
 
-    def __init__(self, ctx: SourceContext, http: httpx.AsyncClient, tokens: BearerTokens, *,
+    def __init__(self, ctx: SourceContext, http: httpx.AsyncClient, tokens: Credentials, *,
                  policy: Backoff, max_tries: int, describe: Callable[[httpx.Response], str]) -> None:
         self.ctx = ctx
         self.http = http
@@ -153,7 +176,8 @@ class BearerClient:
             nonlocal renewed
             while True:
                 token = await tokens.access_token()
-                sent = {"Authorization": f"Bearer {token}", "Accept": "application/json", **(headers or {})}
+                sent = {"Authorization": f"{tokens.scheme} {token}", "Accept": "application/json",
+                        **(headers or {})}
                 async with gate.slots:
                     await gate.wait()
                     try:

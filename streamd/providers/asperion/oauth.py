@@ -112,6 +112,8 @@ class Tokens:
     """The source's access token: refreshed shortly before expiry or after a 401, one
     refresh at a time (two concurrent refreshes with one rotating token lock us out)."""
 
+    scheme = "Bearer"
+
     def __init__(self, ctx: SourceContext, cfg: AsperionConfig, http: httpx.AsyncClient,
                  clock: Callable[[], float] = time.time) -> None:
         self.ctx = ctx

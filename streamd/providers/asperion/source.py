@@ -36,8 +36,8 @@ from ...retry import Backoff
 from ...sources import SourceContext
 from ...sources.changes import is_live, rejected_marker, same_content
 from ...sources.polling import (
+    ApiClient,
     AuthFailed,
-    BearerClient,
     Gate,
     PollFailed,
     PollHealth,
@@ -80,7 +80,7 @@ class AsperionSource:
         self.polls = 0  # complete listings, for tests and the demo
         self.http: httpx.AsyncClient | None = None
         self.tokens: Tokens | None = None
-        self.client: BearerClient | None = None
+        self.client: ApiClient | None = None
         m = ctx.metrics
         for outcome in ("complete", "failed"):
             m.source_polls.labels(self.name, outcome)
@@ -102,7 +102,7 @@ class AsperionSource:
         async with http_client(self._ssl, self.cfg.timeout.seconds) as http:
             self.http = http
             self.tokens = Tokens(self.ctx, self.cfg, http)
-            self.client = BearerClient(self.ctx, http, self.tokens, policy=self.cfg.backoff,
+            self.client = ApiClient(self.ctx, http, self.tokens, policy=self.cfg.backoff,
                                        max_tries=self.cfg.max_tries, describe=_problem)
             while True:
                 try:

@@ -51,6 +51,16 @@ INVOICE_STATUS: dict[str, str] = {
 }
 #: Invoice `type` [D] -> direction (CUSTOMER: we billed a customer).
 INVOICE_TYPE: dict[str, str] = {"CUSTOMER": "receivable", "SUPPLIER": "payable"}
+#: Payment `type` [C] -> direction of the money (CUSTOMER: a customer paid us).
+PAYMENT_TYPE: dict[str, str] = {"CUSTOMER": "in", "SUPPLIER": "out"}
+#: Payment `status` [I] -> unified status; another value is "unknown".
+PAYMENT_STATUS: dict[str, str] = {
+    "ACTIVE": "completed",
+    "INACTIVE": "cancelled",
+    "VOIDED": "cancelled",
+    "DRAFT": "pending",
+    "PENDING": "pending",
+}
 
 
 class IdRef(msgspec.Struct, kw_only=True):

@@ -36,6 +36,8 @@ class AccessToken:
 
 
 class ClientToken:
+    scheme = "Bearer"
+
     def __init__(self, ctx: SourceContext, cfg: HorisenConfig, http: httpx.AsyncClient,
                  clock: Callable[[], float] = time.time) -> None:
         self.ctx = ctx

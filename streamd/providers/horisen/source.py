@@ -43,8 +43,8 @@ from ...model import Event, Invoice, TrafficLine, format_time
 from ...sources import SourceContext
 from ...sources.changes import rejected_marker, same_content
 from ...sources.polling import (
+    ApiClient,
     AuthFailed,
-    BearerClient,
     Gate,
     PollFailed,
     PollHealth,
@@ -113,7 +113,7 @@ class HorisenSource:
         self.polls = 0  # complete polls, for tests and the demo
         self.http: httpx.AsyncClient | None = None
         self.token: ClientToken | None = None
-        self.client: BearerClient | None = None
+        self.client: ApiClient | None = None
         m = ctx.metrics
         for outcome in ("complete", "failed"):
             m.source_polls.labels(self.name, outcome)
@@ -133,7 +133,7 @@ class HorisenSource:
         async with http_client(self._ssl, self.cfg.timeout.seconds) as http:
             self.http = http
             self.token = ClientToken(self.ctx, self.cfg, http)
-            self.client = BearerClient(self.ctx, http, self.token, policy=self.cfg.backoff,
+            self.client = ApiClient(self.ctx, http, self.token, policy=self.cfg.backoff,
                                        max_tries=self.cfg.max_tries, describe=_error)
             while True:
                 try:

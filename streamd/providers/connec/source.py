@@ -1,0 +1,278 @@
+"""The Connec! source: Maestrano's webhooks, and an optional changed-since poller.
+
+Webhooks, on the daemon's listener, HTTP Basic with the app's api id and key (compared
+in constant time; 401 `{"error": "Invalid credentials"}` otherwise):
+
+- `POST <notifications_path>[/<tenant>]`: a body keyed by collection, each entity one
+  event. An entity that does not normalize goes to dead letters with its own bytes;
+  the rest of the body commits. 2xx only after the commit (invariant 2).
+- `DELETE <groups_path>` / `DELETE <group_users_path>`: `group` / `user` `deleted`.
+
+The poller (`poll = true`) lists each group's collections with
+`$filter=updated_at gt '<cursor − lookback>'`, `$orderby=updated_at asc`, following
+`pagination.next`. Every page's events commit as they come; the cursor (the newest
+`updated_at` seen) commits with the last page's, once the listing saw as many entities
+as the API counted. Events are keyed by (entity, `updated_at`, content), so what the
+webhook and the poller both bring, and the overlap of two polls, is appended once.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import logging
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import anyio
+import msgspec
+from anyio.abc import TaskStatus
+
+from ...errors import Rejected
+from ...health import State
+from ...model import Event, format_time
+from ...sources import SourceContext, WebhookReply, WebhookRequest, json_reply
+from ...sources.polling import (
+    ApiClient,
+    AuthFailed,
+    BasicAuth,
+    Gate,
+    PollFailed,
+    PollHealth,
+    http_client,
+    origin,
+    poll_every,
+    server_tls,
+    url_path,
+)
+from ...store import Batch, DeadLetter, Pending
+from . import wire
+from .config import ConnecConfig
+from .normalize import account_event, entity_event, split_body
+
+log = logging.getLogger("streamd.source.connec")
+
+INFLIGHT = 4  # page commits not yet confirmed, per listing
+AUTH_RETRY = 300.0  # after the API refused the credentials, try again this long after
+_UNAUTHORIZED = WebhookReply(401, {"error": "Invalid credentials"},
+                             {"WWW-Authenticate": 'Basic realm="streamd", charset="UTF-8"'})
+
+
+class ConnecSource:
+    def __init__(self, ctx: SourceContext, cfg: ConnecConfig) -> None:
+        self.name = ctx.name
+        self.ctx = ctx
+        self.cfg = cfg
+        self.polls = 0  # complete listings, for tests
+        self.health = PollHealth(ctx)
+        self._expected = f"{cfg.api_id}:{cfg.api_key.reveal()}".encode()
+        base = cfg.notifications_path.rstrip("/")
+        ctx.webhook(base, self.notification)
+        ctx.webhook(base + "/{tenant}", self.notification)
+        if cfg.account_webhooks:
+            ctx.webhook(cfg.groups_path, self.group_deleted, methods=("DELETE",))
+            ctx.webhook(cfg.group_users_path, self.user_removed, methods=("DELETE",))
+        if cfg.poll:
+            for outcome in ("complete", "failed"):
+                ctx.metrics.source_polls.labels(self.name, outcome)
+            ctx.metrics.source_last_poll.labels(self.name)
+
+    def renormalize(self, raw: bytes, context: Mapping[str, str], received_at: datetime) -> list[Event]:
+        tenant = context.get("tenant") or None
+        if "collection" in context:
+            return [entity_event(context["collection"], raw, source=self.name, tenant=tenant,
+                                 received_at=received_at)]
+        return [entity_event(c, r, source=self.name, tenant=tenant, received_at=received_at)
+                for c, r in split_body(raw)]
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        component = self.ctx.component
+        if not self.cfg.poll:
+            component.ok()  # webhooks only: ready as soon as the listener is
+            task_status.started()
+            await anyio.sleep_forever()
+        component.set(State.STARTING, "starting")
+        task_status.started()
+        async with http_client(server_tls(self.cfg.ca), self.cfg.timeout.seconds) as http:
+            client = ApiClient(self.ctx, http, BasicAuth(self.cfg.api_id, self.cfg.api_key),
+                               policy=self.cfg.backoff, max_tries=self.cfg.max_tries, describe=_error)
+            gate = Gate(self.cfg.concurrency)
+            while True:
+                try:
+                    async with anyio.create_task_group() as tg:
+                        for group in self.cfg.groups:
+                            for collection in self.cfg.collections:
+                                tg.start_soon(self._poll_loop, client, gate, group, collection)
+                except* AuthFailed as group:
+                    exc = group.exceptions[0]
+                    component.set(State.FAILED, str(exc))
+                    self.ctx.metrics.source_connected.labels(self.name).set(0)
+                    log.error("source %s: %s (polling stopped; tried again in %.0fs; webhooks go on)",
+                              self.name, exc, AUTH_RETRY)
+                    await anyio.sleep(AUTH_RETRY)
+
+    async def _poll_loop(self, client: ApiClient, gate: Gate, group: str, collection: str) -> None:
+        await poll_every(self.ctx, self.health, lambda: self._poll(client, gate, group, collection),
+                         interval=self.cfg.interval.seconds, policy=self.cfg.backoff,
+                         where=f"{group}/{collection}", complete=self._polled)
+
+    def _polled(self) -> None:
+        self.polls += 1
+
+    # ---------------------------------------------------------------- webhooks
+
+    def _authorized(self, req: WebhookRequest) -> bool:
+        scheme, _, value = req.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        try:
+            given = base64.b64decode(value.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            return False
+        return hmac.compare_digest(given, self._expected)
+
+    async def notification(self, req: WebhookRequest) -> WebhookReply:
+        if not self._authorized(req):
+            return _UNAUTHORIZED
+        ctype = req.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype not in ("application/json", wire.ACCEPT):
+            return json_reply(415, error="content-type must be application/json")
+        tenant = req.path_params.get("tenant") or None
+        now = self.ctx.now()
+        base = {"via": "webhook", **({"tenant": tenant} if tenant else {})}
+        try:
+            entities = split_body(req.body)
+        except Rejected as exc:
+            await self.ctx.submit(Batch(dead_letters=[self.ctx.dead_letter(exc.reason, req.body, base)]))
+            return json_reply(400, error=exc.reason)
+        self.ctx.received(len(entities))
+        events: list[Event] = []
+        rejects: list[DeadLetter] = []
+        for collection, raw in entities:
+            try:
+                events.append(entity_event(collection, raw, source=self.name, tenant=tenant,
+                                           received_at=now))
+            except Rejected as exc:
+                rejects.append(self.ctx.dead_letter(exc.reason, raw, {**base, "collection": collection}))
+        done = await self.ctx.submit(Batch(events=events, dead_letters=rejects))
+        # 2xx only now: the events are committed (invariant 2). A body whose every entity
+        # was refused is a 400 (kept in dead letters): sending it again cannot help.
+        if rejects and not events:
+            return json_reply(400, error="no entity in the body could be taken",
+                              rejected=[d.reason for d in rejects])
+        return json_reply(200, appended=done.appended, duplicates=done.duplicates,
+                          rejected=[d.reason for d in rejects])
+
+    async def group_deleted(self, req: WebhookRequest) -> WebhookReply:
+        return await self._account(req, "group", req.path_params.get("id", ""), None)
+
+    async def user_removed(self, req: WebhookRequest) -> WebhookReply:
+        return await self._account(req, "user", req.path_params.get("group_id", ""),
+                                   req.path_params.get("id", ""))
+
+    async def _account(self, req: WebhookRequest, kind: str, group: str, user: str | None) -> WebhookReply:
+        if not self._authorized(req):
+            return _UNAUTHORIZED
+        self.ctx.received()
+        try:
+            event = account_event("group" if kind == "group" else "user", group, user,
+                                  source=self.name, received_at=self.ctx.now())
+        except Rejected as exc:
+            return json_reply(400, error=exc.reason)
+        done = await self.ctx.submit(Batch(events=[event]))
+        return json_reply(200, appended=done.appended, duplicates=done.duplicates)
+
+    # ---------------------------------------------------------------- the poller
+
+    async def _poll(self, client: ApiClient, gate: Gate, group: str, collection: str) -> None:
+        key = f"poll.{group}.{collection}"
+        state: dict[str, Any] = (await self.ctx.progress()).get(key) or {}
+        cursor = state.get("cursor")
+        params = {"$orderby": "updated_at asc", "$top": str(self.cfg.page_size)}
+        if isinstance(cursor, str):
+            since = _parse(cursor) - timedelta(seconds=self.cfg.lookback.seconds)
+            params["$filter"] = f"updated_at gt '{since.strftime('%Y-%m-%dT%H:%M:%SZ')}'"
+        api = self.cfg.api_url.rstrip("/")
+        url: str | None = api + wire.API_PATH.format(group_id=group, collection=collection)
+        query: dict[str, str] | None = params
+        seen: set[str] = set()
+        newest: str | None = cursor if isinstance(cursor, str) else None
+        total: int | None = None
+        pending: list[Pending] = []
+        fetched: set[str] = set()
+        now = self.ctx.now()
+        while url is not None:
+            if origin(url) != origin(api):
+                raise PollFailed(f"pagination.next {url} leaves {api}; not followed")
+            if url in fetched:
+                raise PollFailed(f"pagination loops: {url} was already fetched")
+            fetched.add(url)
+            resp = await client.get(url, query, gate=gate, headers={"Accept": wire.ACCEPT},
+                                    what=f"{group}/{collection}")
+            query = None  # `next` is a complete URL
+            try:
+                page = msgspec.json.decode(resp.content, type=dict[str, msgspec.Raw])
+                items = wire.list_decoder.decode(page.get(collection, b"[]"))
+                pagination = wire.pagination_decoder.decode(page.get("pagination", b"{}"))
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                raise PollFailed(f"{url_path(url)}: not a {collection} page ({exc})") from None
+            self.ctx.received(len(items))
+            events: list[Event] = []
+            rejects: list[DeadLetter] = []
+            for item in items:
+                raw = bytes(item)
+                try:
+                    ev = entity_event(collection, raw, source=self.name, tenant=group, received_at=now)
+                except Rejected as exc:
+                    seen.add(raw.hex()[:64])
+                    rejects.append(self.ctx.dead_letter(exc.reason, raw, {
+                        "via": "poll", "tenant": group, "collection": collection}))
+                    continue
+                seen.add(ev.key)
+                stamp = _stamp(raw)
+                if stamp is not None and (newest is None or _parse(stamp) > _parse(newest)):
+                    newest = stamp
+                events.append(ev)
+            total = pagination.total if pagination.total is not None else total
+            url = pagination.next
+            if url is None:
+                break
+            if events or rejects:
+                pending.append(await self.ctx.enqueue(Batch(events=events, dead_letters=rejects)))
+                while len(pending) > INFLIGHT or (pending and pending[0].done):
+                    await pending.pop(0).committed()
+        for p in pending:
+            await p.committed()
+        complete = total is None or len(seen) >= total
+        progress = {key: {"cursor": newest if complete else cursor, "completed": format_time(now),
+                          "entities": len(seen)}}
+        # The last page's events and the cursor that covers them: one commit.
+        await self.ctx.submit(Batch(events=events, dead_letters=rejects, progress=progress))
+        if not complete:
+            raise PollFailed(f"{group}/{collection}: saw {len(seen)} of {total} entities (the listing "
+                             "moved while paged); the cursor stays")
+
+
+def _stamp(raw: bytes) -> str | None:
+    """The entity's `updated_at` (the normalizer has checked it is a stamp)."""
+    try:
+        stamp = wire.ids_decoder.decode(raw).updated_at
+        if stamp is not None:
+            _parse(stamp)
+        return stamp
+    except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
+        return None
+
+
+def _parse(stamp: str) -> datetime:
+    at = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    return at.astimezone(UTC) if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+def _error(resp: Any) -> str:
+    text: str = resp.text[:200].strip() if resp.content else ""
+    return text or str(resp.reason_phrase)

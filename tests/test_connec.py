@@ -1,0 +1,160 @@
+"""Connec! webhooks through the daemon's real listener: HTTP Basic, mixed notification
+bodies, partly invalid bodies, account webhooks; and a 2xx survives a SIGKILL."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from streamd.config import parse
+from streamd.providers.connec.samples import GROUP, INVOICE_ID, SAMPLES
+
+from .conftest import InProcess, Streamd
+
+pytestmark = pytest.mark.anyio
+API_ID = "app-19op"
+API_KEY = "connec-key-0123456789"
+
+SOURCE = """
+[sources.mno]
+provider = "connec"
+api_id = "app-19op"
+api_key = "env:STREAMD_TEST_CONNEC_KEY"
+"""
+
+
+@pytest.fixture(autouse=True)
+def _key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAMD_TEST_CONNEC_KEY", API_KEY)
+
+
+def config(tmp_path: Path, extra: str = "") -> Any:
+    return parse(f"""
+[store]
+path = "feed.db"
+[http]
+listen = "127.0.0.1:0"
+{SOURCE}{extra}
+""", base_dir=tmp_path)
+
+
+def basic(user: str = API_ID, password: str = API_KEY) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def rows(d: InProcess) -> list[tuple[str, str, str, str]]:
+    return [tuple(r) for r in d.rows("SELECT tenant, entity, op, key FROM events ORDER BY seq")]
+
+
+async def test_a_mixed_notification_is_one_event_per_entity(tmp_path: Path) -> None:
+    body = {c: ([copy.deepcopy(e)] if c != "company" else copy.deepcopy(e)) for c, e in SAMPLES.items()}
+    async with InProcess(config(tmp_path)) as d:
+        r = await d.http.post("/maestrano/connec/notifications", json=body, headers=basic())
+        assert r.status_code == 200, r.text
+        assert r.json()["appended"] == len(SAMPLES) and r.json()["rejected"] == []
+        got = rows(d)
+        assert sorted(e for _, e, _, _ in got) == sorted(
+            ["invoice", "party", "party", "transaction", "product", "account", "company", "tax_code"])
+        assert {t for t, *_ in got} == {GROUP}
+        assert ("invoice", INVOICE_ID) in {(e, k) for _, e, _, k in got}
+        # The same notification again (Maestrano retries): nothing new.
+        r = await d.http.post("/maestrano/connec/notifications", json=body, headers=basic())
+        assert r.json()["appended"] == 0 and r.json()["duplicates"] == len(SAMPLES)
+        assert len(rows(d)) == len(SAMPLES)
+
+
+async def test_wrong_or_missing_credentials_are_401_and_store_nothing(tmp_path: Path) -> None:
+    body = {"invoices": [SAMPLES["invoices"]]}
+    async with InProcess(config(tmp_path)) as d:
+        for headers in ({}, basic(password="wrong"), basic(user="other"), {"Authorization": "Basic !!"},
+                        {"Authorization": f"Bearer {API_KEY}"}):
+            r = await d.http.post("/maestrano/connec/notifications", json=body, headers=headers)
+            assert r.status_code == 401 and r.json() == {"error": "Invalid credentials"}, headers
+            assert r.headers["www-authenticate"].startswith("Basic")
+        r = await d.http.delete(f"/maestrano/account/groups/{GROUP}")
+        assert r.status_code == 401
+        assert rows(d) == [] and d.rows("SELECT count(*) FROM dead_letters") == [(0,)]
+        text = (await d.http.get("/metrics")).text
+        assert 'streamd_webhook_requests_total{code="401",source="mno"} 6.0' in text
+
+
+async def test_a_partly_invalid_body_commits_the_valid_entities(tmp_path: Path) -> None:
+    bad = copy.deepcopy(SAMPLES["invoices"])
+    bad["amount"]["currency"] = "EURO"
+    body = {"invoices": [bad], "organizations": [SAMPLES["organizations"]], "people": [SAMPLES["people"]]}
+    async with InProcess(config(tmp_path)) as d:
+        r = await d.http.post("/maestrano/connec/notifications", json=body, headers=basic())
+        assert r.status_code == 200 and r.json()["appended"] == 2
+        assert len(r.json()["rejected"]) == 1 and "currency" in r.json()["rejected"][0]
+        assert sorted(e for _, e, _, _ in rows(d)) == ["party", "party"]
+        (reason, raw, context), = d.rows("SELECT reason, raw, context FROM dead_letters")
+        assert "EURO" in reason and json.loads(raw) == bad  # the entity's own bytes
+        assert json.loads(context)["collection"] == "invoices"
+        # A body of nothing but bad entities: 400, kept in dead letters.
+        r = await d.http.post("/maestrano/connec/notifications", json={"invoices": [bad, {"id": []}]},
+                              headers=basic())
+        assert r.status_code == 400
+        assert d.rows("SELECT count(*) FROM dead_letters") == [(3,)]
+        r = await d.http.post("/maestrano/connec/notifications", content=b"[1, 2]",
+                              headers={**basic(), "content-type": "application/json"})
+        assert r.status_code == 400 and "object" in r.json()["error"]
+
+
+async def test_the_tenant_of_the_path_is_the_fallback(tmp_path: Path) -> None:
+    item = copy.deepcopy(SAMPLES["items"])
+    item.pop("group_id", None)
+    item["id"] = [{"provider": "connec", "id": "it-1"}]  # no realm either
+    async with InProcess(config(tmp_path)) as d:
+        r = await d.http.post("/maestrano/connec/notifications/cld-77", json={"items": [item]},
+                              headers=basic())
+        assert r.status_code == 200
+        (tenant, entity, _, key), = rows(d)
+        assert (tenant, entity, key) == ("cld-77", "product", "it-1")
+
+
+async def test_account_webhooks_delete_groups_and_users(tmp_path: Path) -> None:
+    async with InProcess(config(tmp_path)) as d:
+        r = await d.http.delete("/maestrano/account/groups/cld-4/users/usr-2", headers=basic())
+        assert r.status_code == 200 and r.json()["appended"] == 1
+        r = await d.http.delete("/maestrano/account/groups/cld-4", headers=basic())
+        assert r.status_code == 200
+        r = await d.http.delete("/maestrano/account/groups/cld-4", headers=basic())  # again
+        assert r.json()["duplicates"] == 1
+        assert rows(d) == [("cld-4", "user", "deleted", "usr-2"), ("cld-4", "group", "deleted", "cld-4")]
+        r = await d.http.post("/maestrano/account/groups/cld-4", headers=basic())
+        assert r.status_code == 405
+
+
+async def test_configured_paths_are_the_routes(tmp_path: Path) -> None:
+    extra = ('notifications_path = "/hooks/connec"\ngroups_path = "/acct/g/{id}"\n'
+             'group_users_path = "/acct/g/{group_id}/u/{id}"\n')
+    async with InProcess(config(tmp_path, extra)) as d:
+        r = await d.http.post("/hooks/connec", json={"items": [SAMPLES["items"]]}, headers=basic())
+        assert r.status_code == 200
+        assert (await d.http.delete("/acct/g/cld-4/u/usr-9", headers=basic())).status_code == 200
+        assert (await d.http.post("/maestrano/connec/notifications", json={},
+                                  headers=basic())).status_code == 404
+        assert [e for _, e, _, _ in rows(d)] == ["product", "user"]
+
+
+def test_a_2xx_notification_survives_a_sigkill_right_after(streamd_proc: Callable[..., Streamd]) -> None:
+    d = streamd_proc(f'[store]\npath = "feed.db"\n[http]\nlisten = "127.0.0.1:0"\n{SOURCE}',
+                     env={"STREAMD_TEST_CONNEC_KEY": API_KEY})
+    d.start()
+    acked: list[str] = []
+    with httpx.Client(base_url=d.url, timeout=10) as http:
+        for i in range(20):
+            item = copy.deepcopy(SAMPLES["items"])
+            item["id"] = [{"provider": "connec", "id": f"item-{i}", "realm": GROUP}]
+            r = http.post("/maestrano/connec/notifications", json={"items": [item]}, headers=basic())
+            assert r.status_code == 200
+            acked.append(f"item-{i}")
+    d.kill()  # the moment after the last 2xx
+    assert sorted(k for (k,) in d.query("SELECT key FROM events")) == sorted(acked)
