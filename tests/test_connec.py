@@ -9,14 +9,17 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote_plus
 
 import httpx
 import pytest
 
 from streamd.config import parse
+from streamd.providers.connec import simulator as connec_sim
+from streamd.providers.connec import wire
 from streamd.providers.connec.samples import GROUP, INVOICE_ID, SAMPLES
 
-from .conftest import InProcess, Streamd
+from .conftest import InProcess, Streamd, until
 
 pytestmark = pytest.mark.anyio
 API_ID = "app-19op"
@@ -158,3 +161,68 @@ def test_a_2xx_notification_survives_a_sigkill_right_after(streamd_proc: Callabl
             acked.append(f"item-{i}")
     d.kill()  # the moment after the last 2xx
     assert sorted(k for (k,) in d.query("SELECT key FROM events")) == sorted(acked)
+
+
+# ---------------------------------------------------------------- the poller
+
+def poll_config(tmp_path: Path, sim: Any, interval: str = "300ms") -> Any:
+    src = sim.source_toml("mno", interval=f'"{interval}"', page_size="4",
+                          backoff='{ min = "20ms", max = "300ms" }')
+    return parse(f'[store]\npath = "feed.db"\n[http]\nlisten = "127.0.0.1:0"\n{src}', base_dir=tmp_path)
+
+
+def polls(d: InProcess) -> int:
+    return int(d.daemon.sources["mno"].polls)
+
+
+async def rounds(d: InProcess, n: int, pairs: int) -> None:
+    target = polls(d) + n * pairs
+    await until(lambda: polls(d) >= target, 20, f"{n} more poll rounds")
+
+
+def everything(sim: Any) -> set[tuple[str, str]]:
+    return {(g, k) for g in sim.groups for c in wire.COLLECTIONS for k in sim.entities(g, c)}
+
+
+async def test_the_poller_lists_what_changed_since_its_cursor(tmp_path: Path) -> None:
+    async with connec_sim.simulator(tmp_path / "sim", connec_sim.Knobs(entities=6)) as sim:
+        pairs = len(sim.groups) * len(wire.COLLECTIONS)
+        async with InProcess(poll_config(tmp_path, sim)) as d:
+            await rounds(d, 1, pairs)
+            got = rows(d)
+            assert {(t, k) for t, _, _, k in got} == everything(sim)
+            assert len(got) == len(everything(sim))  # pages of 4 followed by pagination.next
+            await rounds(d, 2, pairs)
+            assert len(rows(d)) == len(got)  # the lookback overlap is absorbed
+            listed = [e for e in sim.log if "/api/v2/" in e.path]
+            assert any("updated_at gt" in unquote_plus(e.query) for e in listed)
+            m = sim.mutate(created=3, updated=4, groups=["cld-4"], collections=["invoices", "items"])
+            await rounds(d, 2, pairs)
+            new = rows(d)[len(got):]
+            changed = {(g, k) for g, _, k in m.created + m.updated}
+            assert {(t, k) for t, _, _, k in new} == changed and len(new) == len(changed)
+            (cursor,) = d.rows("SELECT value FROM source_state WHERE key = 'poll.cld-4.invoices'")[0]
+            newest = max(e["updated_at"] for e in sim.entities("cld-4", "invoices").values())
+            assert json.loads(cursor)["cursor"] == newest
+        # A restart emits nothing again.
+        async with InProcess(poll_config(tmp_path, sim)) as d:
+            await rounds(d, 1, pairs)
+            assert len(rows(d)) == len(got) + len(new)
+
+
+async def test_what_a_webhook_and_the_poller_both_bring_is_appended_once(tmp_path: Path) -> None:
+    async with connec_sim.simulator(tmp_path / "sim", connec_sim.Knobs(entities=3)) as sim:
+        pairs = len(sim.groups) * len(wire.COLLECTIONS)
+        async with InProcess(poll_config(tmp_path, sim, "1h")) as d:
+            await rounds(d, 1, pairs)
+            before = len(rows(d))
+            m = sim.mutate(updated=2, groups=["cld-9"], collections=["organizations"])
+            url = f"{d.url}/maestrano/connec/notifications"
+            answers = await connec_sim.notify(sim, url, m)
+            assert all(r.status_code == 200 and r.json()["appended"] == 2 for r in answers)
+            assert len(rows(d)) == before + 2
+            d.daemon.sources["mno"].polls = 0
+        async with InProcess(poll_config(tmp_path, sim)) as d:  # the poller sees the same versions
+            await rounds(d, 1, pairs)
+            assert len(rows(d)) == before + 2
+            assert await d.metric('streamd_source_events_duplicate_total{source="mno"}') >= 2
