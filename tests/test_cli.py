@@ -88,6 +88,9 @@ def test_the_demo_runs_and_prints_the_feed_and_a_summary() -> None:
     invoices = [x for x in lines if x["provider"] == "horisen" and x["type"] == "invoice.created"]
     assert len(invoices) == 20 and all(x["data"]["traffic"] for x in invoices)
     assert "provider horisen" in r.stderr
+    # Connec!'s first poll: 2 groups x (7 collections x 3 entities + 1 company).
+    assert len([x for x in lines if x["provider"] == "connec"]) >= 44
+    assert "provider connec" in r.stderr
     assert f"sink     stdout     delivered up to seq {len(lines)}, lag 0" in r.stderr
     assert "Traceback" not in r.stderr
 

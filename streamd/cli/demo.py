@@ -7,7 +7,8 @@ certificates, plus its webhook delivering some of the same changes again),
 Asperion's API (HTTPS, OAuth2 with rotating refresh tokens), polled every 10
 seconds while its records change, and HORISEN's documents export with traffic
 reports (OAuth2 client credentials), polled every 10 seconds while invoices are
-issued and paid. The other providers' simulators join as they land.
+issued and paid; and Maestrano Connec!, whose notifications arrive on the daemon's
+listener every few seconds while its poller lists what changed.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from ..daemon import Daemon
 from ..providers.asperion import simulator as asperion_sim
 from ..providers.asperion.oauth import TokenState, save
 from ..providers.asteria.simulator import AsteriaSimulator, Knobs, send_webhooks, simulator
+from ..providers.connec import simulator as connec_sim
 from ..providers.horisen import simulator as horisen_sim
 from ..store import FeedReader
 
@@ -127,6 +129,18 @@ async def _horisen_changes(sim: horisen_sim.HorisenSimulator) -> None:
                                          for d in sim.documents().values()) else 0)
 
 
+async def _connec_changes(daemon: Daemon, sim: connec_sim.ConnecSimulator) -> None:
+    """A Maestrano customer at work: every few seconds an entity is created and another
+    changed, and Maestrano's webhook tells streamd (the poller sees the same versions)."""
+    assert daemon.web is not None and daemon.web.address is not None
+    host, port = daemon.web.address
+    url = f"http://{host}:{port}/maestrano/connec/notifications"
+    async with httpx.AsyncClient(timeout=10) as http:
+        while True:
+            await anyio.sleep(5)
+            await connec_sim.notify(sim, url, sim.mutate(created=1, updated=1), client=http)
+
+
 async def _main(args: argparse.Namespace, workdir: Path) -> None:
     sim = simulator(workdir / "certs", Knobs(count=0, rate=args.rate, drop_every=400, replay=10,
                                              malformed_every=149, unknown_every=211,
@@ -135,16 +149,20 @@ async def _main(args: argparse.Namespace, workdir: Path) -> None:
     os.environ["STREAMD_DEMO_WEBHOOK_SECRET"] = secret
     asperion = asperion_sim.simulator(workdir / "asperion", asperion_sim.Knobs(records=10))
     horisen = horisen_sim.simulator(workdir / "horisen", horisen_sim.Knobs(days=5, documents_per_day=4))
+    connec = connec_sim.simulator(workdir / "connec", connec_sim.Knobs(entities=3))
     async with anyio.create_task_group() as tg:
         url = await tg.start(sim.serve)
         await tg.start(asperion.serve)
         await tg.start(horisen.serve)
+        await tg.start(connec.serve)
         source = sim.source_toml("asteria", webhook_secret='"env:STREAMD_DEMO_WEBHOOK_SECRET"',
                                  backoff='{ min = "200ms", max = "5s" }')
         source += "\n" + asperion.source_toml("asperion", interval='"10s"',
                                               backoff='{ min = "200ms", max = "5s" }')
         source += "\n" + horisen.source_toml("horisen", interval='"10s"',
                                              backoff='{ min = "200ms", max = "5s" }')
+        source += "\n" + connec.source_toml("connec", interval='"10s"',
+                                            backoff='{ min = "200ms", max = "5s" }')
         cfg = parse(DEMO_CONFIG.format(source=source), origin="<demo>", base_dir=workdir)
         # What `streamd auth asperion` would leave behind after signing in.
         await save(cfg.store, "asperion", TokenState(refresh_token=asperion.issue_refresh_token()))
@@ -159,6 +177,8 @@ async def _main(args: argparse.Namespace, workdir: Path) -> None:
                  f"{workdir / 'certs'})")
             _say(f"  the Asperion API simulator at {asperion.base_url} (OAuth2, TLS 1.3), polled every 10s")
             _say(f"  the HORISEN API simulator at {horisen.api_url} (client credentials), polled every 10s")
+            _say(f"  the Connec! API simulator at {connec.api_url}; its webhooks post to "
+                 f"http://{host}:{port}/maestrano/connec/notifications")
             _say(f"  feed {workdir / 'feed.db'}; file sink {workdir / 'feed.jsonl'}")
             _say(f"  metrics http://{host}:{port}/metrics   readiness http://{host}:{port}/readyz")
             _say(f"  in another shell: streamd tail --db {workdir / 'feed.db'} -f --type 'invoice.*'")
@@ -166,6 +186,7 @@ async def _main(args: argparse.Namespace, workdir: Path) -> None:
             tg.start_soon(_webhooks, daemon, sim, secret)
             tg.start_soon(_asperion_changes, asperion)
             tg.start_soon(_horisen_changes, horisen)
+            tg.start_soon(_connec_changes, daemon, connec)
             if args.duration:
                 await anyio.sleep(args.duration)
                 daemon.request_stop()
