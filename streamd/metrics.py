@@ -109,6 +109,10 @@ class Metrics:
             "streamd_sink_lag_seconds",
             "Age of the oldest event the sink has not passed yet (0 when caught up).",
             ["sink"], registry=r)
+        self.sink_http_requests = Counter(
+            "streamd_sink_http_requests_total",
+            "HTTP requests an http sink made, by code: the HTTP status, or 'error' for a timeout"
+            " or connection failure.", ["sink", "code"], registry=r)
 
         # --- shared
         self.dead_letters = Counter(

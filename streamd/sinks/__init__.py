@@ -10,6 +10,7 @@ SINKS: dict[str, str] = {
     "stdout": "streamd.sinks.stdout",
     "file": "streamd.sinks.file",
     "sftp": "streamd.sinks.sftp",
+    "http": "streamd.sinks.http",
 }
 
 

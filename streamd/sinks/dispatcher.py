@@ -12,6 +12,12 @@ Failures:
   and the sink moves on.
 
 Backlog stays on disk: the dispatcher holds at most one batch in memory.
+
+Batches: up to `batch_max` events; a sink config with a `batch_linger` waits that long for
+a partial batch to fill first. A sink with `stable_batches = True` (its receiver dedupes
+a batch by a key derived from its events) gets the same batches again after a crash: a
+partial batch's end is committed before it is delivered, and the first read after a
+restart stops there, so a redelivered batch always has the events it had the first time.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from ..model import CloudEvent
 from ..retry import Backoff, retrying
 from ..store import Batch, DeadLetter, FeedEvent, FeedReader, Pending, Writer
 from ..store.reader import DeadLetterRow
+from ..units import Duration
 from .base import Sink
 
 log = logging.getLogger("streamd.sink")
@@ -67,6 +74,14 @@ class Dispatcher:
         # measured from; refreshed when the offset moves, so publishing lag costs nothing.
         self._pending_since_ms: int | None = None
         self._pending_for = -1
+        linger = getattr(cfg, "batch_linger", None)
+        self._linger = linger.seconds if isinstance(linger, Duration) else 0.0
+        self._stable = bool(getattr(sink, "stable_batches", False))
+        self._replay_upto = 0  # stable batches: where the batch in flight at the last stop ended
+        # A sink that counts its own work (the http sink's requests) is handed the metrics.
+        attach = getattr(sink, "attach_metrics", None)
+        if callable(attach):
+            attach(metrics)
 
     def drain(self) -> None:
         """Deliver up to the writer's head (intake is closed by now), then return from `run`.
@@ -88,6 +103,9 @@ class Dispatcher:
             stored = 0 if self.cfg.start == "beginning" else await self.reader.head()
         self._committed_offset = self.offset = stored
         self.metrics.sink_offset.labels(self.name).set(stored)
+        if self._stable:
+            upto = (await self.reader.meta()).get(self._batch_key, "")
+            self._replay_upto = int(upto) if upto.isdigit() else 0
         task_status.started()
         try:
             with self._scope:
@@ -121,14 +139,38 @@ class Dispatcher:
                 with anyio.move_on_after(IDLE_WAIT):
                     await self.writer.wait_head(self.offset)
                 continue
+            if self._linger and not self._draining and head - self.offset < batch_max:
+                head = await self._linger_for(head)
             upto = min(head, self.offset + SCAN_WINDOW)
+            replay = self._replay_upto > self.offset
+            if replay:
+                upto = min(upto, self._replay_upto)
             events = await self.reader.read(self.offset, upto, batch_max, self.cfg.match)
             scanned = events[-1].seq if len(events) == batch_max else upto
             if events:
+                if self._stable and not replay and len(events) < batch_max:
+                    # A full batch is the same on every read from this offset; a partial one
+                    # is not (the head moves): remember where it ends before sending it.
+                    await self.writer.submit(Batch(meta={self._batch_key: str(scanned)}))
                 await self._deliver(events)
             self.offset = scanned
             self.metrics.sink_offset.labels(self.name).set(scanned)
             await self._commit_offset(force=bool(events))
+
+    @property
+    def _batch_key(self) -> str:
+        return f"sink.{self.name}.batch_upto"
+
+    async def _linger_for(self, head: int) -> int:
+        """Wait up to `batch_linger` for a full batch past the offset; return the head."""
+        self.component.beat(self._linger + IDLE_WAIT * 10)
+        with anyio.move_on_after(self._linger):
+            while head - self.offset < self.cfg.batch_max and not self._draining:
+                moved = await self.writer.wait_head(head)
+                if moved == head:  # woken without progress: draining, or the writer stopped
+                    break
+                head = moved
+        return max(head, self.writer.head)
 
     async def _settle_offset(self) -> None:
         if self._offset_inflight is not None:

@@ -1,0 +1,242 @@
+"""A real HTTP receiver on loopback for the http sink's tests and drills.
+
+A Starlette app on uvicorn (optionally over TLS with throwaway certificates) that
+records every request (headers, body, arrival time, the status it answered) and whose
+answers the test scripts through `knobs`: the next N requests fail with a status
+(and a Retry-After), hang past the client's timeout, 400 for bodies holding a marker,
+410 for everything, or fail at random from a seed.
+
+In the test's own event loop::
+
+    async with Receiver() as rx:
+        ... url = "{rx.url}/hook" ...
+        rx.knobs.fail_next = 2             # the next two requests get 500
+        await until(lambda: len(rx.events()) == 10)
+
+From a thread, for a test that drives a real `streamd run` (conftest's `background`)::
+
+    rx = Receiver()
+    background.start(rx.serve)
+    wait_for(lambda: rx.url, 10, "the receiver")
+
+`events()` is what was delivered: the CloudEvents of every request answered 2xx, in
+arrival order, batches unpacked. `requests` is everything, answered or not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Self
+
+import anyio
+import uvicorn
+from anyio.abc import TaskStatus
+from starlette.applications import Starlette
+from starlette.requests import Request as HttpRequest
+from starlette.responses import Response
+from starlette.routing import Route
+
+from streamd.asgi import Server, bind
+from streamd.certs import Certs
+
+BATCH_TYPE = "application/cloudevents-batch+json"
+
+
+@dataclass
+class Knobs:
+    """How the receiver answers; change them at any time (from any thread)."""
+
+    status: int = 200  # the answer when nothing below applies
+    fail_next: int = 0  # the next N requests get `fail_status`
+    fail_status: int = 500
+    retry_after: str | None = None  # Retry-After sent with those failures and with 410
+    hang_next: int = 0  # the next N requests get no answer for `hang` seconds, then 503
+    hang: float = 30.0
+    refuse: bytes | None = None  # a body holding these bytes gets `refuse_status`, `refuse_body`
+    refuse_status: int = 400
+    refuse_body: bytes = b'{"error": "the test receiver refuses this event"}'
+    gone: bool = False  # 410 Gone to everything
+    # The share of requests failed at random (from `seed`): half 500, 3/10 429 with
+    # `chaos_retry_after`, 1/5 a hang of `hang` seconds.
+    chaos: float = 0.0
+    chaos_retry_after: str = "1"
+    seed: int = 0
+    latency: float = 0.0  # seconds before answering
+    path_latency: dict[str, float] = field(default_factory=dict)  # per path, instead of `latency`
+
+
+@dataclass
+class Request:
+    """One request as the receiver saw it. `at` and `answered` are time.monotonic()."""
+
+    n: int
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    at: float
+    status: int = 0  # 0: never answered (the receiver stopped while holding it)
+    answered: float = 0.0
+    why: str = ""  # the knob that made the answer: fail, hang, refuse, gone, chaos-…
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    def cloudevents(self) -> list[dict[str, Any]]:
+        decoded = json.loads(self.body)
+        if self.headers.get("content-type", "").startswith(BATCH_TYPE):
+            assert isinstance(decoded, list)
+            return decoded
+        assert isinstance(decoded, dict)
+        return [decoded]
+
+
+class _Server(Server):
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.stop = anyio.Event()
+
+    async def main_loop(self) -> None:
+        await self.stop.wait()  # instead of uvicorn's 0.1 s polling: stops at once
+
+
+@dataclass
+class Receiver:
+    certs: Certs | None = None  # serve https with these (the sink's `ca` is certs.ca)
+    port: int = 0  # 0: any free port, kept for the next serve() (a restart on the same port)
+    knobs: Knobs = field(default_factory=Knobs)
+
+    def __post_init__(self) -> None:
+        self.url = ""
+        self.requests: list[Request] = []
+        self.in_flight = 0
+        self.peak_in_flight = 0
+        self._lock = threading.Lock()
+        self._rng = random.Random(self.knobs.seed)
+        self._closing: anyio.Event | None = None
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._app = Starlette(routes=[Route("/{path:path}", self._handle, methods=["POST"])])
+
+    # ------------------------------------------------------------ what arrived
+
+    def accepted(self, path: str | None = None) -> list[Request]:
+        """Requests answered 2xx, in arrival order (optionally only those to `path`)."""
+        return [r for r in list(self.requests) if r.ok and (path is None or r.path == path)]
+
+    def events(self, path: str | None = None) -> list[dict[str, Any]]:
+        """Every delivered CloudEvent, in arrival order, batches unpacked (duplicates kept)."""
+        return [ce for r in self.accepted(path) for ce in r.cloudevents()]
+
+    # ------------------------------------------------------------ answering
+
+    def _decide(self, body: bytes) -> tuple[int, str]:
+        k = self.knobs
+        with self._lock:
+            if k.gone:
+                return 410, "gone"
+            if k.fail_next > 0:
+                k.fail_next -= 1
+                return k.fail_status, "fail"
+            if k.hang_next > 0:
+                k.hang_next -= 1
+                return 0, "hang"
+            if k.refuse is not None and k.refuse in body:
+                return k.refuse_status, "refuse"
+            if k.chaos and self._rng.random() < k.chaos:
+                roll = self._rng.random()
+                return (500, "chaos-500") if roll < 0.5 else (429, "chaos-429") if roll < 0.8 \
+                    else (0, "chaos-hang")
+            return k.status, ""
+
+    async def _handle(self, request: HttpRequest) -> Response:
+        body = await request.body()
+        rec = Request(n=len(self.requests), method=request.method, path=request.url.path,
+                      headers={k.decode("latin-1").lower(): v.decode("latin-1")
+                               for k, v in request.headers.raw},
+                      body=body, at=time.monotonic())
+        self.requests.append(rec)
+        with self._lock:
+            self.in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        try:
+            status, rec.why = self._decide(body)
+            k = self.knobs
+            if status == 0:  # hang: past the client's timeout, or until the receiver stops
+                assert self._closing is not None
+                with anyio.move_on_after(k.hang):
+                    await self._closing.wait()
+                status = 503
+            elif k.path_latency.get(rec.path, k.latency):
+                await anyio.sleep(k.path_latency.get(rec.path, k.latency))
+            headers = {}
+            if rec.why == "chaos-429":
+                headers["retry-after"] = k.chaos_retry_after
+            elif rec.why in ("fail", "gone") and k.retry_after is not None:
+                headers["retry-after"] = k.retry_after
+            content = k.refuse_body if rec.why == "refuse" else b'{"ok": true}' if status < 300 else \
+                f'{{"error": "test receiver: {rec.why or status}"}}'.encode()
+            rec.status, rec.answered = status, time.monotonic()
+            return Response(content, status_code=status, headers=headers, media_type="application/json")
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+    # ------------------------------------------------------------ serving
+
+    async def serve(self, host: str = "127.0.0.1", port: int | None = None, *,
+                    task_status: TaskStatus[str] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Serve until cancelled; `task_status.started(self.url)` once connections are accepted."""
+        self._closing = anyio.Event()
+        sock = bind(host, self.port if port is None else port)
+        try:
+            self.port = sock.getsockname()[1]
+            tls = {} if self.certs is None else {"ssl_certfile": str(self.certs.server_chain),
+                                                 "ssl_keyfile": str(self.certs.server_key)}
+            config = uvicorn.Config(self._app, interface="asgi3", lifespan="off", ws="none",
+                                    log_config=None, access_log=False, server_header=False,
+                                    timeout_graceful_shutdown=1, **tls)  # type: ignore[arg-type]
+            server = _Server(config)
+            finished = anyio.Event()
+
+            async def run() -> None:
+                with anyio.CancelScope(shield=True):  # a cancelled serve() still shuts down cleanly
+                    try:
+                        await server.serve([sock])
+                    finally:
+                        finished.set()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(run)
+                try:
+                    while not server.started:
+                        if finished.is_set():
+                            raise RuntimeError("the test receiver did not start")
+                        await anyio.sleep(0.005)
+                    self.url = f"{'https' if self.certs else 'http'}://{host}:{self.port}"
+                    task_status.started(self.url)
+                    await finished.wait()
+                finally:
+                    self._closing.set()  # hung requests answer now, so shutdown is quick
+                    server.should_exit = True
+                    server.stop.set()
+        finally:
+            sock.close()
+
+    async def __aenter__(self) -> Self:
+        async with contextlib.AsyncExitStack() as stack:
+            tg = await stack.enter_async_context(anyio.create_task_group())
+            await tg.start(self.serve)
+            stack.callback(tg.cancel_scope.cancel)  # runs first on exit: stop serving
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._stack is not None:
+            stack, self._stack = self._stack, None
+            await stack.aclose()
