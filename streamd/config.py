@@ -94,6 +94,8 @@ class SinkConfig(_Base, frozen=True):
     # Where a sink with no offset yet starts: the oldest retained event, or the head.
     start: Literal["beginning", "end"] = "beginning"
     batch_max: int = 500
+    # With fewer than batch_max events waiting, wait up to this long for more first.
+    batch_linger: Duration = Duration(0.0)
     # A batch failing with a permanent error is split; a single event that fails
     # this many times goes to dead letters and the sink moves on.
     max_tries: int = 5

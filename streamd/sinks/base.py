@@ -5,6 +5,14 @@ A sink knows nothing of offsets, retries or dead letters: its dispatcher
 moves the offset only after `deliver` returned. `deliver` raises `Retryable`
 (try the same batch later) or `Permanent` (this batch will never go through);
 anything else it raises is treated as retryable and logged with its traceback.
+
+Two optional members a sink may have, which the dispatcher looks for:
+- `stable_batches = True`: a redelivered batch must hold exactly the events it held the
+  first time (its receiver dedupes by a key derived from them, as the http sink's
+  Idempotency-Key is); the dispatcher then records where a partial batch ends before
+  sending it.
+- `attach_metrics(metrics)`: called once with the daemon's `Metrics`, for a sink that
+  counts its own work (the http sink's requests by status).
 """
 
 from __future__ import annotations

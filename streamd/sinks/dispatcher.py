@@ -13,8 +13,8 @@ Failures:
 
 Backlog stays on disk: the dispatcher holds at most one batch in memory.
 
-Batches: up to `batch_max` events; a sink config with a `batch_linger` waits that long for
-a partial batch to fill first. A sink with `stable_batches = True` (its receiver dedupes
+Batches: up to `batch_max` events; with `batch_linger`, a partial batch waits that long
+to fill first. A sink with `stable_batches = True` (its receiver dedupes
 a batch by a key derived from its events) gets the same batches again after a crash: a
 partial batch's end is committed before it is delivered, and the first read after a
 restart stops there, so a redelivered batch always has the events it had the first time.
@@ -38,7 +38,6 @@ from ..model import CloudEvent
 from ..retry import Backoff, retrying
 from ..store import Batch, DeadLetter, FeedEvent, FeedReader, Pending, Writer
 from ..store.reader import DeadLetterRow
-from ..units import Duration
 from .base import Sink
 
 log = logging.getLogger("streamd.sink")
@@ -74,8 +73,7 @@ class Dispatcher:
         # measured from; refreshed when the offset moves, so publishing lag costs nothing.
         self._pending_since_ms: int | None = None
         self._pending_for = -1
-        linger = getattr(cfg, "batch_linger", None)
-        self._linger = linger.seconds if isinstance(linger, Duration) else 0.0
+        self._linger = cfg.batch_linger.seconds
         self._stable = bool(getattr(sink, "stable_batches", False))
         self._replay_upto = 0  # stable batches: where the batch in flight at the last stop ended
         # A sink that counts its own work (the http sink's requests) is handed the metrics.

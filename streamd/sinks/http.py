@@ -70,8 +70,6 @@ class HttpSinkConfig(SinkConfig, frozen=True, forbid_unknown_fields=True, kw_onl
     # "credential:NAME"), or text then a space and a reference ("Bearer env:TOKEN").
     headers: dict[str, str] = {}
     batch_max: int = 100
-    # How long a partial batch waits for more events before it is sent anyway.
-    batch_linger: Duration = Duration(0.0)
     # The whole request: connecting, sending, and the answer.
     timeout: Duration = Duration(10.0)
     # format = "single": requests of one batch in flight at once (1 keeps the feed's order).
