@@ -12,7 +12,7 @@ sockets, no clock. The mapping table is docs/providers/connec.md.
 from __future__ import annotations
 
 import re
-from datetime import UTC, date, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal, TypeVar, get_args
 
@@ -34,11 +34,19 @@ from ...model import (
 )
 from ...model.check import checked
 from ...model.entities import Entity, InvoiceStatus, TransactionStatus
+from ...model.fields import COUNTRY as _COUNTRY
+from ...model.fields import DECODE_ERRORS as _DECODE_ERRORS
+from ...model.fields import amount as _amount
+from ...model.fields import code as _code
+from ...model.fields import currency as _currency
+from ...model.fields import day as _date
+from ...model.fields import ident as _ident
+from ...model.fields import instant as _instant
+from ...model.fields import text as _text
+from ...model.fields import utc as _utc
 from . import wire
 
 #: More digits than this before or after the point: no amount (as for HORISEN).
-MAX_INTEGER_DIGITS = 38
-MAX_FRACTION_DIGITS = 38
 #: The version of an account deletion: a redelivered DELETE has the same id.
 ACCOUNT_VERSION = "account-webhook"
 
@@ -47,10 +55,6 @@ Direction = Literal["receivable", "payable"]
 Flow = Literal["in", "out"]
 Role = Literal["customer", "supplier"]
 
-_CURRENCY = re.compile(r"^[A-Z]{3}$")
-_COUNTRY = re.compile(r"^[A-Z]{2}$")
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_STAMP = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:\d{2})?$")
 
 
 def _typed(table: dict[str, str], values: tuple[Any, ...]) -> dict[str, Any]:
@@ -65,7 +69,6 @@ _PAYMENT_STATUS: dict[str, TransactionStatus] = _typed(wire.PAYMENT_STATUS, get_
 _FLOW: dict[str, Flow] = _typed(wire.PAYMENT_TYPE, get_args(Flow))
 
 #: msgspec raises RecursionError for JSON nested deeper than it follows.
-_DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, RecursionError)
 
 
 class _Key(msgspec.Struct, kw_only=True):
@@ -366,13 +369,8 @@ def _address(addresses: wire.Addresses | None, field: str) -> Address | None:
     return None if address == Address() else address
 
 
-def _utc(t: datetime) -> datetime:
-    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
-def _text(value: str | None) -> str | None:
-    """Surrounding blanks dropped; an empty string is no value."""
-    return (value.strip() or None) if value is not None else None
 
 
 def _upper(value: str | None) -> str | None:
@@ -380,58 +378,12 @@ def _upper(value: str | None) -> str | None:
     return text.upper() if text else None
 
 
-def _ident(value: str | int | None) -> str | None:
-    return str(value) if isinstance(value, int) else _text(value)
 
 
-def _code(value: str | None, field: str, pattern: re.Pattern[str], what: str) -> str | None:
-    code = _upper(value)
-    if code is not None and not pattern.match(code):
-        raise Rejected(f"{field}: {value!r} is not {what}")
-    return code
 
 
-def _currency(value: str | None, field: str) -> str | None:
-    return _code(value, field, _CURRENCY, "an ISO 4217 code")
 
 
-def _amount(value: Decimal | None, field: str) -> Decimal | None:
-    if value is None:
-        return None
-    if not value.is_finite():
-        raise Rejected(f"{field}: {value} is not an amount")
-    exponent = value.as_tuple().exponent
-    assert isinstance(exponent, int)  # finite
-    if (value and value.adjusted() >= MAX_INTEGER_DIGITS) or exponent < -MAX_FRACTION_DIGITS:
-        raise Rejected(f"{field}: {value} is out of range")
-    return Decimal(int(value)) if exponent > 0 else value  # "1E+2" → 100, exactly
 
 
-def _instant(value: str | None, field: str) -> datetime | None:
-    """An RFC 3339 stamp as a UTC instant; without an offset it is UTC."""
-    text = _text(value)
-    if text is None:
-        return None
-    try:
-        if _STAMP.match(text):
-            return _utc(datetime.fromisoformat(text))
-    except ValueError:
-        pass
-    except OverflowError:
-        raise Rejected(f"{field}: {value!r} is out of range") from None
-    raise Rejected(f"{field}: {value!r} is not a date-time")
 
-
-def _date(value: str | None, field: str) -> date | None:
-    """A date, or the date part of a stamp as written (no zone conversion)."""
-    text = _text(value)
-    if text is None:
-        return None
-    try:
-        if _DATE.match(text):
-            return date.fromisoformat(text)
-        if _STAMP.match(text):
-            return datetime.fromisoformat(text).date()
-    except ValueError:
-        pass
-    raise Rejected(f"{field}: {value!r} is not a date")

@@ -15,10 +15,9 @@ docs/providers/horisen.md.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import datetime
 from decimal import Decimal, localcontext
 from typing import get_args
 
@@ -28,24 +27,28 @@ from ...errors import Rejected
 from ...model import Address, Invoice, InvoiceLine, Party, PartyRef, TrafficLine
 from ...model.check import checked
 from ...model.entities import InvoiceStatus
+from ...model.fields import COUNTRY as _COUNTRY
+from ...model.fields import DECODE_ERRORS as _DECODE_ERRORS
+from ...model.fields import MAX_FRACTION_DIGITS, MAX_INTEGER_DIGITS
+from ...model.fields import amount as _amount
+from ...model.fields import code as _code
+from ...model.fields import currency as _currency
+from ...model.fields import day as _date
+from ...model.fields import ident as _ident
+from ...model.fields import instant as _instant
+from ...model.fields import text as _text
+from ...model.fields import utc as _utc
 from . import wire
 
 #: An amount with more digits than this before the point, or after it, is refused: no
 #: ledger holds one (SQL's decimal(38) is the widest), and it keeps `1E+999999` from
 #: becoming a huge integer and `1E-999999` from becoming a huge string.
-MAX_INTEGER_DIGITS = 38
-MAX_FRACTION_DIGITS = 38
 
-_CURRENCY = re.compile(r"^[A-Z]{3}$")
-_COUNTRY = re.compile(r"^[A-Z]{2}$")
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_STAMP = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:\d{2})?$")
 
 _UNIFIED: dict[str, InvoiceStatus] = {s: s for s in get_args(InvoiceStatus)}
 #: `wire.DOCUMENT_STATUS`, typed (a unified status the model does not know fails at import).
 _STATUS: dict[str, InvoiceStatus] = {k: _UNIFIED[v] for k, v in wire.DOCUMENT_STATUS.items()}
 #: msgspec raises RecursionError for JSON nested deeper than it follows.
-_DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, RecursionError)
 
 
 class _Id(msgspec.Struct):
@@ -217,48 +220,16 @@ def _traffic(raw: bytes) -> TrafficLine:
 
 # ---------------------------------------------------------------- helpers
 
-def _utc(t: datetime) -> datetime:
-    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
-def _text(value: str | None) -> str | None:
-    """Surrounding blanks dropped; an empty string is no value."""
-    if value is None:
-        return None
-    return value.strip() or None
 
 
-def _ident(value: str | int | None) -> str | None:
-    """An id or code as a string: an int in its decimal digits, a string as sent ("01")."""
-    return str(value) if isinstance(value, int) else _text(value)
 
 
-def _code(value: str | None, field: str, pattern: re.Pattern[str], what: str) -> str | None:
-    code = _text(value)
-    if code is None:
-        return None
-    code = code.upper()
-    if not pattern.match(code):
-        raise Rejected(f"{field}: {value!r} is not {what}")
-    return code
 
 
-def _currency(value: str | None, field: str) -> str | None:
-    return _code(value, field, _CURRENCY, "an ISO 4217 code")
 
 
-def _amount(value: Decimal | None, field: str) -> Decimal | None:
-    if value is None:
-        return None
-    if not value.is_finite():
-        raise Rejected(f"{field}: {value} is not an amount")
-    exponent = value.as_tuple().exponent
-    assert isinstance(exponent, int)  # finite
-    if (value and value.adjusted() >= MAX_INTEGER_DIGITS) or exponent < -MAX_FRACTION_DIGITS:
-        raise Rejected(f"{field}: {value} is out of range")
-    if exponent > 0:
-        return Decimal(int(value))  # "1E+2" → 100, exactly
-    return value
 
 
 def _canonical(value: Decimal | None) -> str:
@@ -275,37 +246,6 @@ def _canonical(value: Decimal | None) -> str:
     return format(Decimal((sign, digits[:end], exponent + len(digits) - end)), "f")
 
 
-def _parse(text: str, field: str) -> datetime:
-    try:
-        return datetime.fromisoformat(text)
-    except ValueError:
-        raise Rejected(f"{field}: {text!r} is not a date-time") from None
 
 
-def _instant(value: str | None, field: str) -> datetime | None:
-    """A stamp as a UTC instant; without an offset it is UTC."""
-    text = _text(value)
-    if text is None:
-        return None
-    if not _STAMP.match(text):
-        raise Rejected(f"{field}: {value!r} is not a date-time")
-    t = _parse(text, field)
-    try:
-        return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
-    except OverflowError:
-        raise Rejected(f"{field}: {value!r} is out of range") from None
 
-
-def _date(value: str | None, field: str) -> date | None:
-    """A date, or the date part of a stamp as written (no zone conversion)."""
-    text = _text(value)
-    if text is None:
-        return None
-    if _DATE.match(text):
-        try:
-            return date.fromisoformat(text)
-        except ValueError:
-            raise Rejected(f"{field}: {value!r} is not a date") from None
-    if _STAMP.match(text):
-        return _parse(text, field).date()
-    raise Rejected(f"{field}: {value!r} is not a date")
