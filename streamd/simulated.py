@@ -1,6 +1,7 @@
-"""What the HTTPS provider simulators share: an ASGI app served by uvicorn over TLS on
-loopback (certificates from a throwaway CA), `serve()` for a task group, `async with`
-for a test, and a hook that sees every answered request (for their request logs).
+"""What the provider simulators (and the tests' receivers) share: an ASGI app served by
+uvicorn on loopback, over TLS when given certificates from a throwaway CA, `serve()`
+for a task group, `async with` for a test, and a hook that sees every answered
+request (for their request logs).
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ class _Config(uvicorn.Config):
 
     def load(self) -> None:
         super().load()
-        assert self.ssl is not None
-        self.ssl.minimum_version = self.min_tls
+        if self.ssl is not None:
+            self.ssl.minimum_version = self.min_tls
 
 
 class _Server(Server):
@@ -70,13 +71,16 @@ class AccessTokens:
 
 class SimulatedServer:
     """Subclasses set `NAME`, `MIN_TLS` and `self._app`, and may override `_prepare`
-    (work done before the first connection) and `_logged` (one answered request)."""
+    (work done before the first connection), `_logged` (one answered request) and
+    `_stopping` (serving ends: answer what still waits). Without `certs`, plain HTTP.
+    The port is kept, so a second `serve()` comes back on the same one."""
 
     NAME: ClassVar[str] = "simulator"
     MIN_TLS: ClassVar[ssl.TLSVersion] = ssl.TLSVersion.TLSv1_2
 
-    def __init__(self, certs: Certs) -> None:
+    def __init__(self, certs: Certs | None, port: int = 0) -> None:
         self.certs = certs
+        self.port = port
         self.url = ""
         self._app: ASGIApp | None = None
         self._stack: contextlib.AsyncExitStack | None = None
@@ -86,6 +90,7 @@ class SimulatedServer:
 
     def secret_file(self, name: str, value: str) -> Path:
         """Write a secret for a `file:` reference in the config a simulator hands out."""
+        assert self.certs is not None
         path = self.certs.dir / name
         path.touch(mode=0o600)
         path.chmod(0o600)
@@ -95,18 +100,23 @@ class SimulatedServer:
     def _logged(self, scope: Scope, at: float, status: int) -> None:
         pass
 
-    async def serve(self, host: str = "127.0.0.1", port: int = 0, *,
+    def _stopping(self) -> None:
+        pass
+
+    async def serve(self, host: str = "127.0.0.1", port: int | None = None, *,
                     task_status: TaskStatus[str] = anyio.TASK_STATUS_IGNORED) -> None:
         """Serve until cancelled; `task_status.started(self.url)` once connections are accepted."""
         self._prepare()
-        sock = bind(host, port)
+        sock = bind(host, self.port if port is None else port)
         try:
-            bound_host, bound_port = sock.getsockname()[:2]
-            self.url = f"https://{f'[{bound_host}]' if ':' in bound_host else bound_host}:{bound_port}"
+            bound_host, self.port = sock.getsockname()[:2]
+            scheme = "https" if self.certs is not None else "http"
+            self.url = f"{scheme}://{f'[{bound_host}]' if ':' in bound_host else bound_host}:{self.port}"
+            tls: dict[str, Any] = {} if self.certs is None else {
+                "ssl_certfile": str(self.certs.server_chain), "ssl_keyfile": str(self.certs.server_key)}
             config = _Config(self._asgi, self.MIN_TLS, interface="asgi3", lifespan="off", ws="none",
                              log_config=None, access_log=False, server_header=False,
-                             timeout_graceful_shutdown=1, ssl_certfile=str(self.certs.server_chain),
-                             ssl_keyfile=str(self.certs.server_key))
+                             timeout_graceful_shutdown=1, **tls)
             server = _Server(config)
             finished = anyio.Event()
 
@@ -128,6 +138,7 @@ class SimulatedServer:
                     task_status.started(self.url)
                     await finished.wait()
                 finally:
+                    self._stopping()
                     server.should_exit = True
                     server.stop.set()
         finally:

@@ -25,24 +25,21 @@ arrival order, batches unpacked. `requests` is everything, answered or not.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import random
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import Any
 
 import anyio
-import uvicorn
-from anyio.abc import TaskStatus
 from starlette.applications import Starlette
 from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
 from starlette.routing import Route
 
-from streamd.asgi import Server, bind
 from streamd.certs import Certs
+from streamd.simulated import SimulatedServer
 
 BATCH_TYPE = "application/cloudevents-batch+json"
 
@@ -97,30 +94,23 @@ class Request:
         return [decoded]
 
 
-class _Server(Server):
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.stop = anyio.Event()
-
-    async def main_loop(self) -> None:
-        await self.stop.wait()  # instead of uvicorn's 0.1 s polling: stops at once
 
 
-@dataclass
-class Receiver:
-    certs: Certs | None = None  # serve https with these (the sink's `ca` is certs.ca)
-    port: int = 0  # 0: any free port, kept for the next serve() (a restart on the same port)
-    knobs: Knobs = field(default_factory=Knobs)
+class Receiver(SimulatedServer):
+    """`certs`: serve https with these (the sink's `ca` is certs.ca). `port` 0: any free
+    port, kept for the next serve() (a restart on the same port)."""
 
-    def __post_init__(self) -> None:
-        self.url = ""
+    NAME = "test receiver"
+
+    def __init__(self, certs: Certs | None = None, port: int = 0, knobs: Knobs | None = None) -> None:
+        super().__init__(certs, port)
+        self.knobs = knobs or Knobs()
         self.requests: list[Request] = []
         self.in_flight = 0
         self.peak_in_flight = 0
         self._lock = threading.Lock()
         self._rng = random.Random(self.knobs.seed)
-        self._closing: anyio.Event | None = None
-        self._stack: contextlib.AsyncExitStack | None = None
+        self._closing = anyio.Event()
         self._app = Starlette(routes=[Route("/{path:path}", self._handle, methods=["POST"])])
 
     # ------------------------------------------------------------ what arrived
@@ -168,7 +158,6 @@ class Receiver:
             status, rec.why = self._decide(body)
             k = self.knobs
             if status == 0:  # hang: past the client's timeout, or until the receiver stops
-                assert self._closing is not None
                 with anyio.move_on_after(k.hang):
                     await self._closing.wait()
                 status = 503
@@ -189,54 +178,8 @@ class Receiver:
 
     # ------------------------------------------------------------ serving
 
-    async def serve(self, host: str = "127.0.0.1", port: int | None = None, *,
-                    task_status: TaskStatus[str] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Serve until cancelled; `task_status.started(self.url)` once connections are accepted."""
+    def _prepare(self) -> None:
         self._closing = anyio.Event()
-        sock = bind(host, self.port if port is None else port)
-        try:
-            self.port = sock.getsockname()[1]
-            tls = {} if self.certs is None else {"ssl_certfile": str(self.certs.server_chain),
-                                                 "ssl_keyfile": str(self.certs.server_key)}
-            config = uvicorn.Config(self._app, interface="asgi3", lifespan="off", ws="none",
-                                    log_config=None, access_log=False, server_header=False,
-                                    timeout_graceful_shutdown=1, **tls)  # type: ignore[arg-type]
-            server = _Server(config)
-            finished = anyio.Event()
 
-            async def run() -> None:
-                with anyio.CancelScope(shield=True):  # a cancelled serve() still shuts down cleanly
-                    try:
-                        await server.serve([sock])
-                    finally:
-                        finished.set()
-
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(run)
-                try:
-                    while not server.started:
-                        if finished.is_set():
-                            raise RuntimeError("the test receiver did not start")
-                        await anyio.sleep(0.005)
-                    self.url = f"{'https' if self.certs else 'http'}://{host}:{self.port}"
-                    task_status.started(self.url)
-                    await finished.wait()
-                finally:
-                    self._closing.set()  # hung requests answer now, so shutdown is quick
-                    server.should_exit = True
-                    server.stop.set()
-        finally:
-            sock.close()
-
-    async def __aenter__(self) -> Self:
-        async with contextlib.AsyncExitStack() as stack:
-            tg = await stack.enter_async_context(anyio.create_task_group())
-            await tg.start(self.serve)
-            stack.callback(tg.cancel_scope.cancel)  # runs first on exit: stop serving
-            self._stack = stack.pop_all()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._stack is not None:
-            stack, self._stack = self._stack, None
-            await stack.aclose()
+    def _stopping(self) -> None:
+        self._closing.set()  # hung requests answer now, so shutdown is quick

@@ -156,6 +156,8 @@ def _tenant_of(headers: Headers) -> str | None:
 class AsperionSimulator(SimulatedServer):
     """The identity server and the API in one uvicorn server; see the module docstring."""
 
+    certs: Certs  # always over TLS
+
     NAME = "Asperion"
     MIN_TLS = MIN_TLS
 

@@ -147,6 +147,8 @@ def _utcnow() -> datetime:
 class ConnecSimulator(SimulatedServer):
     """The Connec! API v2 list endpoints; see the module docstring."""
 
+    certs: Certs  # always over TLS
+
     NAME = "Connec!"
     MIN_TLS = MIN_TLS
 

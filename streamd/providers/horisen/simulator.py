@@ -145,6 +145,8 @@ def _integer(value: str | None, default: int) -> int | None:
 class HorisenSimulator(SimulatedServer):
     """The token endpoint and the API in one uvicorn server; see the module docstring."""
 
+    certs: Certs  # always over TLS
+
     NAME = "HORISEN"
     MIN_TLS = MIN_TLS
 
