@@ -75,11 +75,13 @@ def receiver_main(port: int, latency: float) -> None:
 
     class Ev(msgspec.Struct):
         id: str
+        seq: int = 0
 
     batch_dec = msgspec.json.Decoder(list[Ev])
     one_dec = msgspec.json.Decoder(Ev)
     seen: set[str] = set()
-    counts = {"events": 0, "requests": 0}
+    # out_of_order: events seen for the first time with a seq below one already seen.
+    counts = {"events": 0, "requests": 0, "out_of_order": 0, "last_seq": 0}
     ok = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
 
     class Proto(asyncio.Protocol):
@@ -112,7 +114,12 @@ def receiver_main(port: int, latency: float) -> None:
                 events = batch_dec.decode(body) if "cloudevents-batch" in head else [one_dec.decode(body)]
                 counts["requests"] += 1
                 counts["events"] += len(events)
-                seen.update(e.id for e in events)
+                for e in events:
+                    if e.id not in seen:
+                        seen.add(e.id)
+                        if e.seq < counts["last_seq"]:
+                            counts["out_of_order"] += 1
+                        counts["last_seq"] = max(counts["last_seq"], e.seq)
                 if latency:
                     asyncio.get_running_loop().call_later(latency, self.t.write, ok)
                 else:
@@ -128,8 +135,8 @@ def receiver_main(port: int, latency: float) -> None:
 
 
 class ReceiverProcess:
-    def __init__(self, latency: float) -> None:
-        self.port = free_port()
+    def __init__(self, latency: float, port: int | None = None) -> None:
+        self.port = port or free_port()
         self.proc = subprocess.Popen([sys.executable, __file__, "--receiver", str(self.port),
                                       str(latency)])
         # One keep-alive connection for the polling: a new client per poll would cost this

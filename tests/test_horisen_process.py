@@ -37,6 +37,8 @@ def serve(bg: Background, tmp_path: Path, knobs: Knobs) -> HorisenSimulator:
 
 
 def delivered(server: SftpServer) -> dict[str, Path]:
+    if not server.local_dir.is_dir():  # the sink makes it on its first connection
+        return {}
     return {p.name: p for p in server.local_dir.iterdir() if p.is_file() and not p.name.startswith(".")}
 
 
