@@ -145,7 +145,8 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
     final = feed(d)
     lines = [json.loads(line) for line in feed_lines(out)]
     seqs = [x["seq"] for x in lines]
-    assert seqs == sorted(final), "the file sink holds every event once, in seq order"
+    assert seqs == sorted(final), ("the file sink holds every event once, in seq order; the last "
+                                   f"run's log ends:\n{d.log()[-4000:]}")
     assert all(final[x["seq"]] == x["id"] for x in lines)
     assert acked <= {x["id"] for x in lines}
 
