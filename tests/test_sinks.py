@@ -244,3 +244,27 @@ async def test_a_failing_file_write_is_retried_without_losing_the_offset(store: 
         blocked.mkdir()
         await run.caught_up()
     assert len((blocked / "feed.jsonl").read_bytes().splitlines()) == 3
+
+
+async def test_a_commit_landing_as_the_drain_begins_is_still_delivered(store: Store) -> None:
+    """Shutdown's last commit can land while the sink, having just caught up, waits for its
+    offset commit: the drain must look at the head again before it ends."""
+    late = events(3, start=5)
+
+    class LastCommitDuringDelivery(Scripted):
+        dispatcher: Dispatcher | None = None
+
+        async def deliver(self, evs: Sequence[FeedEvent]) -> None:
+            await super().deliver(evs)
+            if self.dispatcher is not None and len(self.got) == 5:
+                await store.writer.enqueue(Batch(source="s", events=late))  # not yet committed
+                self.dispatcher.drain()
+
+    sink = LastCommitDuringDelivery()
+    sink.gate = anyio.Event()
+    await store.writer.submit(Batch(source="s", events=events(5)))
+    async with dispatching(store, sink) as run:
+        sink.dispatcher = run.d
+        sink.gate.set()
+        await until(lambda: run.d.component.state is State.STOPPED, 10, "the drain to end")
+    assert [e.seq for e in sink.got] == list(range(1, 9))

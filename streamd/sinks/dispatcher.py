@@ -132,6 +132,8 @@ class Dispatcher:
             head = self.writer.head
             if self.offset >= head:
                 await self._commit_offset(force=True, wait=True)
+                if self.offset < self.writer.head:
+                    continue  # committed while we waited (shutdown's last commit, say)
                 if self._draining:
                     return
                 with anyio.move_on_after(IDLE_WAIT):
