@@ -19,7 +19,9 @@ class Server(uvicorn.Server):
 
 
 def bind(host: str, port: int) -> socket.socket:
-    """A bound TCP socket for `Server.serve([sock])`; raises OSError if the address is taken.
+    """A listening TCP socket for `Server.serve([sock])`; raises OSError if the address is
+    taken. It listens at once, so a client told the address (a browser sent back to
+    `streamd auth`, say) is queued, not refused, while the server starts.
 
     The socket gets its real protocol: with proto 0 asyncio does not set TCP_NODELAY on
     accepted connections, and small answers wait ~40 ms on delayed ACKs."""
@@ -29,6 +31,7 @@ def bind(host: str, port: int) -> socket.socket:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(addr)
+        sock.listen(128)
     except OSError:
         sock.close()
         raise

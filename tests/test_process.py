@@ -175,7 +175,7 @@ def test_tail_follows_the_running_daemon_with_the_file_sinks_bytes(
 
 def test_tail_F_follows_the_file_sink_across_rotations(streamd_proc: Callable[..., Streamd]) -> None:
     require("tail")
-    d = streamd_proc(config(rate=150.0, sink='rotate_bytes = "16KiB"\nkeep = 1000'),
+    d = streamd_proc(config(rate=150.0, sink='rotate_bytes = "64KiB"\nkeep = 1000'),
                      env={"PROC_HOOK_TOKEN": TOKEN})
     path = d.dir / "out" / "feed.jsonl"
     out = d.dir / "tailF.out"
