@@ -10,7 +10,7 @@ import httpx
 
 from streamd.providers.synthetic import wire
 
-from .conftest import Streamd, streamd_cli
+from .conftest import Streamd, feed_lines, streamd_cli, wait_for
 
 TOKEN = "cli-test-token"
 CONFIG = """
@@ -106,3 +106,32 @@ def test_since_takes_a_time_or_a_duration_ago() -> None:
     assert parse_since("2026-11-21T10:00:00Z") == 1_795_255_200_000
     assert parse_since("2026-11-21T11:00:00+01:00") == 1_795_255_200_000
     assert parse_since("15m", now=1000.0) == 100_000
+
+
+def test_sink_reset_redelivers_from_the_given_seq(streamd_proc: Callable[..., Streamd]) -> None:
+    config = CONFIG + '\n[sinks.copy]\ntype = "file"\npath = "out/copy.jsonl"\n'
+    d = streamd_proc(config, env={"CLI_HOOK_TOKEN": TOKEN})
+    env = {"CLI_HOOK_TOKEN": TOKEN}
+    d.start()
+    body = b"[" + b",".join(wire.record(1, i, ["t"], datetime(2026, 1, 1)) for i in range(6)) + b"]"
+    r = httpx.post(f"{d.url}/webhooks/hook", content=body, timeout=10, headers={
+        "content-type": "application/json", "authorization": f"Bearer {TOKEN}"})
+    assert r.status_code == 200
+    r = streamd_cli("sink", "reset", "copy", "--to-seq", "2", "-c", str(d.config), env=env)
+    assert r.returncode == 1 and "the daemon is running" in r.stderr  # it keeps offsets in memory
+    assert d.terminate() == 0
+    copy = d.dir / "out" / "copy.jsonl"
+    assert len(feed_lines(copy)) == 6
+    copy.rename(copy.with_name("copy.old"))  # the file sink resumes after what its file holds
+
+    r = streamd_cli("sink", "reset", "copy", "--to-seq", "2", "-c", str(d.config), env=env)
+    assert r.returncode == 0, r.stderr
+    assert "offset 6 -> 2" in r.stdout and "seq 3..6 (4 events)" in r.stdout
+    for bad, says in ((["nope", "--to-seq", "1"], "no sink 'nope'"), (["copy", "--to-seq", "99"], "past")):
+        r = streamd_cli("sink", "reset", *bad, "-c", str(d.config), env=env)
+        assert r.returncode == 2 and says in r.stderr
+    d.start()
+    wait_for(lambda: copy.exists() and len(feed_lines(copy)) == 4, 20, "the redelivery")
+    assert [json.loads(x)["seq"] for x in feed_lines(copy)] == [3, 4, 5, 6]
+    assert len(feed_lines(d.dir / "out" / "feed.jsonl")) == 6  # the other sink is untouched
+    assert d.terminate() == 0

@@ -90,7 +90,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import auth, demo, dlq, status, tail
+    from . import auth, demo, dlq, sink, status, tail
 
     p = argparse.ArgumentParser(prog="streamd", description=__doc__.splitlines()[0] if __doc__ else "")
     p.add_argument("--version", action="version", version=f"streamd {__version__}")
@@ -110,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_parser(sub, with_config)
     status.add_parser(sub, with_config)
     dlq.add_parser(sub, with_config)
+    sink.add_parser(sub, with_config)
     demo.add_parser(sub)
     return p
 
