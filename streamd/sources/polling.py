@@ -108,6 +108,12 @@ class PollHealth:
             component.set(State.RETRYING, text)
         self.ctx.metrics.source_connected.labels(self.ctx.name).set(0)
 
+    def refused(self, reason: str, retry: str) -> None:
+        """The provider refused the credentials: the source is `failed` until `retry` says."""
+        self.ctx.component.set(State.FAILED, reason)
+        self.ctx.metrics.source_connected.labels(self.ctx.name).set(0)
+        log.error("source %s: %s (polling stopped; %s)", self.ctx.name, reason, retry)
+
     def recovered(self, where: str) -> None:
         self.failing.pop(where, None)
         if not self.failing:

@@ -103,15 +103,13 @@ class AsperionSource:
             self.http = http
             self.tokens = Tokens(self.ctx, self.cfg, http)
             self.client = ApiClient(self.ctx, http, self.tokens, policy=self.cfg.backoff,
-                                       max_tries=self.cfg.max_tries, describe=_problem)
+                                    max_tries=self.cfg.max_tries, describe=_problem)
             while True:
                 try:
                     await self._authorized()
                 except AuthFailed as exc:
-                    reason = f"{exc}; new credentials: `streamd auth {self.name}`"
-                    component.set(State.FAILED, reason)
-                    self.ctx.metrics.source_connected.labels(self.name).set(0)
-                    log.error("source %s: %s (polling stopped until then)", self.name, reason)
+                    self.health.refused(f"{exc}; new credentials: `streamd auth {self.name}`",
+                                        "until then")
                     await self._wait_for_credentials()
 
     async def _wait_for_credentials(self) -> None:

@@ -109,10 +109,7 @@ class ConnecSource:
                                 tg.start_soon(self._poll_loop, client, gate, group, collection)
                 except* AuthFailed as group:
                     exc = group.exceptions[0]
-                    component.set(State.FAILED, str(exc))
-                    self.ctx.metrics.source_connected.labels(self.name).set(0)
-                    log.error("source %s: %s (polling stopped; tried again in %.0fs; webhooks go on)",
-                              self.name, exc, AUTH_RETRY)
+                    self.health.refused(str(exc), f"tried again in {AUTH_RETRY:.0f}s; webhooks go on")
                     await anyio.sleep(AUTH_RETRY)
 
     async def _poll_loop(self, client: ApiClient, gate: Gate, group: str, collection: str) -> None:

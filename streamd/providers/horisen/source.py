@@ -134,15 +134,12 @@ class HorisenSource:
             self.http = http
             self.token = ClientToken(self.ctx, self.cfg, http)
             self.client = ApiClient(self.ctx, http, self.token, policy=self.cfg.backoff,
-                                       max_tries=self.cfg.max_tries, describe=_error)
+                                    max_tries=self.cfg.max_tries, describe=_error)
             while True:
                 try:
                     await self._poll_loop()
                 except AuthFailed as exc:
-                    component.set(State.FAILED, str(exc))
-                    self.ctx.metrics.source_connected.labels(self.name).set(0)
-                    log.error("source %s: %s (polling stopped; tried again in %.0fs)",
-                              self.name, exc, AUTH_RETRY)
+                    self.health.refused(str(exc), f"tried again in {AUTH_RETRY:.0f}s")
                     await anyio.sleep(AUTH_RETRY)
 
     async def _poll_loop(self) -> None:
