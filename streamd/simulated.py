@@ -7,10 +7,12 @@ request (for their request logs).
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import secrets
 import ssl
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -44,6 +46,21 @@ class _Server(Server):
 
     async def main_loop(self) -> None:
         await self.stop.wait()  # instead of uvicorn's 0.1 s polling: stops at once
+
+
+def source_table(name: str, fields: Mapping[str, object], extra: Mapping[str, str]) -> str:
+    """A `[sources.<name>]` table: `fields` as TOML values (strings, paths, bools and lists
+    of strings, written for them), then `extra` verbatim (values already TOML)."""
+    lines = [f"[sources.{name}]"]
+    for key, value in fields.items():
+        if isinstance(value, bool):
+            lines.append(f"{key} = {str(value).lower()}")
+        elif isinstance(value, (list, tuple)):
+            lines.append(f"{key} = {json.dumps([str(v) for v in value])}")
+        else:
+            lines.append(f"{key} = {json.dumps(str(value))}")
+    lines += [f"{k} = {v}" for k, v in extra.items()]
+    return "\n".join(lines) + "\n"
 
 
 class AccessTokens:

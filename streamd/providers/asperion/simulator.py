@@ -54,7 +54,7 @@ from starlette.types import Scope
 
 from ...certs import Certs
 from ...certs import make as make_certs
-from ...simulated import SimulatedServer
+from ...simulated import SimulatedServer, source_table
 from . import records, wire
 from .identity import Identity
 
@@ -290,12 +290,10 @@ class AsperionSimulator(SimulatedServer):
         """The `[sources.<name>]` table that points streamd at this simulator (and writes the
         client secret to a file it references); `extra` adds keys, values already TOML."""
         secret = self.secret_file("asperion-client-secret", self.knobs.client_secret)
-        lines = [f"[sources.{name}]", 'provider = "asperion"', f'base_url = "{self.base_url}"',
-                 f'authorize_url = "{self.authorize_url}"', f'token_url = "{self.token_url}"',
-                 f'client_id = "{self.knobs.client_id}"', f'client_secret = "file:{secret}"',
-                 f'ca = "{self.certs.ca}"']
-        lines += [f"{k} = {v}" for k, v in extra.items()]
-        return "\n".join(lines) + "\n"
+        return source_table(name, {
+            "provider": "asperion", "base_url": self.base_url, "authorize_url": self.authorize_url,
+            "token_url": self.token_url, "client_id": self.knobs.client_id,
+            "client_secret": f"file:{secret}", "ca": self.certs.ca}, extra)
 
     # ------------------------------------------------------------ serving
 

@@ -39,6 +39,7 @@ from websockets.http11 import Request, Response
 
 from ...certs import Certs
 from ...certs import make as make_certs
+from ...simulated import source_table
 from . import wire
 
 log = logging.getLogger("streamd.simulator.asteria")
@@ -175,11 +176,8 @@ class AsteriaSimulator:
         """The `[sources.<name>]` table that points streamd at this gateway (its URL, the
         client id it expects, and the throwaway certificates); `extra` adds keys as TOML."""
         c = self.certs
-        lines = [f"[sources.{name}]", 'provider = "asteria"', f'url = "{self.url}"',
-                 f'client_id = "{self.knobs.client_id}"', f'cert = "{c.client_cert}"',
-                 f'key = "{c.client_key}"', f'ca = "{c.ca}"']
-        lines += [f"{k} = {v}" for k, v in extra.items()]
-        return "\n".join(lines) + "\n"
+        return source_table(name, {"provider": "asteria", "url": self.url, "client_id": self.knobs.client_id,
+                                   "cert": c.client_cert, "key": c.client_key, "ca": c.ca}, extra)
 
     def event(self, i: int) -> tuple[str, bytes]:
         k = self.knobs

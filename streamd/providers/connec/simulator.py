@@ -31,7 +31,6 @@ import base64
 import binascii
 import contextlib
 import copy
-import json
 import random
 import re
 import secrets
@@ -56,7 +55,7 @@ from starlette.types import Scope
 
 from ...certs import Certs
 from ...certs import make as make_certs
-from ...simulated import SimulatedServer
+from ...simulated import SimulatedServer, source_table
 from . import query, records, wire
 from .records import STAMP, Entity
 
@@ -291,12 +290,10 @@ class ConnecSimulator(SimulatedServer):
         False) at this simulator, and writes the api key to a file it references; `extra`
         adds keys, values already TOML."""
         secret = self.secret_file("connec-api-key", self.knobs.api_key)
-        lines = [f"[sources.{name}]", f'provider = "{wire.PROVIDER}"', f'api_url = "{self.api_url}"',
-                 f'api_id = "{self.knobs.api_id}"', f'api_key = "file:{secret}"',
-                 f"poll = {str(poll).lower()}", f"groups = {json.dumps(list(self.knobs.groups))}",
-                 f'ca = "{self.certs.ca}"']
-        lines += [f"{k} = {v}" for k, v in extra.items()]
-        return "\n".join(lines) + "\n"
+        return source_table(name, {
+            "provider": wire.PROVIDER, "api_url": self.api_url, "api_id": self.knobs.api_id,
+            "api_key": f"file:{secret}", "poll": poll, "groups": list(self.knobs.groups),
+            "ca": self.certs.ca}, extra)
 
     # ------------------------------------------------------------ serving
 

@@ -57,7 +57,7 @@ from starlette.types import Scope
 
 from ...certs import Certs
 from ...certs import make as make_certs
-from ...simulated import AccessTokens, SimulatedServer
+from ...simulated import AccessTokens, SimulatedServer, source_table
 from . import records, wire
 from .records import STAMP
 
@@ -276,12 +276,10 @@ class HorisenSimulator(SimulatedServer):
         """The `[sources.<name>]` table that points streamd at this simulator (and writes the
         client secret to a file it references); `extra` adds keys, values already TOML."""
         secret = self.secret_file("horisen-client-secret", self.knobs.client_secret)
-        lines = [f"[sources.{name}]", f'provider = "{wire.PROVIDER}"', f'token_url = "{self.token_url}"',
-                 f'api_url = "{self.api_url}"', f'client_id = "{self.knobs.client_id}"',
-                 f'client_secret = "file:{secret}"', f'ca = "{self.certs.ca}"',
-                 f'traffic_reports_path = "{self.knobs.traffic_reports_path}"']
-        lines += [f"{k} = {v}" for k, v in extra.items()]
-        return "\n".join(lines) + "\n"
+        return source_table(name, {
+            "provider": wire.PROVIDER, "token_url": self.token_url, "api_url": self.api_url,
+            "client_id": self.knobs.client_id, "client_secret": f"file:{secret}", "ca": self.certs.ca,
+            "traffic_reports_path": self.knobs.traffic_reports_path}, extra)
 
     # ------------------------------------------------------------ serving
 
