@@ -29,6 +29,7 @@ import json
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,7 +52,8 @@ class Knobs:
     status: int = 200  # the answer when nothing below applies
     fail_next: int = 0  # the next N requests get `fail_status`
     fail_status: int = 500
-    retry_after: str | None = None  # Retry-After sent with those failures and with 410
+    # Retry-After sent with those failures and with 410; a callable is asked at answer time
+    retry_after: str | Callable[[], str] | None = None
     hang_next: int = 0  # the next N requests get no answer for `hang` seconds, then 503
     hang: float = 30.0
     refuse: bytes | None = None  # a body holding these bytes gets `refuse_status`, `refuse_body`
@@ -167,7 +169,7 @@ class Receiver(SimulatedServer):
             if rec.why == "chaos-429":
                 headers["retry-after"] = k.chaos_retry_after
             elif rec.why in ("fail", "gone") and k.retry_after is not None:
-                headers["retry-after"] = k.retry_after
+                headers["retry-after"] = k.retry_after() if callable(k.retry_after) else k.retry_after
             content = k.refuse_body if rec.why == "refuse" else b'{"ok": true}' if status < 300 else \
                 f'{{"error": "test receiver: {rec.why or status}"}}'.encode()
             rec.status, rec.answered = status, time.monotonic()
