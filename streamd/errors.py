@@ -9,6 +9,7 @@ hierarchy at the boundary where they happen, so the code that decides
     ├── StoreError             the SQLite feed cannot be used
     │   ├── StoreFatal         corrupt, unreadable, read-only, newer schema: exit 1
     │   └── StoreBusy          transient (disk full, locked): retried, intake pauses
+    │       └── DiskFull       no space left for the store: /readyz fails at once
     ├── Rejected               a payload that normalization refuses (goes to dead letters)
     ├── Unavailable            a source's peer is down or busy (timeout, 429, 5xx): retried
     └── DeliveryError          a sink could not deliver
@@ -44,6 +45,11 @@ class StoreFatal(StoreError):
 
 class StoreBusy(StoreError):
     """The store is temporarily unable to commit (disk full, locked). Retried."""
+
+
+class DiskFull(StoreBusy):
+    """No space left on the store's filesystem. Retried like any StoreBusy, but unlike a
+    lock held for a moment it waits for the operator: readiness fails at once."""
 
 
 class Rejected(StreamdError):

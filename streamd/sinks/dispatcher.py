@@ -22,9 +22,11 @@ restart stops there, so a redelivered batch always has the events it had the fir
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import anyio
 import msgspec
@@ -151,7 +153,7 @@ class Dispatcher:
                 if self._stable and not replay and len(events) < batch_max:
                     # A full batch is the same on every read from this offset; a partial one
                     # is not (the head moves): remember where it ends before sending it.
-                    await self.writer.submit(Batch(meta={self._batch_key: str(scanned)}))
+                    await self._submit(Batch(meta={self._batch_key: str(scanned)}))
                 await self._deliver(events)
             self.offset = scanned
             self.metrics.sink_offset.labels(self.name).set(scanned)
@@ -175,7 +177,8 @@ class Dispatcher:
     async def _settle_offset(self) -> None:
         if self._offset_inflight is not None:
             pending, value = self._offset_inflight
-            await pending.committed()
+            with self._on_store():
+                await pending.committed()
             self._committed_offset = value
             self._offset_inflight = None
 
@@ -188,11 +191,28 @@ class Dispatcher:
         now = time.monotonic()
         if self.offset != queued and (force or now - self._last_offset_commit >= OFFSET_IDLE_COMMIT):
             await self._settle_offset()
-            self._offset_inflight = (await self.writer.enqueue(Batch(offsets={self.name: self.offset})),
-                                     self.offset)
+            with self._on_store():
+                pending = await self.writer.enqueue(Batch(offsets={self.name: self.offset}))
+            self._offset_inflight = (pending, self.offset)
             self._last_offset_commit = now
         if wait:
             await self._settle_offset()
+
+    @contextlib.contextmanager
+    def _on_store(self) -> Iterator[None]:
+        """Around a wait on the writer (a queue slot, a commit): no promise to beat meanwhile.
+        A full disk holds commits for as long as it lasts, and the writer's own beat says
+        whether the store is stuck: a sink waiting behind it is not wedged, and must not
+        get the daemon restarted by the watchdog."""
+        self.component.beat(math.inf)
+        try:
+            yield
+        finally:
+            self.component.beat(IDLE_WAIT * 10)
+
+    async def _submit(self, batch: Batch) -> None:
+        with self._on_store():
+            await self.writer.submit(batch)
 
     async def publish_lag(self, now: float) -> None:
         """Set the lag gauges. The daemon calls this every second, from outside the sink's
@@ -272,7 +292,7 @@ class Dispatcher:
                 last = exc
         log.error("sink %s: event seq %d (%s) refused %d times, moved to dead letters: %s",
                   self.name, event.seq, event.id, attempts, last)
-        await self.writer.submit(Batch(dead_letters=[DeadLetter(
+        await self._submit(Batch(dead_letters=[DeadLetter(
             origin="sink", name=self.name, reason=str(last), raw=event.line,
             context={"id": event.id, "type": event.type}, event_seq=event.seq,
             attempts=attempts)]))
@@ -294,20 +314,20 @@ class Dispatcher:
         except (msgspec.ValidationError, msgspec.DecodeError, TypeError) as exc:
             log.error("sink %s: dead letter %d holds no readable event (%s); dropping it",
                       self.name, row.id, exc)
-            await self.writer.submit(Batch(resolved_dead_letters=[row.id]))
+            await self._submit(Batch(resolved_dead_letters=[row.id]))
             return
         try:
             await self._deliver_retrying([event])
         except Permanent as exc:
             # Tried again, still refused: replace the row so the attempts count stays honest.
-            await self.writer.submit(Batch(resolved_dead_letters=[row.id], dead_letters=[
+            await self._submit(Batch(resolved_dead_letters=[row.id], dead_letters=[
                 DeadLetter(origin="sink", name=self.name, reason=str(exc), raw=row.raw,
                            context=row.context, event_seq=row.event_seq,
                            attempts=row.attempts + 1)]))
             return
         log.info("sink %s: dead letter %d (seq %s) delivered on retry", self.name, row.id,
                  row.event_seq)
-        await self.writer.submit(Batch(resolved_dead_letters=[row.id]))
+        await self._submit(Batch(resolved_dead_letters=[row.id]))
 
 
 def _from_line(row: DeadLetterRow) -> FeedEvent:

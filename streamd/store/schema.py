@@ -16,13 +16,14 @@ see docs/benchmarks.md.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 
 import aiosqlite
 import anyio
 
 from ..config import StoreConfig
-from ..errors import StoreBusy, StoreError, StoreFatal
+from ..errors import DiskFull, StoreBusy, StoreError, StoreFatal
 
 MIGRATIONS: list[list[str]] = [
     # 0 -> 1: the first schema
@@ -90,21 +91,40 @@ SCHEMA_VERSION = len(MIGRATIONS)
 PAGE_SIZE = 4096
 READER_CACHE_KIB = 4096
 
-_TRANSIENT = {"SQLITE_FULL", "SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_BUSY_SNAPSHOT"}
+_TRANSIENT = {"SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_BUSY_SNAPSHOT"}
+# Below this much free space, an I/O error on the store is taken for the full disk.
+_NEARLY_FULL = 1 << 20
 
 
 def classify(exc: BaseException, path: str) -> StoreError:
-    """Map a sqlite3 error to StoreBusy (retry, intake pauses) or StoreFatal (stop, exit 1)."""
+    """Map a sqlite3 error to StoreBusy (retry, intake pauses; DiskFull when there is no
+    space left) or StoreFatal (stop, exit 1)."""
     if isinstance(exc, StoreError):
         return exc
     name = getattr(exc, "sqlite_errorname", "") or ""
+    # SQLite says SQLITE_FULL when a write() fails with ENOSPC, but the same full disk
+    # surfaces as an I/O error elsewhere: growing the -shm file (SQLITE_IOERR_SHMSIZE, on
+    # opening the store and whenever the WAL passes another ~16 MiB), an fsync, a
+    # truncate. The errno is not exposed, so an I/O error while the store's filesystem has
+    # no space left is taken for the full disk; retrying it is safe (SQLite rolled back).
+    if name == "SQLITE_FULL" or (name.startswith("SQLITE_IOERR") and _no_space(path)):
+        return DiskFull(f"{path}: cannot commit: the disk is full ({name})")
     if name in _TRANSIENT or name.startswith("SQLITE_BUSY"):
-        what = "the disk is full" if name == "SQLITE_FULL" else "the database is locked"
-        return StoreBusy(f"{path}: cannot commit: {what} ({name})")
+        return StoreBusy(f"{path}: cannot commit: the database is locked ({name})")
     if isinstance(exc, OSError):
         return StoreFatal(f"{path}: {exc.strerror or exc}")
     detail = f"{exc} ({name})" if name else str(exc)
     return StoreFatal(f"{path}: store unusable: {detail}")
+
+
+def _no_space(path: str) -> bool:
+    """Whether the filesystem holding `path` has (almost) no blocks or inodes left."""
+    try:
+        st = os.statvfs(os.path.dirname(os.path.abspath(path)))
+    except OSError:
+        return False
+    # f_files is 0 where inodes are not counted (btrfs): no inode shortage to see there.
+    return st.f_bavail * st.f_frsize < _NEARLY_FULL or (st.f_files > 0 and st.f_favail == 0)
 
 
 async def connect(cfg: StoreConfig, *, create: bool = True, reader: bool = False) -> aiosqlite.Connection:

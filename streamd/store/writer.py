@@ -31,7 +31,7 @@ from anyio.abc import TaskStatus
 
 from ..config import Backoff as BackoffPolicy
 from ..config import StoreConfig
-from ..errors import StoreBusy, StoreError, StoreFatal
+from ..errors import DiskFull, StoreBusy, StoreError, StoreFatal
 from ..health import Component, State
 from ..metrics import Metrics
 from ..model import Event, dedupe_bucket
@@ -145,6 +145,7 @@ class Writer:
         self._cfg = cfg
         self._metrics = metrics
         self.component = component
+        self._grace = component.grace
         self._clock = clock
         self._send, self._recv = anyio.create_memory_object_stream[_Item](cfg.queue_batches)
         self.head = 0
@@ -266,6 +267,9 @@ class Writer:
                 self._metrics.store_errors.labels("busy").inc()
                 wait = backoff.next()
                 self._metrics.retried("store", "writer", wait)
+                # A lock clears in moments: /readyz allows the store its grace. A full disk
+                # waits for the operator: unready at once, as webhooks get 503 meanwhile.
+                self.component.grace = 0.0 if isinstance(exc, DiskFull) else self._grace
                 self.component.set(State.RETRYING, str(exc))
                 self.component.beat(wait + 60.0)
                 log.error("store: %s; intake paused, retrying in %.1fs", exc, wait)
