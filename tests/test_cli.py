@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 
 import httpx
+from lxml import etree
 
 from streamd.providers.synthetic import wire
 
 from .conftest import Streamd, feed_lines, streamd_cli, wait_for
 
 TOKEN = "cli-test-token"
+XSD = Path(__file__).resolve().parents[1] / "docs" / "horisen-invoice.xsd"
 CONFIG = """
 [store]
 path = "feed.db"
@@ -67,32 +73,78 @@ def test_tail_without_a_feed_says_so() -> None:
     assert r.returncode == 1 and "no feed database here" in r.stderr
 
 
-def test_the_demo_runs_and_prints_the_feed_and_a_summary() -> None:
-    r = streamd_cli("demo", "--duration", "4", "--rate", "40", timeout=60)
+def test_the_demo_runs_and_prints_the_feed_and_a_summary(tmp_path: Path) -> None:
+    r = streamd_cli("demo", "--duration", "4", "--rate", "40", "--dir", str(tmp_path), timeout=60)
     assert r.returncode == 0, r.stderr
     lines = [json.loads(x) for x in r.stdout.splitlines()]
-    assert len(lines) >= 60
-    assert [x["seq"] for x in lines] == list(range(1, len(lines) + 1))
+    n = len(lines)
+    assert n >= 60
+    assert [x["seq"] for x in lines] == list(range(1, n + 1))
     assert {x["specversion"] for x in lines} == {"1.0"}
     kinds = {x["type"] for x in lines}
     for entity in ("party", "invoice", "transaction", "bank_account", "product", "voucher", "user"):
         assert {f"{entity}.created", f"{entity}.updated", f"{entity}.deleted"} <= kinds, entity
     assert "wss://127.0.0.1:" in r.stderr and "/metrics" in r.stderr and "feed.jsonl" in r.stderr
-    assert "--- streamd demo summary" in r.stderr
-    assert "provider asteria" in r.stderr and "duplicates dropped" in r.stderr
+    assert "receiver at http://127.0.0.1:" in r.stderr
+    assert "SFTP server at sftp://streamd@127.0.0.1:" in r.stderr
+    assert "Traceback" not in r.stderr
     # Asperion's first poll: 2 tenants x 3 resources x 10 records, each created once.
     asperion = [x for x in lines if x["provider"] == "asperion"]
     assert len(asperion) == 60 and {x["type"].split(".")[1] for x in asperion} == {"created"}
-    assert "provider asperion" in r.stderr
     # HORISEN's first poll: 5 days x 4 documents, each invoice created once with its traffic.
     invoices = [x for x in lines if x["provider"] == "horisen" and x["type"] == "invoice.created"]
     assert len(invoices) == 20 and all(x["data"]["traffic"] for x in invoices)
-    assert "provider horisen" in r.stderr
     # Connec!'s first poll: 2 groups x (7 collections x 3 entities + 1 company).
     assert len([x for x in lines if x["provider"] == "connec"]) >= 44
-    assert "provider connec" in r.stderr
-    assert f"sink     stdout     delivered up to seq {len(lines)}, lag 0" in r.stderr
-    assert "Traceback" not in r.stderr
+
+    _, sep, tail = r.stderr.partition("\n--- streamd demo summary\n")
+    assert sep, r.stderr
+    summary = {tuple(line.split()[:2]): line for line in tail.splitlines()}
+    providers = ("asperion", "asteria", "connec", "horisen")
+    assert sorted(summary) == sorted([("provider", p) for p in providers]
+                                     + [("sink", s) for s in ("stdout", "file", "http", "sftp")]), tail
+    for p in providers:
+        count = len([x for x in lines if x["provider"] == p])
+        assert re.match(rf"provider {p} +{count} events \(.+\); \d+ duplicates dropped; \d+ dead letters$",
+                        summary["provider", p]), summary["provider", p]
+    # Every sink drained: the feed's head, delivered; the sftp sink took HORISEN's new invoices.
+    for sink, delivered in (("stdout", n), ("file", n), ("http", n), ("sftp", len(invoices))):
+        assert re.match(rf"sink +{sink} +{delivered} delivered \(up to seq {n}\), lag 0(;|$)",
+                        summary["sink", sink]), summary["sink", sink]
+    # The receiver got every event once, every request signed right.
+    got = re.search(r"; receiver: (\d+) requests, (\d+) events, (\d+) redeliveries, (\d+) bad signatures$",
+                    summary["sink", "http"])
+    assert got is not None, summary["sink", "http"]
+    requests, events, redeliveries, bad = map(int, got.groups())
+    assert 1 <= requests <= n and events == n and redeliveries == 0 and bad == 0
+    # The SFTP server holds one XML file per HORISEN invoice, each valid against the schema.
+    assert summary["sink", "sftp"].endswith(f"; server: {len(invoices)} XML files")
+    files = sorted((tmp_path / "sftp" / "root" / "invoices").iterdir())
+    assert [f.suffix for f in files] == [".xml"] * len(invoices)
+    schema = etree.XMLSchema(etree.parse(str(XSD)))
+    docs = [etree.parse(str(f)) for f in files]
+    for doc in docs:
+        schema.assertValid(doc)
+    assert sorted(d.getroot().get("eventId") for d in docs) == sorted(x["id"] for x in invoices)
+
+
+def test_the_demo_ends_when_its_reader_goes(tmp_path: Path) -> None:
+    """`streamd demo | head`: once standard output's reader is gone the demo stops, cleanly,
+    with its summary (not killed by SIGPIPE, which would also hit its sockets)."""
+    proc = subprocess.Popen([sys.executable, "-m", "streamd", "demo", "--rate", "40", "--dir", str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        for _ in range(3):
+            assert json.loads(proc.stdout.readline())["specversion"] == "1.0"
+        proc.stdout.close()
+        _, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err.decode()
+    assert b"--- streamd demo summary" in err and b"Traceback" not in err, err.decode()
 
 
 def test_dlq_on_a_missing_feed_fails_cleanly() -> None:

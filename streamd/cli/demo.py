@@ -2,26 +2,37 @@
 in a temp dir, with zero configuration. Prints the live feed on stdout; on exit
 (Ctrl-C, or --duration), a summary per provider and per sink on stderr.
 
-Today: the Asteria partner gateway (websocket over mutual TLS with throwaway
+The sources: the Asteria partner gateway (websocket over mutual TLS with throwaway
 certificates, plus its webhook delivering some of the same changes again),
 Asperion's API (HTTPS, OAuth2 with rotating refresh tokens), polled every 10
 seconds while its records change, and HORISEN's documents export with traffic
 reports (OAuth2 client credentials), polled every 10 seconds while invoices are
 issued and paid; and Maestrano Connec!, whose notifications arrive on the daemon's
 listener every few seconds while its poller lists what changed.
+
+The sinks, every kind streamd has: stdout (the live feed), a JSONL file, `http` to
+a built-in webhook receiver (plain HTTP on loopback, requests signed the Standard
+Webhooks way and checked), and `sftp` to a built-in SFTP server (asyncssh, public-key
+auth with throwaway keys, host key pinned in a known_hosts file) that receives
+HORISEN's new invoices as one XML file each (streamd.demo). The summary gives per
+provider the events by entity, duplicates dropped and dead letters; per sink the
+events delivered, its offset and lag, and what the receiver and the server got.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import contextlib
+import json
 import logging
 import os
 import secrets
-import signal
+import select
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import httpx
@@ -34,7 +45,12 @@ from ..providers.asperion.oauth import TokenState, save
 from ..providers.asteria.simulator import AsteriaSimulator, Knobs, send_webhooks, simulator
 from ..providers.connec import simulator as connec_sim
 from ..providers.horisen import simulator as horisen_sim
+from ..secrets import Secret
 from ..store import FeedReader
+
+if TYPE_CHECKING:  # imported when the demo runs: asyncssh would slow every command's start
+    from ..demo.receiver import DemoReceiver
+    from ..demo.sftp import DemoSftpServer
 
 DEMO_CONFIG = """
 [store]
@@ -56,7 +72,8 @@ type = "stdout"
 type = "file"
 path = "feed.jsonl"
 rotate_bytes = "1MiB"
-"""
+
+{sinks}"""
 
 
 def add_parser(sub: Any) -> None:
@@ -72,7 +89,7 @@ def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-async def _summary(daemon: Daemon) -> None:
+async def _summary(daemon: Daemon, receiver: DemoReceiver, sftp: DemoSftpServer) -> None:
     reader = await FeedReader.open(daemon.cfg.store)
     try:
         rows = await reader.counts()
@@ -94,9 +111,44 @@ async def _summary(daemon: Daemon) -> None:
         dups = sum(sample("streamd_source_events_duplicate_total", {"source": n}) or 0 for n in names)
         _say(f"provider {provider:<10} {totals[provider]:>6} events ({', '.join(parts)}); "
              f"{dups:.0f} duplicates dropped; {dl} dead letters")
-    for name in daemon.cfg.sinks:
+    for name, sink in daemon.cfg.sinks.items():
         off = offsets.get(name, 0)
-        _say(f"sink     {name:<10} delivered up to seq {off}, lag {head - off}")
+        delivered = sample("streamd_sink_events_delivered_total", {"sink": name}) or 0
+        line = f"sink     {name:<10} {delivered:>6.0f} delivered (up to seq {off}), lag {head - off}"
+        if dead.get(("sink", name)):
+            line += f"; {dead[('sink', name)]} dead letters"
+        if sink.type == "http":
+            line += (f"; receiver: {receiver.requests} requests, {len(receiver.ids)} events, "
+                     f"{receiver.redeliveries} redeliveries, {receiver.bad_signatures} bad signatures")
+        elif sink.type == "sftp":
+            line += f"; server: {len(sftp.files())} XML files"
+        _say(line)
+
+
+def _reader_gone(fd: int) -> bool:
+    """Whether `fd` is a pipe whose reader closed it (`streamd demo | head`, after its lines):
+    Linux reports POLLERR for it even when no event was asked for."""
+    poller = select.poll()
+    poller.register(fd, 0)
+    return bool(poller.poll(0))
+
+
+async def _stop_when_stdout_closes(daemon: Daemon) -> None:
+    """`streamd demo | head` ends the demo, as a broken pipe ends any Unix filter; but not by
+    SIGPIPE's default action, which would kill it as well for a write to any of its sockets
+    that a peer closed (an everyday event while it stops). A closed stdout or stderr is
+    pointed at /dev/null instead (the summary then still reaches a terminal on the other)."""
+    while True:
+        gone = [fd for fd in (1, 2) if _reader_gone(fd)]
+        if gone:
+            null = os.open(os.devnull, os.O_WRONLY)
+            for fd in gone:
+                os.dup2(null, fd)
+            os.close(null)
+            if 1 in gone:
+                daemon.request_stop()
+                return
+        await anyio.sleep(0.1)
 
 
 async def _webhooks(daemon: Daemon, sim: AsteriaSimulator, secret: str) -> None:
@@ -109,8 +161,9 @@ async def _webhooks(daemon: Daemon, sim: AsteriaSimulator, secret: str) -> None:
         while True:
             await anyio.sleep(3)
             if sim.sent:
-                await send_webhooks(url, [sim.sent[-1]], header="x-streamd-webhook-secret",
-                                    secret=secret, client=http)
+                with contextlib.suppress(httpx.HTTPError):  # the listener closes as the demo stops
+                    await send_webhooks(url, [sim.sent[-1]], header="x-streamd-webhook-secret",
+                                        secret=secret, client=http)
 
 
 async def _asperion_changes(sim: asperion_sim.AsperionSimulator) -> None:
@@ -138,23 +191,34 @@ async def _connec_changes(daemon: Daemon, sim: connec_sim.ConnecSimulator) -> No
     async with httpx.AsyncClient(timeout=10) as http:
         while True:
             await anyio.sleep(5)
-            await connec_sim.notify(sim, url, sim.mutate(created=1, updated=1), client=http)
+            changes = sim.mutate(created=1, updated=1)
+            with contextlib.suppress(httpx.HTTPError):  # the listener closes as the demo stops
+                await connec_sim.notify(sim, url, changes, client=http)
 
 
 async def _main(args: argparse.Namespace, workdir: Path) -> None:
+    from ..demo.receiver import DemoReceiver
+    from ..demo.sftp import DemoSftpServer
+
     sim = simulator(workdir / "certs", Knobs(count=0, rate=args.rate, drop_every=400, replay=10,
                                              malformed_every=149, unknown_every=211,
                                              client_id="streamd-demo", stamp_now=True))
     secret = secrets.token_urlsafe(24)
     os.environ["STREAMD_DEMO_WEBHOOK_SECRET"] = secret
+    os.environ["STREAMD_DEMO_SIGNING_SECRET"] = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+    signing = Secret.resolve("env:STREAMD_DEMO_SIGNING_SECRET")
     asperion = asperion_sim.simulator(workdir / "asperion", asperion_sim.Knobs(records=10))
     horisen = horisen_sim.simulator(workdir / "horisen", horisen_sim.Knobs(days=5, documents_per_day=4))
     connec = connec_sim.simulator(workdir / "connec", connec_sim.Knobs(entities=3))
+    receiver = DemoReceiver(signing)  # checks the signature the http sink makes with it
+    sftp = DemoSftpServer(workdir / "sftp")
     async with anyio.create_task_group() as tg:
         url = await tg.start(sim.serve)
         await tg.start(asperion.serve)
         await tg.start(horisen.serve)
         await tg.start(connec.serve)
+        await tg.start(receiver.serve)
+        await tg.start(sftp.serve)
         source = sim.source_toml("asteria", webhook_secret='"env:STREAMD_DEMO_WEBHOOK_SECRET"',
                                  backoff='{ min = "200ms", max = "5s" }')
         source += "\n" + asperion.source_toml("asperion", interval='"10s"',
@@ -163,7 +227,10 @@ async def _main(args: argparse.Namespace, workdir: Path) -> None:
                                              backoff='{ min = "200ms", max = "5s" }')
         source += "\n" + connec.source_toml("connec", interval='"10s"',
                                             backoff='{ min = "200ms", max = "5s" }')
-        cfg = parse(DEMO_CONFIG.format(source=source), origin="<demo>", base_dir=workdir)
+        sinks = receiver.sink_toml("http", signing_secret=json.dumps(signing.reference),
+                                   batch_linger='"250ms"')
+        sinks += "\n" + sftp.sink_toml("sftp")
+        cfg = parse(DEMO_CONFIG.format(source=source, sinks=sinks), origin="<demo>", base_dir=workdir)
         # What `streamd auth asperion` would leave behind after signing in.
         await save(cfg.store, "asperion", TokenState(refresh_token=asperion.issue_refresh_token()))
         logs.setup(cfg.daemon.log_level)
@@ -180,6 +247,9 @@ async def _main(args: argparse.Namespace, workdir: Path) -> None:
             _say(f"  the Connec! API simulator at {connec.api_url}; its webhooks post to "
                  f"http://{host}:{port}/maestrano/connec/notifications")
             _say(f"  feed {workdir / 'feed.db'}; file sink {workdir / 'feed.jsonl'}")
+            _say(f"  http sink: CloudEvents batches, signed, to the demo's receiver at {receiver.endpoint}")
+            _say(f"  sftp sink: HORISEN's new invoices as XML files to the demo's SFTP server at {sftp.url}")
+            _say(f"    (public-key auth, host key in {sftp.known_hosts}); the files land in {sftp.local_dir}")
             _say(f"  metrics http://{host}:{port}/metrics   readiness http://{host}:{port}/readyz")
             _say(f"  in another shell: streamd tail --db {workdir / 'feed.db'} -f --type 'invoice.*'")
             _say("  Ctrl-C stops (a summary follows)\n")
@@ -192,20 +262,23 @@ async def _main(args: argparse.Namespace, workdir: Path) -> None:
                 daemon.request_stop()
 
         tg.start_soon(banner)
+        tg.start_soon(_stop_when_stdout_closes, daemon)
         await daemon.run()
         tg.cancel_scope.cancel()
-    await _summary(daemon)
+    await _summary(daemon, receiver, sftp)
 
 
 def run(args: argparse.Namespace) -> int:
     logging.getLogger().setLevel(logging.WARNING)
-    # `streamd demo | head` ends the demo, as a broken pipe ends any Unix filter.
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    if args.dir:
-        workdir = Path(args.dir).resolve()
-        workdir.mkdir(parents=True, exist_ok=True)
-        anyio.run(_main, args, workdir)
-        return 0
-    with tempfile.TemporaryDirectory(prefix="streamd-demo-") as tmp:
-        anyio.run(_main, args, Path(tmp))
+    try:
+        if args.dir:
+            workdir = Path(args.dir).resolve()
+            workdir.mkdir(parents=True, exist_ok=True)
+            anyio.run(_main, args, workdir)
+            return 0
+        with tempfile.TemporaryDirectory(prefix="streamd-demo-") as tmp:
+            anyio.run(_main, args, Path(tmp))
+    except KeyboardInterrupt:  # Ctrl-C while starting, before the daemon handles signals
+        _say("streamd demo: interrupted while starting")
+        return 130
     return 0
