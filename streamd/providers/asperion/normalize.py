@@ -27,6 +27,7 @@ from ...errors import Rejected
 from ...model import Address, Invoice, Party, PartyRef, Product
 from ...model.check import checked
 from ...model.entities import Entity, InvoiceStatus
+from ...model.fields import DECODE_ERRORS
 from . import wire
 
 #: The default currency of invoices and articles that name none [I]: Asperion is Dutch.
@@ -65,7 +66,7 @@ def record_key(raw: bytes) -> str:
     still be tracked). Raises `Rejected`."""
     try:
         rec = wire.id_decoder.decode(raw)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except DECODE_ERRORS as exc:  # nested too deeply for the decoder (RecursionError) too
         raise Rejected(f"no usable id: {exc}") from None
     key = str(rec.id)
     if not key:
@@ -81,7 +82,7 @@ def normalize_record(resource: str, raw: bytes, *, received_at: datetime) -> Nor
         raise Rejected(f"unknown resource {resource!r}")
     try:
         rec = decoder.decode(raw)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except DECODE_ERRORS as exc:
         try:
             where = f"{resource} {record_key(raw)}"
         except Rejected:

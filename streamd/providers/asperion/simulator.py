@@ -25,7 +25,8 @@ deletes them between polls, as a user of Asperion would. Lists are paged by offs
 on the state at request time, like the real API: a deletion between two page
 requests shifts later records one page down. Knobs (`Knobs`): tenants, records,
 latency, a 429 every K-th and a 503 every J-th API request, and the access-token
-lifetime; all but `records` may be changed while serving.
+lifetime; all but `records` may be changed while serving. For tests, `raw_records`
+adds records served exactly as given (arbitrary JSON) after a listing's own.
 """
 
 from __future__ import annotations
@@ -176,6 +177,9 @@ class AsperionSimulator(SimulatedServer):
         self._sorted: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
         self._mutations = 0
         self._api_requests = 0
+        # (tenant, resource) -> JSON values appended, byte for byte, to every listing of it
+        # (filters and ordering do not apply to them; a GET of one is 404). For tests.
+        self.raw_records: dict[tuple[str, str], list[bytes]] = {}
         self.identity = Identity(self.knobs)
         self._app = Starlette(routes=[
             Route("/connect/authorize", self.identity.authorize, methods=["GET"]),
@@ -391,7 +395,8 @@ class AsperionSimulator(SimulatedServer):
             rows.sort(key=lambda r: (r[sort_key], r["id"]), reverse=order.startswith("-"))
             if not filters:  # kept until the next mutate(): a page costs a slice, not a sort
                 self._sorted[cached] = rows
-        total = len(rows)
+        extra = self.raw_records.get((tenant, resource), [])
+        total = len(rows) + len(extra)
         pages = -(-total // size)
         keep = [(name, value) for name, value in request.query_params.multi_items()
                 if name.lower() not in ("page", "pagesize")]
@@ -404,8 +409,10 @@ class AsperionSimulator(SimulatedServer):
                 "pageCount": pages, "self": link(page), **self._tenant_meta(tenant)}
         if meta_only == "true":
             return _json({"_meta": meta})
-        data = [{**r, "_meta": {"self": f"{self.base_url}/{resource}/{r['id']}"}}
-                for r in rows[(page - 1) * size:page * size]]
+        start, end = (page - 1) * size, page * size
+        data: list[Any] = [{**r, "_meta": {"self": f"{self.base_url}/{resource}/{r['id']}"}}
+                           for r in rows[start:end]]
+        data += map(msgspec.Raw, extra[max(0, start - len(rows)):max(0, end - len(rows))])
         return _json({"_data": data, "_meta": meta})
 
 

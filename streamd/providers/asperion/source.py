@@ -23,6 +23,7 @@ import logging
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 import anyio
 import httpx
@@ -32,6 +33,7 @@ from anyio.abc import TaskStatus
 from ...errors import Rejected
 from ...health import State
 from ...model import Event, format_time
+from ...model.fields import DECODE_ERRORS
 from ...retry import Backoff
 from ...sources import SourceContext
 from ...sources.changes import is_live, rejected_marker, same_content
@@ -231,7 +233,7 @@ class AsperionSource:
         assert resp is not None
         try:
             return wire.page_decoder.decode(resp.content)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except DECODE_ERRORS as exc:  # nested too deeply for the decoder (RecursionError) too
             raise PollFailed(f"{url_path(url)}: not a list page ({exc})") from None
 
     # ---------------------------------------------------------------- HTTP
@@ -317,7 +319,8 @@ class _Listing:
             # Offset pagination skips a record when one before it is deleted mid-listing:
             # a record is only deleted once its own URL says 404.
             async def confirm(key: str) -> None:
-                resp = await self.src._get(self.tenant, f"{url}/{key}", missing_ok=True)
+                # The id as one path segment, whatever it holds ("a/b", "?", a line break).
+                resp = await self.src._get(self.tenant, f"{url}/{quote(key, safe='')}", missing_ok=True)
                 if resp is None:
                     gone.append(key)
                 else:

@@ -34,6 +34,7 @@ from ...model import (
     make_event,
 )
 from ...model.entities import Entity
+from ...model.fields import DECODE_ERRORS
 from . import wire
 
 PROVIDER = "asteria"
@@ -49,7 +50,7 @@ def normalize_frame(message: bytes, *, source: str, received_at: datetime) -> li
     """One websocket frame (see wire.parse_frame) → events."""
     try:
         topic, data = wire.parse_frame(message)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except DECODE_ERRORS as exc:  # deep nesting (a RecursionError) included
         raise Rejected(f"malformed frame: {exc}") from None
     return normalize(topic, data, source=source, received_at=received_at)
 
@@ -66,13 +67,15 @@ def normalize(topic: str, data: bytes, *, source: str, received_at: datetime) ->
             return [_generic_event(family, op, _generic.decode(data), data, source, received_at)]
         entity, kind = wire.FAMILIES[family]
         payload = _decoders[kind].decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        key = payload.key
+        if not key:
+            raise Rejected(f"{topic}: no _id or id")
+        build = _BUILDERS[family]
+        return [_event(entity, op, key, payload, build(family, payload), data, source, received_at)]
+    except DECODE_ERRORS as exc:
         raise Rejected(f"{topic}: {exc}") from None
-    key = payload.key
-    if not key:
-        raise Rejected(f"{topic}: no _id or id")
-    build = _BUILDERS[family]
-    return [_event(entity, op, key, payload, build(family, payload), data, source, received_at)]
+    except ArithmeticError as exc:  # decimal.Overflow (1E+999999999 / 1E-999999999) and the like
+        raise Rejected(f"{topic}: a number out of range ({type(exc).__name__})") from None
 
 
 # ---------------------------------------------------------------- helpers
@@ -84,7 +87,10 @@ def _instant(value: str | None, field: str) -> datetime | None:
         t = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         raise Rejected(f"{field}: {value!r} is not a date-time") from None
-    return t if t.tzinfo else t.replace(tzinfo=UTC)
+    try:
+        return t.astimezone(UTC) if t.tzinfo else t.replace(tzinfo=UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+01:00 is before year 1 in UTC
+        raise Rejected(f"{field}: {value!r} is out of range") from None
 
 
 def _date(value: str | None, field: str) -> date | None:

@@ -12,10 +12,14 @@ K events (a clean close, code 1012), replay the last R events after a reconnect,
 malformed frame every M and an unknown topic every U (neither counts as an event),
 a server certificate from a CA the client does not trust, and `stamp_now` (updatedAt
 is the send time, for latency measurements).
+
+For tests, `send_raw()` queues frames sent exactly as given once the `count` events
+are out (the fuzz tests push arbitrary bytes through the real websocket this way).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import random
@@ -171,6 +175,8 @@ class AsteriaSimulator:
         # What was sent, as sent: a replay resends these bytes (with stamp_now, making the
         # event again would stamp it anew, a different change).
         self.sent: deque[tuple[str, bytes]] = deque(maxlen=max(self.knobs.replay, 64))
+        self.raw: deque[bytes | str] = deque()  # send_raw(): sent once the `count` events are out
+        self._raw_queued = anyio.Event()
 
     def source_toml(self, name: str, **extra: str) -> str:
         """The `[sources.<name>]` table that points streamd at this gateway (its URL, the
@@ -182,6 +188,12 @@ class AsteriaSimulator:
     def event(self, i: int) -> tuple[str, bytes]:
         k = self.knobs
         return event(i, k.seed, k.companies, datetime.now(UTC) if k.stamp_now else None)
+
+    def send_raw(self, *frames: bytes | str) -> None:
+        """Send `frames` exactly as given (str: a text frame, bytes: a binary one) once the
+        `count` events are out, on the open connection or the next one. For tests."""
+        self.raw.extend(frames)
+        self._raw_queued.set()
 
     def _check_client(self, connection: ServerConnection, request: Request) -> Response | None:
         if request.headers.get("x-asteria-client") != self.knobs.client_id:
@@ -240,7 +252,20 @@ class AsteriaSimulator:
                 if ahead > 0.001:
                     await anyio.sleep(ahead)
         self.done.set()
-        await ws.wait_closed()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._send_queued, ws)
+            await ws.wait_closed()
+            tg.cancel_scope.cancel()
+
+    async def _send_queued(self, ws: ServerConnection) -> None:
+        with contextlib.suppress(ConnectionClosed):  # the client went away: the rest waits
+            while True:
+                while self.raw:
+                    await ws.send(self.raw[0])
+                    self.raw.popleft()  # only once sent: one cut off goes on the next connection
+                    self.frames += 1
+                self._raw_queued = anyio.Event()
+                await self._raw_queued.wait()
 
     async def _send(self, ws: ServerConnection, topic: str, data: bytes) -> None:
         await ws.send(wire.encode_frame(topic, data).decode())

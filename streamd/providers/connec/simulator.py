@@ -22,7 +22,8 @@ entities, stamped now (a change: at least a second after the entity's last stamp
 `$filter=updated_at gt …` is a changed-since filter. Lists are paged by offset on the
 state at request time: a change between two page requests can shift entities between
 pages. Knobs (`Knobs`): the groups and their size, latency, a 500 every J-th request,
-the credentials; latency, failures and credentials may be changed while serving.
+the credentials; latency, failures and credentials may be changed while serving. For
+tests, `raw_entities` serves entities exactly as given after a listing's own.
 """
 
 from __future__ import annotations
@@ -170,6 +171,9 @@ class ConnecSimulator(SimulatedServer):
         self._bytes: dict[Ref, bytes] = {}  # encoded entities, dropped when one changes
         self._sorted: dict[tuple[str, str, str, bool], list[str]] = {}  # listing orders, until a change
         self._mutations = 0
+        # (group, collection) -> JSON values appended, byte for byte, to every listing of it
+        # (filters and ordering do not apply to them). For tests.
+        self.raw_entities: dict[tuple[str, str], list[bytes]] = {}
         self._app = Starlette(routes=[Route("/{path:path}", self._api, methods=["GET"])])
 
     @property
@@ -348,16 +352,18 @@ class ConnecSimulator(SimulatedServer):
         if test is not None:
             data = self._ledgers[group].data[collection]
             keys = [key for key in keys if test(data[key])]
-        chunk = keys[skip:skip + top]
+        extra = self.raw_entities.get((group, collection), [])
+        total = len(keys) + len(extra)
+        chunk = [self._encoded(group, collection, key) for key in keys[skip:skip + top]]
+        chunk += extra[max(0, skip - len(keys)):max(0, skip + top - len(keys))]
         pagination: dict[str, Any] = {}
-        if skip + len(chunk) < len(keys):
+        if skip + len(chunk) < total:
             params = [(name, value) for name, value in q.multi_items() if name not in ("$top", "$skip")]
             params += [("$top", str(top)), ("$skip", str(skip + top))]
             pagination["next"] = str(request.url.replace(query=urlencode(params, quote_via=quote,
                                                                            safe="$',:")))
-        pagination["total"] = len(keys)
-        body = b"".join([b'{"', collection.encode(), b'":[',
-                         b",".join(self._encoded(group, collection, key) for key in chunk),
+        pagination["total"] = total
+        body = b"".join([b'{"', collection.encode(), b'":[', b",".join(chunk),
                          b'],"pagination":', _enc.encode(pagination), b"}"])
         return Response(body, media_type=CONTENT_TYPE)
 

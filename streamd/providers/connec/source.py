@@ -33,6 +33,7 @@ from anyio.abc import TaskStatus
 from ...errors import Rejected
 from ...health import State
 from ...model import Event, format_time
+from ...model.fields import DECODE_ERRORS
 from ...sources import SourceContext, WebhookReply, WebhookRequest, json_reply
 from ...sources.polling import (
     ApiClient,
@@ -215,7 +216,7 @@ class ConnecSource:
                 page = msgspec.json.decode(resp.content, type=dict[str, msgspec.Raw])
                 items = wire.list_decoder.decode(page.get(collection, b"[]"))
                 pagination = wire.pagination_decoder.decode(page.get("pagination", b"{}"))
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            except DECODE_ERRORS as exc:  # nested too deeply for the decoder (RecursionError) too
                 raise PollFailed(f"{url_path(url)}: not a {collection} page ({exc})") from None
             self.ctx.received(len(items))
             events: list[Event] = []
@@ -245,6 +246,11 @@ class ConnecSource:
         for p in pending:
             await p.committed()
         complete = total is None or len(seen) >= total
+        if newest is not None and _parse(newest) > now:
+            # An updated_at from the future (a bad stamp; a clock ahead): a cursor past now
+            # would list no real change again. From now instead, that entity comes again,
+            # unchanged: the same id, a counted duplicate.
+            newest = format_time(now)
         progress = {key: {"cursor": newest if complete else cursor, "completed": format_time(now),
                           "entities": len(seen)}}
         # The last page's events and the cursor that covers them: one commit.

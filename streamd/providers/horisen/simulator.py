@@ -29,7 +29,8 @@ changed-since filter. Lists are paged by offset on the state at request time, li
 an SQL-backed API: a change between two page requests can shift documents between
 pages. Knobs (`Knobs`): the history's size and shape, latency, a 500 every J-th API
 request, the token lifetime, the credentials and the traffic-report path; all but
-the history's may be changed while serving.
+the history's may be changed while serving. For tests, `raw_documents` and
+`raw_reports` serve documents and traffic-report answers exactly as given.
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ class Knobs:
     latency: float = 0.0  # seconds added to every request (token and API)
     fail_every: int = 0  # every J-th API request -> 500 INT_APP_ERROR (0 = never)
     token_ttl: float = 3600.0  # access-token lifetime in seconds
+    revoke_every: int = 0  # every K-th API request finds every access token revoked -> 401
     seed: int = 1
     today: date | None = None  # None: the UTC date at construction
     partners: int = 20
@@ -176,6 +178,11 @@ class HorisenSimulator(SimulatedServer):
         self._sorted: dict[str, list[dict[str, Any]]] = {}  # sort -> all documents, until a change
         self._reports: dict[int, bytes] = {}  # id -> encoded traffic-report answer
         self._mutations = 0
+        # For tests: JSON values appended, byte for byte, to every documents listing (filters
+        # and sorting do not apply to them), and traffic-report answers by invoice id as it
+        # appears in the path (any bytes; an id not here and not a document's is 404).
+        self.raw_documents: list[bytes] = []
+        self.raw_reports: dict[str, bytes] = {}
         self._app = Starlette(routes=[
             Route(wire.TOKEN_PATH, self._token, methods=["POST"]),
             Route("/{path:path}", self._api, methods=["GET"]),
@@ -328,6 +335,8 @@ class HorisenSimulator(SimulatedServer):
             await anyio.sleep(k.latency)
         if k.fail_every and n % k.fail_every == 0:
             return _error(500, wire.INT_APP_ERROR, "internal application error")
+        if k.revoke_every and n % k.revoke_every == 0:
+            self._tokens.expire_all()
         if not self._tokens.valid(request.headers):
             return _error(401, wire.NOT_AUTHENTICATED, "A valid bearer access token is required.",
                           {"WWW-Authenticate": 'Bearer error="invalid_token"'})
@@ -362,13 +371,18 @@ class HorisenSimulator(SimulatedServer):
         rows = self._sorted_by(sort)
         if tests:
             rows = [doc for doc in rows if all(test(doc) for test in tests)]
-        chunk = rows[(page - 1) * size:page * size]
-        meta = {"pagination": {"total": len(rows), "totalPages": max(1, -(-len(rows) // size)),
+        start, end = (page - 1) * size, page * size
+        chunk = [*map(self._encoded, rows[start:end]),
+                 *self.raw_documents[max(0, start - len(rows)):max(0, end - len(rows))]]
+        total = len(rows) + len(self.raw_documents)
+        meta = {"pagination": {"total": total, "totalPages": max(1, -(-total // size)),
                                "currentPage": page, "perPage": size, "count": len(chunk)}}
-        body = b'{"data":[' + b",".join(map(self._encoded, chunk)) + b'],"meta":' + _enc.encode(meta) + b"}"
+        body = b'{"data":[' + b",".join(chunk) + b'],"meta":' + _enc.encode(meta) + b"}"
         return Response(body, media_type="application/json")
 
     def _traffic(self, invoice_id: str) -> Response:
+        if invoice_id in self.raw_reports:
+            return Response(self.raw_reports[invoice_id], media_type="application/json")
         i = int(invoice_id) if invoice_id.isascii() and invoice_id.isdecimal() else None
         if i is None or i not in self._docs or i in self.missing_reports:
             return _error(404, wire.INVOICE_NOTFOUND, f"Invoice {invoice_id} not found.")

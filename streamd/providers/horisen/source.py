@@ -31,6 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 import anyio
 import httpx
@@ -40,6 +41,7 @@ from anyio.abc import TaskStatus
 from ...errors import Rejected, StreamdError
 from ...health import State
 from ...model import Event, Invoice, TrafficLine, format_time
+from ...model.fields import DECODE_ERRORS
 from ...sources import SourceContext
 from ...sources.changes import rejected_marker, same_content
 from ...sources.polling import (
@@ -199,12 +201,14 @@ class HorisenSource:
         resp = await self.client.get(url, params, gate=self._gate)
         try:
             return wire.page_decoder.decode(resp.content)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except DECODE_ERRORS as exc:  # nested too deeply for the decoder (RecursionError) too
             raise PollFailed(f"{url_path(url)}: not a documents page ({exc})") from None
 
     async def traffic(self, key: str) -> list[bytes]:
         assert self.client is not None
-        url = self.cfg.api_url.rstrip("/") + self.cfg.traffic_reports_path.format(invoice_id=key)
+        # The id as one path segment, whatever it holds ("a/b", "?", a line break).
+        path = self.cfg.traffic_reports_path.format(invoice_id=quote(key, safe=""))
+        url = self.cfg.api_url.rstrip("/") + path
         resp = await self.client.get(url, gate=self._gate, passthrough=(404,))
         if resp.status_code == 404:
             raise ReportsMissing(f"{url_path(url)}: HTTP 404 {_error(resp)}")
@@ -374,6 +378,11 @@ class _Listing:
         cursor = state.cursor
         if complete and self.newest is not None and (cursor is None or self.newest > _parse(cursor)):
             cursor = format_time(self.newest)
+        if cursor is not None and _parse(cursor) > self.started:
+            # A statusDt from the future (a bad stamp; a clock ahead): a cursor past now would
+            # hide every real change until the next full listing. Listing from now instead
+            # shows that document again, unchanged: nothing is emitted twice.
+            cursor = format_time(self.started)
         # Held invoices this listing did not show again (out of the window now) stay held.
         held = {k: v for k, v in state.held.items() if k not in self.seen} if complete else dict(state.held)
         held.update(self.held)
