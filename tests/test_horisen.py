@@ -202,6 +202,20 @@ async def test_a_401_after_a_new_token_is_fatal_for_this_source(tmp_path: Path) 
                         10, "the other source carrying on")
 
 
+async def test_a_token_revoked_again_after_a_retry_is_renewed_not_fatal(tmp_path: Path) -> None:
+    # Requests 2 and 4 find their token revoked, 3 is a 500: request 2's 401 gets a new
+    # token, request 3 fails, and request 4 (its retry) is refused a token that was fine
+    # when it was got. That is a third token, not "refused twice".
+    async with sim_mod.simulator(tmp_path / "sim", Knobs(days=1, documents_per_day=1,
+                                                          fail_every=3, revoke_every=2)) as sim:
+        async with InProcess(config(tmp_path, sim, extra="traffic_reports = false\n")) as d:
+            await until(lambda: sim.api_requests >= 6, 15, "a few polls")
+            assert (await d.http.get("/readyz")).status_code == 200
+            assert await d.metric('streamd_component_healthy{component="source",name="hz"}') == 1
+            assert sim.grants >= 3
+            assert len(feed(d)) == 1
+
+
 SYNTHETIC = """
 [sources.gen]
 provider = "synthetic"

@@ -176,10 +176,11 @@ class ApiClient:
         name, http, tokens = self.ctx.name, self.http, self.tokens
         requests = self.ctx.metrics.source_requests
         path = url_path(url)
-        renewed = False
 
         async def attempt() -> httpx.Response:
-            nonlocal renewed
+            # "Twice" is within one try: a 401 on a token got just now. A later try (after a
+            # 429 or a 5xx, maybe seconds on) may find that token expired or revoked meanwhile.
+            renewed = False
             while True:
                 token = await tokens.access_token()
                 sent = {"Authorization": f"{tokens.scheme} {token}", "Accept": "application/json",
