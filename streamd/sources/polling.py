@@ -182,11 +182,13 @@ class ApiClient:
             # 429 or a 5xx, maybe seconds on) may find that token expired or revoked meanwhile.
             renewed = False
             while True:
-                token = await tokens.access_token()
-                sent = {"Authorization": f"{tokens.scheme} {token}", "Accept": "application/json",
-                        **(headers or {})}
                 async with gate.slots:
                     await gate.wait()
+                    # The token after the wait for a slot and a Retry-After: it may not
+                    # outlive a long wait.
+                    token = await tokens.access_token()
+                    sent = {"Authorization": f"{tokens.scheme} {token}", "Accept": "application/json",
+                            **(headers or {})}
                     try:
                         resp = await http.get(url, params=params, headers=sent)
                     except httpx.TimeoutException:

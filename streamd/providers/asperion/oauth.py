@@ -158,8 +158,9 @@ class Tokens:
         already replaced it, that replacement is returned instead of refreshing twice."""
         async with self._lock:
             current = self.state.access_token if self.state else None
-            if failed is not None and current and current != failed:
-                return current
+            # Replaced meanwhile by another request, and still live: use that one.
+            if failed is not None and current != failed and (live := self._live()):
+                return live
             if failed is None and (live := self._live()):
                 return live
             return await retrying(

@@ -65,8 +65,9 @@ class ClientToken:
         already replaced it, the replacement is returned instead of asking twice."""
         async with self._lock:
             current = self.token.value if self.token else None
-            if failed is not None and current and current != failed:
-                return current
+            # Replaced meanwhile by another request, and still live: use that one.
+            if failed is not None and current != failed and (live := self._live()):
+                return live
             if failed is None and (live := self._live()):
                 return live
             return await retrying(
