@@ -65,6 +65,7 @@ from streamd.providers.horisen.normalize import (
 )
 
 from .conftest import InProcess
+from .test_connec_normalize import _paths
 
 pytestmark = pytest.mark.anyio
 
@@ -115,18 +116,6 @@ def _encode(value: Any) -> bytes | None:
         return _enc.encode(value)
     except (TypeError, ValueError, OverflowError):  # a value JSON cannot carry
         return None
-
-
-def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Every path into a JSON value: its keys and list indexes."""
-    found = [prefix] if prefix else []
-    if isinstance(value, dict):
-        for k, v in value.items():
-            found += _paths(v, (*prefix, k))
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            found += _paths(v, (*prefix, i))
-    return found
 
 
 def _retyped(value: Any, how: int) -> Any:
