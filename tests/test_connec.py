@@ -210,6 +210,56 @@ async def test_the_poller_lists_what_changed_since_its_cursor(tmp_path: Path) ->
             assert len(rows(d)) == len(got) + len(new)
 
 
+async def test_an_entity_changed_mid_listing_is_listed_again_in_the_same_poll(tmp_path: Path) -> None:
+    async with connec_sim.simulator(tmp_path / "sim", connec_sim.Knobs(entities=12)) as sim:
+        pairs = len(sim.groups) * len(wire.COLLECTIONS)
+        moved: list[str] = []
+
+        def change_one(group: str, collection: str, skip: int, keys: list[str]) -> None:
+            # Once: right after the first page of cld-4's invoices, an entity on it changes and
+            # moves to the end, so the first entity of the second page moves onto the first.
+            if (group, collection, skip) == ("cld-4", "invoices", 0) and not moved:
+                moved.append(keys[0])
+                sim.corrupt(group, collection, keys[0], {"reference": "changed mid-listing"})
+
+        sim.after_page = change_one
+        async with InProcess(poll_config(tmp_path, sim, "1h")) as d:
+            await rounds(d, 1, pairs)
+            assert moved, "the listing was not changed under the poller"
+            got = rows(d)
+            # Everything arrived in the one poll: the listing ran again, and the changed entity
+            # came twice (before and after), every other one once.
+            assert {(t, k) for t, _, _, k in got} == everything(sim)
+            assert len(got) == len(everything(sim)) + 1
+            assert await d.metric('streamd_source_polls_total{outcome="failed",source="mno"}') in (None, 0)
+            assert (await d.http.get("/readyz")).status_code == 200
+            (cursor,) = d.rows("SELECT value FROM source_state WHERE key = 'poll.cld-4.invoices'")[0]
+            newest = max(e["updated_at"] for e in sim.entities("cld-4", "invoices").values())
+            assert json.loads(cursor)["cursor"] == newest
+
+
+async def test_under_constant_change_each_listing_still_moves_the_cursor(tmp_path: Path) -> None:
+    async with connec_sim.simulator(tmp_path / "sim", connec_sim.Knobs(entities=12)) as sim:
+        def change_every_page(group: str, collection: str, skip: int, keys: list[str]) -> None:
+            if (group, collection) == ("cld-4", "invoices") and keys:
+                sim.corrupt(group, collection, keys[0], {"reference": f"changed at {skip}"})
+
+        sim.after_page = change_every_page
+        src = sim.source_toml("mno", interval='"1h"', page_size="4", backoff='{ min = "1h", max = "1h" }')
+        cfg = parse(f'[store]\npath = "feed.db"\n[http]\nlisten = "127.0.0.1:0"\n{src}', base_dir=tmp_path)
+        async with InProcess(cfg) as d:
+            async def failed_once() -> bool:
+                return bool(await d.metric('streamd_source_polls_total{outcome="failed",source="mno"}'))
+            await until(failed_once, 20, "the churning listing to give up for this poll")
+            (value,) = d.rows("SELECT value FROM source_state WHERE key = 'poll.cld-4.invoices'")[0]
+            cursor = json.loads(value)["cursor"]
+            oldest = min(e["updated_at"] for e in sim.entities("cld-4", "invoices").values())
+            # Three listings in the poll, each incomplete: the cursor still moved, past the
+            # oldest invoice (the first poll had no cursor at all).
+            assert cursor is not None and cursor > oldest
+            assert "the listing moved while paged 3 times running" in (await d.http.get("/readyz")).text
+
+
 async def test_what_a_webhook_and_the_poller_both_bring_is_appended_once(tmp_path: Path) -> None:
     async with connec_sim.simulator(tmp_path / "sim", connec_sim.Knobs(entities=3)) as sim:
         pairs = len(sim.groups) * len(wire.COLLECTIONS)

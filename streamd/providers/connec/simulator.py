@@ -36,7 +36,7 @@ import random
 import re
 import secrets
 import ssl
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
@@ -174,6 +174,9 @@ class ConnecSimulator(SimulatedServer):
         # (group, collection) -> JSON values appended, byte for byte, to every listing of it
         # (filters and ordering do not apply to them). For tests.
         self.raw_entities: dict[tuple[str, str], list[bytes]] = {}
+        # Called after each listing page is made, with (group, collection, $skip, the page's
+        # keys): a test changes entities mid-listing there.
+        self.after_page: Callable[[str, str, int, list[str]], None] | None = None
         self._app = Starlette(routes=[Route("/{path:path}", self._api, methods=["GET"])])
 
     @property
@@ -363,6 +366,8 @@ class ConnecSimulator(SimulatedServer):
             pagination["next"] = str(request.url.replace(query=urlencode(params, quote_via=quote,
                                                                            safe="$',:")))
         pagination["total"] = total
+        if self.after_page is not None:
+            self.after_page(group, collection, skip, keys[skip:skip + top])
         body = b"".join([b'{"', collection.encode(), b'":[', b",".join(chunk),
                          b'],"pagination":', _enc.encode(pagination), b"}"])
         return Response(body, media_type=CONTENT_TYPE)

@@ -12,8 +12,11 @@ The poller (`poll = true`) lists each group's collections with
 `$filter=updated_at gt '<cursor − lookback>'`, `$orderby=updated_at asc`, following
 `pagination.next`. Every page's events commit as they come; the cursor (the newest
 `updated_at` seen) commits with the last page's, once the listing saw as many entities
-as the API counted. Events are keyed by (entity, `updated_at`, content), so what the
-webhook and the poller both bring, and the overlap of two polls, is appended once.
+as the API counted. When it saw fewer (an entity changed mid-listing and offset paging
+skipped another), the cursor moves only to just before the first page's newest stamp,
+and the listing runs again from there (up to three times in one poll). Events are keyed
+by (entity, `updated_at`, content), so what the webhook and the poller both bring, and
+the overlap of two polls, is appended once.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ from .normalize import account_event, entity_event, split_body
 log = logging.getLogger("streamd.source.connec")
 
 INFLIGHT = 4  # page commits not yet confirmed, per listing
+RELISTS = 3  # listings in one poll while entities move mid-listing
 AUTH_RETRY = 300.0  # after the API refused the credentials, try again this long after
 _UNAUTHORIZED = WebhookReply(401, {"error": "Invalid credentials"},
                              {"WWW-Authenticate": 'Basic realm="streamd", charset="UTF-8"'})
@@ -187,6 +191,18 @@ class ConnecSource:
     # ---------------------------------------------------------------- the poller
 
     async def _poll(self, client: ApiClient, gate: Gate, group: str, collection: str) -> None:
+        """One listing; while entities move during it (offset paging then skips one), again
+        from the cursor it could safely advance to, up to RELISTS times in all."""
+        for _ in range(RELISTS - 1):
+            if await self._list(client, gate, group, collection):
+                return
+        if not await self._list(client, gate, group, collection):
+            raise PollFailed(f"{group}/{collection}: the listing moved while paged {RELISTS} times "
+                             "running; the cursor moved only as far as is safe")
+
+    async def _list(self, client: ApiClient, gate: Gate, group: str, collection: str) -> bool:
+        """List what changed since the cursor; True when the listing saw every entity the API
+        counted (the cursor then moves to the newest stamp seen)."""
         key = f"poll.{group}.{collection}"
         state: dict[str, Any] = (await self.ctx.progress()).get(key) or {}
         cursor = state.get("cursor")
@@ -202,6 +218,7 @@ class ConnecSource:
         total: int | None = None
         pending: list[Pending] = []
         fetched: set[str] = set()
+        first_page: str | None = None  # the newest stamp of the first page
         now = self.ctx.now()
         while url is not None:
             if origin(url) != origin(api):
@@ -236,6 +253,8 @@ class ConnecSource:
                     newest = stamp
                 events.append(ev)
             total = pagination.total if pagination.total is not None else total
+            if not fetched - {url}:
+                first_page = newest
             url = pagination.next
             if url is None:
                 break
@@ -246,18 +265,26 @@ class ConnecSource:
         for p in pending:
             await p.committed()
         complete = total is None or len(seen) >= total
+        if not complete:
+            # An entity changed mid-listing moved to the end, and every entity after its old
+            # place moved up one: the first of a later page was skipped. The first page was
+            # read whole, so anything skipped is stamped no earlier than its newest: the
+            # cursor may move to one second (the stamps' precision) before that.
+            safe = format_time(_parse(first_page) - timedelta(seconds=1)) if first_page else None
+            newest = safe if safe and (cursor is None or _parse(safe) > _parse(cursor)) else cursor
         if newest is not None and _parse(newest) > now:
             # An updated_at from the future (a bad stamp; a clock ahead): a cursor past now
             # would list no real change again. From now instead, that entity comes again,
             # unchanged: the same id, a counted duplicate.
             newest = format_time(now)
-        progress = {key: {"cursor": newest if complete else cursor, "completed": format_time(now),
+        progress = {key: {"cursor": newest, "completed": format_time(now),
                           "entities": len(seen)}}
         # The last page's events and the cursor that covers them: one commit.
         await self.ctx.submit(Batch(events=events, dead_letters=rejects, progress=progress))
         if not complete:
-            raise PollFailed(f"{group}/{collection}: saw {len(seen)} of {total} entities (the listing "
-                             "moved while paged); the cursor stays")
+            log.info("source %s: %s/%s: saw %d of %d entities (the listing moved while paged); "
+                     "listing again", self.name, group, collection, len(seen), total)
+        return complete
 
 
 def _stamp(raw: bytes) -> str | None:
