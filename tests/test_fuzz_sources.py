@@ -36,6 +36,7 @@ from typing import Any, Self
 from urllib.parse import quote
 
 import anyio
+import httpx
 import msgspec
 import pytest
 from hypothesis import HealthCheck, Phase, example, given, settings
@@ -46,6 +47,7 @@ from streamd.errors import Rejected
 from streamd.health import State
 from streamd.model import Event
 from streamd.providers.asperion import simulator as asperion_sim
+from streamd.providers.asperion import source as asperion_source
 from streamd.providers.asperion.changes import record_event
 from streamd.providers.asperion.normalize import record_key
 from streamd.providers.asperion.oauth import TokenState, save
@@ -56,6 +58,7 @@ from streamd.providers.connec import simulator as connec_sim
 from streamd.providers.connec.normalize import entity_event, split_body
 from streamd.providers.connec.samples import GROUP, SAMPLES
 from streamd.providers.horisen import simulator as horisen_sim
+from streamd.providers.horisen import source as horisen_source
 from streamd.providers.horisen.changes import invoice_event
 from streamd.providers.horisen.normalize import (
     document_key,
@@ -876,3 +879,13 @@ async def test_a_connec_stamp_from_the_future_does_not_hide_later_changes(tmp_pa
         ((_, _, key),) = m.created
         await r.wait(lambda: ("party", key) in r.feed_keys(), "an entity created after it")
         await r.healthy()
+
+
+@pytest.mark.parametrize("describe", [horisen_source._error, asperion_source._problem],
+                         ids=["horisen", "asperion"])
+def test_an_error_body_nested_too_deeply_is_quoted_not_raised(describe: Any) -> None:
+    # msgspec gives up on such a body with a RecursionError; the source must still say what
+    # the provider answered, not crash while describing its error.
+    deep = b'{"errors":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    resp = httpx.Response(500, content=deep, request=httpx.Request("GET", "https://provider.test/x"))
+    assert describe(resp).startswith('{"errors":[[[')

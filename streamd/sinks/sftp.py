@@ -38,6 +38,7 @@ import msgspec
 from ..config import Match, SinkConfig
 from ..errors import Permanent, Retryable
 from ..model import Invoice
+from ..model.fields import DECODE_ERRORS
 from ..secrets import Secret
 from ..store import FeedEvent
 from ..units import Duration
@@ -370,7 +371,7 @@ class SftpSink:
             invoice = msgspec.json.decode(event.data, type=Invoice)
             data = invoice_xml.render(event, invoice)
             name = file_name(self.cfg.filename, event, invoice)
-        except (msgspec.ValidationError, msgspec.DecodeError, ValueError) as exc:
+        except (*DECODE_ERRORS, ValueError) as exc:
             raise Permanent(f"event {event.id} (seq {event.seq}) holds no usable invoice: {exc}") from None
         return _File(name, event.id, data)
 

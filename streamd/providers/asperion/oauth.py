@@ -27,6 +27,7 @@ import msgspec
 
 from ...config import StoreConfig
 from ...errors import Unavailable
+from ...model.fields import DECODE_ERRORS
 from ...retry import retry_after_seconds, retrying
 from ...sources import SourceContext
 from ...sources.polling import AuthFailed
@@ -73,7 +74,7 @@ async def token_request(http: httpx.AsyncClient, cfg: AsperionConfig, form: dict
     if resp.status_code == 200:
         try:
             tok = wire.token_decoder.decode(resp.content)
-        except msgspec.DecodeError as exc:
+        except DECODE_ERRORS as exc:
             raise TokenUnavailable(f"token endpoint: unreadable answer ({exc})") from None
         got = time.time() if now is None else now
         refresh = tok.refresh_token or form.get("refresh_token")
@@ -88,7 +89,7 @@ async def token_request(http: httpx.AsyncClient, cfg: AsperionConfig, form: dict
     try:
         err = wire.token_error_decoder.decode(resp.content)
         why = err.error + (f" ({err.error_description})" if err.error_description else "")
-    except msgspec.DecodeError:
+    except DECODE_ERRORS:
         why = "no OAuth2 error in the body"
     raise AuthFailed(f"token endpoint refused the {form.get('grant_type')} grant: "
                      f"HTTP {resp.status_code}, {why}")

@@ -166,7 +166,7 @@ class AsperionSource:
                 self._auth_failure = exc
                 tg.cancel_scope.cancel()
                 return
-            except (PollFailed, msgspec.DecodeError, msgspec.ValidationError) as exc:
+            except (PollFailed, *DECODE_ERRORS) as exc:
                 self.health.fail("*/administrations", f"listing administrations: {exc}")
                 wait = min(self.cfg.interval.seconds, backoff.next())
                 self.ctx.metrics.retried("source", self.name, wait)
@@ -348,5 +348,5 @@ def _natural(key: str) -> tuple[int, str]:
 def _problem(resp: httpx.Response) -> str:
     try:
         return wire.problem_decoder.decode(resp.content).describe()
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except DECODE_ERRORS:
         return (resp.text[:200].strip() or resp.reason_phrase) if resp.content else resp.reason_phrase

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import anyio
 import httpx
-import msgspec
 
 from ...errors import Unavailable
+from ...model.fields import DECODE_ERRORS
 from ...retry import retry_after_seconds, retrying
 from ...sources import SourceContext
 from ...sources.polling import AuthFailed
@@ -91,7 +91,7 @@ class ClientToken:
         if code == 200:
             try:
                 tok = wire.token_decoder.decode(resp.content)
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            except DECODE_ERRORS as exc:
                 self._grants.labels(self.ctx.name, "error").inc()
                 raise Unavailable(f"token endpoint: unreadable answer ({exc})") from None
             now = self.clock()
@@ -108,7 +108,7 @@ class ClientToken:
         try:
             err = wire.token_error_decoder.decode(resp.content)
             why = err.error + (f" ({err.error_description})" if err.error_description else "")
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except DECODE_ERRORS:
             why = "no OAuth2 error in the body"
         raise AuthFailed(f"the token endpoint refused client {cfg.client_id!r}: HTTP {code}, {why}; "
                          "check client_id and client_secret")

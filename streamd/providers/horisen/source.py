@@ -404,7 +404,7 @@ def _traffic_of(data: bytes | None) -> list[TrafficLine] | None:
         return None
     try:
         return msgspec.json.decode(data, type=Invoice).traffic
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except DECODE_ERRORS:
         return None
 
 
@@ -416,5 +416,5 @@ def _parse(stamp: str) -> datetime:
 def _error(resp: httpx.Response) -> str:
     try:
         return wire.error_decoder.decode(resp.content).describe()
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except DECODE_ERRORS:
         return (resp.text[:200].strip() or resp.reason_phrase) if resp.content else resp.reason_phrase

@@ -10,6 +10,7 @@ import msgspec
 
 from ...errors import Rejected
 from ...model import Entity, Event, entity_type, make_event
+from ...model.fields import DECODE_ERRORS
 
 PROVIDER = "synthetic"
 
@@ -35,7 +36,7 @@ def split(body: bytes) -> list[bytes]:
     if stripped.startswith(b"["):
         try:
             return [bytes(r) for r in _batch.decode(body)]
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, RecursionError) as exc:
             raise Rejected(f"body is not a JSON array of records: {exc}") from None
     return [body]
 
@@ -43,7 +44,7 @@ def split(body: bytes) -> list[bytes]:
 def normalize(raw: bytes, *, source: str, received_at: datetime) -> Event:
     try:
         rec = _record.decode(raw)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+    except DECODE_ERRORS as exc:
         raise Rejected(f"not a synthetic record: {exc}") from None
     if not rec.tenant or not rec.key or not rec.entity:
         raise Rejected("tenant, entity and key must not be empty")
@@ -51,7 +52,7 @@ def normalize(raw: bytes, *, source: str, received_at: datetime) -> Event:
     if bytes(rec.data) != b"null":
         try:
             data = msgspec.json.decode(rec.data, type=entity_type(rec.entity))  # type: ignore[assignment]
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        except DECODE_ERRORS as exc:
             raise Rejected(f"{rec.entity} {rec.key}: {exc}") from None
     elif rec.op != "deleted":
         raise Rejected(f"{rec.entity} {rec.key}: a {rec.op} record needs data")
