@@ -14,7 +14,6 @@ and the field. No sockets, no clock. The mapping table is docs/providers/asperio
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -27,20 +26,14 @@ from ...errors import Rejected
 from ...model import Address, Invoice, Party, PartyRef, Product
 from ...model.check import checked
 from ...model.entities import Entity, InvoiceStatus
-from ...model.fields import DECODE_ERRORS
+from ...model.fields import COUNTRY, DECODE_ERRORS, amount, code, currency, ident, text, utc
 from . import wire
 
 #: The default currency of invoices and articles that name none [I]: Asperion is Dutch.
 DEFAULT_CURRENCY = "EUR"
 #: Status code of a paid invoice: with no `amountOpen`, its `unpaid` is 0.
 PAID = 7
-#: An amount with more digits than this before the point is refused: no ledger holds one
-#: (SQL's decimal(38) is the widest), and it keeps `1E+999999` from becoming a huge integer.
-MAX_INTEGER_DIGITS = 38
-
 _LOCAL = ZoneInfo(wire.LOCAL_ZONE)
-_CURRENCY = re.compile(r"^[A-Z]{3}$")
-_COUNTRY = re.compile(r"^[A-Z]{2}$")
 #: .NET's `DateTime.MinValue` (`0001-01-01T00:00:00`) is how .NET APIs write "no date" [I].
 _NO_DATE = date(1, 1, 1)
 
@@ -106,14 +99,10 @@ def normalize_record(resource: str, raw: bytes, *, received_at: datetime) -> Nor
     except Rejected as exc:
         raise Rejected(f"{resource} {key}: {exc.reason}") from None
     return Normalized(entity=wire.RESOURCES[resource], key=key, data=data,
-                      time=stamp or _utc(received_at))
+                      time=stamp or utc(received_at))
 
 
 # ---------------------------------------------------------------- helpers
-
-def _utc(t: datetime) -> datetime:
-    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
-
 
 def _parse(value: str, field: str) -> datetime | None:
     try:
@@ -144,93 +133,55 @@ def _date(value: str | None, field: str) -> date | None:
     return t.date() if t else None
 
 
-def _text(value: str | None) -> str | None:
-    """Surrounding blanks dropped; an empty string is no value."""
-    if value is None:
-        return None
-    return value.strip() or None
-
-
-def _ident(value: str | int | None) -> str | None:
-    return _text(value) if not isinstance(value, int) else str(value)
-
-
-def _code(value: str | None, field: str, pattern: re.Pattern[str], what: str) -> str | None:
-    code = _text(value)
-    if code is None:
-        return None
-    code = code.upper()
-    if not pattern.match(code):
-        raise Rejected(f"{field}: {value!r} is not {what}")
-    return code
-
-
-def _currency(value: str | None) -> str | None:
-    return _code(value, "currencyCode", _CURRENCY, "an ISO 4217 currency code")
-
-
-def _amount(value: Decimal | None, field: str) -> Decimal | None:
-    if value is None:
-        return None
-    if not value.is_finite():
-        raise Rejected(f"{field}: {value} is not an amount")
-    if value and value.adjusted() >= MAX_INTEGER_DIGITS:
-        raise Rejected(f"{field}: {value} is out of range")
-    exponent = value.as_tuple().exponent
-    if isinstance(exponent, int) and exponent > 0:
-        return Decimal(int(value))  # "1E+2" → 100, exactly
-    return value
-
-
 # ---------------------------------------------------------------- one builder per resource
 
 def _party(d: wire.Debtor) -> tuple[Party, datetime | None]:
-    street, postal, city = _text(d.street), _text(d.postalCode), _text(d.city)
-    country = _code(d.countryCode, "countryCode", _COUNTRY, "an ISO 3166-1 alpha-2 country code")
+    street, postal, city = text(d.street), text(d.postalCode), text(d.city)
+    country = code(d.countryCode, "countryCode", COUNTRY, "an ISO 3166-1 alpha-2 country code")
     address = None
     if street or postal or city or country:
         address = Address(line1=street, postal_code=postal, city=city, country=country)
     iban = "".join(d.iban.split()).upper() if d.iban else ""
     updated = _instant(d.dateLastChange, "dateLastChange")
     party = Party(
-        roles=["customer"], name=_text(d.name), number=_ident(d.customerNumber),
-        email=_text(d.emailAddress), phone=_text(d.phoneNumber), vat_number=_text(d.vatNumber),
-        iban=iban or None, address=address, currency=_currency(d.currencyCode),
+        roles=["customer"], name=text(d.name), number=ident(d.customerNumber),
+        email=text(d.emailAddress), phone=text(d.phoneNumber), vat_number=text(d.vatNumber),
+        iban=iban or None, address=address, currency=currency(d.currencyCode, "currencyCode"),
         active=None if d.blocked is None else not d.blocked,
         created_at=_instant(d.dateAdded, "dateAdded"), updated_at=updated)
     return party, updated
 
 
 def _invoice(s: wire.SalesInvoice) -> Invoice:
-    total = _amount(s.amountInclVat, "amountInclVat")
+    total = amount(s.amountInclVat, "amountInclVat")
     if total is None:
         raise Rejected("amountInclVat missing")
     status: InvoiceStatus = "unknown"
     provider_status = None
     if s.status is not None:
         status, provider_status = _STATUS.get(s.status, ("unknown", str(s.status)))
-    unpaid = _amount(s.amountOpen, "amountOpen")
+    unpaid = amount(s.amountOpen, "amountOpen")
     if unpaid is None and s.status == PAID:
         unpaid = Decimal(0)
-    key, name, number = _ident(s.debtorId), _text(s.debtorName), _ident(s.debtorCustomerNumber)
+    key, name, number = ident(s.debtorId), text(s.debtorName), ident(s.debtorCustomerNumber)
     kind: Literal["invoice", "credit_note"] = "credit_note" if total < 0 else "invoice"
     return Invoice(
-        kind=kind, direction="receivable", number=_ident(s.invoiceNumber),
+        kind=kind, direction="receivable", number=ident(s.invoiceNumber),
         party=PartyRef(key=key, name=name, number=number) if key or name or number else None,
         issued=_date(s.date, "date"), due=_date(s.paymentDueDate, "paymentDueDate"),
         status=status, provider_status=provider_status,
-        currency=_currency(s.currencyCode) or DEFAULT_CURRENCY,
-        net=_amount(s.amountExclVat, "amountExclVat"), tax=_amount(s.vatAmount, "vatAmount"),
-        total=total, unpaid=unpaid, description=_text(s.description))
+        currency=currency(s.currencyCode, "currencyCode") or DEFAULT_CURRENCY,
+        net=amount(s.amountExclVat, "amountExclVat"), tax=amount(s.vatAmount, "vatAmount"),
+        total=total, unpaid=unpaid, description=text(s.description))
 
 
 def _product(a: wire.Article) -> tuple[Product, datetime | None]:
     updated = _instant(a.dateLastChange, "dateLastChange")
     product = Product(
-        name=_text(a.description), number=_text(a.code), unit=_text(a.unit),
-        unit_price=_amount(a.salesPrice, "salesPrice"),
-        currency=_currency(a.currencyCode) or DEFAULT_CURRENCY,
-        tax_rate=_amount(a.vatPercentage, "vatPercentage"),
+        name=text(a.description), number=text(a.code), unit=text(a.unit),
+        unit_price=amount(a.salesPrice, "salesPrice"),
+        currency=currency(a.currencyCode, "currencyCode") or DEFAULT_CURRENCY,
+        tax_rate=amount(a.vatPercentage, "vatPercentage"),
         active=None if a.blocked is None else not a.blocked,
         created_at=_instant(a.dateAdded, "dateAdded"), updated_at=updated)
     return product, updated
