@@ -91,7 +91,9 @@ def test_memory_stays_flat_while_a_slow_store_holds_the_gateway_back(
         streamd_proc: Callable[..., Streamd], background: Background, tmp_path: Path) -> None:
     n = 200_000
     sim = gateway(background, tmp_path, Knobs(count=n))
-    d = streamd_proc(config(sim), env={"ASTERIA_SECRET": SECRET})
+    # SQLite's page cache (32 MiB by default) would go on filling after the warm-up as the
+    # dedupe index grows, which is not what this measures: a small one is full by then.
+    d = streamd_proc(config(sim, store='cache = "4MiB"'), env={"ASTERIA_SECRET": SECRET})
     d.start()
     assert d.proc is not None
     pid = d.proc.pid
@@ -120,4 +122,7 @@ def test_memory_stays_flat_while_a_slow_store_holds_the_gateway_back(
     growth_mb = (peak - baseline) / 1024
     print(f"\nRSS baseline {baseline // 1024} MB, peak {peak // 1024} MB, growth {growth_mb:.1f} MB; "
           f"gateway ahead of the store by {slowed_behind}; lock held {hog.holds} times")
-    assert growth_mb < 20, f"RSS grew {growth_mb:.1f} MB (from {baseline // 1024} MB)"
+    # What may grow is the source's window (inflight x batch_max = 4,000 events, parsed and
+    # uncommitted) filling while the store is held: 3.6-24 MB measured. Without backpressure
+    # the 130,000 events held back would be hundreds of MB.
+    assert growth_mb < 40, f"RSS grew {growth_mb:.1f} MB (from {baseline // 1024} MB)"
