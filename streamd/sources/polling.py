@@ -22,6 +22,7 @@ from ..health import State
 from ..retry import Backoff as Backoffs
 from ..retry import retry_after_seconds, retrying
 from ..secrets import Secret
+from ..units import Duration
 from .base import SourceContext
 
 log = logging.getLogger("streamd.source")
@@ -275,6 +276,38 @@ def check_https(name: str, value: str, provider: str) -> list[str]:
     if url.scheme != "https" or not url.hostname:
         return [f"{name}: expected an https:// URL, got {value!r} ({provider} is only reached over TLS)"]
     return []
+
+
+class PollerConfig(Protocol):
+    """What every polling source's config has (Asperion, HORISEN, Connec!)."""
+
+    @property
+    def page_size(self) -> int: ...
+    @property
+    def concurrency(self) -> int: ...
+    @property
+    def max_tries(self) -> int: ...
+    @property
+    def interval(self) -> Duration: ...
+    @property
+    def timeout(self) -> Duration: ...
+    @property
+    def ca(self) -> str | None: ...
+
+
+def check_poller(cfg: PollerConfig, max_page_size: int) -> list[str]:
+    """The checks every poller's config shares: paging, workers, tries, interval, timeout, CA."""
+    problems: list[str] = []
+    if not 1 <= cfg.page_size <= max_page_size:
+        problems.append(f"page_size: must be between 1 and {max_page_size}")
+    for name in ("concurrency", "max_tries"):
+        if getattr(cfg, name) < 1:
+            problems.append(f"{name}: must be at least 1")
+    if cfg.interval.seconds < 0.1:
+        problems.append("interval: must be at least 100ms")
+    if cfg.timeout.seconds <= 0:
+        problems.append("timeout: must be positive")
+    return problems + check_ca(cfg.ca)
 
 
 def check_ca(ca: str | None) -> list[str]:

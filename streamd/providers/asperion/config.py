@@ -7,7 +7,7 @@ import msgspec
 
 from ...config import SourceConfig
 from ...secrets import Secret
-from ...sources.polling import check_ca, check_https, server_tls
+from ...sources.polling import check_https, check_poller, server_tls
 from ...units import Duration
 from . import wire
 
@@ -70,14 +70,4 @@ def validate(cfg: AsperionConfig) -> list[str]:
     for i, tenant in enumerate(cfg.tenants):
         if not tenant.strip() or any(c in tenant for c in "\r\n"):
             problems.append(f"tenants[{i}]: {tenant!r} is not an administration id")
-    if not 1 <= cfg.page_size <= wire.MAX_PAGE_SIZE:
-        problems.append(f"page_size: must be between 1 and {wire.MAX_PAGE_SIZE}")
-    for name in ("concurrency", "max_tries"):
-        if getattr(cfg, name) < 1:
-            problems.append(f"{name}: must be at least 1")
-    if cfg.interval.seconds < 0.1:
-        problems.append("interval: must be at least 100ms")
-    if cfg.timeout.seconds <= 0:
-        problems.append("timeout: must be positive")
-    problems += check_ca(cfg.ca)
-    return problems
+    return problems + check_poller(cfg, wire.MAX_PAGE_SIZE)

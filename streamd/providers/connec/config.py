@@ -6,7 +6,7 @@ import msgspec
 
 from ...config import SourceConfig
 from ...secrets import Secret
-from ...sources.polling import check_ca, check_https
+from ...sources.polling import check_https, check_poller
 from ...units import Duration
 from . import wire
 
@@ -74,14 +74,4 @@ def validate(cfg: ConnecConfig) -> list[str]:
     for i, g in enumerate(cfg.groups):
         if not g.strip() or "/" in g or any(c.isspace() for c in g):
             problems.append(f"groups[{i}]: {g!r} is not a group id")
-    if not 1 <= cfg.page_size <= wire.MAX_TOP:
-        problems.append(f"page_size: must be between 1 and {wire.MAX_TOP}")
-    for name in ("concurrency", "max_tries"):
-        if getattr(cfg, name) < 1:
-            problems.append(f"{name}: must be at least 1")
-    if cfg.interval.seconds < 0.1:
-        problems.append("interval: must be at least 100ms")
-    if cfg.timeout.seconds <= 0:
-        problems.append("timeout: must be positive")
-    problems += check_ca(cfg.ca)
-    return problems
+    return problems + check_poller(cfg, wire.MAX_TOP)

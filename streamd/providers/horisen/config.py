@@ -4,7 +4,7 @@ import string
 
 from ...config import SourceConfig
 from ...secrets import Secret
-from ...sources.polling import check_ca, check_https
+from ...sources.polling import check_https, check_poller
 from ...units import Duration
 from . import wire
 
@@ -68,17 +68,10 @@ def validate(cfg: HorisenConfig) -> list[str]:
         problems.append("client_id: must not be empty")
     if cfg.tenant is not None and not cfg.tenant.strip():
         problems.append("tenant: must not be empty (leave it out to use the client id)")
-    if not 1 <= cfg.page_size <= wire.MAX_PAGE_SIZE:
-        problems.append(f"page_size: must be between 1 and {wire.MAX_PAGE_SIZE}")
-    for name in ("concurrency", "max_tries", "report_tries"):
-        if getattr(cfg, name) < 1:
-            problems.append(f"{name}: must be at least 1")
-    if cfg.interval.seconds < 0.1:
-        problems.append("interval: must be at least 100ms")
+    if cfg.report_tries < 1:
+        problems.append("report_tries: must be at least 1")
     if cfg.window.seconds < 86400:
         problems.append("window: must be at least 1d (documents are listed by documentDate)")
-    if cfg.timeout.seconds <= 0:
-        problems.append("timeout: must be positive")
     if cfg.payment_status is not None and not cfg.payment_status.strip():
         problems.append("payment_status: must not be empty (leave it out to list every document)")
     try:
@@ -89,5 +82,4 @@ def validate(cfg: HorisenConfig) -> list[str]:
         if fields != ["invoice_id"] or not cfg.traffic_reports_path.startswith("/"):
             problems.append("traffic_reports_path: expected a path starting with / holding "
                             f"{{invoice_id}} once, got {cfg.traffic_reports_path!r}")
-    problems += check_ca(cfg.ca)
-    return problems
+    return problems + check_poller(cfg, wire.MAX_PAGE_SIZE)
