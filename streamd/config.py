@@ -47,11 +47,29 @@ class StoreConfig(_Base, frozen=True):
 
 
 class HttpConfig(_Base, frozen=True):
+    """The webhook listener faces whoever can reach it: every limit here bounds what a
+    caller without credentials can hold (docs/security.md)."""
+
     listen: str = "127.0.0.1:9464"
+    # Serve /metrics, /healthz and /readyz here instead of on `listen` ("" = on `listen`).
+    admin_listen: str = ""
     # Largest webhook body accepted; larger requests get 413.
     body_limit: Size = Size(2**20)
     # A webhook whose events are not committed within this time gets 503 (the sender retries).
     commit_timeout: Duration = Duration(10.0)
+    # Open connections at most; when full, the oldest idle one is closed to make room.
+    max_connections: int = 1024
+    # Connections that have not yet sent an authenticated request, at most; beyond it the
+    # oldest idle one of them is closed.
+    max_unauthenticated: int = 256
+    # A new connection must have sent a whole request head (line and headers) within this.
+    header_timeout: Duration = Duration(10.0)
+    # An authenticated request must have sent its whole body within this.
+    body_timeout: Duration = Duration(20.0)
+    # After an answer, the next request head must arrive within this, or the connection closes.
+    keepalive_timeout: Duration = Duration(5.0)
+    # On shutdown, a request still sending its body gets this long, then 503.
+    drain_grace: Duration = Duration(3.0)
 
 
 class DaemonConfig(_Base, frozen=True):
@@ -189,10 +207,25 @@ def _resolve_path(base: Path, value: str) -> str:
     return str(p if p.is_absolute() else (base / p).resolve())
 
 
-def _check_listen(listen: str, problems: list[str]) -> None:
+def _check_listen(key: str, listen: str, problems: list[str]) -> None:
     host, sep, port = listen.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        problems.append(f"http.listen: expected \"host:port\", got {listen!r}")
+        problems.append(f"{key}: expected \"host:port\", got {listen!r}")
+
+
+def _check_http(http: HttpConfig, problems: list[str]) -> None:
+    _check_listen("http.listen", http.listen, problems)
+    if http.admin_listen:
+        _check_listen("http.admin_listen", http.admin_listen, problems)
+        if http.admin_listen == http.listen and not http.listen.endswith(":0"):
+            problems.append("http.admin_listen: must differ from http.listen")
+    if http.max_connections < 2:
+        problems.append("http.max_connections: must be at least 2")
+    if not 1 <= http.max_unauthenticated <= http.max_connections:
+        problems.append("http.max_unauthenticated: must be between 1 and http.max_connections")
+    for key in ("header_timeout", "body_timeout", "keepalive_timeout", "commit_timeout"):
+        if getattr(http, key).seconds <= 0:
+            problems.append(f"http.{key}: must be more than 0s")
 
 
 def _check_backoff(where: str, backoff: Backoff, problems: list[str]) -> None:
@@ -286,7 +319,7 @@ def parse(text: str, *, origin: str = "<string>", base_dir: Path | None = None) 
             sinks[name] = scfg
 
     if http is not None:
-        _check_listen(http.listen, problems)
+        _check_http(http, problems)
     if store_cfg is not None:
         if store_cfg.commit_max_events < 1:
             problems.append("store.commit_max_events: must be at least 1")

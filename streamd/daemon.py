@@ -43,7 +43,7 @@ from .sinks.dispatcher import Dispatcher
 from .sources import Source, SourceContext
 from .store import Batch, DeadLetter, FeedReader, Writer, connect
 from .store.reader import DeadLetterRow
-from .web import Web
+from .web import BindError, Web
 
 log = logging.getLogger("streamd")
 
@@ -117,21 +117,22 @@ class Daemon:
             self.dispatchers[name] = await self._build_sink(name, kcfg, writer)
         aux = await self._reader()
         try:
-            sock = web.bind()
-        except OSError as exc:
-            raise StartupError(f"http.listen {cfg.http.listen}: {exc.strerror or exc}") from None
+            web.bind()
+        except BindError as exc:
+            raise StartupError(str(exc)) from None
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._signals)
             await tg.start(writer.run)
             for d in self.dispatchers.values():
                 await tg.start(self._supervise_sink, d)
-            await tg.start(web.serve, sock)
+            await tg.start(web.serve)
             await tg.start(self._run_sources)
             host, port = web.address or ("", 0)
+            admin = ":".join(map(str, web.admin_address)) if web.admin_address else ""
             # Queued, not awaited: a full disk must not hold READY=1 back.
             await writer.enqueue(Batch(meta={
-                "daemon.http": f"{host}:{port}", "daemon.pid": str(os.getpid()),
+                "daemon.http": f"{host}:{port}", "daemon.admin": admin, "daemon.pid": str(os.getpid()),
                 "daemon.version": __version__, "daemon.started": datetime.now(UTC).isoformat()}))
             status = self.status_line()
             self.notifier.ready(status)
@@ -164,7 +165,7 @@ class Daemon:
         self.notifier.stopping("stopping: draining")
         log.info("stopping: intake closed; committing and draining sinks (deadline %.0fs)", deadline)
         with anyio.move_on_after(deadline) as scope:
-            self.web.draining = True
+            self.web.drain()
             self._sources_scope.cancel()
             await self._sources_done.wait()
             await self.web.idle()  # webhook handlers already past the 503 commit first

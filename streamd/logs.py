@@ -55,6 +55,9 @@ def setup(level: str = "info", fmt: str = "text") -> None:
         root.removeHandler(h)
     root.addHandler(handler)
     root.setLevel(level.upper())
-    for noisy in ("uvicorn", "uvicorn.error", "uvicorn.access", "httpx", "httpcore",
+    for noisy in ("uvicorn", "uvicorn.access", "httpx", "httpcore",
                   "websockets", "asyncssh", "aiosqlite"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # uvicorn warns once per malformed request ("Invalid HTTP request received."): anyone who
+    # can reach the listener could fill the journal. streamd counts those in a metric instead.
+    logging.getLogger("uvicorn.error").setLevel(max(logging.ERROR, root.level))

@@ -136,6 +136,21 @@ class Metrics:
             "Webhook requests by route owner and HTTP status code.",
             ["source", "code"], registry=r)
 
+        # --- the HTTP listener (listener: main, or admin when http.admin_listen is set)
+        self.http_connections = Gauge(
+            "streamd_http_connections",
+            "Open connections to a listener.", ["listener"], registry=r)
+        self.http_connections_closed = Counter(
+            "streamd_http_connections_closed_total",
+            "Connections streamd closed on its side, by reason: header_timeout (no whole request"
+            " head in time), idle (keep-alive expired), evicted (closed to make room), refused"
+            " (no room), body_timeout, drain (cut on shutdown), bad_request (not HTTP, or a head"
+            " over 16 KiB: answered 400).", ["listener", "reason"], registry=r)
+        self.http_accept_errors = Counter(
+            "streamd_http_accept_errors_total",
+            "Connections the listener could not accept, by error (EMFILE: out of file"
+            " descriptors; ENFILE, ENOBUFS, ENOMEM).", ["listener", "error"], registry=r)
+
     def retried(self, component: str, name: str, wait: float) -> None:
         """One backoff sleep before a retry: every retry streamd makes is counted here."""
         self.retries.labels(component, name).inc()

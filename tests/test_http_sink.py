@@ -56,7 +56,12 @@ def sink_toml(url: str, **keys: object) -> str:
         f"{k} = {toml(v)}\n" for k, v in keys.items() if v is not None)
 
 
+HOOK_TOKEN = "hook-token-for-the-synthetic-webhook"
+
+
 def config(tmp_path: Path, url: str, **keys: object) -> Config:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "hook.token").write_text(HOOK_TOKEN)
     return parse(f"""
 [store]
 path = "feed.db"
@@ -67,6 +72,7 @@ listen = "127.0.0.1:0"
 provider = "synthetic"
 generate = false
 webhook = true
+token = "file:hook.token"
 {sink_toml(url, **keys)}
 """, base_dir=tmp_path)
 
@@ -81,8 +87,8 @@ class Running(InProcess):
     async def post(self, *records: bytes | dict[str, Any]) -> None:
         body = b"[" + b",".join(r if isinstance(r, bytes) else json.dumps(r).encode()
                                 for r in records) + b"]"
-        r = await self.http.post("/webhooks/hook", content=body,
-                                 headers={"content-type": "application/json"})
+        r = await self.http.post("/webhooks/hook", content=body, headers={
+            "content-type": "application/json", "authorization": f"Bearer {HOOK_TOKEN}"})
         assert r.status_code == 200, r.text
 
     def feed_ids(self) -> list[str]:

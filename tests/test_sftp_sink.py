@@ -345,14 +345,17 @@ listen = "127.0.0.1:0"
 provider = "synthetic"
 generate = false
 webhook = true
+token = "file:hook.token"
 {base_toml(server, backoff={"min": "10ms", "max": "100ms"}, batch_max=4)}
 """
+        (tmp_path / "hook.token").write_text("sftp-test-hook-token")
         cfg = parse(text, base_dir=tmp_path)
         records = invoice_records(6)
         records.append({"tenant": "acme", "entity": "party", "op": "created", "key": "p1",
                         "data": {"name": "not for the ERP"}})
         async with InProcess(cfg) as d:
-            r = await d.http.post("/webhooks/hz", json=records)
+            r = await d.http.post("/webhooks/hz", json=records,
+                                  headers={"authorization": "Bearer sftp-test-hook-token"})
             assert r.status_code == 200 and r.json()["appended"] == 7
             comp = d.daemon.health.get("sink", "erp")
             await until(lambda: comp.state is State.RETRYING, 10, "the sink to be retrying")

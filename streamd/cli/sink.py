@@ -45,7 +45,7 @@ def _running(meta: dict[str, str]) -> str | None:
             pid = ""
         except PermissionError:
             pass  # alive, another user's
-    listen = meta.get("daemon.http", "")
+    listen = meta.get("daemon.admin") or meta.get("daemon.http", "")
     if listen and anyio.run(_live, listen) is not None:
         return f"it answers at {listen}"
     if pid.isdigit():

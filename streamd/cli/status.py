@@ -62,7 +62,8 @@ async def gather(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         await reader.close()
     # Where the daemon said it listens (it may have bound port 0, or 0.0.0.0).
-    listen = meta.get("daemon.http") or cfg.http.listen
+    listen = (meta.get("daemon.admin") or meta.get("daemon.http") or cfg.http.admin_listen
+              or cfg.http.listen)
     live = await _live(listen)
     states: dict[str, str] = {}
     for line in (live or {}).get("components", []):

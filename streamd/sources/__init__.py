@@ -5,6 +5,7 @@ from .base import (
     Routes,
     Source,
     SourceContext,
+    WebhookAuth,
     WebhookHandler,
     WebhookReply,
     WebhookRequest,
@@ -12,6 +13,6 @@ from .base import (
 )
 
 __all__ = [
-    "ProviderSpec", "Routes", "Source", "SourceContext", "WebhookHandler", "WebhookReply",
+    "ProviderSpec", "Routes", "Source", "SourceContext", "WebhookAuth", "WebhookHandler", "WebhookReply",
     "WebhookRequest", "json_reply",
 ]

@@ -8,10 +8,13 @@ HTTP listener starts, then starts `source.run()` in its task group. The
 - `await ctx.submit(Batch(events=…, progress=…))` returns once events and progress
   are committed together (invariant 1); `ctx.enqueue()` queues without waiting,
   for a reader that pipelines a bounded number of uncommitted batches.
-- `ctx.webhook(path, handler)` registers a route on the daemon's one listener. The
-  listener enforces the body limit (413), answers 503 while draining or when the
-  commit does not finish in `http.commit_timeout`, and counts every answer. A
-  handler answers 2xx only after its `submit()` returned (invariant 2).
+- `ctx.webhook(path, handler, auth=…)` registers a route on the daemon's listener. `auth`
+  is required: it decides from the headers alone (constant-time compare) whether the
+  caller may send a body at all, and a refusal is answered (and the connection closed)
+  without reading it. The listener then enforces the body limit (413) and deadline
+  (408), answers 503 while draining or when the commit does not finish in
+  `http.commit_timeout`, and counts every answer. A handler answers 2xx only after
+  its `submit()` returned (invariant 2).
 - `ctx.component` is the source's health (`ok`, `retrying`, `failed`), shown in
   /readyz; `ctx.metrics` its counters; `ctx.progress()` its last committed progress.
 - `ctx.dead_letter(reason, raw, context)` builds a dead-letter row for a payload
@@ -58,10 +61,13 @@ class WebhookReply:
 
 
 WebhookHandler = Callable[[WebhookRequest], Awaitable[WebhookReply]]
+# The request's headers (lower-case names) -> None when the caller may send its body, or
+# the reply that refuses it (401 and whatever headers the scheme wants, e.g. WWW-Authenticate).
+WebhookAuth = Callable[[Mapping[str, str]], WebhookReply | None]
 
 
 class Routes(Protocol):
-    def webhook(self, owner: str, path: str, handler: WebhookHandler,
+    def webhook(self, owner: str, path: str, handler: WebhookHandler, *, auth: WebhookAuth,
                 methods: Sequence[str] = ("POST",)) -> None: ...
 
 
@@ -96,8 +102,9 @@ class SourceContext:
     async def entity_versions(self, tenant: str, entity: str) -> dict[str, str]:
         return await self.reader.entity_versions(self.name, tenant, entity)
 
-    def webhook(self, path: str, handler: WebhookHandler, methods: Sequence[str] = ("POST",)) -> None:
-        self._routes.webhook(self.name, path, handler, methods)
+    def webhook(self, path: str, handler: WebhookHandler, *, auth: WebhookAuth,
+                methods: Sequence[str] = ("POST",)) -> None:
+        self._routes.webhook(self.name, path, handler, auth=auth, methods=methods)
 
     def dead_letter(self, reason: str, raw: bytes | None,
                     context: Mapping[str, str] | None = None) -> DeadLetter:

@@ -59,7 +59,7 @@ class AsteriaSource:
         self._valid_since_open = False
         self._drain = anyio.CancelScope(shield=True)
         if cfg.webhook_secret is not None:
-            ctx.webhook(f"/webhooks/{ctx.name}", self.handle)
+            ctx.webhook(f"/webhooks/{ctx.name}", self.handle, auth=self.auth)
 
     # ---------------------------------------------------------------- the pure part
 
@@ -196,11 +196,15 @@ class AsteriaSource:
 
     # ---------------------------------------------------------------- webhooks
 
-    async def handle(self, req: WebhookRequest) -> WebhookReply:
+    def auth(self, headers: Mapping[str, str]) -> WebhookReply | None:
+        """Before the body is read: the shared secret header, compared in constant time."""
         assert self.cfg.webhook_secret is not None
-        got = req.headers.get(self.cfg.webhook_header.lower(), "").encode()
-        if not hmac.compare_digest(got, self.cfg.webhook_secret.reveal().encode()):
-            return json_reply(401, error=f"missing or wrong {self.cfg.webhook_header}")
+        got = headers.get(self.cfg.webhook_header.lower(), "").encode()
+        if hmac.compare_digest(got, self.cfg.webhook_secret.reveal().encode()):
+            return None
+        return json_reply(401, error=f"missing or wrong {self.cfg.webhook_header}")
+
+    async def handle(self, req: WebhookRequest) -> WebhookReply:
         ctype = req.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype != "application/json":
             return json_reply(415, error="content-type must be application/json")

@@ -74,11 +74,12 @@ class ConnecSource:
         self.health = PollHealth(ctx)
         self._expected = f"{cfg.api_id}:{cfg.api_key.reveal()}".encode()
         base = cfg.notifications_path.rstrip("/")
-        ctx.webhook(base, self.notification)
-        ctx.webhook(base + "/{tenant}", self.notification)
+        ctx.webhook(base, self.notification, auth=self.auth)
+        ctx.webhook(base + "/{tenant}", self.notification, auth=self.auth)
         if cfg.account_webhooks:
-            ctx.webhook(cfg.groups_path, self.group_deleted, methods=("DELETE",))
-            ctx.webhook(cfg.group_users_path, self.user_removed, methods=("DELETE",))
+            ctx.webhook(cfg.groups_path, self.group_deleted, auth=self.auth, methods=("DELETE",))
+            ctx.webhook(cfg.group_users_path, self.user_removed, auth=self.auth,
+                        methods=("DELETE",))
         if cfg.poll:
             for outcome in ("complete", "failed"):
                 ctx.metrics.source_polls.labels(self.name, outcome)
@@ -127,19 +128,18 @@ class ConnecSource:
 
     # ---------------------------------------------------------------- webhooks
 
-    def _authorized(self, req: WebhookRequest) -> bool:
-        scheme, _, value = req.headers.get("authorization", "").partition(" ")
+    def auth(self, headers: Mapping[str, str]) -> WebhookReply | None:
+        """Before the body is read: HTTP Basic with the API id and key, in constant time."""
+        scheme, _, value = headers.get("authorization", "").partition(" ")
         if scheme.lower() != "basic":
-            return False
+            return _UNAUTHORIZED
         try:
             given = base64.b64decode(value.strip(), validate=True)
         except (binascii.Error, ValueError):
-            return False
-        return hmac.compare_digest(given, self._expected)
+            return _UNAUTHORIZED
+        return None if hmac.compare_digest(given, self._expected) else _UNAUTHORIZED
 
     async def notification(self, req: WebhookRequest) -> WebhookReply:
-        if not self._authorized(req):
-            return _UNAUTHORIZED
         ctype = req.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype not in ("application/json", wire.ACCEPT):
             return json_reply(415, error="content-type must be application/json")
@@ -177,8 +177,6 @@ class ConnecSource:
                                    req.path_params.get("id", ""))
 
     async def _account(self, req: WebhookRequest, kind: str, group: str, user: str | None) -> WebhookReply:
-        if not self._authorized(req):
-            return _UNAUTHORIZED
         self.ctx.received()
         try:
             event = account_event("group" if kind == "group" else "user", group, user,

@@ -18,7 +18,7 @@ class SyntheticConfig(SourceConfig, frozen=True, forbid_unknown_fields=True, kw_
     # Every n-th generated record is malformed (shows the dead-letter path); 0 = never.
     reject_every: int = 0
     # POST /webhooks/<name> takes records (one, or a JSON array); `token` is the bearer
-    # token it requires (a secret reference), none = open.
+    # token it requires (a secret reference): required, as no webhook is open to anyone.
     webhook: bool = False
     token: Secret | None = None
 
@@ -35,4 +35,8 @@ def validate(cfg: SyntheticConfig) -> list[str]:
         problems.append("reject_every: must be 0 (never) or more")
     if cfg.count < 0:
         problems.append("count: must be 0 (endless) or more")
+    if cfg.webhook and cfg.token is None:
+        problems.append("token: required with webhook = true (a secret reference, e.g. "
+                        "\"env:STREAMD_WEBHOOK_TOKEN\"): a webhook without one would take "
+                        "events from anyone")
     return problems
