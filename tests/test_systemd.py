@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from streamd.config import DaemonConfig
+from streamd.config import DaemonConfig, HttpConfig
 from streamd.errors import EX_CONFIG
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -174,6 +174,15 @@ def test_refused_config_is_not_restarted() -> None:
 def test_stop_timeout_leaves_room_for_the_default_drain() -> None:
     drain = DaemonConfig().shutdown_timeout.seconds
     assert seconds(one("Service", "TimeoutStopSec")) > drain
+
+
+def test_open_files_and_memory_leave_room_for_the_listener() -> None:
+    """The listener's default caps fit under LimitNOFILE= with streamd's reserve, and
+    memory is bounded well above what streamd uses (a kill there loses nothing)."""
+    from streamd.listener import FD_RESERVE
+
+    assert int(one("Service", "LimitNOFILE")) >= HttpConfig().max_connections + FD_RESERVE
+    assert one("Service", "MemoryMax") == "1G" and one("Service", "MemoryHigh") == "512M"
 
 
 def test_state_config_and_user() -> None:
