@@ -131,7 +131,9 @@ def _read(path: Path, what: str) -> str:
 # ---------------------------------------------------------------- redaction
 
 REDACTED = "***"
-_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>`]+")
+# A URL in free text ends before a space or a quote, and not on the punctuation after it
+# ("failed at https://h/x?a=1: timeout" keeps its ": ").
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>`]*[^\s\"'<>`.,:;!?)\]}]")
 _PEM = re.compile(r"-----BEGIN.*?(?:-----END[^\n]*?-----|\Z)", re.S)
 
 
