@@ -20,7 +20,9 @@ import time
 import tty
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import unquote
 
+import anyio
 import httpx
 import pytest
 
@@ -264,3 +266,45 @@ def test_check_escapes_what_a_problem_quotes(tmp_path: Path) -> None:
     assert r.returncode == EX_CONFIG
     assert "\x1b" not in r.stderr and "\\x1b[31m\\n<0>forged" in r.stderr
     assert not any(x.startswith("<0>") for x in r.stderr.splitlines())
+
+
+# ---------------------------------------------------------------- streamd auth
+
+@pytest.mark.anyio
+async def test_auth_escapes_the_error_a_provider_redirects_with(tmp_path: Path) -> None:
+    from streamd.providers.asperion import simulator as asperion_sim
+
+    from .test_asperion import free_port
+
+    async with asperion_sim.simulator(tmp_path / "sim", asperion_sim.Knobs()) as sim:
+        redirect = f"http://127.0.0.1:{free_port()}/callback"
+        cfg = tmp_path / "config.toml"
+        cfg.write_text('[store]\npath = "feed.db"\n' + sim.source_toml("ap", redirect_uri=f'"{redirect}"'))
+        proc = await anyio.open_process([sys.executable, "-m", "streamd", "auth", "ap", "-c", str(cfg)],
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
+        try:
+            assert proc.stdout is not None and proc.stderr is not None
+            out = b""
+            with anyio.fail_after(20):
+                while b"waiting for the redirect" not in out:
+                    out += await proc.stdout.receive()
+            m = re.search(rb"[?&]state=([^&\s]+)", out)
+            assert m, out
+            # The identity server sends the browser back with an error of its choosing.
+            async with httpx.AsyncClient() as browser:
+                await browser.get(redirect, params={"state": unquote(m.group(1).decode()),
+                                                    "error": "access_denied",
+                                                    "error_description": "no" + FORGED})
+            with anyio.fail_after(20):
+                assert await proc.wait() == 1
+            err = b""
+            with anyio.move_on_after(5):
+                async for chunk in proc.stderr:
+                    err += chunk
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+            await proc.aclose()
+    text = err.decode()
+    assert "the provider said access_denied: no" + escape(FORGED) in text
+    assert "\x1b" not in text and not any(x.startswith("<0>") for x in text.splitlines())
