@@ -19,7 +19,8 @@ from typing import Any, Literal, TypeVar
 import msgspec
 
 from .errors import ConfigError
-from .secrets import Secret, SecretError, is_reference
+from .escape import escape_json
+from .secrets import Secret, SecretError, is_reference, shown
 from .units import Duration, Size
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -162,7 +163,7 @@ def _enc_hook(obj: Any) -> Any:
     if isinstance(obj, (Duration, Size)):
         return str(obj)
     if isinstance(obj, Secret):
-        return f"<redacted {obj.reference}>"
+        return obj.reference  # `_shown` prints every reference as <redacted …>
     raise NotImplementedError(f"cannot encode {type(obj)!r}")
 
 
@@ -358,14 +359,28 @@ def load(path: str | Path) -> Config:
     return parse(text, origin=str(p), base_dir=p.resolve().parent)
 
 
+def _shown(value: Any) -> Any:
+    if isinstance(value, str):
+        return shown(value)
+    if isinstance(value, dict):
+        return {k: _shown(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shown(v) for v in value]
+    return value
+
+
 def to_builtins(cfg: Config) -> dict[str, Any]:
-    """The resolved config as plain data, secrets shown only as `<redacted env:NAME>`."""
-    out: dict[str, Any] = msgspec.to_builtins(cfg, enc_hook=_enc_hook)
+    """The resolved config as plain data, fit to be shown: every string goes through
+    `secrets.shown`, so a secret is only its reference (`<redacted env:NAME>`, also in a
+    header value or a path-or-secret field), key material is never printed, and URLs
+    have their password and query values redacted."""
+    out: dict[str, Any] = _shown(msgspec.to_builtins(cfg, enc_hook=_enc_hook))
     return out
 
 
 def render(cfg: Config) -> str:
-    return msgspec.json.format(msgspec.json.encode(to_builtins(cfg)), indent=2).decode()
+    """`to_builtins` as indented JSON, safe on a terminal (see `escape.escape_json`)."""
+    return escape_json(msgspec.json.format(msgspec.json.encode(to_builtins(cfg)), indent=2).decode())
 
 
 

@@ -9,6 +9,11 @@ Loops the watchdog guards (the writer and each sink dispatcher) also promise to
 come back: `beat(within=s)` says "I will beat again within s seconds". A loop that
 misses its own promise is wedged, and the daemon stops sending WATCHDOG=1, so
 systemd restarts it.
+
+A reason is often an exception's text, and an HTTP library's names the URL it failed
+on: reasons are kept with URLs redacted (`secrets.redact`), so a query token never
+reaches `/readyz` or `streamd status`. They are kept unescaped (the JSON of `/readyz`
+carries them as they are); every text rendering escapes them (`escape.escape`).
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from __future__ import annotations
 import enum
 import time
 from collections.abc import Callable
+
+from .secrets import redact
 
 
 class State(enum.StrEnum):
@@ -36,9 +43,17 @@ class Component:
         self.watched = watched
         self._clock = clock
         self.state = State.STARTING
-        self.reason = ""
+        self._reason = ""
         self.since = clock()
         self.deadline = clock() + 3600.0 if watched else float("inf")
+
+    @property
+    def reason(self) -> str:
+        return self._reason
+
+    @reason.setter
+    def reason(self, text: str) -> None:
+        self._reason = redact(text)
 
     def set(self, state: State, reason: str = "") -> None:
         if state is not self.state:

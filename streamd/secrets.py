@@ -7,12 +7,19 @@
 A `Secret` prints as its reference (`env:NAME`), never as its value: it is safe
 in logs, `repr`, exceptions and `streamd check` output. Code that must send the
 value calls `reveal()` at the last moment.
+
+Some secrets are not `Secret`s: a token in a URL's query string (receivers that
+authenticate that way), a password before its `@`, key material pasted where a path
+was expected. `redact` takes them out of any text that is shown (the log formatters,
+`/readyz` reasons, `streamd check`), and `shown` is how `check` prints a config value.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
+from urllib.parse import urlsplit
 
 _SCHEMES = ("env", "file", "credential")
 
@@ -21,6 +28,20 @@ def is_reference(value: str) -> bool:
     """Whether a string is a secret reference (env:, file: or credential:) rather than a path."""
     scheme, sep, target = value.partition(":")
     return bool(sep) and scheme in _SCHEMES and bool(target)
+
+
+def split_reference(value: str) -> tuple[str, str] | None:
+    """(text before, reference) when a value is, or ends with, a secret reference after a
+    space ("Bearer env:TOKEN"); else None."""
+    if is_reference(value):
+        return "", value
+    before, sep, last = value.rpartition(" ")
+    return (before + sep, last) if sep and is_reference(last) else None
+
+
+def is_key_material(value: str) -> bool:
+    """Whether a value holds a PEM block (a private key, or a certificate pasted inline)."""
+    return "-----BEGIN" in value
 
 
 class SecretError(ValueError):
@@ -105,3 +126,59 @@ def _read(path: Path, what: str) -> str:
     if not text:
         raise SecretError(f"{what} is empty")
     return text
+
+
+# ---------------------------------------------------------------- redaction
+
+REDACTED = "***"
+# A URL in free text ends before a space or a quote, and not on the punctuation after it
+# ("failed at https://h/x?a=1: timeout" keeps its ": ").
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>`]*[^\s\"'<>`.,:;!?)\]}]")
+_PEM = re.compile(r"-----BEGIN.*?(?:-----END[^\n]*?-----|\Z)", re.S)
+
+
+def redact_url(url: str) -> str:
+    """A URL with what may be a credential replaced by ***: the password (or a lone user
+    name, which is as often a token: `https://TOKEN@host`), every query value (the names
+    stay: `?token=***&page=***`), and a fragment. Scheme, host, port and path stay."""
+    try:
+        u = urlsplit(url)
+    except ValueError:  # e.g. an unclosed "[" in the host: show nothing after the scheme
+        scheme = url.partition("://")[0]
+        return f"{scheme}://{REDACTED}"
+    netloc = u.netloc
+    if "@" in netloc:
+        userinfo, _, host = netloc.rpartition("@")
+        user, sep, _ = userinfo.partition(":")
+        netloc = f"{user}:{REDACTED}@{host}" if sep else f"{REDACTED}@{host}"
+    out = f"{u.scheme}://{netloc}{u.path}"
+    if u.query:
+        out += "?" + "&".join(
+            (p.partition("=")[0] + "=" + REDACTED) if "=" in p else (REDACTED if p else "")
+            for p in u.query.split("&"))
+    if u.fragment:
+        out += "#" + REDACTED
+    return out
+
+
+def redact(text: str) -> str:
+    """Free text (a log message, an error from an HTTP library, a readiness reason) with
+    every URL redacted as `redact_url` does, and every PEM block replaced. Text with
+    neither is returned as is, after two substring searches."""
+    if "://" in text:
+        text = _URL.sub(lambda m: redact_url(m.group()), text)
+    if "-----BEGIN" in text:
+        text = _PEM.sub("<redacted key material>", text)
+    return text
+
+
+def shown(value: str) -> str:
+    """A config string as `streamd check` prints it: key material never; a secret
+    reference as `<redacted env:NAME>` (also after text: "Bearer <redacted env:T>");
+    URLs redacted."""
+    if is_key_material(value):
+        return "<redacted key material>"
+    split = split_reference(value)
+    if split is not None:
+        return f"{split[0]}<redacted {split[1]}>"
+    return redact(value)

@@ -37,6 +37,7 @@ from starlette.routing import Route
 from .asgi import bind
 from .config import HttpConfig
 from .errors import StoreError
+from .escape import escape
 from .health import Health
 from .listener import FD_RESERVE, Limits, Listener, connection_of, raise_fd_limit
 from .metrics import Metrics
@@ -212,7 +213,8 @@ class Web:
             ready, lines = False, ["daemon: shutting down", *lines]
         if "application/json" in request.headers.get("accept", ""):
             return JSONResponse({"ready": ready, "components": lines}, status_code=200 if ready else 503)
-        text = ("ready\n" if ready else "not ready\n") + "".join(f"{line}\n" for line in lines)
+        # A reason may hold a peer's text: one escaped line per component.
+        text = ("ready\n" if ready else "not ready\n") + "".join(f"{escape(line)}\n" for line in lines)
         return PlainTextResponse(text, status_code=200 if ready else 503)
 
     def refresh_health_metrics(self) -> None:

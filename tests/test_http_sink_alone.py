@@ -206,7 +206,8 @@ path = "feed.db"
     check = streamd_cli("check", "-c", str(tmp_path / "config.toml"), env=env)
     assert check.returncode == 0, check.stderr
     assert "<redacted env:HTTP_SINK_SIGNING>" in check.stdout
-    assert "Bearer env:HTTP_SINK_TOKEN" in check.stdout
+    assert "Bearer <redacted env:HTTP_SINK_TOKEN>" in check.stdout
+    assert f"<redacted file:{tmp_path / 'k'}>" in check.stdout
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     cfg = parse(text, base_dir=tmp_path)

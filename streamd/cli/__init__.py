@@ -16,6 +16,8 @@ from pathlib import Path
 from .. import __version__
 from ..config import Config, load, render
 from ..errors import EX_CONFIG, EX_FAILURE, ConfigError, StoreError
+from ..escape import escape
+from ..secrets import redact
 
 log = logging.getLogger("streamd")
 
@@ -33,14 +35,15 @@ def default_config() -> str:
 
 
 def load_config(path: str | None) -> Config:
-    """Load the config or exit 78, printing every problem with its key path."""
+    """Load the config or exit 78, printing every problem with its key path. A problem
+    may quote a value: it is printed redacted (URLs, key material) and escaped."""
     target = path or default_config()
     try:
         return load(target)
     except ConfigError as exc:
-        print(f"streamd: config {target} refused:", file=sys.stderr)
+        print(f"streamd: config {escape(target)} refused:", file=sys.stderr)
         for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
+            print(f"  {escape(redact(problem))}", file=sys.stderr)
         raise SystemExit(EX_CONFIG) from None
 
 
@@ -81,9 +84,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     return _finish(0)
 
 
+def warnings(cfg: Config) -> list[str]:
+    """What the config allows but `check` points out (e.g. an http sink's allow_http)."""
+    from ..sinks import sink_spec
+
+    return [f"sinks.{name}.{w}" for name, s in cfg.sinks.items() for w in sink_spec(s.type).warnings(s)]
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
-    print(f"{cfg.origin}: ok ({len(cfg.sources)} sources, {len(cfg.sinks)} sinks)")
+    print(f"{escape(cfg.origin)}: ok ({len(cfg.sources)} sources, {len(cfg.sinks)} sinks)")
+    for warning in warnings(cfg):
+        print(f"streamd: warning: {escape(redact(warning))}", file=sys.stderr)
     if not args.quiet:
         print(render(cfg))
     return 0

@@ -29,6 +29,7 @@ from starlette.routing import Route
 
 from ..asgi import Server, bind
 from ..errors import EX_CONFIG, EX_FAILURE, StoreError
+from ..escape import escape
 
 log = logging.getLogger("streamd.auth")
 
@@ -65,7 +66,8 @@ def cmd_auth(args: argparse.Namespace) -> int:
     try:
         anyio.run(_auth, cfg.store, args.source, src, token, args.timeout)
     except _Failed as exc:
-        print(f"streamd auth: {exc}", file=sys.stderr)
+        # It may quote the identity server's error_description, or the redirect's `error`.
+        print(f"streamd auth: {escape(str(exc))}", file=sys.stderr)
         return EX_FAILURE
     except StoreError as exc:
         print(f"streamd auth: cannot store the tokens: {exc}", file=sys.stderr)

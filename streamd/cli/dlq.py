@@ -4,6 +4,12 @@
 dead letter is normalized again from its raw bytes (after an upgrade that fixed
 the cause), a sink's is delivered again. `drop` deletes rows for good. Both are
 short transactions that wait for the daemon's writer, never race it.
+
+What a dead letter holds came from outside: `list` prints its name and reason escaped
+(`escape.escape`), one line per dead letter. With `--raw`, each payload follows its
+line: escaped on one indented line when stdout is a terminal (an ANSI escape in a
+payload must not reach it; bytes that are not UTF-8 show as `\\udcXX`), and as its exact
+bytes, then a newline, when stdout is a pipe or a file (to feed `jq`, `xxd`, a replay).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from typing import Any
 import anyio
 
 from ..errors import StoreError
+from ..escape import escape
 from ..store import FeedReader
 from ..store.reader import DeadLetterRow
 from .common import add_db, fmt_ms, store_config
@@ -29,7 +36,8 @@ def add_parser(sub: Any, with_config: Callable[[argparse.ArgumentParser], argpar
     add_db(ls)
     ls.add_argument("--origin", choices=["source", "sink"])
     ls.add_argument("--name", help="only this source or sink")
-    ls.add_argument("--raw", action="store_true", help="print each raw payload too")
+    ls.add_argument("--raw", action="store_true", help="print each raw payload too (escaped on a "
+                    "terminal, its exact bytes to a pipe or file)")
     ls.add_argument("--limit", type=int, default=100)
     ls.set_defaults(func=cmd_list)
     for verb, help_ in (("retry", "mark dead letters for the daemon to try again"),
@@ -42,15 +50,20 @@ def add_parser(sub: Any, with_config: Callable[[argparse.ArgumentParser], argpar
         v.set_defaults(func=cmd_change, verb=verb)
 
 
-def _show(row: DeadLetterRow, raw: bool) -> str:
-    where = f"{row.origin} {row.name}"
+def _show(row: DeadLetterRow) -> str:
+    where = escape(f"{row.origin} {row.name}")
     seq = f" seq {row.event_seq}" if row.event_seq is not None else ""
     size = len(row.raw) if row.raw is not None else 0
-    out = (f"{row.id:>6}  {fmt_ms(row.created_ms)}  {where:<24} {row.status:<6} "
-           f"tries {row.attempts:<3} {size:>7} B{seq}  {row.reason}")
-    if raw and row.raw is not None:
-        out += "\n        " + row.raw.decode("utf-8", "backslashreplace").rstrip("\n")
-    return out
+    return (f"{row.id:>6}  {fmt_ms(row.created_ms)}  {where:<24} {escape(row.status):<6} "
+            f"tries {row.attempts:<3} {size:>7} B{seq}  {escape(row.reason)}")
+
+
+def _print_raw(raw: bytes, terminal: bool) -> None:
+    if terminal:
+        print("        " + escape(raw.decode("utf-8", "surrogateescape")))
+        return
+    sys.stdout.flush()
+    sys.stdout.buffer.write(raw + b"\n")
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -66,8 +79,11 @@ def cmd_list(args: argparse.Namespace) -> int:
     except StoreError as exc:
         print(f"streamd dlq: {exc}", file=sys.stderr)
         return 1
+    terminal = sys.stdout.isatty()
     for row in rows:
-        print(_show(row, args.raw))
+        print(_show(row))
+        if args.raw and row.raw is not None:
+            _print_raw(row.raw, terminal)
     if not rows:
         print("no dead letters")
     return 0

@@ -1,6 +1,10 @@
 """`streamd status`: the feed head, each source's last progress and live state, each
 sink's offset and lag, and the dead letters. Live states come from the running
-daemon's /readyz; the rest is read from the database."""
+daemon's /readyz; the rest is read from the database.
+
+A state's reason and a progress value may hold a provider's text: the text output
+escapes every value it prints (`escape.escape`; progress, being JSON, with
+`escape_json`), and `--json` is escaped by being JSON (and `escape_json`)."""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import httpx
 import msgspec
 
 from ..errors import StoreError
+from ..escape import escape, escape_json
 from ..store import FeedReader
 from ..web import parse_listen
 from .common import fmt_ms
@@ -88,25 +93,26 @@ async def gather(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _print(s: dict[str, Any]) -> None:
-    print(f"feed     {s['store']}: head {s['head']}, {s['retained']} events retained")
-    print(f"daemon   {s['daemon']}")
+    print(f"feed     {escape(s['store'])}: head {s['head']}, {s['retained']} events retained")
+    print(f"daemon   {escape(s['daemon'])}")
     print("sources")
     for name, src in s["sources"].items():
-        prog = msgspec.json.encode(src["progress"]).decode() if src["progress"] else "-"
+        prog = escape_json(msgspec.json.encode(src["progress"]).decode()) if src["progress"] else "-"
         if len(prog) > 60:
             prog = prog[:57] + "..."
-        print(f"  {name:<20} {src['provider']:<10} {src['state']:<24} progress {prog} "
+        print(f"  {name:<20} {src['provider']:<10} {escape(src['state']):<24} progress {prog} "
               f"(at {src['progress_updated']})")
     print("sinks")
     for name, snk in s["sinks"].items():
         off = "-" if snk["offset"] is None else snk["offset"]
-        print(f"  {name:<20} {snk['type']:<10} {snk['state']:<24} offset {off}, lag "
+        print(f"  {name:<20} {snk['type']:<10} {escape(snk['state']):<24} offset {off}, lag "
               f"{snk['lag_events']} events (oldest pending {snk['oldest_pending']})")
     total = sum(s["dead_letters"].values())
-    detail = ", ".join(f"{k}: {v}" for k, v in s["dead_letters"].items())
+    detail = ", ".join(f"{escape(k)}: {v}" for k, v in s["dead_letters"].items())
     print(f"dead letters {total}" + (f" ({detail})" if detail else ""))
     if s["stale_offsets"]:
-        print(f"note: offsets kept for sinks no longer configured: {', '.join(s['stale_offsets'])}"
+        print("note: offsets kept for sinks no longer configured: "
+              f"{', '.join(escape(o) for o in s['stale_offsets'])}"
               " (ignored by retention; they are used again if the sink comes back)")
 
 
@@ -117,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"streamd status: {exc}", file=sys.stderr)
         return 1
     if args.json:
-        print(msgspec.json.format(msgspec.json.encode(s), indent=2).decode())
+        print(escape_json(msgspec.json.format(msgspec.json.encode(s), indent=2).decode()))
     else:
         _print(s)
     return 0

@@ -2,6 +2,12 @@
 
 It reads the database directly, so it works while the daemon runs (WAL readers
 never block the writer) and when it does not.
+
+A line is JSON, so the C0 controls in provider data (line breaks, ANSI escapes) are
+already escaped in it. On a terminal the rest of what `escape.escape` refuses (C1
+controls, DEL, line separators, bidi overrides) is written as `\\uXXXX` too
+(`escape_json`: the same JSON value); to a pipe or a file the lines are the feed's own
+bytes, exactly the file sink's.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import anyio
 
 from ..config import Match
 from ..errors import StoreError
+from ..escape import escape_json
 from ..store import FeedReader
 from .common import add_db, add_filters, match_from, parse_since, store_config
 
@@ -50,6 +57,7 @@ async def _start_after(reader: FeedReader, args: argparse.Namespace, match: Matc
 async def _tail(args: argparse.Namespace) -> None:
     reader = await FeedReader.open(store_config(args))
     out = sys.stdout.buffer
+    terminal = sys.stdout.isatty()
     match = match_from(args)
     try:
         after = await _start_after(reader, args, match)
@@ -59,7 +67,8 @@ async def _tail(args: argparse.Namespace) -> None:
                 upto = min(head, after + 20 * READ)
                 events = await reader.read(after, upto, READ, match)
                 if events:
-                    out.write(b"".join(e.line for e in events))
+                    out.write(b"".join(_for_terminal(e.line) if terminal else e.line
+                                       for e in events))
                 after = events[-1].seq if len(events) == READ else upto
             out.flush()
             if not args.follow:
@@ -67,6 +76,12 @@ async def _tail(args: argparse.Namespace) -> None:
             await anyio.sleep(POLL)
     finally:
         await reader.close()
+
+
+def _for_terminal(line: bytes) -> bytes:
+    if line.isascii() and b"\x7f" not in line:
+        return line
+    return escape_json(line.decode("utf-8", "surrogateescape")).encode("utf-8", "surrogateescape")
 
 
 def run(args: argparse.Namespace) -> int:

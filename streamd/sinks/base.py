@@ -44,5 +44,7 @@ class SinkSpec:
     config: type[SinkConfig]
     build: Callable[[str, Any], Sink]
     validate: Callable[[Any], list[str]] = no_checks
+    # What is allowed but risky ("key: …"): printed by `streamd check`; the sink logs it at start.
+    warnings: Callable[[Any], list[str]] = no_checks
     # config fields holding paths, resolved against the config file's directory
     path_fields: tuple[str, ...] = ()

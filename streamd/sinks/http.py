@@ -17,6 +17,12 @@ receiver as a wish to stop. 401, 403, 404, 405 and 407 (the endpoint or its
 credentials are refused, not the events) and 3xx (streamd does not follow redirects)
 are retried too. Any other 4xx is permanent: the dispatcher splits the batch and
 dead-letters the refused events, with the status and the start of the answer's body.
+
+Plain `http://` is for a receiver on this machine: to any other host the events and
+the credential headers would cross the network in clear text, so the config is refused
+unless `allow_http = true` says the network between is trusted (then `check` and the
+start of `run` warn). The URL is shown only redacted (`secrets.redact_url`): a receiver
+that takes its token in the query string keeps it out of logs, `/readyz` and `check`.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import ipaddress
 import logging
 import re
 import ssl
@@ -42,7 +49,7 @@ from ..config import SinkConfig
 from ..errors import ConfigError, DeliveryError, Permanent, Retryable
 from ..metrics import Metrics
 from ..retry import retry_after_seconds
-from ..secrets import Secret, SecretError, is_reference
+from ..secrets import Secret, SecretError, redact, redact_url, split_reference
 from ..store import FeedEvent
 from ..units import Duration
 from .base import SinkSpec
@@ -55,8 +62,14 @@ BODY_KEPT = 500  # bytes of a refusal's body kept for the reason (and the dead l
 # Headers the sink writes itself: configuring them would break delivery or idempotency.
 RESERVED = frozenset({"content-type", "content-length", "host", "transfer-encoding", "connection",
                       "idempotency-key", "webhook-id", "webhook-timestamp", "webhook-signature"})
-# Headers whose value is a credential: only as a secret reference, never inline.
-SENSITIVE = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key"})
+# Headers whose value is a credential: only as a secret reference, never inline. A name
+# is one when it holds any of these (case-insensitive): the standard ones (Authorization,
+# Proxy-Authorization, Cookie) and what services name theirs (X-Api-Key, X-Auth-Token,
+# X-Hub-Signature, X-Session-Id, X-Client-Secret, X-Csrf-Token, X-Jwt, X-Credential …).
+# A substring list errs towards asking for a reference: a harmless header caught by it
+# only has to move its value to the environment, a credential missed by it is printed.
+SENSITIVE = ("auth", "token", "key", "secret", "signature", "cookie", "session", "passw",
+             "credential", "jwt")
 # Answers that refuse the endpoint or the credentials, not the events: dead-lettering the
 # whole feed over a wrong URL or an expired token would be worse than waiting for a fix.
 ENDPOINT_REFUSED = frozenset({401, 403, 404, 405, 407})
@@ -78,6 +91,9 @@ class HttpSinkConfig(SinkConfig, frozen=True, forbid_unknown_fields=True, kw_onl
     signing_secret: Secret | None = None
     # CA bundle the receiver's certificate is verified against (https); none = the system store.
     ca: str | None = None
+    # Allow a plain http:// url to a host other than this machine (the events and any
+    # credential header then cross the network unencrypted).
+    allow_http: bool = False
 
 
 # ---------------------------------------------------------------- config
@@ -105,18 +121,26 @@ def signing_key(secret: Secret) -> bytes:
     return value.encode()
 
 
-def _split_reference(value: str) -> tuple[str, str] | None:
-    """(text before, reference) when a header value is or ends with a secret reference."""
-    if is_reference(value):
-        return "", value
-    before, sep, last = value.rpartition(" ")
-    return (before + sep, last) if sep and is_reference(last) else None
+def is_sensitive(header: str) -> bool:
+    """Whether a header's name says its value is a credential (see SENSITIVE)."""
+    low = header.lower()
+    return any(part in low for part in SENSITIVE)
+
+
+def is_loopback(host: str) -> bool:
+    """localhost, 127.0.0.0/8 or ::1: a receiver on this machine."""
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def resolve_header(value: str) -> tuple[str, Secret | None]:
     """A header value as (text, secret): the value sent is text + secret's value.
     Raises SecretError for a reference that cannot be read."""
-    split = _split_reference(value)
+    split = split_reference(value)
     if split is None:
         return value, None
     before, ref = split
@@ -139,15 +163,17 @@ def _header_problems(headers: dict[str, str]) -> list[str]:
         seen.add(low)
         if low in RESERVED:
             problems.append(f"{where}: set by the sink itself; it cannot be configured")
+            continue
         if any(c in value for c in "\r\n\0"):
             problems.append(f"{where}: a header value cannot hold line breaks")
             continue
-        if _split_reference(value) is None:
-            if low in SENSITIVE:
+        if split_reference(value) is None:
+            if is_sensitive(name):
                 # Do not echo the value: an inline credential is exactly what must not be printed.
                 problems.append(f"{where}: a credential is written as a secret reference "
                                 "(\"env:NAME\", \"file:/path\", \"credential:NAME\", or e.g. "
-                                "\"Bearer env:NAME\"), never inline")
+                                "\"Bearer env:NAME\"), never inline; a header is taken for one "
+                                f"when its name holds any of: {', '.join(SENSITIVE)}")
             continue
         try:
             resolve_header(value)
@@ -165,11 +191,18 @@ def _validate(cfg: HttpSinkConfig) -> list[str]:
     except ValueError:
         port_ok = False
     if url.username is not None or url.password is not None:
-        # Not echoed: the URL holds a password.
-        problems.append("url: must not hold credentials (it is printed in logs and `streamd check`); "
-                        "send them in `headers` as a secret reference")
+        # Not echoed: the URL holds a password, and secrets are never written inline.
+        problems.append("url: must not hold credentials (a password written inline); send them "
+                        "in `headers` as a secret reference, e.g. Authorization = \"Basic env:NAME\"")
     elif url.scheme not in ("http", "https") or not url.hostname or not port_ok:
-        problems.append(f"url: expected an http:// or https:// URL, got {cfg.url!r}")
+        problems.append(f"url: expected an http:// or https:// URL, got {redact_url(cfg.url)!r}")
+    elif url.scheme == "http" and not is_loopback(url.hostname) and not cfg.allow_http:
+        problems.append(f"url: plain http:// to {url.hostname} would send the events"
+                        + (" and the credential headers" if _has_credentials(cfg) else "")
+                        + " unencrypted; use https://, or set allow_http = true if the network "
+                        "between is trusted (only this machine, localhost, is allowed without)")
+    if cfg.allow_http and url.scheme == "https":
+        problems.append("allow_http: only used with an http:// url")
     if cfg.ca is not None:
         if url.scheme != "https":
             problems.append("ca: only used with an https:// url")
@@ -194,6 +227,19 @@ def _validate(cfg: HttpSinkConfig) -> list[str]:
         except ValueError as exc:
             problems.append(f"signing_secret: {cfg.signing_secret.reference}: {exc}")
     return problems
+
+
+def _has_credentials(cfg: HttpSinkConfig) -> bool:
+    return any(split_reference(v) is not None or is_sensitive(k) for k, v in cfg.headers.items())
+
+
+def _warnings(cfg: HttpSinkConfig) -> list[str]:
+    url = urlsplit(cfg.url)
+    if cfg.allow_http and url.scheme == "http" and url.hostname and not is_loopback(url.hostname):
+        what = "the events and the credential headers" if _has_credentials(cfg) else "the events"
+        return [f"url: plain http:// to {url.hostname}: {what} cross the network unencrypted "
+                "(allow_http = true)"]
+    return []
 
 
 # ---------------------------------------------------------------- the sink
@@ -224,6 +270,9 @@ class HttpSink:
         self.cfg = cfg
         # Batches redelivered after a crash must be the same batches: their key says so.
         self.stable_batches = cfg.format == "batch"
+        self.url = redact_url(cfg.url)  # for messages: the query may hold a token
+        for warning in _warnings(cfg):
+            log.warning("sink %s: %s", name, warning)
         self._headers = {"user-agent": f"streamd/{__version__}"}
         for header, value in cfg.headers.items():
             try:
@@ -241,7 +290,7 @@ class HttpSink:
         self.requests = 0
 
     def __repr__(self) -> str:
-        return f"HttpSink({self.name!r}, {self.cfg.url}, format={self.cfg.format})"
+        return f"HttpSink({self.name!r}, {self.url}, format={self.cfg.format})"
 
     def attach_metrics(self, metrics: Metrics) -> None:
         self._metrics = metrics
@@ -339,10 +388,10 @@ class HttpSink:
                             head += chunk[:BODY_KEPT - len(head)]
         except (TimeoutError, httpx.TimeoutException):
             self._count("error")
-            raise Retryable(f"no answer from {self.cfg.url} within {self.cfg.timeout}") from None
+            raise Retryable(f"no answer from {self.url} within {self.cfg.timeout}") from None
         except httpx.HTTPError as exc:
             self._count("error")
-            raise Retryable(f"{self.cfg.url}: {_describe(exc)}") from None
+            raise Retryable(f"{self.url}: {_describe(exc)}") from None
         self._count(str(resp.status_code))
         self._judge(resp, bytes(head))
 
@@ -381,7 +430,7 @@ class HttpSink:
 
 
 def _describe(exc: httpx.HTTPError) -> str:
-    text = str(exc) or type(exc).__name__
+    text = redact(str(exc)) or type(exc).__name__
     if isinstance(exc, httpx.ConnectError):
         return f"cannot connect: {text}"
     return f"{type(exc).__name__}: {text}" if str(exc) else text
@@ -391,4 +440,5 @@ def _build(name: str, cfg: HttpSinkConfig) -> HttpSink:
     return HttpSink(name, cfg)
 
 
-SPEC = SinkSpec(config=HttpSinkConfig, build=_build, validate=_validate, path_fields=("ca",))
+SPEC = SinkSpec(config=HttpSinkConfig, build=_build, validate=_validate, warnings=_warnings,
+                path_fields=("ca",))

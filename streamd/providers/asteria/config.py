@@ -10,7 +10,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from ...config import SourceConfig
-from ...secrets import Secret, SecretError, is_reference
+from ...secrets import Secret, SecretError, is_key_material, is_reference
 from ...units import Duration, Size
 
 
@@ -94,16 +94,22 @@ def validate(cfg: AsteriaConfig) -> list[str]:
     for name in ("batch_max", "inflight"):
         if getattr(cfg, name) < 1:
             problems.append(f"{name}: must be at least 1")
-    for name, path in (("cert", cfg.cert), ("ca", cfg.ca)):
-        if path is not None and not Path(path).is_file():
-            problems.append(f"{name}: {path} is not a readable file")
-    if is_reference(cfg.key):
-        try:
-            Secret.resolve(cfg.key)
-        except SecretError as exc:
-            problems.append(f"key: {exc}")
-    elif not Path(cfg.key).is_file():
-        problems.append(f"key: {cfg.key} is not a readable file")
+    for name, value in (("cert", cfg.cert), ("key", cfg.key), ("ca", cfg.ca)):
+        if value is None:
+            continue
+        if is_key_material(value):
+            # Never echoed: for `key` it is the private key itself. (Pasted into a path
+            # field, the config loader made it a path, still holding the PEM text.)
+            problems.append(f"{name}: holds PEM text; give the path of a file that holds it"
+                            + (", or a secret reference (env:NAME, file:/path, credential:NAME)"
+                               if name == "key" else ""))
+        elif name == "key" and is_reference(value):
+            try:
+                Secret.resolve(value)
+            except SecretError as exc:
+                problems.append(f"key: {exc}")
+        elif not Path(value).is_file():
+            problems.append(f"{name}: {value} is not a readable file")
     if not problems:
         try:
             tls_context(cfg)
