@@ -144,7 +144,7 @@ def test_a_readable_feed_is_made_0600_at_start_with_a_warning(streamd_proc: Call
     d.start()
     assert [oct(mode(f)) for f in files] == ["0o600"] * 3
     for f in files:
-        assert f"store: {f} was readable by others than its owner (mode 0644); made it 0600" in d.log()
+        assert f"store: {f} was accessible to others than its owner (mode 0644); made it 0600" in d.log()
     assert d.terminate() == 0
 
 

@@ -16,11 +16,12 @@ see docs/benchmarks.md.
 The file holds the feed and the credentials sources keep (see `sealed`): it is the
 owner's alone. SQLite would create it 0644 less the umask, and gives `-wal` and
 `-shm` the main file's mode, so the writer creates the file 0600 itself before SQLite
-opens it, and tightens one it finds readable by others (`private`).
+opens it, and tightens one it finds open to group or others (`private`).
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sqlite3
@@ -168,16 +169,19 @@ _SIDE_FILES = ("", "-wal", "-shm")
 def private(path: str) -> None:
     """Make the feed the owner's alone: its directory, when streamd creates it, 0700; the
     file created 0600 whatever the umask (SQLite then gives -wal and -shm that mode); an
-    existing file, -wal or -shm readable by group or others made 0600, with a warning."""
+    existing file, -wal or -shm with any permission for group or others made 0600, with a
+    warning."""
     parent = os.path.dirname(os.path.abspath(path))
     try:
         if not os.path.isdir(parent):
             os.makedirs(os.path.dirname(parent), exist_ok=True)
             try:
                 os.mkdir(parent, 0o700)
+            except FileExistsError:  # made meanwhile, or a file
+                if not os.path.isdir(parent):
+                    raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR)) from None
+            else:
                 os.chmod(parent, 0o700)  # the umask may have taken bits off
-            except FileExistsError:
-                pass
     except OSError as exc:
         raise StoreFatal(f"{path}: cannot create its directory: {exc.strerror}") from None
     try:
@@ -204,11 +208,11 @@ def private(path: str) -> None:
         try:
             os.chmod(file, PRIVATE)
         except OSError as exc:
-            log.warning("store: %s is readable by others than its owner (mode %04o), and cannot "
+            log.warning("store: %s is accessible to others than its owner (mode %04o), and cannot "
                         "be made 0600 (%s): it holds the feed and the sources' credentials",
                         file, mode, exc.strerror)
         else:
-            log.warning("store: %s was readable by others than its owner (mode %04o); made it "
+            log.warning("store: %s was accessible to others than its owner (mode %04o); made it "
                         "0600: it holds the feed and the sources' credentials", file, mode)
 
 
