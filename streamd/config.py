@@ -45,6 +45,10 @@ class StoreConfig(_Base, frozen=True):
     commit_linger: Duration = Duration(0.002)
     # Submitted batches waiting for the writer; a full queue slows the sources down.
     queue_batches: int = 64
+    # Encrypts the credentials sources keep in the store (store/sealed.py): 32 random
+    # bytes in base64. `_previous` only decrypts, during a key rotation.
+    secrets_key: Secret | None = None
+    secrets_key_previous: Secret | None = None
 
 
 class HttpConfig(_Base, frozen=True):
@@ -251,6 +255,22 @@ def _check_match(where: str, match: Match, known_providers: set[str], problems: 
             )
 
 
+def _check_secrets_key(store: StoreConfig, problems: list[str]) -> None:
+    from .store.sealed import parse_key
+
+    for name in ("secrets_key", "secrets_key_previous"):
+        secret: Secret | None = getattr(store, name)
+        if secret is None:
+            continue
+        try:
+            parse_key(secret.reveal())
+        except ValueError as exc:  # the message never quotes the key
+            problems.append(f"store.{name}: {secret.reference}: {exc}")
+    if store.secrets_key_previous is not None and store.secrets_key is None:
+        problems.append("store.secrets_key_previous: only decrypts during a rotation; "
+                        "store.secrets_key (the new key) must be set too")
+
+
 def parse(text: str, *, origin: str = "<string>", base_dir: Path | None = None) -> Config:
     """Decode and validate a whole config; raise `ConfigError` listing every problem."""
     from .providers import PROVIDERS, provider_spec
@@ -326,6 +346,7 @@ def parse(text: str, *, origin: str = "<string>", base_dir: Path | None = None) 
             problems.append("store.commit_max_events: must be at least 1")
         if store_cfg.queue_batches < 1:
             problems.append("store.queue_batches: must be at least 1")
+        _check_secrets_key(store_cfg, problems)
     if problems or store_cfg is None or http is None or daemon is None:
         raise ConfigError(problems)
     store = msgspec.structs.replace(store_cfg, path=_resolve_path(base, store_cfg.path))

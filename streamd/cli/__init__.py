@@ -94,11 +94,24 @@ def warnings(cfg: Config) -> list[str]:
 def cmd_check(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     print(f"{escape(cfg.origin)}: ok ({len(cfg.sources)} sources, {len(cfg.sinks)} sinks)")
-    for warning in warnings(cfg):
+    for warning in [*config_warnings(cfg), *warnings(cfg)]:
         print(f"streamd: warning: {escape(redact(warning))}", file=sys.stderr)
     if not args.quiet:
         print(render(cfg))
     return 0
+
+
+def config_warnings(cfg: Config) -> list[str]:
+    """What a valid config had better not do."""
+    from ..providers import provider_spec
+
+    keepers = [name for name, src in cfg.sources.items() if provider_spec(src.provider).keeps_credentials]
+    if keepers and cfg.store.secrets_key is None:
+        which = (f"source {keepers[0]} keeps" if len(keepers) == 1
+                 else f"sources {', '.join(keepers)} keep")
+        return [f"[store] secrets_key is not set: the tokens {which} in {cfg.store.path} are "
+                "stored in clear, there and in every copy of it (docs/operations.md, \"Backups\")"]
+    return []
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -132,6 +132,9 @@ class ProviderSpec:
     build: Callable[[SourceContext, Any], Source]
     validate: Callable[[Any], list[str]] = no_checks
     path_fields: tuple[str, ...] = ()
+    # The source keeps credentials in the store (`secret.` progress): `streamd check`
+    # warns when `[store] secrets_key` is not set to encrypt them.
+    keeps_credentials: bool = False
 
 
 def json_reply(status: int, **body: Any) -> WebhookReply:

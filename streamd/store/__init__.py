@@ -1,11 +1,22 @@
-"""The feed: one SQLite file (schema), one writer task (writer), many readers (reader)."""
+"""The feed: one SQLite file (schema), one writer task (writer), many readers (reader);
+credentials kept in it sealed (sealed)."""
 
 from .reader import DeadLetterRow, FeedEvent, FeedReader, match_clause
 from .schema import SCHEMA_VERSION, classify, connect
-from .writer import Batch, Committed, DeadLetter, EntityState, Pending, Writer, WriterClosed
+from .sealed import SECRET_PREFIX, SecretUnreadable
+from .writer import (
+    Batch,
+    Committed,
+    DeadLetter,
+    EntityState,
+    Pending,
+    Writer,
+    WriterClosed,
+    write_state,
+)
 
 __all__ = [
-    "SCHEMA_VERSION", "Batch", "Committed", "DeadLetter", "DeadLetterRow", "EntityState",
-    "FeedEvent", "FeedReader", "Pending", "Writer", "WriterClosed", "classify", "connect",
-    "match_clause",
+    "SCHEMA_VERSION", "SECRET_PREFIX", "Batch", "Committed", "DeadLetter", "DeadLetterRow",
+    "EntityState", "FeedEvent", "FeedReader", "Pending", "SecretUnreadable", "Writer",
+    "WriterClosed", "classify", "connect", "match_clause", "write_state",
 ]

@@ -14,10 +14,8 @@ import msgspec
 from ..config import Match, StoreConfig
 from ..model import cloudevent, render_line
 from .schema import classify, connect
+from .sealed import SECRET_PREFIX, Sealer
 
-#: source_state keys with this prefix hold credentials: `all_progress` (and so `streamd
-#: status`) shows them as "<secret>".
-SECRET_PREFIX = "secret."
 _COLUMNS = "seq, id, source, provider, tenant, entity, op, key, time, received, data"
 
 
@@ -80,13 +78,15 @@ class DeadLetterRow(msgspec.Struct, frozen=True):
 
 
 class FeedReader:
-    def __init__(self, db: aiosqlite.Connection, path: str) -> None:
+    def __init__(self, db: aiosqlite.Connection, path: str, sealer: Sealer | None = None) -> None:
         self._db = db
         self.path = path
+        self._sealer = sealer or Sealer()
 
     @classmethod
     async def open(cls, cfg: StoreConfig) -> FeedReader:
-        return cls(await connect(cfg, create=False, reader=True), cfg.path)
+        sealer = Sealer.from_config(cfg)
+        return cls(await connect(cfg, create=False, reader=True), cfg.path, sealer)
 
     async def close(self) -> None:
         await self._db.close()
@@ -161,15 +161,19 @@ class FeedReader:
         return int(row[0]) if row else None
 
     async def progress(self, source: str) -> dict[str, Any]:
+        """A source's last committed progress, credentials decrypted. Raises
+        `SecretUnreadable` (not a StoreError: that source's problem alone) when one
+        cannot be."""
         rows = await self._all("SELECT key, value FROM source_state WHERE source = ?", (source,))
-        return {k: msgspec.json.decode(v) for k, v in rows}
+        return {k: self._sealer.decode(source, k, bytes(v)) for k, v in rows}
 
     async def all_progress(self) -> dict[str, tuple[dict[str, Any], int]]:
         out: dict[str, tuple[dict[str, Any], int]] = {}
         for source, key, value, updated in await self._all(
                 "SELECT source, key, value, updated FROM source_state ORDER BY source, key"):
             values, last = out.get(source, ({}, 0))
-            # Tokens kept as progress (e.g. a rotated OAuth2 refresh token) are never shown.
+            # Tokens kept as progress (e.g. a rotated OAuth2 refresh token) are never shown,
+            # nor decrypted.
             values[key] = "<secret>" if key.startswith(SECRET_PREFIX) else msgspec.json.decode(value)
             out[source] = (values, max(last, int(updated)))
         return out

@@ -12,18 +12,28 @@ bucket taken from the event's version (its second, when the version is a provide
 timestamp): recent events land in a small part of the index. With rare checkpoints
 (`store.checkpoint_every`) this measured 5x a UNIQUE text index on a 1M-event feed;
 see docs/benchmarks.md.
+
+The file holds the feed and the credentials sources keep (see `sealed`): it is the
+owner's alone. SQLite would create it 0644 less the umask, and gives `-wal` and
+`-shm` the main file's mode, so the writer creates the file 0600 itself before SQLite
+opens it, and tightens one it finds open to group or others (`private`).
 """
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import sqlite3
+import stat
 
 import aiosqlite
 import anyio
 
 from ..config import StoreConfig
 from ..errors import DiskFull, StoreBusy, StoreError, StoreFatal
+
+log = logging.getLogger("streamd.store")
 
 MIGRATIONS: list[list[str]] = [
     # 0 -> 1: the first schema
@@ -133,10 +143,7 @@ async def connect(cfg: StoreConfig, *, create: bool = True, reader: bool = False
     if not create and not await anyio.Path(path).exists():
         raise StoreFatal(f"{path}: no feed database here (has streamd run with this config?)")
     if create:
-        try:
-            await anyio.Path(path).parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreFatal(f"{path}: cannot create its directory: {exc.strerror}") from None
+        await anyio.to_thread.run_sync(private, path)
     try:
         db = await aiosqlite.connect(path, isolation_level=None, timeout=10.0)
     except sqlite3.Error as exc:
@@ -153,6 +160,60 @@ async def connect(cfg: StoreConfig, *, create: bool = True, reader: bool = False
             raise classify(exc, path) from None
         raise
     return db
+
+
+PRIVATE = 0o600
+_SIDE_FILES = ("", "-wal", "-shm")
+
+
+def private(path: str) -> None:
+    """Make the feed the owner's alone: its directory, when streamd creates it, 0700; the
+    file created 0600 whatever the umask (SQLite then gives -wal and -shm that mode); an
+    existing file, -wal or -shm with any permission for group or others made 0600, with a
+    warning."""
+    parent = os.path.dirname(os.path.abspath(path))
+    try:
+        if not os.path.isdir(parent):
+            os.makedirs(os.path.dirname(parent), exist_ok=True)
+            try:
+                os.mkdir(parent, 0o700)
+            except FileExistsError:  # made meanwhile, or a file
+                if not os.path.isdir(parent):
+                    raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR)) from None
+            else:
+                os.chmod(parent, 0o700)  # the umask may have taken bits off
+    except OSError as exc:
+        raise StoreFatal(f"{path}: cannot create its directory: {exc.strerror}") from None
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, PRIVATE)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise StoreFatal(f"{path}: cannot create the feed database: {exc.strerror}") from None
+    else:
+        try:
+            os.fchmod(fd, PRIVATE)  # the umask may have taken bits off
+        finally:
+            os.close(fd)
+    # Also after creating it: a -wal left from a feed deleted without it would be reused.
+    for side in _SIDE_FILES:
+        file = path + side
+        try:
+            st = os.stat(file)
+        except OSError:
+            continue  # not there (or not ours to look at): SQLite says what is wrong
+        mode = stat.S_IMODE(st.st_mode)
+        if not stat.S_ISREG(st.st_mode) or not mode & 0o077:
+            continue
+        try:
+            os.chmod(file, PRIVATE)
+        except OSError as exc:
+            log.warning("store: %s is accessible to others than its owner (mode %04o), and cannot "
+                        "be made 0600 (%s): it holds the feed and the sources' credentials",
+                        file, mode, exc.strerror)
+        else:
+            log.warning("store: %s was accessible to others than its owner (mode %04o); made it "
+                        "0600: it holds the feed and the sources' credentials", file, mode)
 
 
 async def _configure(db: aiosqlite.Connection, cfg: StoreConfig, *, reader: bool) -> None:

@@ -14,6 +14,10 @@ after retention empties the table.
 
 Backpressure: the queue holds `queue_batches` batches; a source whose `submit`
 waits on a full queue reads no further from its peer (invariant 6).
+
+Progress rows go through a `Sealer` (see `sealed`): credentials are encrypted when
+`[store] secrets_key` is set, here and in `write_state` (`streamd auth`), the only two
+places that write `source_state`.
 """
 
 from __future__ import annotations
@@ -37,7 +41,8 @@ from ..metrics import Metrics
 from ..model import Event, dedupe_bucket
 from ..retry import Backoff
 from ..units import Duration
-from .schema import classify
+from .schema import classify, connect
+from .sealed import Sealer, encode_state, seal_at_rest
 
 log = logging.getLogger("streamd.store")
 
@@ -48,6 +53,9 @@ _IDLE_BEAT = 1.0
 # Disk full or locked: retry soon, and keep trying; the daemon stays up (invariant 5).
 _STORE_BACKOFF = BackoffPolicy(min=Duration(0.2), max=Duration(10.0))
 _json = msgspec.json.Encoder(decimal_format="string")
+_UPSERT_STATE = ("INSERT INTO source_state (source, key, value, updated) VALUES (?,?,?,?)"
+                 " ON CONFLICT (source, key) DO UPDATE SET value = excluded.value,"
+                 " updated = excluded.updated")
 
 
 class EntityState(msgspec.Struct, frozen=True):
@@ -156,6 +164,7 @@ class Writer:
         self._inflight: list[_Item] = []
         self._running = False
         self._pruned = 0
+        self._sealer = Sealer.from_config(cfg)
 
     # ---------------------------------------------------------------- submitters
 
@@ -195,6 +204,7 @@ class Writer:
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         try:
             self.head = await self._read_head()
+            await seal_at_rest(self._db, self._sealer, self._cfg.path)
         except sqlite3.Error as exc:
             raise classify(exc, self._cfg.path) from None
         self._last_ms = await self._read_last_received()
@@ -352,13 +362,10 @@ class Writer:
                 " time, received, data, raw) VALUES " + ",".join([_EVENT_ROW] * len(chunk_rows)),
                 [x for r in chunk_rows for x in r])
 
-        progress = [(item.batch.source, k2, _json.encode(v), now_ms)
-                    for item in group if item.batch.source for k2, v in item.batch.progress.items()]
+        progress = [row for item in group if item.batch.source
+                    for row in encode_state(self._sealer, item.batch.source, item.batch.progress, now_ms)]
         if progress:
-            await db.executemany(
-                "INSERT INTO source_state (source, key, value, updated) VALUES (?,?,?,?)"
-                " ON CONFLICT (source, key) DO UPDATE SET value = excluded.value,"
-                " updated = excluded.updated", progress)
+            await db.executemany(_UPSERT_STATE, progress)
         upserts, deletes = [], []
         for item in group:
             for st in item.batch.entity_states:
@@ -470,3 +477,22 @@ class Writer:
         async with self._db.execute("SELECT received FROM events ORDER BY seq DESC LIMIT 1") as cur:
             row = await cur.fetchone()
         return int(row[0]) if row else 0
+
+
+async def write_state(cfg: StoreConfig, source: str, progress: Mapping[str, Any]) -> None:
+    """Write a source's progress from outside the daemon (`streamd auth` storing tokens),
+    sealed like the writer's. SQLite's lock makes this safe while the daemon runs."""
+    db = await connect(cfg)
+    try:
+        rows = encode_state(Sealer.from_config(cfg), source, progress, int(time.time() * 1000))
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            await db.executemany(_UPSERT_STATE, rows)
+            await db.execute("COMMIT")
+        except BaseException:
+            await db.execute("ROLLBACK")
+            raise
+    except sqlite3.Error as exc:
+        raise classify(exc, cfg.path) from None
+    finally:
+        await db.close()

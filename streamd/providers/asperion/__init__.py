@@ -20,6 +20,7 @@ def _build(ctx: SourceContext, cfg: Any) -> Source:
     return AsperionSource(ctx, cfg)
 
 
-SPEC = ProviderSpec(config=AsperionConfig, build=_build, validate=validate, path_fields=("ca",))
+SPEC = ProviderSpec(config=AsperionConfig, build=_build, validate=validate, path_fields=("ca",),
+                    keeps_credentials=True)
 
 __all__ = ["SPEC", "AsperionConfig"]

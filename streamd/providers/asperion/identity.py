@@ -47,10 +47,13 @@ class Identity:
         self._codes: dict[str, tuple[str, str, float]] = {}  # code -> client_id, redirect_uri, expiry
         self.access = AccessTokens()
         self._refresh: dict[str, bool] = {}  # refresh token -> still unused
+        # Every token handed out, for tests that look for them where they must not be.
+        self.issued: list[str] = []
 
     def new_refresh_token(self) -> str:
         token = secrets.token_urlsafe(32)
         self._refresh[token] = True
+        self.issued.append(token)
         return token
 
     def refresh_token_valid(self, token: str) -> bool:
@@ -116,6 +119,7 @@ class Identity:
         else:
             return _oauth_error(400, "unsupported_grant_type")
         access = self.access.issue(self.knobs.token_ttl)
+        self.issued.append(access)
         return _oauth_json({"access_token": access, "expires_in": max(1, int(self.knobs.token_ttl)),
                       "token_type": "Bearer", "refresh_token": self.new_refresh_token(), "scope": SCOPE},
                      headers={"Cache-Control": "no-store", "Pragma": "no-cache"})

@@ -10,7 +10,10 @@ cut or SIGKILL exactly then loses the new token (see docs/providers/asperion.md)
 Access tokens are stored beside it, so a restart reuses a live access token
 instead of spending a rotation.
 
-The state lives in `source_state` under `secret.oauth` (never shown by `streamd status`).
+The state lives in `source_state` under `secret.oauth` (never shown by `streamd status`),
+encrypted by the store when `[store] secrets_key` is set: this module only sees values.
+A stored token the store cannot decrypt (another key, no key) is a refused credential:
+the source stops with the store's reason until the key is right or `streamd auth` runs.
 """
 
 from __future__ import annotations
@@ -31,15 +34,13 @@ from ...model.fields import DECODE_ERRORS
 from ...retry import retry_after_seconds, retrying
 from ...sources import SourceContext
 from ...sources.polling import AuthFailed
-from ...store import Batch, connect
-from ...store.reader import SECRET_PREFIX
+from ...store import SECRET_PREFIX, Batch, SecretUnreadable, write_state
 from . import wire
 from .config import AsperionConfig
 
 log = logging.getLogger("streamd.source.asperion")
 
 TOKEN_KEY = SECRET_PREFIX + "oauth"
-_json = msgspec.json.Encoder()
 
 
 class TokenState(msgspec.Struct, frozen=True, kw_only=True):
@@ -98,15 +99,7 @@ async def token_request(http: httpx.AsyncClient, cfg: AsperionConfig, form: dict
 async def save(store: StoreConfig, source: str, state: TokenState) -> None:
     """Write tokens into the feed database from outside the daemon (`streamd auth`). SQLite's
     lock makes this safe while the daemon runs; it picks the new token up when its own fails."""
-    db = await connect(store)
-    try:
-        await db.execute(
-            "INSERT INTO source_state (source, key, value, updated) VALUES (?,?,?,?)"
-            " ON CONFLICT (source, key) DO UPDATE SET value = excluded.value,"
-            " updated = excluded.updated",
-            (source, TOKEN_KEY, _json.encode(state), int(time.time() * 1000)))
-    finally:
-        await db.close()
+    await write_state(store, source, {TOKEN_KEY: state})
 
 
 class Tokens:
@@ -128,7 +121,11 @@ class Tokens:
             self._grants.labels(ctx.name, outcome)
 
     async def stored(self) -> TokenState | None:
-        value: Any = (await self.ctx.progress()).get(TOKEN_KEY)
+        """The stored tokens, None if there are none; AuthFailed if they cannot be decrypted."""
+        try:
+            value: Any = (await self.ctx.progress()).get(TOKEN_KEY)
+        except SecretUnreadable as exc:
+            raise AuthFailed(str(exc)) from None
         if value is None:
             return None
         try:

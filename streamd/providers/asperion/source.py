@@ -119,7 +119,11 @@ class AsperionSource:
         deadline = anyio.current_time() + AUTH_RETRY
         while anyio.current_time() < deadline:
             await anyio.sleep(CREDENTIALS_CHECK)
-            if await self.tokens.load():
+            try:
+                found = await self.tokens.load()
+            except AuthFailed:
+                continue  # still undecryptable: `streamd auth` has not stored new ones yet
+            if found:
                 log.info("source %s: new credentials found in the store", self.name)
                 return
 
