@@ -113,6 +113,11 @@ class Metrics:
             "streamd_sink_http_requests_total",
             "HTTP requests an http sink made, by code: the HTTP status, or 'error' for a timeout"
             " or connection failure.", ["sink", "code"], registry=r)
+        self.sink_sftp_name_conflicts = Counter(
+            "streamd_sink_sftp_name_conflicts_total",
+            "Events an sftp sink refused because their file's name held another invoice's file,"
+            " or one streamd did not write (each once, however often it is tried).",
+            ["sink"], registry=r)
 
         # --- shared
         self.dead_letters = Counter(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import pytest
 
@@ -166,3 +167,77 @@ def test_a_malformed_frame_is_rejected() -> None:
         normalize_frame(simulator.MALFORMED, source="s", received_at=NOW)
     with pytest.raises(Rejected, match="unknown topic"):
         normalize_frame(wire.encode_frame(simulator.UNKNOWN_TOPIC, b"{}"), source="s", received_at=NOW)
+
+
+# ---------------------------------------------------------------- amounts: model/fields' bounds
+
+HUGE = b"9" * 900_000  # 900,000 digits: fits a webhook body or a frame, under 1 MiB
+
+
+def _invoice_with(original: bytes, system: bytes = b"", payments: bytes = b"") -> bytes:
+    return (b'{"_id": "inv-1", "companyId": "c", "sums": {"original": {' + original + b', "currency": "SEK"}'
+            + (b', "system": {' + system + b', "currency": "EUR"}' if system else b"") + b"}"
+            + (b', "payments": [' + payments + b"]" if payments else b"") + b"}")
+
+
+def _transaction_with(total: bytes, link: bytes = b"1") -> bytes:
+    return (b'{"_id": "t-1", "sums": {"original": {"total": ' + total + b', "currency": "SEK"}}, '
+            b'"links": [{"type": "INVOICE_PAYMENT", "id": "inv-1", "sums": {"original": {"total": '
+            + link + b', "currency": "SEK"}}}]}')
+
+
+@pytest.mark.parametrize("topic, data, reason", [
+    # every form of too many digits, in every place an amount is read
+    ("INVOICE_UPDATE", _invoice_with(b'"invoiceTotal": ' + HUGE),
+     "sums.original.invoiceTotal: 9999999999999999…99999999 (900000 digits) is out of range "
+     "(more than 38 digits before the point)"),
+    ("INVOICE_UPDATE", _invoice_with(b'"invoiceTotal": 1e-999999999'),
+     "sums.original.invoiceTotal: 1E-999999999 is out of range (more than 38 digits after the point)"),
+    ("INVOICE_UPDATE", _invoice_with(b'"invoiceTotal": 1E+999999999'),
+     "sums.original.invoiceTotal: 1E+999999999 is out of range (more than 38 digits before the point)"),
+    ("INVOICE_UPDATE", _invoice_with(b'"invoiceTotal": 0.' + HUGE),
+     "sums.original.invoiceTotal: 0.99999999999999…99999999 (900000 digits) is out of range "
+     "(more than 38 digits after the point)"),
+    ("INVOICE_UPDATE", _invoice_with(b'"invoiceTotal": 1' + b"0" * 899_999 + b"e-899999"),
+     "(more than 38 digits after the point)"),  # 1 exactly, but written with 899,999 zeros
+    ("INVOICE_UPDATE", _invoice_with(b'"invoiceTotal": "' + HUGE + b'"'), "sums.original.invoiceTotal: "),
+    ("INVOICE_UPDATE", _invoice_with(b'"invoiceTotal": 1' + b"0" * 38), "(more than 38 digits before"),
+    ("INVOICE_UPDATE", _invoice_with(b'"invoiceTotal": 0.' + b"0" * 38 + b"1"), "(more than 38 digits after"),
+    ("INVOICE_UPDATE", _invoice_with(b'"total": 1e-999999999'), "sums.original.total: 1E-999999999"),
+    ("INVOICE_UPDATE", _invoice_with(b'"invoiceTotal": 100, "tax": ' + HUGE), "sums.original.tax: 99999"),
+    ("INVOICE_UPDATE", _invoice_with(b'"invoiceTotal": 100', system=b'"invoiceTotal": 1e-999999999'),
+     "sums.system.invoiceTotal: 1E-999999999"),
+    ("INVOICE_UPDATE", _invoice_with(b'"invoiceTotal": 100', system=b'"invoiceTotal": 1, "tax": 1e-40'),
+     "sums.system.tax: 1E-40"),
+    ("INVOICE_UPDATE", _invoice_with(b'"invoiceTotal": 100',
+                                     payments=b'{"total": 1}, {"total": ' + HUGE + b"}"),
+     "payments[1].total: 99999"),
+    ("TRANSACTION_UPDATE", _transaction_with(HUGE), "sums.original.total: 99999"),
+    ("BANK_TRANSACTION_CREATE", _transaction_with(b"1", link=b"1e-999999999"),
+     "links[0].sums.original.total: 1E-999999999"),
+    ("PRODUCT_UPDATE", b'{"_id": "p", "price": {"total": ' + HUGE + b', "currency": "SEK"}}',
+     "price.total: 99999"),
+    ("PRODUCT_UPDATE", b'{"_id": "p", "taxRate": 25e-999999999}', "taxRate: 2.5E-999999998"),
+    ("VOUCHER_CREATE", b'{"_id": "v", "sums": {"original": {"total": 0.' + HUGE + b"}}}",
+     "attributes.sums.original.total: 0.99999999999999…99999999 (900000 digits) is out of range"),
+    ("TAG_UPDATE", b'{"_id": "t", "weight": 1e-999999999}',
+     "attributes.weight: 1E-999999999 is out of range"),
+])
+def test_amounts_beyond_38_digits_are_refused_naming_the_field(topic: str, data: bytes, reason: str) -> None:
+    with pytest.raises(Rejected) as info:
+        normalize(topic, data, source="s", received_at=NOW)
+    assert reason in info.value.reason
+    assert len(info.value.reason) < 200, "a reason is logged: never the 900,000 digits"
+
+
+def test_amounts_at_the_bounds_are_kept_digit_for_digit() -> None:
+    big, small = "9" * 38, "0." + "0" * 37 + "1"
+    data, _ = one("INVOICE_UPDATE", _invoice_with(f'"invoiceTotal": {big}, "tax": {small}'.encode(),
+                                                   system=b'"invoiceTotal": 1E+2'))
+    assert [Decimal(str(data[k])) for k in ("total", "tax", "converted_total")] == \
+        [Decimal(big), Decimal(small), 100]
+    assert data["converted_total"] == "100"
+    # Derived from amounts at the bounds, and within them too: the net exact (77 digits,
+    # where the default context's 28 would round it to 1E+38), the rate rounded to 38 places.
+    assert data["net"] == "9" * 37 + "8." + "9" * 38
+    assert Decimal(str(data["conversion_rate"])) == Decimal("1.00E-36")

@@ -3,6 +3,7 @@ stays flat while a slow store holds the gateway back."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -13,6 +14,7 @@ import httpx
 import pytest
 
 from streamd.providers.asteria import simulator as sim_mod
+from streamd.providers.asteria import wire
 from streamd.providers.asteria.simulator import AsteriaSimulator, Knobs
 
 from .conftest import Background, Streamd, wait_for
@@ -62,6 +64,49 @@ def test_a_webhook_answered_2xx_survives_sigkill(streamd_proc: Callable[..., Str
         assert row == (1,)
     finally:
         db.close()
+
+
+def test_amounts_beyond_38_digits_end_in_dead_letters_by_webhook_and_frame(
+        streamd_proc: Callable[..., Streamd], background: Background, tmp_path: Path) -> None:
+    """A 900,000-digit `invoiceTotal` and `1e-999999999`: refused with the field named, kept
+    with their bytes, nothing appended (rendered, either would have been gigabytes); the
+    connection and the daemon carry on."""
+    sim = gateway(background, tmp_path, Knobs(count=1))
+    d = streamd_proc(config(sim), env={"ASTERIA_SECRET": SECRET})
+    d.start()
+    wait_for(lambda: d.query("SELECT count(*) FROM events") == [(1,)], 30, "the gateway's one event")
+    huge = (b'{"_id": "inv-huge", "companyId": "c", "sums": {"original": {"invoiceTotal": '
+            + b"9" * 900_000 + b', "currency": "SEK"}}}')
+    tiny = b'{"_id": "inv-tiny", "companyId": "c", "sums": {"original": {"invoiceTotal": 1e-999999999, ' \
+           b'"currency": "SEK"}}}'
+    hook = {"content-type": "application/json", "x-asteria-topic": "INVOICE_UPDATE",
+            "x-streamd-webhook-secret": SECRET}
+    for body in (huge, tiny):
+        r = httpx.post(f"{d.url}/webhooks/gw", content=body, timeout=30, headers=hook)
+        assert r.status_code == 400 and "sums.original.invoiceTotal" in r.json()["error"], r.text
+    background.portal.call(sim.send_raw, wire.encode_frame("INVOICE_UPDATE", tiny).decode(),
+                           wire.encode_frame("INVOICE_UPDATE", huge).decode())
+    wait_for(lambda: d.query("SELECT count(*) FROM dead_letters") == [(4,)], 30, "four dead letters")
+    rows = d.query("SELECT raw, reason, context FROM dead_letters ORDER BY id")
+    assert [bytes(raw) for raw, _, _ in rows] == [
+        huge, tiny, wire.encode_frame("INVOICE_UPDATE", tiny), wire.encode_frame("INVOICE_UPDATE", huge)]
+    assert [json.loads(c).get("via") for _, _, c in rows] == ["webhook", "webhook", "websocket", "websocket"]
+    for _, reason, _ in rows:
+        assert reason.startswith("sums.original.invoiceTotal: ") and len(reason) < 200, reason
+    assert "1E-999999999 is out of range (more than 38 digits after the point)" in rows[1][1]
+    assert "(900000 digits) is out of range (more than 38 digits before the point)" in rows[0][1]
+    assert d.query("SELECT count(*) FROM events") == [(1,)], "nothing appended but the gateway's one event"
+    assert d.query("SELECT count(*) FROM events WHERE key IN ('inv-huge', 'inv-tiny')") == [(0,)]
+    # The daemon is fine: the same connection and the webhook still take good events.
+    topic, good = sim_mod.event(7)
+    r = httpx.post(f"{d.url}/webhooks/gw", content=good, timeout=10,
+                   headers={**hook, "x-asteria-topic": topic})
+    assert r.status_code == 200 and r.json()["appended"] == 1
+    background.portal.call(sim.send_raw, wire.encode_frame(*sim_mod.event(8)).decode())
+    wait_for(lambda: d.query("SELECT count(*) FROM events") == [(3,)], 30, "the good frame")
+    assert sim.upgrades == 1, "refused frames never cost the connection"
+    assert httpx.get(f"{d.url}/readyz", timeout=10).status_code == 200
+    assert d.proc is not None and d.proc.poll() is None
 
 
 class StoreHog(threading.Thread):

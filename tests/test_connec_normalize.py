@@ -557,7 +557,7 @@ def _invoice(**fields: Any) -> bytes:
     ("organizations", encode({**samples["organizations"], "is_customer": "yes"}),
      f"organizations {ORG}: Expected `bool | null`, got `str` - at `$.is_customer`"),
     ("accounts", encode({**samples["accounts"], "balance": "X"}).replace(b'"X"', b"1e400"),
-     "accounts acc-0310: attributes.balance: 1E+400 is out of range for an amount"),
+     "accounts acc-0310: attributes.balance: 1E+400 is out of range (more than 38 digits before the point)"),
     ("accounts", encode({**samples["accounts"], "group_id": None, "id": "a-1"}),
      "accounts a-1: no group"),
     ("invoices", _invoice(group_id=5), INV + "Expected `str | null`, got `int` - at `$.group_id`"),

@@ -15,6 +15,8 @@ from lxml import etree
 
 from streamd.providers.horisen import simulator as sim_mod
 from streamd.providers.horisen.simulator import HorisenSimulator, Knobs
+from streamd.sinks.filenames import Template
+from streamd.sinks.sftp import FIELDS
 
 from .conftest import Background, Streamd, wait_for
 from .sftp_server import SftpServer, running_sftp_server
@@ -86,11 +88,15 @@ def test_sigkill_around_the_offset_commit_delivers_each_invoice_exactly_once(
         "SELECT key, lower(hex(id)) FROM events WHERE entity = 'invoice' AND op = 'created'")}
     assert sorted(int(k) for k in created) == sorted(docs)  # each document created once
     by_number = {doc["documentNumber"]: i for i, doc in docs.items()}
-    assert sorted(files) == sorted(f"{sim.client_id}-{n}.xml" for n in by_number)
+    # The default template: a '-' in the tenant (the client id) is escaped, in the number not.
+    named = {Template("{tenant}-{number}.xml", FIELDS).render({"tenant": sim.client_id, "number": n}): n
+             for n in by_number}
+    assert "-" not in sim.client_id or all("%2D" in name for name in named)
+    assert sorted(files) == sorted(named)
     for name, body in files.items():
         root = etree.fromstring(body)
         XSD.assertValid(root)
-        doc_id = by_number[name.removeprefix(f"{sim.client_id}-").removesuffix(".xml")]
+        doc_id = by_number[named[name]]
         assert root.get("eventId") == created[str(doc_id)]
         rows = root.findall(f"{NS}TrafficReports/{NS}Traffic")
         assert len(rows) == len(sim.reports(doc_id)) > 0

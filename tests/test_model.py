@@ -159,6 +159,40 @@ def test_bad_records_are_rejected_with_a_reason(raw: bytes, reason: str) -> None
     assert reason in info.value.reason
 
 
+def _synthetic(entity: str, data: bytes) -> bytes:
+    return (b'{"tenant":"t","entity":"' + entity.encode() + b'","op":"created","key":"k","data":'
+            + data + b"}")
+
+
+@pytest.mark.parametrize("raw, reason", [
+    (_synthetic("invoice", b'{"direction":"receivable","currency":"EUR","total":"' + b"9" * 900_000 + b'"}'),
+     "invoice k: total: 9999999999999999…99999999 (900000 digits) is out of range "
+     "(more than 38 digits before the point)"),
+    (_synthetic("invoice", b'{"direction":"receivable","currency":"EUR","total":"1e-999999999"}'),
+     "invoice k: total: 1E-999999999 is out of range (more than 38 digits after the point)"),
+    (_synthetic("invoice", b'{"direction":"receivable","currency":"EUR","total":"1",'
+                           b'"lines":[{"net":"0.' + b"0" * 38 + b'1"}]}'),
+     "invoice k: lines[0].net: 1E-39 is out of range (more than 38 digits after the point)"),
+    (_synthetic("transaction", b'{"kind":"payment","currency":"EUR","amount":"1E+38"}'),
+     "transaction k: amount: 1E+38 is out of range (more than 38 digits before the point)"),
+    (_synthetic("invoice", b'{"direction":"receivable","currency":"EUR","total":1e-999999999}'),
+     "invoice k: total: 1E-999999999 is out of range"),  # a JSON number, not a string
+])
+def test_synthetic_amounts_beyond_38_digits_are_refused_naming_the_field(raw: bytes, reason: str) -> None:
+    with pytest.raises(Rejected) as info:
+        normalize.normalize(raw, source="s", received_at=T0)
+    assert info.value.reason.startswith(reason)
+    assert len(info.value.reason) < 200, "a reason is logged: never the 900,000 digits"
+
+
+def test_synthetic_amounts_at_the_bounds_are_kept() -> None:
+    total = "9" * 38 + "." + "9" * 38
+    ev = normalize.normalize(_synthetic("invoice", b'{"direction":"receivable","currency":"EUR","total":"'
+                                        + total.encode() + b'","net":"1E+37"}'), source="s", received_at=T0)
+    data = json.loads(ev.data)
+    assert (data["total"], data["net"]) == (total, "1" + "0" * 37)
+
+
 def test_a_deletion_record_needs_no_data() -> None:
     ev = normalize.normalize(b'{"tenant":"t","entity":"party","op":"deleted","key":"k","version":"v9"}',
                              source="s", received_at=T0)

@@ -4,22 +4,28 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from lxml import etree
 from msgspec.structs import replace
+from prometheus_client import CollectorRegistry
 
 from streamd.config import Match, parse
 from streamd.config import render as render_config
 from streamd.errors import ConfigError, Permanent, Retryable
 from streamd.health import State
+from streamd.metrics import Metrics
 from streamd.model import (
     Event,
     Invoice,
@@ -31,11 +37,12 @@ from streamd.model import (
     render_line,
 )
 from streamd.sinks import invoice_xml
-from streamd.sinks.sftp import SftpSink, SftpSinkConfig, _validate, file_name, sanitize
+from streamd.sinks.filenames import MAX_NAME, Template, is_own_part, part_name
+from streamd.sinks.sftp import FIELDS, SftpSink, SftpSinkConfig, _validate, file_name, template_problem
 from streamd.store import FeedEvent
 from streamd.units import Duration
 
-from .conftest import InProcess, until
+from .conftest import InProcess, Streamd, until, wait_for
 from .sftp_server import PASSPHRASE, SSHD, SftpServer, invoice, invoice_records, running_sftp_server
 
 pytestmark = pytest.mark.anyio
@@ -144,17 +151,101 @@ async def test_a_different_event_for_the_same_file_replaces_it(server: SftpServe
     assert (s.files_written, s.files_skipped) == (2, 1)
 
 
-async def test_leftover_part_files_are_removed_and_none_remain(server: SftpServer) -> None:
+async def test_only_the_sinks_own_leftover_part_files_are_removed(server: SftpServer) -> None:
     server.local_dir.mkdir()
-    (server.local_dir / ".acme-HZ-2026-0000.xml.part").write_bytes(b"<Invoice half")
-    (server.local_dir / ".x.part").write_bytes(b"")
-    (server.local_dir / "not-ours.part").write_bytes(b"keep")
+    (server.local_dir / ".acme-HZ-2026-0000.xml.streamd-erp.part").write_bytes(b"<Invoice half")
+    theirs = {".x.part": b"another uploader's, under way", "not-ours.part": b"keep",
+              ".acme-HZ-2026-0000.xml.streamd-erp2.part": b"another sink's",
+              ".acme-HZ-2026-0001.xml.part": b"<Invoice half, from streamd before names had a marker"}
+    for name, data in theirs.items():
+        (server.local_dir / name).write_bytes(data)
     async with opened(server) as s:
         await s.recover()
-        assert sorted(server.files()) == ["not-ours.part"]
+        assert server.files() == theirs
         await s.deliver(invoice_events(3))
-    assert not [n for n in server.files() if n.endswith(".part") and n.startswith(".")]
-    assert len(xml_files(server)) == 4
+    assert {n: d for n, d in server.files().items() if n.endswith(".part")} == theirs
+    assert len(xml_files(server)) == 3 + 1
+
+
+async def test_names_that_sanitizing_made_one_are_two_files(server: SftpServer) -> None:
+    events = [feed_event(i + 1, make_event(provider="horisen", source="hz", tenant=tenant, entity="invoice",
+                                           op="created", key=f"inv-{i}", time=T0,
+                                           data=invoice(i, number=number)))
+              for i, (tenant, number) in enumerate(COLLIDING)]
+    async with opened(server) as s:
+        await s.deliver(events)
+    files = xml_files(server)
+    assert sorted(files) == sorted(["a%2Db-c.xml", "a-b-c.xml", "x%2Fy-1.xml", "x_y-1.xml"])
+    assert {etree.fromstring(d).get("eventId") for d in files.values()} == {e.id for e in events}
+
+
+def conflict_count(metrics: Metrics) -> float:
+    return metrics.sink_sftp_name_conflicts.labels("erp")._value.get()  # type: ignore[no-any-return]
+
+
+async def test_a_file_of_another_invoice_at_the_name_is_never_replaced(server: SftpServer) -> None:
+    ours = invoice_events(3)
+    # What is at two of the names: another invoice's file (another key: the same number in
+    # another HORISEN account, say) and a file streamd did not write.
+    other = feed_event(9, make_event(provider="horisen", source="hz2", tenant="acme", entity="invoice",
+                                     op="created", key="inv-elsewhere", time=T0, data=invoice(0)))
+    server.local_dir.mkdir()
+    taken = {"acme-HZ-2026-0000.xml": invoice_xml.render(other, invoice(0)),
+             "acme-HZ-2026-0001.xml": b"<order>the ERP's own</order>\n"}
+    for name, data in taken.items():
+        (server.local_dir / name).write_bytes(data)
+    before = mtimes(server)
+    metrics = Metrics(CollectorRegistry())
+    async with opened(server) as s:
+        s.attach_metrics(metrics)
+        with pytest.raises(Permanent) as exc:
+            await s.deliver(ours)
+        assert str(exc.value).startswith(
+            f"event {ours[0].id} (seq 1): {server.directory}/acme-HZ-2026-0000.xml already holds the file "
+            f"of event {other.id}, another invoice; not replaced")
+        assert str(exc.value).endswith("(and 1 more in this batch)")
+        assert conflict_count(metrics) == 2
+        # Split as the dispatcher does: each alone is refused, naming its file (counted once
+        # already); the third is written.
+        with pytest.raises(Permanent, match="-0001.xml already holds a file streamd did not write"):
+            await s.deliver([ours[1]])
+        await s.deliver([ours[2]])
+        assert conflict_count(metrics) == 2
+    files = server.files()
+    assert {n: files[n] for n in taken} == taken and {n: mtimes(server)[n] for n in taken} == before
+    assert etree.fromstring(files["acme-HZ-2026-0002.xml"]).get("eventId") == ours[2].id
+    assert not [n for n in files if n.startswith(".")], "no .part left behind"
+
+
+async def test_a_file_that_appeared_after_the_listing_is_not_replaced_either(server: SftpServer) -> None:
+    async with opened(server) as s:
+        await s.recover()  # lists the directory: empty
+        (server.local_dir / "acme-HZ-2026-0000.xml").write_bytes(b"another uploader's")
+        with pytest.raises(Permanent, match="already holds a file streamd did not write"):
+            await s.deliver(invoice_events(2))
+    assert server.files()["acme-HZ-2026-0000.xml"] == b"another uploader's"
+    assert sorted(server.files()) == ["acme-HZ-2026-0000.xml", "acme-HZ-2026-0001.xml"]
+
+
+async def test_two_invoices_of_one_name_in_a_batch_write_the_first(server: SftpServer) -> None:
+    a = invoice_events(1)[0]
+    b = replace(invoice_events(1, tenant="other")[0], seq=2)
+    async with opened(server, filename="{number}.xml") as s:
+        with pytest.raises(Permanent, match=f"event {b.id} \\(seq 2\\): .*HZ-2026-0000.xml already holds "
+                                            f"the file of event {a.id} \\(seq 1, another invoice in this"):
+            await s.deliver([a, b])
+    (data,) = xml_files(server).values()
+    assert etree.fromstring(data).get("eventId") == a.id
+
+
+async def test_an_event_with_an_amount_beyond_the_bounds_is_refused_not_rendered(server: SftpServer) -> None:
+    """Appended before amounts were bounded: written out, 1E-999999999 is a billion zeros."""
+    (ev,) = invoice_events(1)
+    bad = replace(ev, data=json.dumps({**json.loads(ev.data), "total": "1E-99999"}).encode())
+    async with opened(server) as s:
+        with pytest.raises(Permanent, match=r"holds no usable invoice: total: 1E-99999 is out of range"):
+            await s.deliver([bad])
+    assert not server.files()
 
 
 async def test_without_the_fsync_and_posix_rename_extensions_it_still_replaces(server: SftpServer) -> None:
@@ -243,17 +334,77 @@ async def test_an_unusable_directory_is_retryable_until_fixed(server: SftpServer
 
 # ---------------------------------------------------------------- names and config
 
-def test_file_names_from_the_template_are_sanitized() -> None:
+def test_file_names_escape_what_is_unsafe_and_keep_common_names() -> None:
     (ev,) = invoice_events(1)
-    inv = invoice(0, number="../2026/07 Ü")
-    assert file_name("{tenant}-{number}.xml", ev, inv) == "acme-.._2026_07__.xml"
+    assert file_name("{tenant}-{number}.xml", ev, invoice(0)) == "acme-HZ-2026-0000.xml", "unchanged"
+    assert file_name("{tenant}-{number}.xml", ev, invoice(0, number="../2026/07 Ü%")) == \
+        "acme-..%2F2026%2F07%20%C3%9C%25.xml"
     assert file_name("{documentNumber}_{seq:06d}_{id}.xml", ev, invoice(3)) == \
         f"HZ-2026-0003_000001_{ev.id}.xml"
     assert file_name("{source}/{op}/{issued}/{key}.xml", ev, invoice(3)) == "hz_created_2026-02-28_inv-0.xml"
     assert file_name("{number}.xml", ev, invoice(1, number=None)) == "inv-0.xml", "no number: the key"
-    assert sanitize("..hidden") == "__hidden" and sanitize("") == "_"
-    long = sanitize("x" * 300 + ".xml")
-    assert len(long) == 200 and long.endswith(".xml")
+    assert file_name("..{number}", ev, invoice(1)) == "__HZ-2026-0001", "the template's own text"
+    assert file_name("{number}", ev, invoice(1, number=".hidden")) == "%2Ehidden"
+    # A field empty here, then a '.': the name would be hidden; '%' then '.' is no escape.
+    assert file_name("{tenant}.{number}.xml", replace(ev, tenant=""), invoice(1)) == "%.HZ-2026-0001.xml"
+
+
+#: The pairs the brief named: distinct invoices that sanitizing gave one name.
+COLLIDING = [("a-b", "c"), ("a", "b-c"), ("x/y", "1"), ("x_y", "1")]
+
+
+def test_distinct_invoices_never_share_a_name() -> None:
+    (ev,) = invoice_events(1)
+    names = {file_name("{tenant}-{number}.xml", replace(ev, tenant=t), invoice(0, number=n))
+             for t, n in COLLIDING}
+    assert names == {"a%2Db-c.xml", "a-b-c.xml", "x%2Fy-1.xml", "x_y-1.xml"}
+
+
+_VALUE = st.text(alphabet="ab-_./%~ü\x00", max_size=6)
+
+
+@settings(max_examples=400, deadline=None)
+@given(template=st.sampled_from(["{tenant}-{number}.xml", "{tenant}.{number}.xml", "{tenant}_{issued}_{key}",
+                                 "{number}", "x{tenant}--{key}.{number}y", "{tenant}%{number}"]),
+       a=st.tuples(_VALUE, _VALUE, _VALUE, _VALUE), b=st.tuples(_VALUE, _VALUE, _VALUE, _VALUE))
+def test_names_are_injective(template: str, a: tuple[str, ...], b: tuple[str, ...]) -> None:
+    t = Template(template, FIELDS)
+    assert t.problem is None
+
+    def name(v: tuple[str, ...]) -> str:
+        return t.render(dict(zip(("tenant", "number", "issued", "key"), v, strict=True)))
+
+    used = tuple(f.name for f in t.fields)
+    pick = ("tenant", "number", "issued", "key")
+    if name(a) == name(b):
+        assert [a[pick.index(f)] for f in used] == [b[pick.index(f)] for f in used]
+    for n in (name(a), name(b)):
+        assert not n.startswith(".") and "/" not in n and "\x00" not in n and n.isascii()
+
+
+def test_long_names_are_cut_keeping_their_extension_and_stay_distinct() -> None:
+    (ev,) = invoice_events(1)
+    names = {file_name("{tenant}-{number}.xml", ev, invoice(0, number="ü" * 100 + str(i))) for i in range(3)}
+    assert len(names) == 3
+    for n in names:
+        assert len(n) <= MAX_NAME and n.endswith(".xml") and "~" in n
+        assert len(part_name(n, "e" * 63)) <= 255
+
+
+def test_temporary_names_say_whose_they_are() -> None:
+    assert part_name("acme-1.xml", "erp") == ".acme-1.xml.streamd-erp.part"
+    assert is_own_part(".acme-1.xml.streamd-erp.part", "erp")
+    for other in (".acme-1.xml.part", ".x.part", ".acme-1.xml.streamd-erp2.part", "acme.streamd-erp.part"):
+        assert not is_own_part(other, "erp"), other
+
+
+def test_templates_that_could_give_two_invoices_one_name_are_refused() -> None:
+    assert template_problem("{tenant}{number}.xml") == \
+        "{tenant} and {number} need text between them (such as '-'), or two invoices could get one name"
+    assert template_problem("{tenant}-{issued}.xml") == \
+        "needs one of {number}, {documentNumber}, {key}, {id}, {seq}, or two invoices could get one name"
+    assert template_problem("invoice.xml") is not None
+    assert template_problem("{tenant}-{number}.xml") is None
 
 
 def base_toml(server: SftpServer, **extra: Any) -> str:
@@ -376,6 +527,63 @@ token = "file:hook.token"
         assert mtimes(server) == before
         numbers = sorted(etree.fromstring(b).findtext(f"{NS}Number") for b in xml_files(server).values())
         assert numbers == [f"HZ-2026-{i:04d}" for i in range(6)]
+
+
+def test_names_conflicts_and_part_files_through_streamd_run(
+        streamd_proc: Callable[..., Streamd], tmp_path: Path) -> None:
+    """A real `streamd run`: the pairs sanitizing once made one name give four files; a file
+    of another event at a fifth name is left as it is and the event ends in dead letters,
+    counted; a connect removes the sink's own stale `.part`, not another uploader's."""
+    with running_sftp_server(tmp_path / "sftp") as server:
+        server.local_dir.mkdir()
+        stale, foreign = ".acme-HZ-2026-0009.xml.streamd-erp.part", ".x.part"
+        (server.local_dir / stale).write_bytes(b"<Invoice half")
+        (server.local_dir / foreign).write_bytes(b"another uploader's, under way")
+        squatter = feed_event(77, make_event(provider="synthetic", source="elsewhere", tenant="acme",
+                                             entity="invoice", op="created", key="not-ours", time=T0,
+                                             data=invoice(5)))
+        held = invoice_xml.render(squatter, invoice(5))
+        (server.local_dir / "acme-HZ-2026-0005.xml").write_bytes(held)
+        held_mtime = mtimes(server)["acme-HZ-2026-0005.xml"]
+        d = streamd_proc(f"""
+[store]
+path = "feed.db"
+[http]
+listen = "127.0.0.1:0"
+[sources.hz]
+provider = "synthetic"
+generate = false
+webhook = true
+{base_toml(server, backoff={"min": "10ms", "max": "50ms"}, max_tries=2)}
+""")
+        d.start()
+        records = [{**r, "tenant": tenant, "data": {**r["data"], "number": number}}
+                   for r, (tenant, number) in zip(invoice_records(4), COLLIDING, strict=True)]
+        records += invoice_records(1, start=5)  # its name holds the squatter's file
+        r = httpx.post(f"{d.url}/webhooks/hz", json=records, timeout=10)
+        assert r.status_code == 200 and r.json()["appended"] == 5
+        wait_for(lambda: d.query("SELECT count(*) FROM dead_letters WHERE origin = 'sink'") == [(1,)], 30,
+                 "the conflicting event in dead letters")
+        ((reason, context, raw),) = d.query("SELECT reason, context, raw FROM dead_letters")
+        line = json.loads(raw)
+        assert json.loads(context) == {"id": line["id"], "type": "invoice.created"}
+        assert line["data"]["number"] == "HZ-2026-0005" and line["subject"].endswith("/inv-5")
+        assert f"{server.directory}/acme-HZ-2026-0005.xml already holds the file of event {squatter.id}" \
+            in reason, reason
+        wait_for(lambda: d.query("SELECT seq FROM sink_offsets WHERE sink = 'erp'") == [(5,)], 30,
+                 "the sink past all five")
+        metrics = httpx.get(f"{d.url}/metrics", timeout=10).text
+        # Tried more than once (the batch, its halves, then alone max_tries times): counted once.
+        tries = re.search(r'streamd_sink_failures_total\{kind="permanent",sink="erp"\} (\S+)', metrics)
+        assert tries is not None and float(tries.group(1)) > 2
+        assert 'streamd_sink_sftp_name_conflicts_total{sink="erp"} 1.0' in metrics
+        files = server.files()
+        assert files["acme-HZ-2026-0005.xml"] == held
+        assert mtimes(server)["acme-HZ-2026-0005.xml"] == held_mtime
+        assert sorted(files) == sorted([foreign, "a%2Db-c.xml", "a-b-c.xml", "acme-HZ-2026-0005.xml",
+                                        "x%2Fy-1.xml", "x_y-1.xml"])
+        assert files[foreign] == b"another uploader's, under way"
+        assert d.terminate() == 0
 
 
 # ---------------------------------------------------------------- the XML alone

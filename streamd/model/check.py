@@ -2,8 +2,11 @@
 
 Decoding wire bytes with msgspec validates types and patterns, but a normalizer
 may also build entities by hand. Whatever the path, the feed only ever holds:
-- amounts that are finite decimals (no NaN, no Infinity), without a positive
-  exponent ("1E+2" is written "100");
+- amounts that are finite decimals (no NaN, no Infinity) within `fields.bounded`'s
+  digits (38 before the point, 38 after: a normalizer that forgot to call
+  `fields.amount`, or the synthetic provider's entities decoded whole, cannot let a
+  900,000-digit total or `1E-999999999` through), without a positive exponent ("1E+2"
+  is written "100");
 - no floats anywhere, not even in a `Record`'s free-form attributes (a float is
   turned into the decimal of its shortest repr);
 - instants in UTC (a naive datetime is taken as UTC);
@@ -14,15 +17,14 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 import msgspec
 import msgspec.inspect
 
 from ..errors import Rejected
-
-_ZERO_EXP = Decimal(1)
+from .fields import NotAnAmount, bounded
 
 
 class _Bad(Exception):
@@ -37,16 +39,10 @@ def _fix(value: Any) -> Any:
     # Exact types first: this runs for every field of every event.
     kind = type(value)
     if kind is Decimal:
-        if not value.is_finite():
-            raise _Bad(f"{value} is not an amount")
-        exponent = value.as_tuple().exponent
-        if isinstance(exponent, int) and exponent > 0:
-            # 1E+2 -> 100. Beyond the context's precision (1E+400) it is no amount either.
-            try:
-                return value.quantize(_ZERO_EXP)
-            except InvalidOperation:
-                raise _Bad(f"{value} is out of range for an amount") from None
-        return value
+        try:
+            return bounded(value)
+        except NotAnAmount as exc:
+            raise _Bad(str(exc)) from None
     if kind is datetime:
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)

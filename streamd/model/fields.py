@@ -4,8 +4,11 @@ raises `Rejected` with a reason naming the field (`field` is the caller's path t
 - Text: surrounding blanks dropped, an empty string is no value.
 - Codes (currency, country) are upper-cased, then must match their ISO pattern.
 - Amounts: finite, at most `MAX_INTEGER_DIGITS` before the point (no ledger holds more;
-  it keeps `1E+999999` from becoming a huge integer) and `MAX_FRACTION_DIGITS` after it;
-  `1E+2` becomes `100`, exactly.
+  it keeps `1E+999999` from becoming a huge integer) and `MAX_FRACTION_DIGITS` after it
+  (it keeps `1E-999999999` from becoming a billion zeros when written out), counted as
+  written, whatever the form: `0.10` has two digits after the point, `1E-3` three;
+  `1E+2` becomes `100`, exactly. `bounded` is that check alone: `model/check.py` applies
+  it to every decimal of every entity, so no provider can skip it.
 - Instants: RFC 3339 or `YYYY-MM-DD HH:MM:SS`, to UTC (no offset: UTC). Dates:
   `YYYY-MM-DD`, or the date part of a stamp as written (no zone conversion).
 """
@@ -58,16 +61,48 @@ def currency(value: str | None, field: str) -> str | None:
     return code(value, field, CURRENCY, "an ISO 4217 code")
 
 
+class NotAnAmount(ValueError):
+    """Why a decimal is no amount the feed may carry (the caller adds the field)."""
+
+
+#: Longer than this, a refused value is shown by its ends and its length: a reason is
+#: logged, and a 900,000-digit number must not be.
+_SHOWN = 40
+
+
+def _shown(value: Decimal) -> str:
+    text = str(value)
+    if len(text) <= _SHOWN:
+        return text
+    return f"{text[:16]}…{text[-8:]} ({len(value.as_tuple().digits)} digits)"
+
+
+def bounded(value: Decimal) -> Decimal:
+    """`value` as the feed carries an amount, or `NotAnAmount`.
+
+    Bounded in cost by what was decoded (the body limit): `adjusted()` is O(1) and
+    refuses every huge exponent first; only then is `as_tuple()`, linear in the digits
+    sent, asked for the exponent."""
+    if not value.is_finite():
+        raise NotAnAmount(f"{_shown(value)} is not an amount")
+    if value and value.adjusted() >= MAX_INTEGER_DIGITS:
+        raise NotAnAmount(f"{_shown(value)} is out of range "
+                          f"(more than {MAX_INTEGER_DIGITS} digits before the point)")
+    exponent = value.as_tuple().exponent
+    assert isinstance(exponent, int)  # finite
+    if exponent < -MAX_FRACTION_DIGITS:
+        raise NotAnAmount(f"{_shown(value)} is out of range "
+                          f"(more than {MAX_FRACTION_DIGITS} digits after the point)")
+    return Decimal(int(value)) if exponent > 0 else value  # "1E+2" → 100, exactly
+
+
 def amount(value: Decimal | None, field: str) -> Decimal | None:
     if value is None:
         return None
-    if not value.is_finite():
-        raise Rejected(f"{field}: {value} is not an amount")
-    exponent = value.as_tuple().exponent
-    assert isinstance(exponent, int)  # finite
-    if (value and value.adjusted() >= MAX_INTEGER_DIGITS) or exponent < -MAX_FRACTION_DIGITS:
-        raise Rejected(f"{field}: {value} is out of range")
-    return Decimal(int(value)) if exponent > 0 else value  # "1E+2" → 100, exactly
+    try:
+        return bounded(value)
+    except NotAnAmount as exc:
+        raise Rejected(f"{field}: {exc}") from None
 
 
 def instant(value: str | None, field: str) -> datetime | None:

@@ -12,8 +12,10 @@ decimal strings ("1000.50", never "1.0005E+3").
 from __future__ import annotations
 
 import datetime as dt
+import html
 import re
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 from decimal import Decimal
 
 from ..model import Invoice
@@ -106,10 +108,46 @@ def render(event: FeedEvent, invoice: Invoice) -> bytes:
     return out + b"\n"
 
 
-_EVENT_ID = re.compile(rb"<(?:\w+:)?Invoice\b[^>]*?\seventId\s*=\s*[\"']([^\"'<>]*)[\"']")
+#: The root's start tag, or as much of it as `head` holds.
+_ROOT = re.compile(rb"<(?:\w+:)?Invoice\b([^>]*)")
+_EVENT_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
+#: `render` writes attributes in double quotes, escaping `"` in values (as `&quot;`).
+_ATTR = re.compile(rb'\s([\w:]+)\s*=\s*"([^"<]*)"')
+
+
+@dataclass(frozen=True)
+class Root:
+    """What the root of a document `render` wrote says about its event."""
+
+    event_id: str
+    provider: str | None
+    tenant: str | None
+    key: str | None
+
+
+def root_of(head: bytes) -> Root | None:
+    """The root's event attributes, from the first bytes of a document `render` wrote;
+    None for anything else (no such root in `head`, or no `eventId` on it). An attribute
+    beyond `head` (a root over 4 KiB) is None."""
+    m = _ROOT.search(head)
+    if m is None:
+        return None
+    attrs = {k.decode("ascii", "replace"): html.unescape(v.decode("utf-8", "replace"))
+             for k, v in _ATTR.findall(m.group(1))}
+    event_id = attrs.get("eventId")
+    if not event_id or not _EVENT_ID.fullmatch(event_id):
+        return None  # not an id `render` wrote: nothing from it reaches a log
+    return Root(event_id, attrs.get("provider"), attrs.get("tenant"), attrs.get("key"))
 
 
 def event_id_of(head: bytes) -> str | None:
     """The root's `eventId` from the first bytes of a document `render` wrote, if found."""
-    m = _EVENT_ID.search(head)
-    return m.group(1).decode("ascii", "replace") if m else None
+    root = root_of(head)
+    return root.event_id if root else None
+
+
+def same_invoice(root: Root, event: FeedEvent) -> bool:
+    """Whether a document with this root is of `event`'s invoice (another version of it):
+    the same provider, tenant and key, as `render` writes them."""
+    return (root.provider, root.tenant, root.key) == (
+        _text(event.provider), _text(event.tenant), _text(event.key))

@@ -5,17 +5,27 @@ by default the sink takes `invoice.created` events of the `horisen` provider, re
 each as `docs/horisen-invoice.xsd` XML (`invoice_xml`) and writes it as
 `{tenant}-{number}.xml`.
 
-Each file is written as `.<name>.part`, fsynced (`fsync@openssh.com`, where the server
-has it) and renamed over `<name>` (`posix-rename@openssh.com`: atomic), so a reader
-never sees half a file. Up to `concurrency` files of a batch are in flight at once on
-the one SFTP channel; the batch is done when all are renamed, and otherwise fails whole.
+Names come from the `filename` template (`filenames`): escaped, never collapsed, so two
+invoices never share one. Each file is written as `.<name>.streamd-<sink>.part`, fsynced
+(`fsync@openssh.com`, where the server has it) and renamed to `<name>`, so a reader never
+sees half a file. The rename is SFTP's own, which refuses an existing name: a file that
+appeared since the directory was listed is never replaced unseen. Up to `concurrency`
+files of a batch are in flight at once on the one SFTP channel; the batch is done when
+all are renamed, and otherwise fails whole.
 
-Idempotent: a redelivered batch (after a crash between the upload and the offset
-commit, or a retry after a partial failure) finds `<name>` already there with the same
-`eventId` on its root and skips it. Leftover `.part` files of a crashed run are removed
-on (re)connect. The server's host key is always verified against `known_hosts`.
-Connection, authentication and I/O failures are retryable: the dispatcher backs off,
-keeps its offset, and the next attempt reconnects.
+What is at a name already decides what happens (its root's `eventId`, `provider`,
+`tenant` and `key`): the same event → skipped, so a redelivered batch (after a crash
+between the upload and the offset commit, or a retry after a partial failure) writes
+nothing twice; another event of the same invoice (an update, when `match` takes them) →
+replaced (`posix-rename@openssh.com`: atomic); anything else (another invoice's file, a
+file streamd did not write) → never touched: the event is refused (`Permanent`, so it
+ends in dead letters naming the file) and `streamd_sink_sftp_name_conflicts_total` counts it
+once.
+
+Only the sink's own leftover `.part` files (of a crashed run) are removed on (re)connect;
+another uploader's are left alone. The server's host key is always verified against
+`known_hosts`. Connection, authentication and I/O failures are retryable: the dispatcher
+backs off, keeps its offset, and the next attempt reconnects.
 """
 
 from __future__ import annotations
@@ -23,9 +33,8 @@ from __future__ import annotations
 import logging
 import os
 import posixpath
-import re
 import socket
-import string
+from collections import OrderedDict
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,25 +45,28 @@ import asyncssh
 import msgspec
 
 from ..config import Match, SinkConfig
-from ..errors import Permanent, Retryable
+from ..errors import Permanent, Rejected, Retryable
+from ..metrics import Metrics
 from ..model import Invoice
+from ..model.check import checked
 from ..model.fields import DECODE_ERRORS
 from ..secrets import Secret
 from ..store import FeedEvent
 from ..units import Duration
 from . import invoice_xml
 from .base import SinkSpec
+from .filenames import Template, is_own_part, part_name
 
 log = logging.getLogger("streamd.sink")
 
 T = TypeVar("T")
 
 FIELDS = ("tenant", "number", "documentNumber", "key", "id", "seq", "source", "op", "issued")
-_HEAD = 4096  # bytes of an existing file read to find its root's eventId
-_MAX_NAME = 200  # a file name's length, leaving room for ".<name>.part" under NAME_MAX
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
-_LEADING_DOTS = re.compile(r"^\.+")
-_PART = re.compile(r"^\..+\.part$")
+#: One of these tells one invoice's file from another's; a template without any would
+#: give every invoice of a tenant (or of a day, an operation) one name.
+DISTINCT = ("number", "documentNumber", "key", "id", "seq")
+_HEAD = 4096  # bytes of an existing file read to find its root's attributes
+_COUNTED = 10_000  # conflicting event ids remembered, so that each is counted once
 
 
 class SftpSinkConfig(SinkConfig, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -81,20 +93,16 @@ class SftpSinkConfig(SinkConfig, frozen=True, forbid_unknown_fields=True, kw_onl
 
 def template_problem(template: str) -> str | None:
     """Why a `filename` template cannot be used, or None."""
+    parsed = Template(template, FIELDS)
+    if parsed.problem:
+        return parsed.problem
+    if not any(f.name in DISTINCT for f in parsed.fields):
+        return ("needs one of " + ", ".join("{" + f + "}" for f in DISTINCT)
+                + ", or two invoices could get one name")
     try:
-        parsed = list(string.Formatter().parse(template))
-    except ValueError as exc:
-        return f"not a valid template ({exc}); write a literal brace as '{{{{' or '}}}}'"
-    for _, field, _, _ in parsed:
-        if field is not None and field not in FIELDS:
-            return (f"unknown field {{{field}}} (known: "
-                    + ", ".join(f"{{{f}}}" for f in FIELDS) + ")")
-    try:
-        name = sanitize(template.format(**_SAMPLE))
-    except (ValueError, TypeError, KeyError, IndexError) as exc:
+        parsed.render(_SAMPLE)
+    except (ValueError, TypeError) as exc:
         return f"cannot be rendered ({exc})"
-    if not name.strip("_"):
-        return "renders no usable file name"
     return None
 
 
@@ -104,25 +112,15 @@ _SAMPLE: dict[str, Any] = {
 }
 
 
-def sanitize(name: str) -> str:
-    """A safe file name: only [A-Za-z0-9._-] (others become '_'), no leading '.', no '/'."""
-    name = _UNSAFE.sub("_", name)
-    name = _LEADING_DOTS.sub(lambda m: "_" * len(m.group()), name)
-    if len(name) > _MAX_NAME:
-        stem, dot, ext = name.rpartition(".")
-        keep = bool(dot and stem and len(ext) <= 16)
-        name = stem[: _MAX_NAME - len(ext) - 1] + "." + ext if keep else name[:_MAX_NAME]
-    return name or "_"
-
-
-def file_name(template: str, event: FeedEvent, invoice: Invoice) -> str:
+def file_name(template: str | Template, event: FeedEvent, invoice: Invoice) -> str:
     # An invoice without a number is named by its key: an empty {number} would make
     # every such invoice of a tenant overwrite the previous one.
     number = invoice.number or event.key
-    return sanitize(template.format(
-        tenant=event.tenant, number=number, documentNumber=number, key=event.key, id=event.id,
-        seq=event.seq, source=event.source, op=event.op,
-        issued=invoice.issued.isoformat() if invoice.issued else ""))
+    parsed = template if isinstance(template, Template) else Template(template, FIELDS)
+    return parsed.render({
+        "tenant": event.tenant, "number": number, "documentNumber": number, "key": event.key,
+        "id": event.id, "seq": event.seq, "source": event.source, "op": event.op,
+        "issued": invoice.issued.isoformat() if invoice.issued else ""})
 
 
 # ---------------------------------------------------------------- validation
@@ -208,8 +206,12 @@ def _known_hosts_problem(path: str) -> str | None:
 @dataclass(frozen=True)
 class _File:
     name: str
-    event_id: str
+    event: FeedEvent
     data: bytes
+
+
+def _same_invoice(a: FeedEvent, b: FeedEvent) -> bool:
+    return (a.provider, a.tenant, a.key) == (b.provider, b.tenant, b.key)
 
 
 class SftpSink:
@@ -225,6 +227,12 @@ class SftpSink:
         self._present: set[str] = set()  # file names in the directory (listed, or written since)
         self._fsync_ok = True
         self._posix_rename_ok = True
+        self._conflicts: Any = None  # the metric's series, once attached
+        self._counted: OrderedDict[str, None] = OrderedDict()  # event ids counted in it, latest last
+        self._template = Template(cfg.filename, FIELDS)
+
+    def attach_metrics(self, metrics: Metrics) -> None:
+        self._conflicts = metrics.sink_sftp_name_conflicts.labels(self.name)
 
     def __repr__(self) -> str:
         return f"SftpSink({self.name!r}, {self.cfg.username}@{self.where}:{self.cfg.directory})"
@@ -307,23 +315,27 @@ class SftpSink:
             raise Retryable(f"{self.where}: cannot connect ({_os_reason(exc)})") from None
 
     async def _prepare(self, sftp: asyncssh.SFTPClient) -> None:
-        """mkdir -p the directory, remove our leftover temporary files, list what is there."""
+        """mkdir -p the directory, remove our own leftover temporary files, list what is there."""
         directory = self.cfg.directory
         await self._op(sftp.makedirs(directory, exist_ok=True))
         names = [str(n) for n in await self._op(sftp.listdir(directory))]
         present = set()
+        others = 0
         for name in names:
-            if name in (".", ".."):
-                continue
-            if _PART.match(name):
+            if is_own_part(name, self.name):
                 log.info("sink %s: removing %s, left over from an interrupted upload", self.name,
                          self._path(name))
                 try:
                     await self._op(sftp.remove(self._path(name)))
                 except asyncssh.SFTPNoSuchFile:
                     pass
+            elif name.startswith("."):  # never a name of ours (`filenames`): another's, left alone
+                others += name.endswith(".part")
             else:
                 present.add(name)
+        if others:
+            log.info("sink %s: %s holds %d .part files that are not this sink's; left alone",
+                     self.name, directory, others)
         self._present = present
 
     async def _wait_closed(self, conn: asyncssh.SSHClientConnection) -> None:
@@ -368,66 +380,125 @@ class SftpSink:
         if event.entity != "invoice":
             raise Permanent(f"event {event.id} (seq {event.seq}) is a {event.entity}, not an invoice")
         try:
-            invoice = msgspec.json.decode(event.data, type=Invoice)
+            # The feed's checks again: an event appended before they bounded amounts could
+            # hold `1E-999999999`, a billion zeros when written out.
+            invoice = checked(msgspec.json.decode(event.data, type=Invoice))
             data = invoice_xml.render(event, invoice)
-            name = file_name(self.cfg.filename, event, invoice)
-        except (*DECODE_ERRORS, ValueError) as exc:
+            name = file_name(self._template, event, invoice)
+        except Rejected as exc:
+            raise Permanent(f"event {event.id} (seq {event.seq}) holds no usable invoice: {exc.reason}") \
+                from None
+        except (*DECODE_ERRORS, ValueError, TypeError) as exc:
             raise Permanent(f"event {event.id} (seq {event.seq}) holds no usable invoice: {exc}") from None
-        return _File(name, event.id, data)
+        return _File(name, event, data)
+
+    def _conflict(self, f: _File, held: str) -> str:
+        """Count an event not written because its name is taken, once however often it is
+        tried (a refused batch is split, and the event retried); the reason it is refused."""
+        reason = (f"event {f.event.id} (seq {f.event.seq}): {self._path(f.name)} already holds {held}; "
+                  f"not replaced (the file names come from filename = {self.cfg.filename!r})")
+        if f.event.id not in self._counted:
+            self._counted[f.event.id] = None
+            if len(self._counted) > _COUNTED:
+                self._counted.popitem(last=False)
+            if self._conflicts is not None:
+                self._conflicts.inc()
+            log.warning("sink %s: %s", self.name, reason)
+        return reason
 
     async def deliver(self, events: Sequence[FeedEvent]) -> None:
-        # Within a batch, a later event for the same file name supersedes an earlier one.
+        # Within a batch, a later event of the same invoice supersedes an earlier one; an
+        # event of another invoice with the same name is refused.
         files: dict[str, _File] = {}
+        clashes: list[str] = []
         for event in events:
             f = self._file(event)
+            earlier = files.get(f.name)
+            if earlier is not None and not _same_invoice(earlier.event, event):
+                clashes.append(self._conflict(f, f"the file of event {earlier.event.id} (seq "
+                                                 f"{earlier.event.seq}, another invoice in this batch)"))
+                continue
             files.pop(f.name, None)
             files[f.name] = f
-        if not files:
-            return
-        reused = self._sftp is not None
-        sftp = await self._client()
-        failure = await self._write_all(sftp, list(files.values()))
-        if failure is not None and failure[1] == "lost" and reused:
-            # Servers close idle connections: reconnect once at once (what is already
-            # there is skipped) rather than count a failure and back off.
-            log.info("sink %s: %s closed the connection; reconnecting", self.name, self.where)
-            await self._drop()
-            failure = await self._write_all(await self._client(), list(files.values()))
-        if failure is not None:
-            error, action = failure
-            if action != "keep":
+        conflicts: list[str] = []
+        if files:
+            reused = self._sftp is not None
+            sftp = await self._client()
+            failure = await self._write_all(sftp, list(files.values()), conflicts)
+            if failure is not None and failure[1] == "lost" and reused:
+                # Servers close idle connections: reconnect once at once (what is already
+                # there is skipped) rather than count a failure and back off.
+                log.info("sink %s: %s closed the connection; reconnecting", self.name, self.where)
                 await self._drop()
-            raise error
+                conflicts = []
+                failure = await self._write_all(await self._client(), list(files.values()), conflicts)
+            if failure is not None:
+                error, action = failure
+                if action != "keep":
+                    await self._drop()
+                raise error
+        refused = clashes + conflicts
+        if refused:
+            more = f" (and {len(refused) - 1} more in this batch)" if len(refused) > 1 else ""
+            raise Permanent(refused[0] + more)
 
-    async def _write_all(self, sftp: asyncssh.SFTPClient,
-                         files: list[_File]) -> tuple[Retryable, str] | None:
-        """Write every file, `concurrency` at a time; the first failure (the rest are
-        cancelled), or None when all are in place."""
+    async def _write_all(self, sftp: asyncssh.SFTPClient, files: list[_File],
+                         conflicts: list[str]) -> tuple[Retryable, str] | None:
+        """Write every file, `concurrency` at a time, adding to `conflicts` those whose name
+        is taken; the first failure (the rest are cancelled), or None when all are done."""
         pending = iter(files)
         failures: list[tuple[Retryable, str]] = []
 
         async def worker(scope: anyio.CancelScope) -> None:
             for f in pending:
                 try:
-                    await self._put(sftp, f)
+                    conflict = await self._put(sftp, f)
                 except Exception as exc:
                     failures.append(self._failure(exc, f"writing {self._path(f.name)}"))
                     scope.cancel()
                     return
+                if conflict is not None:
+                    conflicts.append(conflict)
 
         async with anyio.create_task_group() as tg:
             for _ in range(min(self.cfg.concurrency, len(files))):
                 tg.start_soon(worker, tg.cancel_scope)
         return failures[0] if failures else None
 
-    async def _put(self, sftp: asyncssh.SFTPClient, f: _File) -> None:
+    def _verdict(self, f: _File, root: invoice_xml.Root | None) -> str | None:
+        """What to do with `f` where a file with this root is: "skip" (it is this event's),
+        "replace" (another event of the same invoice), or None (anything else: never touched)."""
+        if root is None:
+            return None
+        if root.event_id == f.event.id:
+            return "skip"
+        return "replace" if invoice_xml.same_invoice(root, f.event) else None
+
+    def _held(self, root: invoice_xml.Root | None) -> str:
+        if root is None:
+            return "a file streamd did not write"
+        return f"the file of event {root.event_id}, another invoice"
+
+    def _skipped(self, f: _File) -> None:
+        self.files_skipped += 1
+        log.info("sink %s: %s already holds %s for event %s; not written again",
+                 self.name, self.where, f.name, f.event.id)
+
+    async def _put(self, sftp: asyncssh.SFTPClient, f: _File) -> str | None:
+        """Write `f` unless its name is taken by another invoice's file: then the reason."""
         path = self._path(f.name)
-        if f.name in self._present and await self._existing_id(sftp, path) == f.event_id:
-            self.files_skipped += 1
-            log.info("sink %s: %s already holds %s for event %s; not written again",
-                     self.name, self.where, f.name, f.event_id)
-            return
-        tmp = self._path(f".{f.name}.part")
+        replace = False
+        if f.name in self._present:
+            there, root = await self._existing(sftp, path)
+            if there:  # else taken away since: write it again
+                verdict = self._verdict(f, root)
+                if verdict is None:
+                    return self._conflict(f, self._held(root))
+                if verdict == "skip":
+                    self._skipped(f)
+                    return None
+                replace = True
+        tmp = self._path(part_name(f.name, self.name))
         handle = await self._op(sftp.open(tmp, "wb"))
         try:
             await self._op(handle.write(f.data))
@@ -442,11 +513,32 @@ class SftpSink:
             await self._close_quietly(handle)
             raise
         await self._op(handle.close())
-        await self._rename(sftp, tmp, path)
+        if replace:
+            await self._replace(sftp, tmp, path)
+        else:
+            try:
+                # SFTP's own rename refuses an existing name: nothing that appeared since the
+                # listing (another uploader's file, the ERP's) is replaced unseen.
+                await self._op(sftp.rename(tmp, path))
+            except asyncssh.SFTPError:
+                there, root = await self._existing(sftp, path)
+                if not there:
+                    raise  # the rename failed for another reason
+                self._present.add(f.name)
+                verdict = self._verdict(f, root)
+                if verdict == "replace":
+                    await self._replace(sftp, tmp, path)
+                else:
+                    await self._remove_quietly(sftp, tmp)
+                    if verdict == "skip":
+                        self._skipped(f)
+                        return None
+                    return self._conflict(f, self._held(root))
         self._present.add(f.name)
         self.files_written += 1
+        return None
 
-    async def _rename(self, sftp: asyncssh.SFTPClient, tmp: str, path: str) -> None:
+    async def _replace(self, sftp: asyncssh.SFTPClient, tmp: str, path: str) -> None:
         if self._posix_rename_ok:
             try:
                 await self._op(sftp.posix_rename(tmp, path))
@@ -462,16 +554,24 @@ class SftpSink:
             pass
         await self._op(sftp.rename(tmp, path))
 
-    async def _existing_id(self, sftp: asyncssh.SFTPClient, path: str) -> str | None:
+    async def _existing(self, sftp: asyncssh.SFTPClient,
+                        path: str) -> tuple[bool, invoice_xml.Root | None]:
+        """Whether `path` is there, and what its root says (None: not a file streamd wrote)."""
         try:
             handle = await self._op(sftp.open(path, "rb"))
         except asyncssh.SFTPNoSuchFile:
-            return None  # taken away since: write it again
+            return False, None
         try:
             head = await self._op(handle.read(_HEAD))
         finally:
             await self._close_quietly(handle)
-        return invoice_xml.event_id_of(head if isinstance(head, bytes) else head.encode())
+        return True, invoice_xml.root_of(head if isinstance(head, bytes) else head.encode())
+
+    async def _remove_quietly(self, sftp: asyncssh.SFTPClient, path: str) -> None:
+        try:
+            await self._op(sftp.remove(path))
+        except asyncssh.SFTPError as exc:  # left for the next connect to clear up
+            log.info("sink %s: cannot remove %s (%s)", self.name, path, _reason(exc))
 
     async def _close_quietly(self, handle: asyncssh.SFTPClientFile) -> None:
         with anyio.CancelScope(shield=True), anyio.move_on_after(self.cfg.timeout.seconds):

@@ -8,12 +8,16 @@ docs/providers/asteria.md.
   is the version, and `time` is when streamd received it.
 - `*_CREATE` → created, `*_UPDATE` → updated, `*_REMOVE` → deleted with the key (a
   REMOVE body carries only `_id`: the tenant is empty unless it says `companyId`).
+- Every amount goes through `fields.amount` (at most 38 digits before the point and 38
+  after, whatever the form) before any arithmetic, and a refusal names Asteria's field
+  (`sums.original.invoiceTotal`). A generic record's numbers are checked the same way
+  by `make_event`.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from typing import Any, Literal
 
 import msgspec
@@ -34,7 +38,7 @@ from ...model import (
     make_event,
 )
 from ...model.entities import Entity
-from ...model.fields import DECODE_ERRORS
+from ...model.fields import DECODE_ERRORS, MAX_FRACTION_DIGITS, MAX_INTEGER_DIGITS, amount
 from . import wire
 
 PROVIDER = "asteria"
@@ -74,7 +78,7 @@ def normalize(topic: str, data: bytes, *, source: str, received_at: datetime) ->
         return [_event(entity, op, key, payload, build(family, payload), data, source, received_at)]
     except DECODE_ERRORS as exc:
         raise Rejected(f"{topic}: {exc}") from None
-    except ArithmeticError as exc:  # decimal.Overflow (1E+999999999 / 1E-999999999) and the like
+    except ArithmeticError as exc:  # amounts are bounded before any arithmetic: a last guard
         raise Rejected(f"{topic}: a number out of range ({type(exc).__name__})") from None
 
 
@@ -96,6 +100,42 @@ def _instant(value: str | None, field: str) -> datetime | None:
 def _date(value: str | None, field: str) -> date | None:
     t = _instant(value, field)
     return t.astimezone(UTC).date() if t else None
+
+
+def _sum(s: wire.Sum | None, at: str) -> tuple[Decimal | None, Decimal | None]:
+    """A `Sum`'s amount (`invoiceTotal`, else `total`) and tax, checked, each named by
+    its path (`at` is the Sum's own, e.g. "sums.original")."""
+    if s is None:
+        return None, None
+    field = "invoiceTotal" if s.invoiceTotal is not None else "total"
+    return amount(s.amount, f"{at}.{field}"), amount(s.tax, f"{at}.tax")
+
+
+def _difference(a: Decimal, b: Decimal) -> Decimal:
+    """a - b, exactly: the default context keeps 28 digits, and two amounts within the
+    bounds can need 77 (a net rounded to 1E+38 would be refused as out of range)."""
+    with localcontext() as ctx:
+        ctx.prec = MAX_INTEGER_DIGITS + MAX_FRACTION_DIGITS + 2
+        return a - b
+
+
+_RATE_PLACES = Decimal(1).scaleb(-MAX_FRACTION_DIGITS)
+
+
+def _rate(converted: Decimal | None, total: Decimal) -> Decimal | None:
+    """converted / total to 28 significant digits (a quotient is rarely exact), rounded to
+    at most 38 places after the point so that it stays within the amounts' bounds; none
+    when there is no total to divide by, or the rate rounds to 0 or exceeds the bounds."""
+    if converted is None or not total:
+        return None
+    rate = converted / total
+    if rate.adjusted() >= MAX_INTEGER_DIGITS:
+        return None
+    exponent = rate.as_tuple().exponent
+    assert isinstance(exponent, int)  # finite
+    if exponent < -MAX_FRACTION_DIGITS:  # then at most 27 digits are left: quantize cannot fail
+        rate = rate.quantize(_RATE_PLACES)
+    return rate or None
 
 
 def _currency(code: str | None) -> str | None:
@@ -168,13 +208,11 @@ def _invoice(family: str, p: wire.Invoice) -> Invoice:
     system = p.sums.system if p.sums else None
     if original is None or original.amount is None or not original.currency:
         raise Rejected("INVOICE: sums.original needs invoiceTotal and currency")
-    total = original.amount
-    tax = original.tax
+    total, tax = _sum(original, "sums.original")
+    assert total is not None
+    converted_total, converted_tax = _sum(system, "sums.system")
     raw_status = p.info.status if p.info else None
     status: Any = "cancelled" if p.canceled else _INVOICE_STATUS.get((raw_status or "").upper(), "unknown")
-    rate = None
-    if system is not None and system.amount is not None and total:
-        rate = system.amount / total
     contact = p.contact.general if p.contact and p.contact.general else None
     return Invoice(
         kind=_INVOICE_KIND.get((p.type or "INVOICE").upper(), "invoice"),
@@ -187,15 +225,22 @@ def _invoice(family: str, p: wire.Invoice) -> Invoice:
         paid=_date(p.dates.invoicePaid, "dates.invoicePaid") if p.dates else None,
         status=status, provider_status=raw_status,
         currency=_required_currency(original.currency, "sums.original.currency"),
-        net=total - tax if tax is not None else None, tax=tax, total=total,
+        net=_difference(total, tax) if tax is not None else None, tax=tax, total=total,
         converted_currency=_currency(system.currency) if system else None,
-        converted_tax=system.tax if system else None,
-        converted_total=system.amount if system else None,
-        conversion_rate=rate,
-        payments=[PaymentRef(date=_date(x.date, "payments.date"), amount=x.total,
-                             currency=_currency(x.currency or x.currencty))
-                  for x in p.payments if x.total is not None],
+        converted_tax=converted_tax, converted_total=converted_total,
+        conversion_rate=_rate(converted_total, total),
+        payments=_payments(p.payments),
         created_at=_instant(p.createdAt, "createdAt"), updated_at=_instant(p.updatedAt, "updatedAt"))
+
+
+def _payments(payments: list[wire.Payment]) -> list[PaymentRef]:
+    refs = []
+    for i, x in enumerate(payments):
+        paid = amount(x.total, f"payments[{i}].total")
+        if paid is not None:
+            refs.append(PaymentRef(date=_date(x.date, "payments.date"), amount=paid,
+                                   currency=_currency(x.currency or x.currencty)))
+    return refs
 
 
 _TX_KIND = {"DEPOSIT": "deposit", "WITHDRAWAL": "withdrawal", "TRANSFER": "transfer",
@@ -211,23 +256,26 @@ def _transaction(family: str, p: wire.Transaction) -> Transaction:
     system = p.sums.system if p.sums else None
     if original is None or original.amount is None or not original.currency:
         raise Rejected(f"{family}: sums.original needs total and currency")
+    total, _ = _sum(original, "sums.original")
+    assert total is not None
+    converted, _ = _sum(system, "sums.system")
     kind_raw = (p.type or "").upper()
     kind: Any = "bank_transaction" if family == "BANK_TRANSACTION" else _TX_KIND.get(kind_raw, "payment")
     direction: Any = {"DEPOSIT": "in", "WITHDRAWAL": "out"}.get(kind_raw)
     links = []
-    for link in p.links:
+    for i, link in enumerate(p.links):
         if not link.id:
             continue
         lsum = link.sums.original if link.sums else None
         links.append(Link(entity=_LINK_ENTITY.get((link.type or "").upper(), "unknown"), key=link.id,
                           type=(link.type or "").lower() or None,
-                          amount=lsum.amount if lsum else None,
+                          amount=_sum(lsum, f"links[{i}].sums.original")[0],
                           currency=_currency(lsum.currency) if lsum else None))
     return Transaction(
         kind=kind, direction=direction, date=_date(p.paymentDate, "paymentDate"),
         status=_TX_STATUS.get((p.status or "").upper(), "unknown"), provider_status=p.status,
-        amount=original.amount, currency=_required_currency(original.currency, "sums.original.currency"),
-        converted_amount=system.amount if system else None,
+        amount=total, currency=_required_currency(original.currency, "sums.original.currency"),
+        converted_amount=converted,
         converted_currency=_currency(system.currency) if system else None,
         reference=p.reference, description=p.description,
         party=PartyRef(key=next((x.clientId for x in p.links if x.clientId), None))
@@ -245,8 +293,9 @@ def _bank_account(family: str, p: wire.BankAccount) -> BankAccount:
 
 def _product(family: str, p: wire.Product) -> Product:
     return Product(name=p.name, number=p.number, description=p.description, unit=p.unit,
-                   unit_price=p.price.amount if p.price else None,
-                   currency=_currency(p.price.currency) if p.price else None, tax_rate=p.taxRate,
+                   unit_price=_sum(p.price, "price")[0],
+                   currency=_currency(p.price.currency) if p.price else None,
+                   tax_rate=amount(p.taxRate, "taxRate"),
                    active=p.active, created_at=_instant(p.createdAt, "createdAt"),
                    updated_at=_instant(p.updatedAt, "updatedAt"))
 
