@@ -7,8 +7,10 @@ internet, this module adds:
 - **Accepting.** asyncio's accept loop, on EMFILE (out of file descriptors), logs a
   traceback per try, tries again up to `backlog` times in the same tick, and schedules
   one retry per failure: millions of journal lines a minute. Here a failed accept is
-  counted (`streamd_http_accept_errors_total`), logged once a minute at most, makes room
-  by closing the oldest idle connection, and backs off (10 ms doubling to 1 s).
+  counted (`streamd_http_accept_errors_total`), logged once a minute at most, and makes
+  the listener hold `FD_HEADROOM` fewer connections than it had (closing the oldest idle
+  ones), so the rest of the process (a sink opening its file) still gets descriptors,
+  until accepts have worked for a minute; it backs off (10 ms doubling to 1 s).
 - **Caps.** At most `max_connections` open, and at most `max_unauthenticated` that have
   not yet sent an authenticated request. Past either cap the oldest *idle* connection
   (one waiting for a request head) is closed, strangers before keep-alive connections
@@ -54,6 +56,10 @@ LOG_EVERY = 60.0  # a persisting accept failure is logged at most this often
 # File descriptors kept free for everything but webhook connections: the store and its
 # readers, sources' and sinks' own connections, log files.
 FD_RESERVE = 256
+# Out of descriptors all the same (another part of the process, or a lowered limit): the
+# listener holds this many fewer connections than it had, so the rest can open files.
+FD_HEADROOM = 16
+MIN_CAP = 8
 _OUT_OF_RESOURCES = {errno.EMFILE: "EMFILE", errno.ENFILE: "ENFILE", errno.ENOBUFS: "ENOBUFS",
                      errno.ENOMEM: "ENOMEM"}
 # Lingering close: after answering a request whose body we did not read, drop at most this
@@ -286,6 +292,8 @@ class ConnectionTable:
         self._idle_strangers: dict[Connection, None] = {}
         self._idle_known: dict[Connection, None] = {}
         self.strangers = 0
+        # max_connections, or less while the process is out of file descriptors (`shrink`)
+        self.cap = limits.max_connections
         self._gauge = metrics.http_connections.labels(name)
         self._closed = {r: metrics.http_connections_closed.labels(name, r) for r in CLOSE_REASONS}
         self._gauge.set(0)
@@ -300,7 +308,7 @@ class ConnectionTable:
         self._idle_strangers[conn] = None
         if self.strangers > self.limits.max_unauthenticated:
             self._evict(self._lingering) or self._evict(self._idle_strangers)
-        if len(self._open) > self.limits.max_connections and not self.make_room():
+        if len(self._open) > self.cap and not self.make_room():
             self.close(conn, "refused")
         self._gauge.set(len(self._open))
         return conn in self._open
@@ -310,6 +318,19 @@ class ConnectionTable:
         oldest idle stranger, else the oldest idle keep-alive connection."""
         return (self._evict(self._lingering) or self._evict(self._idle_strangers)
                 or self._evict(self._idle_known))
+
+    def shrink(self) -> bool:
+        """An accept failed for want of file descriptors: connections must leave some for
+        the rest of the process (the store, a sink opening its file). Hold `FD_HEADROOM`
+        fewer than are open now, until `restore`. Whether a connection was closed."""
+        self.cap = max(min(self.cap, len(self._open) - FD_HEADROOM), MIN_CAP)
+        closed = False
+        while len(self._open) > self.cap and self.make_room():
+            closed = True
+        return self.make_room() if not closed else True
+
+    def restore(self) -> None:
+        self.cap = self.limits.max_connections
 
     def closing(self, conn: Connection) -> None:
         if conn in self._open:
@@ -460,12 +481,16 @@ class Listener:
                                 raise
                             self._accept_errors.labels(self.name, label).inc()
                             failures.failed(label)
-                            self.table.make_room()
-                            await anyio.sleep(wait)
-                            wait = min(wait * 2, ACCEPT_BACKOFF[1])
+                            if self.table.shrink():
+                                # A descriptor is freed once the loop has run the close.
+                                await anyio.sleep(0)
+                            else:
+                                await anyio.sleep(wait)
+                                wait = min(wait * 2, ACCEPT_BACKOFF[1])
                             break
                         wait = ACCEPT_BACKOFF[0]
-                        failures.recovered()
+                        if failures.recovered():
+                            self.table.restore()
                         conn.setblocking(False)
                         try:
                             await loop.connect_accepted_socket(connection, conn)
@@ -504,11 +529,14 @@ class _Failures:
             return
         self.logged, self.unlogged = now, 0
 
-    def recovered(self) -> None:
+    def recovered(self) -> bool:
+        """Whether an episode just ended (no failure for LOG_EVERY seconds)."""
         if self.total and time.monotonic() - self.last >= LOG_EVERY:
             log.warning("http %s: accepting connections again (%d accepts had failed)",
                         self.name, self.total)
             self.total = self.unlogged = 0
+            return True
+        return False
 
 
 def raise_fd_limit() -> int:

@@ -322,10 +322,10 @@ def test_out_of_file_descriptors_is_logged_once_and_the_listener_keeps_serving(
     pid = d.proc.pid
     in_use = len(list(Path(f"/proc/{pid}/fd").iterdir()))
     _, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
-    resource.prlimit(pid, resource.RLIMIT_NOFILE, (in_use + 8, hard))
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (in_use + 48, hard))
     held = []
     try:
-        for _ in range(60):
+        for _ in range(100):
             held.append(connect(d))
         wait_for(lambda: "cannot accept connections: EMFILE" in d.log(), 10, "EMFILE to be seen")
         t0 = time.monotonic()
@@ -337,6 +337,10 @@ def test_out_of_file_descriptors_is_logged_once_and_the_listener_keeps_serving(
         assert httpx.get(f"{d.url}/healthz", timeout=10).status_code == 200
         failed = metric(d, 'streamd_http_accept_errors_total{error="EMFILE",listener="main"}')
         assert failed >= 1
+        # the listener left descriptors for the rest: the file sink opens its file
+        out = d.dir / "out" / "feed.jsonl"
+        wait_for(lambda: out.exists() and len(out.read_bytes().splitlines()) == 1, 10,
+                 "the file sink to deliver while strangers keep coming")
     finally:
         for s in held:
             s.close()
