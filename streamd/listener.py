@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import h11
 import uvicorn
 from anyio.abc import TaskStatus
@@ -483,7 +484,7 @@ class Listener:
                             failures.failed(label)
                             if self.table.shrink():
                                 # A descriptor is freed once the loop has run the close.
-                                await anyio.sleep(0)
+                                await anyio.lowlevel.checkpoint()
                             else:
                                 await anyio.sleep(wait)
                                 wait = min(wait * 2, ACCEPT_BACKOFF[1])
