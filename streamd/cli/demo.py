@@ -52,10 +52,22 @@ if TYPE_CHECKING:  # imported when the demo runs: asyncssh would slow every comm
     from ..demo.receiver import DemoReceiver
     from ..demo.sftp import DemoSftpServer
 
+def _secrets_key(path: Path) -> None:
+    """A random [store] secrets_key for the demo's feed (kept with `--dir`), 0600 from birth."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    with os.fdopen(fd, "w") as f:
+        f.write(base64.b64encode(os.urandom(32)).decode() + "\n")
+
+
 DEMO_CONFIG = """
 [store]
 path = "feed.db"
 retention = "1d"
+# Asperion's rotating tokens are sealed at rest, as they should be in production.
+secrets_key = "file:secrets.key"
 
 [http]
 listen = "127.0.0.1:0"
@@ -230,6 +242,7 @@ async def _main(args: argparse.Namespace, workdir: Path) -> None:
         sinks = receiver.sink_toml("http", signing_secret=json.dumps(signing.reference),
                                    batch_linger='"250ms"')
         sinks += "\n" + sftp.sink_toml("sftp")
+        await anyio.to_thread.run_sync(_secrets_key, workdir / "secrets.key")
         cfg = parse(DEMO_CONFIG.format(source=source, sinks=sinks), origin="<demo>", base_dir=workdir)
         # What `streamd auth asperion` would leave behind after signing in.
         await save(cfg.store, "asperion", TokenState(refresh_token=asperion.issue_refresh_token()))
