@@ -112,7 +112,8 @@ def test_a_sales_invoice_is_a_receivable_invoice() -> None:
     assert n.data == Invoice(
         kind="invoice", direction="receivable", number="20260117",
         party=PartyRef(key="1042", name="Bakkerij De Gouden Korst B.V.", number="10042"),
-        issued=date(2026, 3, 1), due=date(2026, 3, 31), status="open", provider_status="Payable",
+        # 605 of 1210 open: partly paid (model/rules.py), whatever Asperion's status says.
+        issued=date(2026, 3, 1), due=date(2026, 3, 31), status="partially_paid", provider_status="Payable",
         currency="EUR", net=Decimal("1000.00"), tax=Decimal("210.00"), total=Decimal("1210.00"),
         unpaid=Decimal("605.00"), description="Broodleveringen februari")
 
