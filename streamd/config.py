@@ -15,6 +15,7 @@ import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, TypeVar
+from zoneinfo import ZoneInfo
 
 import msgspec
 
@@ -100,6 +101,9 @@ class Match(_Base, frozen=True):
     entity: list[str] = []
     type: list[str] = []
     tenant: list[str] = []
+    # false: leave out forecasts (an invoice whose `forecast` is true, Asteria's expected
+    # invoices); true: only forecasts; unset: both.
+    forecast: bool | None = None
 
 
 class SourceConfig(_Base, frozen=True):
@@ -107,6 +111,13 @@ class SourceConfig(_Base, frozen=True):
 
     provider: str
     backoff: Backoff = Backoff()
+    # The provider's business time zone (IANA name): a date in the feed is the date there
+    # (docs/model.md, "Dates"). Each provider's Struct sets its documented default.
+    timezone: str = "UTC"
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)  # checked by `parse`; zoneinfo caches each zone
 
 
 class SinkConfig(_Base, frozen=True):
@@ -240,6 +251,14 @@ def _check_backoff(where: str, backoff: Backoff, problems: list[str]) -> None:
         problems.append(f"{where}.backoff.max: must not be less than backoff.min")
 
 
+def _check_timezone(where: str, name: str, problems: list[str]) -> None:
+    try:
+        ZoneInfo(name)
+    except (ValueError, KeyError, OSError):  # ZoneInfoNotFoundError is a KeyError
+        problems.append(f"{where}.timezone: {name!r} is not a time zone of the IANA database "
+                        "(e.g. \"Europe/Stockholm\", \"UTC\")")
+
+
 def _check_match(where: str, match: Match, known_providers: set[str], problems: list[str]) -> None:
     for p in match.provider:
         if not any(ch in p for ch in "*?[") and p not in known_providers:
@@ -310,6 +329,7 @@ def parse(text: str, *, origin: str = "<string>", base_dir: Path | None = None) 
         if cfg is not None:
             cfg = _with_paths(cfg, spec.path_fields, base)
             _check_backoff(where, cfg.backoff, problems)
+            _check_timezone(where, cfg.timezone, problems)
             problems.extend(f"{where}.{p}" for p in spec.validate(cfg))
             sources[name] = cfg
 

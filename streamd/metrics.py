@@ -65,6 +65,11 @@ class Metrics:
             "OAuth2 token requests by outcome: ok, refused (the provider said no: a dead refresh"
             " token or wrong client secret) or error (unreachable, 5xx; retried).",
             ["source", "outcome"], registry=r)
+        self.source_tenant_unknown = Counter(
+            "streamd_source_tenant_unknown_total",
+            "Events a source emitted without a tenant (`\"tenant\": null`): neither the payload"
+            " nor what streamd has seen could place the record (Asteria: the deletion of a"
+            " record it never saw).", ["source"], registry=r)
         self.source_held = Gauge(
             "streamd_source_held_records",
             "Records a polling source saw but holds back until a later poll, because what must"

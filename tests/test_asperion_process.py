@@ -96,3 +96,22 @@ def test_sigkill_mid_poll_loses_and_repeats_nothing(streamd_proc: Callable[..., 
     (value,) = d.query("SELECT value FROM source_state WHERE source = 'ap' AND key = ?", (TOKEN_KEY,))[0]
     assert sim.refresh_token_valid(json.loads(value)["refresh_token"])
     assert sim.refreshes >= 3
+
+
+def test_invoices_reach_the_feed_with_their_lines(streamd_proc: Callable[..., Streamd],
+                                                  background: Background, tmp_path: Path) -> None:
+    """The source lists `salesinvoiceswithlines`, so each invoice event carries its lines
+    (`lines._data[].amount` → `net`, `vatAmount` → `tax`)."""
+    sim = serve(background, tmp_path, Knobs(records=3, tenants=("1001",), resources=("salesinvoices",)))
+    table = sim.source_toml("ap", interval='"1h"', resources='["salesinvoices"]', tenants='["1001"]')
+    d = streamd_proc(f'[store]\npath = "feed.db"\n[http]\nlisten = "127.0.0.1:0"\n{table}')
+    anyio.run(save, StoreConfig(path=str(d.db)), "ap", TokenState(refresh_token=sim.issue_refresh_token()))
+    d.start()
+    wait_for(lambda: len(d.query("SELECT key FROM events")) == 3, 30, "the three invoices")
+    for key, data in d.query("SELECT key, data FROM events ORDER BY key"):
+        rec = sim.records("1001", "salesinvoices")[key]
+        (line,) = json.loads(data)["lines"]
+        (sent,) = rec["lines"]["_data"]
+        assert (line["description"], line["net"], line["tax"]) == (
+            sent["description"], str(sent["amount"]), str(sent["vatAmount"]))
+    assert d.terminate() == 0

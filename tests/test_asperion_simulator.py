@@ -211,7 +211,11 @@ async def test_items_tenants_and_not_found(tmp_path: Path) -> None:
         assert invoice.id == 3
         rec = sim.records("1001", "salesinvoices")["3"]
         assert invoice.amountInclVat == rec["amountInclVat"]
-        assert r.content.startswith(encode_record(rec)[:-1] + b',"_meta":')  # byte for byte
+        plain = {k: v for k, v in rec.items() if k != "lines"}  # lines: the with-lines path only
+        assert r.content.startswith(encode_record(plain)[:-1] + b',"_meta":')  # byte for byte
+        with_lines = await http.get("/salesinvoiceswithlines/3")
+        assert with_lines.content.startswith(encode_record(rec)[:-1] + b',"_meta":')
+        assert with_lines.json()["lines"]["_data"][0]["amount"] == float(rec["amountExclVat"])
         assert r.json()["_meta"] == {"self": f"{sim.base_url}/salesinvoices/3", "administrationId": 1001,
                                      "administrationName": r.json()["_meta"]["administrationName"],
                                      "profileName": "Demo Gebruiker"}

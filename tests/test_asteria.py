@@ -16,9 +16,11 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus, WebSocketException
 
 from streamd.config import parse
+from streamd.model import Event
 from streamd.providers.asteria import simulator as sim_mod
 from streamd.providers.asteria.normalize import normalize
 from streamd.providers.asteria.simulator import AsteriaSimulator, Knobs, send_webhooks
+from streamd.providers.asteria.tenants import Recent
 
 from .conftest import InProcess, feed_lines, until
 
@@ -27,8 +29,20 @@ SECRET = "asteria-webhook-secret-value"
 NOW = datetime(2026, 11, 21, tzinfo=UTC)
 
 
+def expected_events(sim: AsteriaSimulator, n: int) -> list[Event]:
+    """The gateway's first n events, each deletion placed in the tenant of its record's
+    earlier events, as the source places it."""
+    recent, events = Recent(n), []
+    for i in range(n):
+        (ev,) = normalize(*sim.event(i), source="gw", received_at=NOW, tenant_of=recent.get)
+        assert ev.tenant, f"event {i} ({ev.type} {ev.key}) in no tenant"
+        recent.saw(ev.entity, ev.key, ev.tenant)
+        events.append(ev)
+    return events
+
+
 def expected_ids(sim: AsteriaSimulator, n: int) -> set[str]:
-    return {normalize(*sim.event(i), source="gw", received_at=NOW)[0].id for i in range(n)}
+    return {ev.id for ev in expected_events(sim, n)}
 
 
 class Gateway:
@@ -198,7 +212,7 @@ async def test_webhooks_authenticate_limit_and_deduplicate_against_the_websocket
 
 
 def expected_id(sim: AsteriaSimulator, i: int) -> str:
-    return normalize(*sim.event(i), source="gw", received_at=NOW)[0].id
+    return expected_events(sim, i + 1)[i].id
 
 
 async def test_a_bad_client_key_is_a_config_error_not_a_crash(tmp_path: Path) -> None:

@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from streamd.errors import Rejected
 from streamd.providers.asteria import simulator, wire
-from streamd.providers.asteria.normalize import normalize, normalize_frame
+from streamd.providers.asteria.normalize import normalize, normalize_frame, tenant_unknown
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 
@@ -81,7 +82,9 @@ def test_the_seeds_invoice_update_keeps_both_sums() -> None:
     assert data["direction"] == "receivable" and data["kind"] == "invoice"
     assert (data["currency"], data["total"], data["tax"], data["net"]) == ("SEK", "100", "0", "100")
     assert (data["converted_currency"], data["converted_total"]) == ("EUR", "125")
-    assert data["conversion_rate"] == "1.25"
+    assert data["conversion_rate"] is None  # Asteria sends no rate, and streamd invents none
+    assert (data["forecast"], data["active"]) == (False, True)
+    assert data["credits"] == [{"key": None, "number": "test"}]
     assert data["party"] == {"key": "5ef5add7c3cd659588c53242", "name": "Jaylan Schuster", "number": "1"}
     assert (data["issued"], data["due"], data["paid"]) == ("2019-03-25", "2021-12-25", None)
     assert (data["status"], data["provider_status"]) == ("open", "PROCESSING")
@@ -238,6 +241,93 @@ def test_amounts_at_the_bounds_are_kept_digit_for_digit() -> None:
         [Decimal(big), Decimal(small), 100]
     assert data["converted_total"] == "100"
     # Derived from amounts at the bounds, and within them too: the net exact (77 digits,
-    # where the default context's 28 would round it to 1E+38), the rate rounded to 38 places.
+    # where the default context's 28 would round it to 1E+38). No rate is derived.
     assert data["net"] == "9" * 37 + "8." + "9" * 38
-    assert Decimal(str(data["conversion_rate"])) == Decimal("1.00E-36")
+    assert data["conversion_rate"] is None
+
+
+# ---------------------------------------------------------------- issue 14: one model, one rule
+
+def test_a_remove_is_placed_in_the_tenant_its_record_had() -> None:
+    """The seed's CLIENT_REMOVE holds only `_id`: its tenant is the one the record was seen
+    in; with none known it is empty (`null` in the feed), and `tenant_unknown` says so."""
+    def known(entity: str, key: str) -> str | None:
+        return {("party", "5ef5add7c3cd659588c53242"): "5eafe37ddc7a940058c76479"}.get((entity, key))
+
+    (placed,) = normalize("CLIENT_REMOVE", CLIENT_REMOVE, source="s", received_at=NOW, tenant_of=known)
+    assert (placed.op, placed.tenant) == ("deleted", "5eafe37ddc7a940058c76479")
+    assert not tenant_unknown(placed)
+    (lost,) = normalize("CLIENT_REMOVE", CLIENT_REMOVE, source="s", received_at=NOW)
+    assert lost.tenant == "" and tenant_unknown(lost)
+    assert placed.id != lost.id  # the tenant is part of the id
+    # A body that names its company keeps it, whatever was seen before.
+    (named,) = normalize("CLIENT_REMOVE", b'{"_id": "5ef5add7c3cd659588c53242", "companyId": "other"}',
+                         source="s", received_at=NOW, tenant_of=known)
+    assert named.tenant == "other"
+
+
+def test_a_due_date_stamped_at_local_midnight_is_that_day_in_stockholm() -> None:
+    """25 December in Stockholm is `2021-12-24T23:00:00.000Z`: the date is the 25th (it was
+    the 24th, the UTC date), unless the source's timezone says otherwise."""
+    body = INVOICE_UPDATE.replace(b'"invoiceDue": "2021-12-25T18:00:00.000Z"',
+                                  b'"invoiceDue": "2021-12-24T23:00:00.000Z"')
+    assert one("INVOICE_UPDATE", body)[0]["due"] == "2021-12-25"
+    (ev,) = normalize("INVOICE_UPDATE", body, source="s", received_at=NOW, zone=ZoneInfo("UTC"))
+    assert json.loads(ev.data)["due"] == "2021-12-24"
+    tx = TRANSACTION_UPDATE.replace(b'"paymentDate": "2021-12-25T18:00:00.000Z"',
+                                    b'"paymentDate": "2021-12-24T23:30:00.000Z"')
+    assert one("TRANSACTION_UPDATE", tx)[0]["date"] == "2021-12-25"
+
+
+def test_a_forecast_an_inactive_invoice_and_what_a_credit_note_credits_are_mapped() -> None:
+    body = (INVOICE_UPDATE.replace(b'"isForecast": false', b'"isForecast": true')
+            .replace(b'"active": true', b'"active": false').replace(b'"type": "invoice"', b'"type": "CREDIT"')
+            .replace(b'"credits": ["test"]', b'"credits": [{"number": "1042"}, "1043", {"number": " "}]'))
+    data, _ = one("INVOICE_UPDATE", body)
+    assert (data["kind"], data["forecast"], data["active"]) == ("credit_note", True, False)
+    assert data["credits"] == [{"key": None, "number": "1042"}, {"key": None, "number": "1043"}]
+    # Without them in the payload, the fields are not in the JSON at all.
+    bare = b'{"_id": "i", "companyId": "c", "sums": {"original": {"invoiceTotal": 1, "currency": "SEK"}}}'
+    assert not {"forecast", "active", "credits"} & set(one("INVOICE_UPDATE", bare)[0])
+
+
+def test_net_is_total_minus_tax_exactly() -> None:
+    body = _invoice_with(b'"invoiceTotal": 12345678901234567890.123456789, "tax": 0.1')
+    data, _ = one("INVOICE_UPDATE", body)
+    assert data["net"] == "12345678901234567890.023456789"
+
+
+@pytest.mark.parametrize("short, full, kept", [
+    ("1E+30", "1" + "0" * 30, True),
+    ("9.9E+37", "99" + "0" * 36, True),
+    ("1E+38", "1" + "0" * 38, False),  # 39 digits before the point
+    ("1E-38", "0." + "0" * 37 + "1", True),
+    ("1E-39", "0." + "0" * 38 + "1", False),  # 39 after it
+    ("1.50E+2", "150.0", True),
+])
+def test_bounds_are_the_same_written_with_an_exponent_or_in_full(short: str, full: str, kept: bool) -> None:
+    outcomes = []
+    for written in (short, full):
+        body = _invoice_with(b'"invoiceTotal": ' + written.encode())
+        try:
+            data, _ = one("INVOICE_UPDATE", body)
+        except Rejected as exc:
+            assert "sums.original.invoiceTotal" in exc.reason
+            outcomes.append(None)
+        else:
+            outcomes.append(Decimal(str(data["total"])))
+    assert outcomes[0] == outcomes[1] and (outcomes[0] is not None) == kept
+
+
+@pytest.mark.parametrize("body, field", [
+    (b'{"_id": "i", "sums": {"original": {"invoiceTotal": 1, "currency": "XYZ"}}}', "sums.original.currency"),
+    (b'{"_id": "i", "sums": {"original": {"invoiceTotal": 1, "currency": "SEK"}, '
+     b'"system": {"invoiceTotal": 1, "currency": "ABC"}}}', "sums.system.currency"),
+    (b'{"_id": "i", "sums": {"original": {"invoiceTotal": 1, "currency": "SEK"}}, '
+     b'"payments": [{"total": 1, "currencty": "XXY"}]}', "payments[0].currency"),
+])
+def test_a_currency_that_is_not_iso_4217_is_refused_naming_the_field(body: bytes, field: str) -> None:
+    with pytest.raises(Rejected) as info:
+        normalize("INVOICE_UPDATE", body, source="s", received_at=NOW)
+    assert info.value.reason.startswith(f"{field}: ")
+    assert "is not an ISO 4217 currency code" in info.value.reason

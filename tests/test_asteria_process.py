@@ -17,7 +17,7 @@ from streamd.providers.asteria import simulator as sim_mod
 from streamd.providers.asteria import wire
 from streamd.providers.asteria.simulator import AsteriaSimulator, Knobs
 
-from .conftest import Background, Streamd, wait_for
+from .conftest import Background, Streamd, streamd_cli, wait_for
 
 SECRET = "asteria-process-secret"
 
@@ -171,3 +171,92 @@ def test_memory_stays_flat_while_a_slow_store_holds_the_gateway_back(
     # uncommitted) filling while the store is held: 3.6-24 MB measured. Without backpressure
     # the 130,000 events held back would be hundreds of MB.
     assert growth_mb < 40, f"RSS grew {growth_mb:.1f} MB (from {baseline // 1024} MB)"
+
+
+# ---------------------------------------------------------------- issue 14: what reaches the feed
+
+CLIENT_UPDATE = b"""{"info": {"accounts": []},
+"meta": {"clientNumber": "1", "source": "5e3a6b2ae7731c00581951ba"}, "active": true, "status": [],
+"_id": "5ef5add7c3cd659588c53242", "companyId": "5eafe37ddc7a940058c76479", "type": "CUSTOMER", "__v": 0,
+"createdAt": "2020-06-26T08:12:07.597Z", "name": "Stanton Cruickshank",
+"updatedAt": "2020-06-26T08:12:07.597Z", "id": "5ef5add7c3cd659588c53242"}"""
+CLIENT_REMOVE = b'{\n"_id": "5ef5add7c3cd659588c53242"\n}'
+COMPANY = "5eafe37ddc7a940058c76479"
+
+
+def _invoice(key: str, *, forecast: bool, due: str = "2021-12-25T18:00:00.000Z",
+             currency: str = "SEK") -> bytes:
+    return json.dumps({
+        "meta": {"invoiceNumber": key[-3:], "clientNumber": "1"}, "info": {"status": "PROCESSING",
+                                                                           "isForecast": forecast},
+        "dates": {"invoiceDue": due, "invoicePaid": None, "invoiceSent": "2019-03-25T18:00:00.000Z"},
+        "active": True, "type": "invoice", "canceled": False, "credits": [], "_id": key,
+        "clientType": "CUSTOMER", "companyId": COMPANY, "clientId": "5ef5add7c3cd659588c53242",
+        "createdAt": "2020-06-26T08:12:44.119Z", "updatedAt": "2020-06-26T08:12:44.119Z", "payments": [],
+        "sums": {"original": {"tax": 0, "invoiceTotal": 100, "currency": currency}}}).encode()
+
+
+def _post(d: Streamd, topic: str, body: bytes) -> httpx.Response:
+    return httpx.post(f"{d.url}/webhooks/gw", content=body, timeout=10, headers={
+        "content-type": "application/json", "x-asteria-topic": topic, "x-streamd-webhook-secret": SECRET})
+
+
+def _lines(path: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in path.read_bytes().splitlines()] if path.exists() else []
+
+
+def test_a_deletion_reaches_a_sink_matching_its_records_tenant_across_a_restart(
+        streamd_proc: Callable[..., Streamd], background: Background, tmp_path: Path) -> None:
+    """The seed's CLIENT_REMOVE holds only `_id`. After the seed's CLIENT_UPDATE (and a
+    restart: the tenant is kept in the store, not only in memory) it lands in the client's
+    company, so a sink matching that tenant gets it; a removal of a record never seen says
+    `"tenant": null` and is counted."""
+    sim = gateway(background, tmp_path, Knobs(count=1, companies=("another-company",)))
+    sink = f'[sinks.acme]\ntype = "file"\npath = "acme.jsonl"\nmatch = {{ tenant = ["{COMPANY}"] }}\n'
+    d = streamd_proc(config(sim) + sink, env={"ASTERIA_SECRET": SECRET})
+    d.start()
+    assert _post(d, "CLIENT_UPDATE", CLIENT_UPDATE).json()["appended"] == 1
+    assert d.terminate() == 0
+    d.start()
+    assert _post(d, "CLIENT_REMOVE", CLIENT_REMOVE).json()["appended"] == 1
+    assert _post(d, "CLIENT_REMOVE", b'{"_id": "5ef5add7c3cd659588c5ffff"}').json()["appended"] == 1
+    acme = d.dir / "acme.jsonl"
+    wait_for(lambda: len(_lines(acme)) == 2, 20, "the update and the deletion in the tenant's sink")
+    update, deletion = _lines(acme)
+    assert (deletion["type"], deletion["subject"], deletion["tenant"]) == (
+        "party.deleted", "party/5ef5add7c3cd659588c53242", COMPANY)
+    tail = streamd_cli("tail", "--db", str(d.db), "--from-seq", "0", "--type", "party.deleted")
+    lost = [json.loads(line) for line in tail.stdout.splitlines()][-1]
+    assert (lost["subject"], lost["tenant"]) == ("party/5ef5add7c3cd659588c5ffff", None)
+    metrics = httpx.get(f"{d.url}/metrics", timeout=10).text
+    assert 'streamd_source_tenant_unknown_total{source="gw"} 1.0' in metrics
+
+
+def test_forecasts_dates_and_currencies_as_they_reach_the_feed(
+        streamd_proc: Callable[..., Streamd], background: Background, tmp_path: Path) -> None:
+    """A sink with `match.forecast = false` leaves out Asteria's forecast invoices; a due date
+    stamped at Stockholm's midnight is that day; an unknown currency is refused to dead
+    letters with its bytes and the reason."""
+    sim = gateway(background, tmp_path, Knobs(count=1))  # a CLIENT_CREATE: not for this sink
+    sink = ('[sinks.real]\ntype = "file"\npath = "real.jsonl"\n'
+            'match = { entity = ["invoice"], forecast = false }\n')
+    d = streamd_proc(config(sim) + sink, env={"ASTERIA_SECRET": SECRET})
+    d.start()
+    assert _post(d, "INVOICE_UPDATE", _invoice("inv-forecast-001", forecast=True)).status_code == 200
+    real = _invoice("inv-real-002", forecast=False, due="2021-12-24T23:00:00.000Z")
+    assert _post(d, "INVOICE_UPDATE", real).status_code == 200
+    bad = _invoice("inv-bad-003", forecast=False, currency="XYZ")
+    r = _post(d, "INVOICE_UPDATE", bad)
+    assert r.status_code == 400 and r.json()["error"] == (
+        "sums.original.currency: 'XYZ' is not an ISO 4217 currency code")
+    path = d.dir / "real.jsonl"
+    wait_for(lambda: len(_lines(path)) == 1, 20, "the real invoice in the sink")
+    (line,) = _lines(path)
+    data = line["data"]
+    assert isinstance(data, dict)
+    assert (line["subject"], data["forecast"], data["due"]) == ("invoice/inv-real-002", False, "2021-12-25")
+    forecasts = streamd_cli("tail", "--db", str(d.db), "--from-seq", "0", "--forecast", "yes",
+                            "--entity", "invoice")
+    assert [json.loads(x)["subject"] for x in forecasts.stdout.splitlines()] == ["invoice/inv-forecast-001"]
+    assert d.query("SELECT raw, reason FROM dead_letters") == [
+        (bad, "sums.original.currency: 'XYZ' is not an ISO 4217 currency code")]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from streamd.config import parse, render
@@ -215,3 +216,24 @@ def test_retry_after_takes_seconds_or_an_http_date(header: str | None, seconds: 
 
     now = datetime(2026, 11, 21, 12, 0, tzinfo=UTC).timestamp()
     assert retry_after_seconds(header, now=now) == seconds
+
+
+# ---------------------------------------------------------------- issue 14: the business time zone
+
+def test_each_provider_has_a_documented_business_time_zone_and_a_source_may_set_its_own() -> None:
+    from streamd.providers import provider_spec
+
+    defaults = {name: next(f.default for f in msgspec.structs.fields(provider_spec(name).config)
+                           if f.name == "timezone")
+                for name in ("asteria", "asperion", "horisen", "connec", "synthetic")}
+    assert defaults == {"asteria": "Europe/Stockholm", "asperion": "Europe/Amsterdam",
+                        "horisen": "Europe/Zurich", "connec": "UTC", "synthetic": "UTC"}
+    cfg = parse('[sources.s]\nprovider = "synthetic"\ntimezone = "America/New_York"\n')
+    assert cfg.sources["s"].zone.key == "America/New_York"
+
+
+@pytest.mark.parametrize("zone", ["Mars/Olympus_Mons", "", "../../etc/passwd", "Europe"])
+def test_a_timezone_that_is_not_in_the_iana_database_is_refused(zone: str) -> None:
+    assert problems(f'[sources.s]\nprovider = "synthetic"\ntimezone = "{zone}"\n') == [
+        f'sources.s.timezone: {zone!r} is not a time zone of the IANA database '
+        '(e.g. "Europe/Stockholm", "UTC")']

@@ -366,10 +366,11 @@ def test_stamps_are_utc(stamp: str, instant: datetime) -> None:
 
 
 @pytest.mark.parametrize("value, day", [
-    ("2019-06-01", date(2019, 6, 1)), ("2019-06-01T23:30:00-05:00", date(2019, 6, 1)),  # as written
+    ("2019-06-01", date(2019, 6, 1)),  # a date as written
+    ("2019-06-01T23:30:00-05:00", date(2019, 6, 2)),  # a stamp: its date in UTC, the default zone
     ("2019-06-01T00:00:00Z", date(2019, 6, 1)), (" ", None), (None, None),
 ])
-def test_dates_keep_the_date_as_written(value: str | None, day: date | None) -> None:
+def test_dates_are_dates_in_the_business_time_zone(value: str | None, day: date | None) -> None:
     assert data(event("invoices", transaction_date=value)).issued == day
     assert data(event("payments", transaction_date=value)).date == day
 

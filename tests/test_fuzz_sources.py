@@ -424,13 +424,34 @@ class AsteriaRig(Rig):
         assert topic == "CLIENT_UPDATE"
         return topic, data, normalize(topic, data, source=self.name, received_at=NOW)[0].id
 
+    def placing(self, fn: Callable[..., list[Event]]) -> Callable[..., list[Event]]:
+        """`fn` (normalize, normalize_frame) placing a record's changes as the source does: in
+        the tenant its earlier changes had (those normalized here first, then what the source
+        keeps in memory and in the store)."""
+        source = self.d.daemon.sources[self.name]
+        overlay: dict[tuple[str, str], str] = {}
+
+        def tenant_of(entity: str, key: str) -> str | None:
+            rows = self.d.rows("SELECT tenant FROM entity_state WHERE source = ? AND entity = ? AND key = ?"
+                               " AND tenant != '' ORDER BY updated DESC LIMIT 1", (self.name, entity, key))
+            found: str | None = rows[0][0] if rows else None
+            return overlay.get((entity, key)) or source.recent.get(entity, key) or found
+
+        def placed(*args: Any, **kwargs: Any) -> list[Event]:
+            events = fn(*args, tenant_of=tenant_of, **kwargs)
+            overlay.update(((ev.entity, ev.key), ev.tenant) for ev in events if ev.tenant)
+            return events
+
+        return placed
+
     async def frames(self, frames: list[bytes]) -> None:
         """Send `frames` over the websocket, then a good one: once the good one is in the feed,
         every frame before it has been committed, as its events or as a dead letter."""
         ids: set[str] = set()
         refused: list[bytes] = []
+        placed = self.placing(normalize_frame)
         for frame in frames:
-            got = self.oracle(normalize_frame, frame, source=self.name, received_at=NOW)
+            got = self.oracle(placed, frame, source=self.name, received_at=NOW)
             if got is None:
                 refused.append(frame)
             elif got is not BROKEN:
@@ -453,9 +474,10 @@ class AsteriaRig(Rig):
     async def webhooks(self, deliveries: list[tuple[str, bytes]]) -> None:
         """POST each (topic, body) as Asteria does: 200 with the ids of its events, or 400 and
         a dead letter holding the body."""
+        placed = self.placing(normalize)
         for topic, body in deliveries:
             if topic in asteria_wire.TOPIC_SET:
-                ids = self.oracle(normalize, topic, body, source=self.name, received_at=NOW)
+                ids = self.oracle(placed, topic, body, source=self.name, received_at=NOW)
             else:
                 ids = None
                 self.outcomes["dead letter"] += 1

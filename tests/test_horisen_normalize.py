@@ -179,8 +179,8 @@ def test_received_at_is_returned_in_utc() -> None:
     ("approved", "paid", 0, "paid", "approved/paid"),
     ("imported", "paid", 0, "paid", "imported/paid"),
     ("archived", "open", 100, "partially_paid", "archived/open"),
-    ("archived", None, 100, "open", "archived/-"),  # only an `open` paymentStatus looks at unpaid
-    ("approved", "overdue", 100, "open", "approved/overdue"),
+    ("archived", None, 100, "partially_paid", "archived/-"),  # one rule: unpaid between 0 and total
+    ("approved", "overdue", 100, "partially_paid", "approved/overdue"),
     ("rejected", "open", 121, "cancelled", "rejected/open"),
     ("canceled", "paid", 0, "cancelled", "canceled/paid"),  # cancelled wins over paid
     ("Approved", "PAID", 0, "paid", "Approved/PAID"),  # read case-insensitively
@@ -201,8 +201,8 @@ def test_every_wire_status_is_tested() -> None:
 
 @pytest.mark.parametrize("payment, when, paid", [
     ("paid", "2023-07-15", date(2023, 7, 15)),
-    ("paid", "2023-07-15 23:30:00", date(2023, 7, 15)),
-    ("paid", "2023-07-15T23:30:00-05:00", date(2023, 7, 15)),  # the date as written, no conversion
+    ("paid", "2023-07-15 23:30:00", date(2023, 7, 15)),  # no offset: local time, as written
+    ("paid", "2023-07-15T23:30:00-05:00", date(2023, 7, 16)),  # an offset: the date in Zurich
     ("paid", None, None),
     ("open", "2023-07-15", None),
     ("partially_paid", "2023-07-15", None),

@@ -17,6 +17,7 @@ from streamd.health import Health, State
 from streamd.metrics import Metrics
 from streamd.model import Event, Party, make_event
 from streamd.store import Batch, DeadLetter, EntityState, FeedReader, Writer, connect
+from streamd.store.schema import MIGRATIONS, SCHEMA_VERSION
 from streamd.units import Duration
 
 from .conftest import until
@@ -222,3 +223,42 @@ async def test_the_writer_queue_is_bounded(tmp_path: Path) -> None:
         writer.close()
     finally:
         await db.close()
+
+
+async def test_upgrading_to_schema_2_places_the_records_asteria_already_sent(tmp_path: Path) -> None:
+    """A feed written before Asteria kept its records' tenants: the migration fills them from
+    the Asteria events already there (the last tenant of each record wins), and adds the
+    index a deletion's lookup uses."""
+    path = tmp_path / "feed.db"
+    db = sqlite3.connect(path)
+    for stmt in MIGRATIONS[0]:
+        db.execute(stmt)
+    db.execute("PRAGMA user_version=1")
+    rows = [  # seq, source, provider, tenant, entity, key, version, received
+        (1, "gw", "asteria", "5eafe37ddc7a940058c76479", "party", "5ef5add7c3cd659588c53242", "v1", 10),
+        (2, "gw", "asteria", "5eafe37ddc7a940058c7647a", "party", "5ef5add7c3cd659588c53242", "v2", 20),
+        (3, "gw", "asteria", "", "invoice", "5ef5adfcc3cd659588c53295", "deleted:", 30),
+        (4, "acme", "synthetic", "acme", "invoice", "inv-1", "v1", 40),
+    ]
+    db.executemany("INSERT INTO events (seq, id, source, provider, tenant, entity, op, key, version, time,"
+                   " received, data) VALUES (?, randomblob(16), ?, ?, ?, ?, 'updated', ?, ?, 't', ?, 'null')",
+                   rows)
+    db.commit()
+    db.close()
+    writer_db = await connect(StoreConfig(path=str(path)))  # the daemon's writer migrates
+    await writer_db.close()
+    db = sqlite3.connect(path)
+    try:
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (2,)
+        assert db.execute("SELECT source, tenant, entity, key, version FROM entity_state ORDER BY updated"
+                          ).fetchall() == [
+            ("gw", "5eafe37ddc7a940058c76479", "party", "5ef5add7c3cd659588c53242", "v1"),
+            ("gw", "5eafe37ddc7a940058c7647a", "party", "5ef5add7c3cd659588c53242", "v2")]
+        plan = db.execute("EXPLAIN QUERY PLAN SELECT tenant FROM entity_state WHERE source = 'gw' AND"
+                          " entity = 'party' AND key = 'k'").fetchall()
+        assert "entity_state_key" in str(plan)
+    finally:
+        db.close()
+    async with open_store(path) as s:
+        found = await s.reader.entity_tenants("gw", "party", ["5ef5add7c3cd659588c53242", "nope"])
+        assert found == {"5ef5add7c3cd659588c53242": "5eafe37ddc7a940058c7647a"}  # the last one

@@ -30,11 +30,15 @@ def add_filters(sp: argparse.ArgumentParser) -> None:
                        ("tenant", "tenant"), ("source", "source name")):
         sp.add_argument(f"--{flag}", action="append", default=[], metavar=flag.upper(),
                         help=f"only this {what} (repeat for several; globs allowed)")
+    sp.add_argument("--forecast", choices=("yes", "no"), default=None,
+                    help="no: leave out forecast invoices; yes: only those")
 
 
 def match_from(args: argparse.Namespace) -> Match:
+    forecast = getattr(args, "forecast", None)
     return Match(provider=args.provider, entity=args.entity, type=args.type, tenant=args.tenant,
-                 source=args.source)
+                 source=args.source, forecast=None if forecast is None else forecast == "yes")
+
 
 
 def parse_since(text: str, now: float | None = None) -> int:

@@ -1,5 +1,6 @@
 """The unified model: entities (`entities`) and the CloudEvents envelope (`envelope`)."""
 
+from . import rules
 from .entities import (
     ENTITIES,
     Address,
@@ -7,6 +8,7 @@ from .entities import (
     Entity,
     Invoice,
     InvoiceLine,
+    InvoiceRef,
     Link,
     Party,
     PartyRef,
@@ -33,7 +35,7 @@ from .envelope import (
 
 __all__ = [
     "ENTITIES", "OPS", "Address", "BankAccount", "CloudEvent", "Entity", "Event", "Invoice",
-    "InvoiceLine", "Link", "Op", "Party", "PartyRef", "PaymentRef", "Product", "Record", "TrafficLine",
-    "Transaction", "cloudevent", "content_version", "dedupe_bucket", "entity_type", "event_id", "format_time",
-    "make_event", "render_line",
+    "InvoiceLine", "InvoiceRef", "Link", "Op", "Party", "PartyRef", "PaymentRef", "Product", "Record",
+    "TrafficLine", "Transaction", "cloudevent", "content_version", "dedupe_bucket", "entity_type",
+    "event_id", "format_time", "make_event", "render_line", "rules",
 ]

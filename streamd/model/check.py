@@ -10,7 +10,8 @@ may also build entities by hand. Whatever the path, the feed only ever holds:
 - no floats anywhere, not even in a `Record`'s free-form attributes (a float is
   turned into the decimal of its shortest repr);
 - instants in UTC (a naive datetime is taken as UTC);
-- currencies and countries that match their ISO patterns (the Structs' own constraints).
+- currencies and countries that match their ISO patterns (the Structs' own constraints),
+  and currencies that are in ISO 4217 List One (`iso4217`): `XYZ` fits the pattern only.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import msgspec
 import msgspec.inspect
 
 from ..errors import Rejected
-from .fields import NotAnAmount, bounded
+from .fields import CURRENCY, NotAnAmount, bounded, is_currency
 
 
 class _Bad(Exception):
@@ -60,6 +61,10 @@ def _fix(value: Any) -> Any:
             if pattern is not None:
                 if not isinstance(old, str) or not pattern.search(old):
                     bad = _Bad(f"{old!r} does not match {pattern.pattern}")
+                    bad.path.append(name)
+                    raise bad
+                if pattern is CURRENCY and not is_currency(old):
+                    bad = _Bad(f"{old!r} is not an ISO 4217 currency code")
                     bad.path.append(name)
                     raise bad
                 continue
@@ -123,7 +128,9 @@ def _plan(kind: type) -> tuple[tuple[str, re.Pattern[str] | None], ...]:
                 f.type.types if isinstance(f.type, msgspec.inspect.UnionType) else (f.type,)))
             patterns = [t.pattern for t in types if isinstance(t, msgspec.inspect.StrType) and t.pattern]
             if patterns:
-                entries.append((f.name, re.compile(patterns[0])))
+                # The currency pattern is the shared object: `_fix` also looks the code up.
+                entries.append((f.name, CURRENCY if patterns[0] == CURRENCY.pattern
+                                else re.compile(patterns[0])))
             elif not all(isinstance(t, _SAFE) for t in types):
                 entries.append((f.name, None))
         plan = _plans[kind] = tuple(entries)

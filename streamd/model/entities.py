@@ -6,7 +6,10 @@ Rules that keep consumers safe:
   `currency`. A float never enters the model.
 - Dates are `date` ("2021-12-25"); instants are `datetime` in UTC (RFC 3339).
 - New fields are only ever added with a default (msgspec schema evolution), so a
-  consumer written against an older streamd keeps decoding.
+  consumer written against an older streamd keeps decoding. A field added to an entity
+  that existing events already carry defaults to `UNSET` and is left out of the JSON
+  until a provider sends it: a record the provider did not change keeps its content, so
+  its content hash and event id (`envelope`) stay what they were.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 import msgspec
+from msgspec import UNSET, UnsetType
 
 Currency = Annotated[str, msgspec.Meta(pattern="^[A-Z]{3}$", description="ISO 4217 code")]
 Country = Annotated[str, msgspec.Meta(pattern="^[A-Z]{2}$", description="ISO 3166-1 alpha-2")]
@@ -98,11 +102,19 @@ class PaymentRef(_Entity, frozen=True, kw_only=True):
     reference: str | None = None
 
 
+class InvoiceRef(_Entity, frozen=True, kw_only=True):
+    """A pointer to an invoice: its key where the provider gives it, else its number."""
+
+    key: str | None = None
+    number: str | None = None
+
+
 InvoiceStatus = Literal["draft", "open", "partially_paid", "paid", "cancelled", "unknown"]
+InvoiceKind = Literal["invoice", "credit_note", "order"]
 
 
 class Invoice(_Entity, frozen=True, kw_only=True):
-    kind: Literal["invoice", "credit_note", "order"] = "invoice"
+    kind: InvoiceKind = "invoice"
     # receivable: we billed a customer (sales); payable: a supplier billed us (purchase)
     direction: Literal["receivable", "payable"]
     number: str | None = None
@@ -129,6 +141,13 @@ class Invoice(_Entity, frozen=True, kw_only=True):
     traffic: list[TrafficLine] = []
     created_at: dt.datetime | None = None
     updated_at: dt.datetime | None = None
+    # Added later: in the JSON only when the provider says (see the module's docstring).
+    # True: a forecast, an invoice expected but not issued (Asteria `info.isForecast`).
+    forecast: bool | UnsetType = UNSET
+    # False: the provider no longer counts the invoice (Asteria `active: false`).
+    active: bool | UnsetType = UNSET
+    # What a credit note credits (Asteria `credits`: invoice numbers).
+    credits: list[InvoiceRef] | UnsetType = UNSET
 
 
 class Link(_Entity, frozen=True, kw_only=True):

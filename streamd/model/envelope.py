@@ -155,7 +155,7 @@ class CloudEvent(msgspec.Struct, frozen=True):
     datacontenttype: str
     seq: int
     provider: str
-    tenant: str
+    tenant: str | None  # null: not known (an event's empty tenant)
     entity: str
     data: msgspec.Raw
 
@@ -174,7 +174,7 @@ def cloudevent(
         datacontenttype=DATACONTENTTYPE,
         seq=seq,
         provider=provider,
-        tenant=tenant,
+        tenant=tenant or None,
         entity=entity,
         data=msgspec.Raw(data),
     )

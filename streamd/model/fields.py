@@ -2,26 +2,33 @@
 raises `Rejected` with a reason naming the field (`field` is the caller's path to it).
 
 - Text: surrounding blanks dropped, an empty string is no value.
-- Codes (currency, country) are upper-cased, then must match their ISO pattern.
+- Codes (currency, country) are upper-cased, then must match their ISO pattern; a
+  currency must also be in ISO 4217 List One (`iso4217`: `XYZ` is refused).
 - Amounts: finite, at most `MAX_INTEGER_DIGITS` before the point (no ledger holds more;
   it keeps `1E+999999` from becoming a huge integer) and `MAX_FRACTION_DIGITS` after it
   (it keeps `1E-999999999` from becoming a billion zeros when written out), counted as
   written, whatever the form: `0.10` has two digits after the point, `1E-3` three;
   `1E+2` becomes `100`, exactly. `bounded` is that check alone: `model/check.py` applies
   it to every decimal of every entity, so no provider can skip it.
-- Instants: RFC 3339 or `YYYY-MM-DD HH:MM:SS`, to UTC (no offset: UTC). Dates:
-  `YYYY-MM-DD`, or the date part of a stamp as written (no zone conversion).
+- Instants: RFC 3339 or `YYYY-MM-DD HH:MM:SS`, to UTC; a stamp without an offset is in
+  the zone the caller names (UTC unless the provider documents otherwise).
+- Dates: one rule for every provider. A date is the date in the provider's business time
+  zone (the source's `timezone`): `YYYY-MM-DD` as written; a stamp with an offset or `Z`
+  is converted to that zone first (Asteria writes 25 December in Stockholm as
+  `2021-12-24T23:00:00.000Z`); a stamp without an offset in a date field is local time
+  there, its date as written.
 """
 
 from __future__ import annotations
 
 import re
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, tzinfo
 from decimal import Decimal
 
 import msgspec
 
 from ..errors import Rejected
+from .iso4217 import MINOR_UNITS
 
 MAX_INTEGER_DIGITS = 38
 MAX_FRACTION_DIGITS = 38
@@ -58,7 +65,16 @@ def code(value: str | None, field: str, pattern: re.Pattern[str], what: str) -> 
 
 
 def currency(value: str | None, field: str) -> str | None:
-    return code(value, field, CURRENCY, "an ISO 4217 code")
+    """An ISO 4217 code (upper-cased), or `Rejected`: the pattern alone would let `XYZ` in."""
+    got = code(value, field, CURRENCY, "an ISO 4217 code")
+    if got is not None and got not in MINOR_UNITS:
+        raise Rejected(f"{field}: {value!r} is not an ISO 4217 currency code")
+    return got
+
+
+def is_currency(value: str) -> bool:
+    """Whether `value` is a current ISO 4217 code, as written (upper case)."""
+    return value in MINOR_UNITS
 
 
 class NotAnAmount(ValueError):
@@ -105,14 +121,16 @@ def amount(value: Decimal | None, field: str) -> Decimal | None:
         raise Rejected(f"{field}: {exc}") from None
 
 
-def instant(value: str | None, field: str) -> datetime | None:
-    """A stamp as a UTC instant; without an offset it is UTC."""
+def instant(value: str | None, field: str, naive: tzinfo = UTC) -> datetime | None:
+    """A stamp as a UTC instant; without an offset it is in `naive` (UTC unless the
+    provider documents its stamps as local time)."""
     got = text(value)
     if got is None:
         return None
     try:
         if STAMP.match(got):
-            return utc(datetime.fromisoformat(got))
+            t = datetime.fromisoformat(got)
+            return (t if t.tzinfo else t.replace(tzinfo=naive)).astimezone(UTC)
     except ValueError:
         pass
     except OverflowError:
@@ -120,8 +138,11 @@ def instant(value: str | None, field: str) -> datetime | None:
     raise Rejected(f"{field}: {value!r} is not a date-time")
 
 
-def day(value: str | None, field: str) -> date | None:
-    """A date, or the date part of a stamp as written (no zone conversion)."""
+def day(value: str | None, field: str, zone: tzinfo) -> date | None:
+    """The date in the provider's business time zone `zone`: a date as written; a stamp
+    with an offset (or `Z`) converted to `zone` first; one without an offset in a date
+    field is local business time (HORISEN's period end `2023-06-30 23:59:59`), its date as
+    written."""
     got = text(value)
     if got is None:
         return None
@@ -129,7 +150,10 @@ def day(value: str | None, field: str) -> date | None:
         if DATE.match(got):
             return date.fromisoformat(got)
         if STAMP.match(got):
-            return datetime.fromisoformat(got).date()
+            t = datetime.fromisoformat(got)
+            return (t.astimezone(zone) if t.tzinfo else t).date()
     except ValueError:
         pass
+    except OverflowError:  # 0001-01-01T00:00:00+01:00 is before year 1 in UTC
+        raise Rejected(f"{field}: {value!r} is out of range") from None
     raise Rejected(f"{field}: {value!r} is not a date")

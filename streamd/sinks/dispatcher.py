@@ -337,5 +337,5 @@ def _from_line(row: DeadLetterRow) -> FeedEvent:
     entity, _, op = ce.type.partition(".")
     key = ce.subject.partition("/")[2]
     source = ce.source.rsplit("/", 1)[-1]
-    return FeedEvent(ce.seq, ce.id, source, ce.provider, ce.tenant, entity, op, key, ce.time, 0,
+    return FeedEvent(ce.seq, ce.id, source, ce.provider, ce.tenant or "", entity, op, key, ce.time, 0,
                      bytes(ce.data), row.raw)

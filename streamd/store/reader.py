@@ -50,6 +50,12 @@ def _row_to_event(row: Sequence[Any]) -> FeedEvent:
                      bytes(data), line)
 
 
+#: Whether an event's data is a forecast (`"forecast": true`, model.Invoice): only an
+#: invoice can be one, so the JSON is parsed for invoices alone.
+_FORECAST = ("(entity = 'invoice' AND coalesce(json_extract(CAST(data AS TEXT), '$.forecast'), 0)"
+             " IS 1)")
+
+
 def match_clause(match: Match) -> tuple[str, list[str]]:
     """SQL for a sink's `match`: OR within a key, AND across keys, globs allowed."""
     parts: list[str] = []
@@ -60,6 +66,8 @@ def match_clause(match: Match) -> tuple[str, list[str]]:
         if values:
             parts.append("(" + " OR ".join([f"{column} GLOB ?"] * len(values)) + ")")
             params.extend(values)
+    if match.forecast is not None:
+        parts.append(_FORECAST if match.forecast else f"NOT {_FORECAST}")
     return (" AND ".join(parts), params)
 
 
@@ -193,6 +201,20 @@ class FeedReader:
                 "SELECT key, data FROM entity_state WHERE source = ? AND tenant = ? AND entity = ?"
                 f" AND key IN ({','.join('?' * len(chunk))})", (source, tenant, entity, *chunk))
             out.update({k: d for k, d in rows})
+        return out
+
+    async def entity_tenants(self, source: str, entity: str, keys: Sequence[str]) -> dict[str, str]:
+        """The tenant `entity_state` places each of these records in, for a source whose
+        changes do not always say (Asteria's deletions). The last one written wins (a record
+        that moved). One index lookup per key (`entity_state_key`)."""
+        out: dict[str, str] = {}
+        for i in range(0, len(keys), 500):
+            chunk = list(keys[i:i + 500])
+            rows = await self._all(
+                "SELECT key, tenant FROM entity_state WHERE source = ? AND entity = ? AND"
+                f" key IN ({','.join('?' * len(chunk))}) AND tenant != '' ORDER BY updated",
+                (source, entity, *chunk))
+            out.update({k: t for k, t in rows})
         return out
 
     async def dead_letters(self, *, origin: str | None = None, name: str | None = None,

@@ -96,6 +96,19 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX dead_letters_status ON dead_letters (status, origin, name)",
         "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     ],
+    # 1 -> 2: where a record is, without its tenant. An Asteria deletion names only the
+    # record (`{"_id": …}`): the source finds its tenant in entity_state by this index, and
+    # from now on keeps a row per record there (providers/asteria/tenants.py). The rows
+    # are filled from the Asteria events already in the feed, the last tenant of each
+    # record winning, so records seen before the upgrade are placed too.
+    [
+        "CREATE INDEX entity_state_key ON entity_state (source, entity, key)",
+        """INSERT INTO entity_state (source, tenant, entity, key, version, data, updated)
+           SELECT source, tenant, entity, key, version, NULL, received FROM events
+           WHERE provider = 'asteria' AND tenant != '' ORDER BY seq
+           ON CONFLICT (source, tenant, entity, key) DO UPDATE SET
+             version = excluded.version, updated = excluded.updated""",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 PAGE_SIZE = 4096

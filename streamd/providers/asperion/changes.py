@@ -6,21 +6,21 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, tzinfo
 
 from ...model import Event, event_id, format_time, make_event
 from ...model.envelope import Op
 from ...sources.changes import chain, was_emitted
 from . import wire
-from .normalize import normalize_record
+from .normalize import ZONE, normalize_record
 
 PROVIDER = wire.PROVIDER
 
 
 def record_event(resource: str, raw: bytes, *, source: str, tenant: str, previous: str,
-                 received_at: datetime) -> Event:
+                 received_at: datetime, zone: tzinfo = ZONE) -> Event:
     """The event a listing emits for a record whose last known version is `previous`."""
-    n = normalize_record(resource, raw, received_at=received_at)
+    n = normalize_record(resource, raw, received_at=received_at, zone=zone)
     op: Op = "updated" if was_emitted(previous) else "created"
     return make_event(provider=PROVIDER, source=source, tenant=tenant, entity=n.entity, op=op,
                       key=n.key, time=n.time, data=n.data, version=chain(previous), raw=raw)

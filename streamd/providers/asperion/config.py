@@ -20,6 +20,8 @@ class AsperionConfig(SourceConfig, frozen=True, forbid_unknown_fields=True, kw_o
     # The client id Asperion's API support gave you, and its secret (a reference).
     client_id: str
     client_secret: Secret
+    # Asperion is Dutch: stamps without an offset are Amsterdam time [I], dates are its dates.
+    timezone: str = wire.LOCAL_ZONE
     # Where the identity server sends the browser back to in `streamd auth`: an
     # http://127.0.0.1:<port>/<path> (or localhost) URL registered with Asperion;
     # `streamd auth` listens there for the one redirect.

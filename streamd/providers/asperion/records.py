@@ -77,7 +77,11 @@ def invoice(rng: random.Random, i: int, added: datetime, changed: datetime, pick
             "debtorCustomerNumber": debtor["customerNumber"], "debtorName": debtor["name"],
             "amountExclVat": excl, "vatAmount": vat, "amountInclVat": excl + vat,
             "amountOpen": Decimal("0.00") if status == 7 else excl + vat, "currencyCode": "EUR",
-            "status": status, "description": f"{rng.choice(SERVICES)} {day:%m-%Y}"}
+            "status": status, "description": f"{rng.choice(SERVICES)} {day:%m-%Y}",
+            # served by /salesinvoiceswithlines only (the simulator's `_served`)
+            "lines": {"_data": [{"id": i * 10 + 1, "description": f"{SERVICES[i % len(SERVICES)]}",
+                                 "amount": excl, "vatAmount": vat, "vatCode": "H", "ledgerAccountId": 8000}],
+                      "_meta": {"totalCount": 1}}}
 
 
 def article(rng: random.Random, i: int, added: datetime, changed: datetime, pick: Pick) -> dict[str, Any]:

@@ -328,7 +328,10 @@ class AsperionSimulator(SimulatedServer):
         parts = [p for p in request.path_params["rest"].split("/") if p]
         if parts[:1] == ["administrations"] and len(parts) <= 2:
             return self._administrations(parts[1:])
-        if not 1 <= len(parts) <= 2 or parts[0] not in k.resources:
+        # `salesinvoiceswithlines` serves the sales invoices with their `lines`; the plain
+        # `salesinvoices`, without them.
+        resource = _WITH_LINES.get(parts[0], parts[0]) if parts else ""
+        if not 1 <= len(parts) <= 2 or resource not in k.resources:
             return _problem(404, f"No resource at {request.url.path}.")
         tenant = _tenant_of(request.headers)
         if not tenant:
@@ -336,12 +339,12 @@ class AsperionSimulator(SimulatedServer):
         if tenant not in k.tenants:
             return _problem(403, f"No access to administration {tenant}.")
         if len(parts) == 1:
-            return self._list(request, tenant, parts[0])
-        rec = self._table(tenant, parts[0]).get(int(parts[1])) if parts[1].isdecimal() else None
+            return self._list(request, tenant, resource, parts[0])
+        rec = self._table(tenant, resource).get(int(parts[1])) if parts[1].isdecimal() else None
         if rec is None:
             return _problem(404, f"No {parts[0]} record with id {parts[1]}.")
         self_url = f"{self.base_url}/{parts[0]}/{rec['id']}"
-        return _json({**rec, "_meta": {"self": self_url, **self._tenant_meta(tenant)}})
+        return _json({**_served(rec, parts[0]), "_meta": {"self": self_url, **self._tenant_meta(tenant)}})
 
     def _tenant_meta(self, tenant: str) -> dict[str, Any]:
         return {"administrationId": int(tenant), "administrationName": self._admin_name(tenant),
@@ -360,7 +363,7 @@ class AsperionSimulator(SimulatedServer):
             "previousPage": None, "nextPage": None, "totalCount": len(data), "pageCount": 1 if data else 0,
             "self": f"{self.base_url}/administrations", "profileName": PROFILE_NAME}})
 
-    def _list(self, request: Request, tenant: str, resource: str) -> Response:
+    def _list(self, request: Request, tenant: str, resource: str, path: str) -> Response:
         fields = {f.lower(): f for f in wire.RECORD_TYPES[resource].__struct_fields__}
         query: dict[str, list[str]] = {}  # ASP.NET binds query parameters case-insensitively
         for name, value in request.query_params.multi_items():
@@ -402,7 +405,7 @@ class AsperionSimulator(SimulatedServer):
                 if name.lower() not in ("page", "pagesize")]
 
         def link(p: int) -> str:
-            return f"{self.base_url}/{resource}?" + urlencode([("pageSize", size), ("page", p), *keep])
+            return f"{self.base_url}/{path}?" + urlencode([("pageSize", size), ("page", p), *keep])
 
         meta = {"previousPage": link(page - 1) if page > 1 else None,
                 "nextPage": link(page + 1) if page < pages else None, "totalCount": total,
@@ -410,10 +413,21 @@ class AsperionSimulator(SimulatedServer):
         if meta_only == "true":
             return _json({"_meta": meta})
         start, end = (page - 1) * size, page * size
-        data: list[Any] = [{**r, "_meta": {"self": f"{self.base_url}/{resource}/{r['id']}"}}
+        data: list[Any] = [{**_served(r, path), "_meta": {"self": f"{self.base_url}/{path}/{r['id']}"}}
                            for r in rows[start:end]]
         data += map(msgspec.Raw, extra[max(0, start - len(rows)):max(0, end - len(rows))])
         return _json({"_data": data, "_meta": meta})
+
+
+#: path -> the resource it serves with its lines (wire.LISTING_PATHS, the other way round).
+_WITH_LINES = {path: resource for resource, path in wire.LISTING_PATHS.items()}
+
+
+def _served(record: dict[str, Any], path: str) -> dict[str, Any]:
+    """A record as `path` serves it: a sales invoice's `lines` only by the with-lines path."""
+    if "lines" in record and path not in _WITH_LINES:
+        return {k: v for k, v in record.items() if k != "lines"}
+    return record
 
 
 def encode_record(record: dict[str, Any]) -> bytes:

@@ -93,7 +93,7 @@ class AsperionSource:
     def renormalize(self, raw: bytes, context: Mapping[str, str], received_at: datetime) -> list[Event]:
         return [record_event(context.get("resource", ""), raw, source=self.name,
                              tenant=context.get("tenant", ""), previous=context.get("previous", ""),
-                             received_at=received_at)]
+                             received_at=received_at, zone=self.cfg.zone)]
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -198,7 +198,7 @@ class AsperionSource:
     async def _poll(self, tenant: str, resource: str) -> None:
         listing = _Listing(self, tenant, resource,
                            await self.ctx.entity_versions(tenant, wire.RESOURCES[resource]))
-        url = f"{self.cfg.base_url}/{resource}"
+        url = f"{self.cfg.base_url}/{wire.LISTING_PATHS.get(resource, resource)}"
         size = self.cfg.page_size
         first = await self._page(tenant, url, {"page": "1", "pageSize": str(size), "orderby": "id"})
         await listing.take(first.data)
@@ -285,7 +285,7 @@ class _Listing:
             previous = self.known.get(key, "")
             try:
                 ev = record_event(self.resource, raw, source=name, tenant=tenant, previous=previous,
-                                  received_at=self.received_at)
+                                  received_at=self.received_at, zone=self.src.cfg.zone)
             except Rejected as exc:
                 marker = rejected_marker(raw, previous)
                 if marker != previous:  # not the same bad record as last time

@@ -3,10 +3,12 @@
 Documented (seed `001_…`, ../shared/providers.md): `_data` / `_meta` with absolute
 `nextPage` URLs, `totalCount` and `pageCount`; `page`, `pageSize`, `orderby`;
 `X-Tenant-Id`; the OAuth2 token endpoint. Seen in third-party clients ([C]): the
-resource paths and the debtor and sales-invoice field names, problem-details
-errors. Inferred ([I]): the article fields, `currencyCode`, and that stamps without
-an offset are Amsterdam local time (`LOCAL_ZONE`). Each inference is one constant
-or one Struct field here.
+resource paths, the debtor and sales-invoice field names, the with-lines resource's
+`lines` (`{"_data": [{id, description, amount, vatAmount, vatCode, ledgerAccountId}]}`),
+problem-details errors. No paid date: neither the API's documents nor its clients show
+one, so an Asperion invoice's `paid` is null. Inferred ([I]): the article fields, that
+stamps without an offset are Amsterdam local time (`LOCAL_ZONE`), and the fields named
+in `INFERRED`, each once, with the test that shows what a wrong guess would do.
 
 Record Structs accept unknown fields (Asperion adds fields freely); amounts are
 `Decimal`, so JSON numbers are read digit for digit, never through a float.
@@ -32,6 +34,31 @@ RESOURCES: dict[str, str] = {
     "debtors": "party",
     "salesinvoices": "invoice",
     "articles": "product",
+}
+#: Where a resource is listed, and each of its records fetched (`/<path>/<id>`), when
+#: that is not its own path: invoices with their lines [C]. (`/<path>/<id>` follows the
+#: seed's `GET /objects/{id}` [D] for every collection.)
+LISTING_PATHS: dict[str, str] = {"salesinvoices": "salesinvoiceswithlines"}
+
+#: The fields streamd reads that neither the seed nor a client shows, each named here
+#: and nowhere else: field -> (what streamd takes it for, and what it does without it;
+#: the test that pins that, so a wrong guess shows as a record without the field).
+INFERRED: dict[str, tuple[str, str]] = {
+    "SalesInvoice.amountOpen": (
+        "`unpaid`; absent: 0 for status 7 (Paid), else null, and the status stays the "
+        "provider's (no partially_paid)",
+        "tests/test_asperion_normalize.py::test_inferred_amount_open"),
+    "SalesInvoice.debtorId": (
+        "`party.key` (the debtor's id); absent: the party is known by `debtorCustomerNumber`",
+        "tests/test_asperion_normalize.py::test_inferred_debtor_id"),
+    "SalesInvoice.currencyCode": (
+        "`currency`; absent: EUR (Asperion is a Dutch ledger)",
+        "tests/test_asperion_normalize.py::test_inferred_currency_code"),
+    "SalesInvoice.debtorName": (
+        "`party.name`; absent: null", "tests/test_asperion_normalize.py::test_inferred_debtor_id"),
+    "SalesInvoiceLine.amount": (
+        "the line's `net` (before VAT, beside `vatAmount`); absent: null",
+        "tests/test_asperion_normalize.py::test_lines_come_from_the_with_lines_resource"),
 }
 
 #: Sales invoice `status` codes [C] -> (unified status, provider status name).
@@ -105,6 +132,21 @@ class Debtor(msgspec.Struct, kw_only=True):
     blocked: bool | None = None
 
 
+class SalesInvoiceLine(msgspec.Struct, kw_only=True):
+    """[C] (a third-party client's model of `/v1/salesinvoiceswithlines`)."""
+
+    id: int | str | None = None
+    description: str | None = None
+    amount: Decimal | None = None  # [I] before VAT
+    vatAmount: Decimal | None = None  # noqa: N815
+    vatCode: str | None = None  # noqa: N815
+    ledgerAccountId: int | str | None = None  # noqa: N815
+
+
+class Lines(msgspec.Struct, kw_only=True):
+    data: list[SalesInvoiceLine] = msgspec.field(name="_data", default_factory=list)
+
+
 class SalesInvoice(msgspec.Struct, kw_only=True):
     id: int | str
     invoiceNumber: str | int | None = None  # noqa: N815
@@ -117,9 +159,10 @@ class SalesInvoice(msgspec.Struct, kw_only=True):
     vatAmount: Decimal | None = None  # noqa: N815
     amountInclVat: Decimal | None = None  # noqa: N815
     amountOpen: Decimal | None = None  # noqa: N815 [I]
-    currencyCode: str | None = None  # noqa: N815 [I] (absent: EUR)
+    currencyCode: str | None = None  # noqa: N815 [I]
     status: int | None = None
     description: str | None = None
+    lines: Lines | None = None  # the with-lines resource only [C]
 
 
 class Article(msgspec.Struct, kw_only=True):

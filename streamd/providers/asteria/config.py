@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 from ...config import SourceConfig
 from ...secrets import Secret, SecretError, is_key_material, is_reference
 from ...units import Duration, Size
+from . import wire
 
 
 class AsteriaConfig(SourceConfig, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -19,6 +20,8 @@ class AsteriaConfig(SourceConfig, frozen=True, forbid_unknown_fields=True, kw_on
     url: str
     # Your client id, sent as `x-asteria-client` at the upgrade.
     client_id: str
+    # Asteria is Swedish: its stamps are UTC (`Z`), a due date is the date in Stockholm.
+    timezone: str = wire.TIMEZONE
     # Your client certificate (PEM, with any intermediates) and its key: a path, or a
     # secret reference (env:/file:/credential:) whose value is the PEM key.
     cert: str

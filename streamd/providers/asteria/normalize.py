@@ -2,23 +2,31 @@
 events out, or `Rejected` with a reason. No sockets, no clock. The mapping table is
 docs/providers/asteria.md.
 
-- The key is `_id` (else `id`); the tenant is `companyId`.
+- The key is `_id` (else `id`); the tenant is `companyId`. A `*_REMOVE` body holds only
+  `_id`: its tenant is the one `tenant_of(entity, key)` knows (the source keeps the tenant
+  of every record it has seen, `tenants.py`); with none known the event's tenant is empty
+  (rendered `null`: not known) and `tenant_unknown` says so to the caller.
 - `updatedAt` (else `createdAt`) gives the event's `time` and its version, so the same
   change seen by websocket and by webhook gets the same id. No stamp: the content
   is the version, and `time` is when streamd received it.
-- `*_CREATE` → created, `*_UPDATE` → updated, `*_REMOVE` → deleted with the key (a
-  REMOVE body carries only `_id`: the tenant is empty unless it says `companyId`).
-- Every amount goes through `fields.amount` (at most 38 digits before the point and 38
-  after, whatever the form) before any arithmetic, and a refusal names Asteria's field
-  (`sums.original.invoiceTotal`). A generic record's numbers are checked the same way
-  by `make_event`.
+- `*_CREATE` → created, `*_UPDATE` → updated, `*_REMOVE` → deleted with the key.
+- Values go through `model/fields.py` like every provider's: amounts (at most 38 digits
+  before the point and 38 after, whatever the form) before any arithmetic, a refusal
+  naming Asteria's field (`sums.original.invoiceTotal`); currencies against ISO 4217; a
+  date is the date in the source's `timezone` (Stockholm unless configured): a due date of
+  25 December, stamped at local midnight `2021-12-24T23:00:00.000Z`, stays the 25th.
+- The only arithmetic is `net = invoiceTotal − tax`, exact (or refused). No rate is
+  derived: Asteria sends none with an invoice's sums.
+- Kind and status follow `model/rules.py`, as for every provider.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
-from decimal import Decimal, localcontext
+from collections.abc import Callable
+from datetime import datetime, tzinfo
+from decimal import Decimal, Inexact, localcontext
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 import msgspec
 
@@ -27,6 +35,7 @@ from ...model import (
     BankAccount,
     Event,
     Invoice,
+    InvoiceRef,
     Link,
     Op,
     Party,
@@ -36,13 +45,27 @@ from ...model import (
     Record,
     Transaction,
     make_event,
+    rules,
 )
 from ...model.entities import Entity
-from ...model.fields import DECODE_ERRORS, MAX_FRACTION_DIGITS, MAX_INTEGER_DIGITS, amount
+from ...model.fields import (
+    DECODE_ERRORS,
+    MAX_FRACTION_DIGITS,
+    MAX_INTEGER_DIGITS,
+    amount,
+    currency,
+    day,
+    instant,
+    text,
+)
 from . import wire
 
 PROVIDER = "asteria"
 OPS: dict[str, Op] = {"CREATE": "created", "UPDATE": "updated", "REMOVE": "deleted"}
+#: The business time zone when the source configures none.
+ZONE = ZoneInfo(wire.TIMEZONE)
+#: (entity, key) → the tenant the source knows the record by, or None.
+TenantOf = Callable[[str, str], str | None]
 
 _decoders = {kind: wire.decoder(kind) for _, kind in wire.FAMILIES.values()}
 _removed = wire.decoder(wire.Removed)
@@ -50,57 +73,53 @@ _generic = msgspec.json.Decoder(dict[str, Any], float_hook=Decimal)
 _DROP = {"_id", "id", "companyId", "createdAt", "updatedAt", "__v"}
 
 
-def normalize_frame(message: bytes, *, source: str, received_at: datetime) -> list[Event]:
+def _no_tenant(entity: str, key: str) -> str | None:
+    return None
+
+
+def normalize_frame(message: bytes, *, source: str, received_at: datetime, zone: tzinfo = ZONE,
+                    tenant_of: TenantOf = _no_tenant) -> list[Event]:
     """One websocket frame (see wire.parse_frame) → events."""
     try:
         topic, data = wire.parse_frame(message)
     except DECODE_ERRORS as exc:  # deep nesting (a RecursionError) included
         raise Rejected(f"malformed frame: {exc}") from None
-    return normalize(topic, data, source=source, received_at=received_at)
+    return normalize(topic, data, source=source, received_at=received_at, zone=zone, tenant_of=tenant_of)
 
 
-def normalize(topic: str, data: bytes, *, source: str, received_at: datetime) -> list[Event]:
+def normalize(topic: str, data: bytes, *, source: str, received_at: datetime, zone: tzinfo = ZONE,
+              tenant_of: TenantOf = _no_tenant) -> list[Event]:
     if topic not in wire.TOPIC_SET:
         raise Rejected(f"unknown topic {topic!r}")
     family, action = wire.split_topic(topic)
     op = OPS[action]
     try:
         if op == "deleted":
-            return [_removed_event(family, _removed.decode(data), data, source, received_at)]
+            return [_removed_event(family, _removed.decode(data), data, source, received_at, tenant_of)]
         if family in wire.GENERIC:
-            return [_generic_event(family, op, _generic.decode(data), data, source, received_at)]
+            return [_generic_event(family, op, _generic.decode(data), data, source, received_at,
+                                   tenant_of)]
         entity, kind = wire.FAMILIES[family]
         payload = _decoders[kind].decode(data)
         key = payload.key
         if not key:
             raise Rejected(f"{topic}: no _id or id")
         build = _BUILDERS[family]
-        return [_event(entity, op, key, payload, build(family, payload), data, source, received_at)]
+        tenant = text(payload.companyId) or tenant_of(entity, key) or ""
+        return [_event(entity, op, key, tenant, payload, build(family, payload, zone), data, source,
+                       received_at)]
     except DECODE_ERRORS as exc:
         raise Rejected(f"{topic}: {exc}") from None
     except ArithmeticError as exc:  # amounts are bounded before any arithmetic: a last guard
         raise Rejected(f"{topic}: a number out of range ({type(exc).__name__})") from None
 
 
+def tenant_unknown(ev: Event) -> bool:
+    """An event whose tenant neither the payload nor what streamd has seen could tell."""
+    return not ev.tenant
+
+
 # ---------------------------------------------------------------- helpers
-
-def _instant(value: str | None, field: str) -> datetime | None:
-    if not value:
-        return None
-    try:
-        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise Rejected(f"{field}: {value!r} is not a date-time") from None
-    try:
-        return t.astimezone(UTC) if t.tzinfo else t.replace(tzinfo=UTC)
-    except OverflowError:  # 0001-01-01T00:00:00+01:00 is before year 1 in UTC
-        raise Rejected(f"{field}: {value!r} is out of range") from None
-
-
-def _date(value: str | None, field: str) -> date | None:
-    t = _instant(value, field)
-    return t.astimezone(UTC).date() if t else None
-
 
 def _sum(s: wire.Sum | None, at: str) -> tuple[Decimal | None, Decimal | None]:
     """A `Sum`'s amount (`invoiceTotal`, else `total`) and tax, checked, each named by
@@ -111,64 +130,47 @@ def _sum(s: wire.Sum | None, at: str) -> tuple[Decimal | None, Decimal | None]:
     return amount(s.amount, f"{at}.{field}"), amount(s.tax, f"{at}.tax")
 
 
-def _difference(a: Decimal, b: Decimal) -> Decimal:
+def _difference(a: Decimal, b: Decimal, field: str) -> Decimal:
     """a - b, exactly: the default context keeps 28 digits, and two amounts within the
-    bounds can need 77 (a net rounded to 1E+38 would be refused as out of range)."""
+    bounds can need 77. Inexact is trapped, so a result is never rounded: it is refused."""
     with localcontext() as ctx:
         ctx.prec = MAX_INTEGER_DIGITS + MAX_FRACTION_DIGITS + 2
-        return a - b
+        ctx.traps[Inexact] = True
+        try:
+            return a - b
+        except Inexact:  # pragma: no cover - cannot happen within the bounds
+            raise Rejected(f"{field}: {a} - {b} cannot be computed exactly") from None
 
 
-_RATE_PLACES = Decimal(1).scaleb(-MAX_FRACTION_DIGITS)
-
-
-def _rate(converted: Decimal | None, total: Decimal) -> Decimal | None:
-    """converted / total to 28 significant digits (a quotient is rarely exact), rounded to
-    at most 38 places after the point so that it stays within the amounts' bounds; none
-    when there is no total to divide by, or the rate rounds to 0 or exceeds the bounds."""
-    if converted is None or not total:
-        return None
-    rate = converted / total
-    if rate.adjusted() >= MAX_INTEGER_DIGITS:
-        return None
-    exponent = rate.as_tuple().exponent
-    assert isinstance(exponent, int)  # finite
-    if exponent < -MAX_FRACTION_DIGITS:  # then at most 27 digits are left: quantize cannot fail
-        rate = rate.quantize(_RATE_PLACES)
-    return rate or None
-
-
-def _currency(code: str | None) -> str | None:
-    return code.strip().upper() if code else None
-
-
-def _required_currency(code: str | None, field: str) -> str:
-    if not code:
+def _required_currency(value: str | None, field: str) -> str:
+    got = currency(value, field)
+    if got is None:
         raise Rejected(f"{field}: a currency is required")
-    return code.strip().upper()
+    return got
 
 
-def _event(entity: str, op: Op, key: str, payload: wire.Base, data: Entity, raw: bytes,
+def _event(entity: str, op: Op, key: str, tenant: str, payload: wire.Base, data: Entity, raw: bytes,
            source: str, received_at: datetime) -> Event:
     stamp = payload.updatedAt or payload.createdAt
-    return make_event(provider=PROVIDER, source=source, tenant=payload.companyId or "", entity=entity,
-                      op=op, key=key, time=_instant(stamp, "updatedAt") or received_at, data=data,
+    return make_event(provider=PROVIDER, source=source, tenant=tenant, entity=entity,
+                      op=op, key=key, time=instant(stamp, "updatedAt") or received_at, data=data,
                       version=stamp or None, raw=raw)
 
 
 def _removed_event(family: str, payload: wire.Removed, raw: bytes, source: str,
-                   received_at: datetime) -> Event:
+                   received_at: datetime, tenant_of: TenantOf) -> Event:
     if not payload.key:
         raise Rejected(f"{family}_REMOVE: no _id or id")
     entity = wire.GENERIC.get(family) or wire.FAMILIES[family][0]
-    return make_event(provider=PROVIDER, source=source, tenant=payload.companyId or "", entity=entity,
+    tenant = text(payload.companyId) or tenant_of(entity, payload.key) or ""
+    return make_event(provider=PROVIDER, source=source, tenant=tenant, entity=entity,
                       op="deleted", key=payload.key,
-                      time=_instant(payload.updatedAt, "updatedAt") or received_at, data=None,
+                      time=instant(payload.updatedAt, "updatedAt") or received_at, data=None,
                       version=payload.updatedAt, raw=raw)
 
 
 def _generic_event(family: str, op: Op, body: dict[str, Any], raw: bytes, source: str,
-                   received_at: datetime) -> Event:
+                   received_at: datetime, tenant_of: TenantOf) -> Event:
     key = body.get("_id") or body.get("id")
     if not isinstance(key, str) or not key:
         raise Rejected(f"{family}: no _id or id")
@@ -177,24 +179,25 @@ def _generic_event(family: str, op: Op, body: dict[str, Any], raw: bytes, source
     name = next((body[k] for k in ("name", "title", "username", "number", "key")
                  if isinstance(body.get(k), str)), None)
     record = Record(name=name, attributes={k: v for k, v in body.items() if k not in _DROP},
-                    created_at=_instant(created if isinstance(created, str) else None, "createdAt"),
-                    updated_at=_instant(updated if isinstance(updated, str) else None, "updatedAt"))
+                    created_at=instant(created if isinstance(created, str) else None, "createdAt"),
+                    updated_at=instant(updated if isinstance(updated, str) else None, "updatedAt"))
     company = body.get("companyId")
-    return make_event(provider=PROVIDER, source=source,
-                      tenant=company if isinstance(company, str) else "", entity=wire.GENERIC[family],
-                      op=op, key=key, time=_instant(stamp, "updatedAt") or received_at,
+    entity = wire.GENERIC[family]
+    tenant = (text(company) if isinstance(company, str) else None) or tenant_of(entity, key) or ""
+    return make_event(provider=PROVIDER, source=source, tenant=tenant, entity=entity,
+                      op=op, key=key, time=instant(stamp, "updatedAt") or received_at,
                       data=record, version=stamp, raw=raw)
 
 
 # ---------------------------------------------------------------- one builder per family
 
-def _party(family: str, p: wire.Client) -> Party:
+def _party(family: str, p: wire.Client, zone: tzinfo) -> Party:
     roles: list[Any] = {"CUSTOMER": ["customer"], "SUPPLIER": ["supplier"]}.get((p.type or "").upper(), [])
     return Party(roles=roles, name=p.name, number=p.meta.clientNumber if p.meta else None,
                  email=p.email, phone=p.phone, vat_number=p.vatNumber,
                  registration_number=p.orgNumber, active=p.active,
-                 created_at=_instant(p.createdAt, "createdAt"),
-                 updated_at=_instant(p.updatedAt, "updatedAt"))
+                 created_at=instant(p.createdAt, "createdAt"),
+                 updated_at=instant(p.updatedAt, "updatedAt"))
 
 
 _INVOICE_KIND: dict[str, Literal["invoice", "credit_note", "order"]] = {
@@ -203,7 +206,7 @@ _INVOICE_STATUS = {"PAID": "paid", "UNPAID": "open", "PROCESSING": "open", "OVER
                    "SENT": "open", "DRAFT": "draft", "PARTIALLY_PAID": "partially_paid"}
 
 
-def _invoice(family: str, p: wire.Invoice) -> Invoice:
+def _invoice(family: str, p: wire.Invoice, zone: tzinfo) -> Invoice:
     original = p.sums.original if p.sums else None
     system = p.sums.system if p.sums else None
     if original is None or original.amount is None or not original.currency:
@@ -214,32 +217,52 @@ def _invoice(family: str, p: wire.Invoice) -> Invoice:
     raw_status = p.info.status if p.info else None
     status: Any = "cancelled" if p.canceled else _INVOICE_STATUS.get((raw_status or "").upper(), "unknown")
     contact = p.contact.general if p.contact and p.contact.general else None
-    return Invoice(
+    dates = p.dates
+    invoice = Invoice(
         kind=_INVOICE_KIND.get((p.type or "INVOICE").upper(), "invoice"),
         direction="payable" if (p.clientType or "").upper() == "SUPPLIER" else "receivable",
         number=p.meta.invoiceNumber if p.meta else None,
         party=PartyRef(key=p.clientId, name=contact.name if contact else None,
                        number=p.meta.clientNumber if p.meta else None),
-        issued=_date(p.dates.invoiceSent, "dates.invoiceSent") if p.dates else None,
-        due=_date(p.dates.invoiceDue, "dates.invoiceDue") if p.dates else None,
-        paid=_date(p.dates.invoicePaid, "dates.invoicePaid") if p.dates else None,
+        issued=day(dates.invoiceSent, "dates.invoiceSent", zone) if dates else None,
+        due=day(dates.invoiceDue, "dates.invoiceDue", zone) if dates else None,
+        paid=day(dates.invoicePaid, "dates.invoicePaid", zone) if dates else None,
         status=status, provider_status=raw_status,
         currency=_required_currency(original.currency, "sums.original.currency"),
-        net=_difference(total, tax) if tax is not None else None, tax=tax, total=total,
-        converted_currency=_currency(system.currency) if system else None,
+        net=_difference(total, tax, "sums.original") if tax is not None else None, tax=tax, total=total,
+        converted_currency=currency(system.currency, "sums.system.currency") if system else None,
         converted_tax=converted_tax, converted_total=converted_total,
-        conversion_rate=_rate(converted_total, total),
-        payments=_payments(p.payments),
-        created_at=_instant(p.createdAt, "createdAt"), updated_at=_instant(p.updatedAt, "updatedAt"))
+        payments=_payments(p.payments, zone),
+        created_at=instant(p.createdAt, "createdAt"), updated_at=instant(p.updatedAt, "updatedAt"))
+    extra: dict[str, Any] = {}
+    if p.info is not None and p.info.isForecast is not None:
+        extra["forecast"] = p.info.isForecast
+    if p.active is not None:
+        extra["active"] = p.active
+    if p.credits is not None:
+        extra["credits"] = _credits(p.credits)
+    return rules.unified(msgspec.structs.replace(invoice, **extra) if extra else invoice)
 
 
-def _payments(payments: list[wire.Payment]) -> list[PaymentRef]:
+def _credits(credits: list[str | wire.Credit]) -> list[InvoiceRef]:
+    """What a credit note credits: invoice numbers (the import schema's `{"number": …}`,
+    the events' bare strings). Blank ones are dropped."""
+    refs = []
+    for c in credits:
+        number = text(c if isinstance(c, str) else c.number)
+        if number is not None:
+            refs.append(InvoiceRef(number=number))
+    return refs
+
+
+def _payments(payments: list[wire.Payment], zone: tzinfo) -> list[PaymentRef]:
     refs = []
     for i, x in enumerate(payments):
         paid = amount(x.total, f"payments[{i}].total")
         if paid is not None:
-            refs.append(PaymentRef(date=_date(x.date, "payments.date"), amount=paid,
-                                   currency=_currency(x.currency or x.currencty)))
+            code = x.currency if x.currency is not None else x.currencty
+            refs.append(PaymentRef(date=day(x.date, f"payments[{i}].date", zone), amount=paid,
+                                   currency=currency(code, f"payments[{i}].currency")))
     return refs
 
 
@@ -251,7 +274,7 @@ _TX_STATUS: dict[str, Any] = {"PAID": "completed", "COMPLETED": "completed", "BO
 _LINK_ENTITY = {"INVOICE_PAYMENT": "invoice", "INVOICE": "invoice", "TRANSACTION": "transaction"}
 
 
-def _transaction(family: str, p: wire.Transaction) -> Transaction:
+def _transaction(family: str, p: wire.Transaction, zone: tzinfo) -> Transaction:
     original = p.sums.original if p.sums else None
     system = p.sums.system if p.sums else None
     if original is None or original.amount is None or not original.currency:
@@ -270,34 +293,35 @@ def _transaction(family: str, p: wire.Transaction) -> Transaction:
         links.append(Link(entity=_LINK_ENTITY.get((link.type or "").upper(), "unknown"), key=link.id,
                           type=(link.type or "").lower() or None,
                           amount=_sum(lsum, f"links[{i}].sums.original")[0],
-                          currency=_currency(lsum.currency) if lsum else None))
+                          currency=currency(lsum.currency, f"links[{i}].sums.original.currency")
+                          if lsum else None))
     return Transaction(
-        kind=kind, direction=direction, date=_date(p.paymentDate, "paymentDate"),
+        kind=kind, direction=direction, date=day(p.paymentDate, "paymentDate", zone),
         status=_TX_STATUS.get((p.status or "").upper(), "unknown"), provider_status=p.status,
         amount=total, currency=_required_currency(original.currency, "sums.original.currency"),
         converted_amount=converted,
-        converted_currency=_currency(system.currency) if system else None,
+        converted_currency=currency(system.currency, "sums.system.currency") if system else None,
         reference=p.reference, description=p.description,
         party=PartyRef(key=next((x.clientId for x in p.links if x.clientId), None))
         if any(x.clientId for x in p.links) else None,
         bank_account=p.bankAccountId, links=links,
-        created_at=_instant(p.createdAt, "createdAt"), updated_at=_instant(p.updatedAt, "updatedAt"))
+        created_at=instant(p.createdAt, "createdAt"), updated_at=instant(p.updatedAt, "updatedAt"))
 
 
-def _bank_account(family: str, p: wire.BankAccount) -> BankAccount:
+def _bank_account(family: str, p: wire.BankAccount, zone: tzinfo) -> BankAccount:
     return BankAccount(name=p.name, number=p.account or p.number, iban=p.iban, bic=p.bic,
-                       clearing=p.clearing, bank=p.bank, currency=_currency(p.currency), active=p.active,
-                       created_at=_instant(p.createdAt, "createdAt"),
-                       updated_at=_instant(p.updatedAt, "updatedAt"))
+                       clearing=p.clearing, bank=p.bank, currency=currency(p.currency, "currency"),
+                       active=p.active, created_at=instant(p.createdAt, "createdAt"),
+                       updated_at=instant(p.updatedAt, "updatedAt"))
 
 
-def _product(family: str, p: wire.Product) -> Product:
+def _product(family: str, p: wire.Product, zone: tzinfo) -> Product:
     return Product(name=p.name, number=p.number, description=p.description, unit=p.unit,
                    unit_price=_sum(p.price, "price")[0],
-                   currency=_currency(p.price.currency) if p.price else None,
+                   currency=currency(p.price.currency, "price.currency") if p.price else None,
                    tax_rate=amount(p.taxRate, "taxRate"),
-                   active=p.active, created_at=_instant(p.createdAt, "createdAt"),
-                   updated_at=_instant(p.updatedAt, "updatedAt"))
+                   active=p.active, created_at=instant(p.createdAt, "createdAt"),
+                   updated_at=instant(p.updatedAt, "updatedAt"))
 
 
 _BUILDERS: dict[str, Any] = {

@@ -13,6 +13,9 @@ flat. Frames already read are committed even when the connection drops.
 The gateway documents no resume cursor: a reconnect can miss events, and the same
 event may come twice (a replay, or the same change by webhook). Derived ids make
 the second copy a counted duplicate.
+
+A deletion names only the record: its tenant comes from what the source has seen
+(`tenants`), which both paths keep in `entity_state` beside their events.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import logging
 import ssl
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 
 import anyio
@@ -36,15 +39,20 @@ from ...health import State
 from ...model import Event
 from ...retry import Backoff
 from ...sources import SourceContext, WebhookReply, WebhookRequest, json_reply
-from ...store import Batch, DeadLetter, Pending
+from ...store import Batch, DeadLetter, EntityState, Pending
 from . import wire
 from .config import AsteriaConfig, tls_context
-from .normalize import normalize, normalize_frame
+from .normalize import normalize, normalize_frame, tenant_unknown
+from .tenants import Recent
 
 log = logging.getLogger("streamd.source.asteria")
 
 # On stop, frames already read from the socket are still committed, for at most this long.
 DRAIN_SECONDS = 5.0
+# Records whose tenant is kept in memory: more than the source ever holds uncommitted
+# (inflight x batch_max frames), so a deletion right after its record's creation is
+# placed even before that creation is committed.
+RECENT_MIN = 10_000
 
 
 class AsteriaSource:
@@ -58,6 +66,9 @@ class AsteriaSource:
         self._leftover: bytes | None = None  # a frame read when the stop came, not queued yet
         self._valid_since_open = False
         self._drain = anyio.CancelScope(shield=True)
+        self._zone = cfg.zone
+        self.recent = Recent(max(RECENT_MIN, (cfg.inflight + 2) * cfg.batch_max))
+        ctx.metrics.source_tenant_unknown.labels(self.name)
         if cfg.webhook_secret is not None:
             ctx.webhook(f"/webhooks/{ctx.name}", self.handle, auth=self.auth)
 
@@ -65,8 +76,37 @@ class AsteriaSource:
 
     def renormalize(self, raw: bytes, context: Mapping[str, str], received_at: datetime) -> list[Event]:
         if context.get("via") == "webhook":
-            return normalize(context.get("topic", ""), raw, source=self.name, received_at=received_at)
-        return normalize_frame(raw, source=self.name, received_at=received_at)
+            return normalize(context.get("topic", ""), raw, source=self.name, received_at=received_at,
+                             zone=self._zone, tenant_of=self.recent.get)
+        return normalize_frame(raw, source=self.name, received_at=received_at, zone=self._zone,
+                               tenant_of=self.recent.get)
+
+    # ---------------------------------------------------------------- tenants
+
+    async def _placed(self, events: list[Event], again: Callable[[], list[Event]]) -> list[Event]:
+        """`events` of one payload, each in its tenant: one the payload does not name and
+        the recent map does not know is looked up in the store (then the payload is
+        normalized `again`, its ids depending on the tenant); one still unknown is counted."""
+        missing = [ev for ev in events if tenant_unknown(ev)]
+        if not missing:
+            return events
+        placed = False
+        for ev in missing:
+            found = await self.ctx.reader.entity_tenants(self.name, ev.entity, [ev.key])
+            if ev.key in found:
+                self.recent.saw(ev.entity, ev.key, found[ev.key])  # known to the store already
+                placed = True
+        if placed:
+            events = again()
+        unknown = sum(1 for ev in events if tenant_unknown(ev))
+        if unknown:
+            self.ctx.metrics.source_tenant_unknown.labels(self.name).inc(unknown)
+        return events
+
+    def _states(self, events: list[Event]) -> list[EntityState]:
+        """The rows that keep each record's tenant, for those the store may not know yet."""
+        return [EntityState(ev.tenant, ev.entity, ev.key, ev.version) for ev in events
+                if ev.tenant and self.recent.saw(ev.entity, ev.key, ev.tenant)]
 
     # ---------------------------------------------------------------- the websocket
 
@@ -170,29 +210,39 @@ class AsteriaSource:
                 except anyio.WouldBlock:
                     break
             received.inc(len(batch))
-            events, rejects = self._normalize(batch, self.ctx.now())
+            events, states, rejects = await self._normalize(batch, self.ctx.now())
             if events:
                 self._valid_since_open = True
-            inflight.append(await self.ctx.enqueue(Batch(events=events, dead_letters=rejects)))
+            inflight.append(await self.ctx.enqueue(Batch(events=events, entity_states=states,
+                                                         dead_letters=rejects)))
             while inflight and (len(inflight) > self.cfg.inflight or inflight[0].done):
                 await inflight.popleft().committed()
         if self._leftover is not None:
             received.inc()
-            events, rejects = self._normalize([self._leftover], self.ctx.now())
+            events, states, rejects = await self._normalize([self._leftover], self.ctx.now())
             self._leftover = None
-            inflight.append(await self.ctx.enqueue(Batch(events=events, dead_letters=rejects)))
+            inflight.append(await self.ctx.enqueue(Batch(events=events, entity_states=states,
+                                                         dead_letters=rejects)))
         for pending in inflight:
             await pending.committed()
 
-    def _normalize(self, batch: list[bytes], received_at: datetime) -> tuple[list[Event], list[DeadLetter]]:
+    async def _normalize(self, batch: list[bytes], received_at: datetime
+                         ) -> tuple[list[Event], list[EntityState], list[DeadLetter]]:
         events: list[Event] = []
+        states: list[EntityState] = []
         rejects: list[DeadLetter] = []
         for data in batch:
+            def again(data: bytes = data) -> list[Event]:
+                return normalize_frame(data, source=self.name, received_at=received_at,
+                                       zone=self._zone, tenant_of=self.recent.get)
             try:
-                events.extend(normalize_frame(data, source=self.name, received_at=received_at))
+                got = await self._placed(again(), again)
             except Rejected as exc:
                 rejects.append(self.ctx.dead_letter(exc.reason, data, {"via": "websocket"}))
-        return events, rejects
+                continue
+            events.extend(got)
+            states.extend(self._states(got))
+        return events, states, rejects
 
     # ---------------------------------------------------------------- webhooks
 
@@ -211,15 +261,26 @@ class AsteriaSource:
         topic = req.headers.get("x-asteria-topic", "")
         context = {"via": "webhook", "topic": topic}
         self.ctx.received()
+        received_at = self.ctx.now()
+
+        def again() -> list[Event]:
+            return normalize(topic, req.body, source=self.name, received_at=received_at,
+                             zone=self._zone, tenant_of=self.recent.get)
         try:
             if topic not in wire.TOPIC_SET:
                 raise Rejected(f"unknown topic {topic!r} (x-asteria-topic)")
-            events = normalize(topic, req.body, source=self.name, received_at=self.ctx.now())
+            events = await self._placed(again(), again)
         except Rejected as exc:
             # Kept with its raw bytes; the sender learns it will never be taken as is.
             await self.ctx.submit(Batch(dead_letters=[self.ctx.dead_letter(exc.reason, req.body, context)]))
             return json_reply(400, error=exc.reason)
-        done = await self.ctx.submit(Batch(events=events))
+        states = self._states(events)
+        try:
+            done = await self.ctx.submit(Batch(events=events, entity_states=states))
+        except BaseException:
+            for st in states:  # maybe never written: write them with the record's next change
+                self.recent.forget(st.entity, st.key)
+            raise
         # 2xx only now: the events are committed (invariant 2).
         return json_reply(200, appended=done.appended, duplicates=done.duplicates,
                           ids=[e.id for e in events])

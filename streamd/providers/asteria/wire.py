@@ -17,6 +17,10 @@ from typing import Any
 
 import msgspec
 
+#: Asteria is Swedish: the business time zone its dates are read in, unless the source's
+#: `timezone` says otherwise (its stamps are UTC: `2021-12-24T23:00:00.000Z`).
+TIMEZONE = "Europe/Stockholm"
+
 #: PARTNER_WEBHOOK_ENUM, in the seed's order.
 TOPICS: tuple[str, ...] = (
     "CLIENT_CREATE", "CLIENT_UPDATE", "CLIENT_REMOVE",
@@ -161,6 +165,12 @@ class Payment(msgspec.Struct, kw_only=True):
     rate: Decimal | None = None
 
 
+class Credit(msgspec.Struct, kw_only=True):
+    """The import schema's `credits` item: an invoice number this invoice credits."""
+
+    number: str | None = None
+
+
 class Invoice(Base, kw_only=True):
     type: str | None = None  # "invoice" in events; INVOICE | ORDER | CREDIT on import
     clientType: str | None = None  # noqa: N815 - CUSTOMER | SUPPLIER
@@ -170,6 +180,9 @@ class Invoice(Base, kw_only=True):
     info: InvoiceInfo | None = None
     contact: Contact | None = None
     canceled: bool | None = None
+    # Invoice numbers this one credits: strings in the events (`["test"]`), objects in the
+    # import schema (`[{"number": …}]`).
+    credits: list[str | Credit] | None = None
     sums: Sums | None = None
     payments: list[Payment] = []
 

@@ -6,13 +6,18 @@ sockets, no clock. The mapping table is docs/providers/connec.md.
   `entity_event`, whose version is `updated_at` as sent: the same version seen both ways
   is one event (same id).
 - `created` when `created_at` and `updated_at` are the same instant, else `updated`.
-- Stamps are RFC 3339 (no offset: UTC), converted to UTC; a date keeps the date as written.
+- Stamps are RFC 3339 (no offset: UTC), converted to UTC. A date is the date in the
+  source's `timezone` (UTC unless configured; Connec! writes dates as midnight UTC stamps,
+  `2017-01-01T00:00:00Z`), by `model/fields.py`'s one rule.
+- Kind and status follow `model/rules.py`, as for every provider: a negative invoice is a
+  credit note, an `AUTHORISED` one whose `balance` is between 0 and its total is partially
+  paid.
 """
 
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 from decimal import Decimal
 from typing import Any, Literal, TypeVar, get_args
 
@@ -31,6 +36,7 @@ from ...model import (
     Record,
     Transaction,
     make_event,
+    rules,
 )
 from ...model.check import checked
 from ...model.entities import Entity, InvoiceStatus, TransactionStatus
@@ -138,7 +144,7 @@ def entity_tenant(raw: bytes, fallback: str | None) -> str:
 
 
 def entity_event(collection: str, raw: bytes, *, source: str, tenant: str | None,
-                 received_at: datetime) -> Event:
+                 received_at: datetime, zone: tzinfo = UTC) -> Event:
     """One entity → its event, or `Rejected` ("invoices b2d9…: amount.currency missing")."""
     entity = wire.COLLECTIONS.get(collection)
     if entity is None:
@@ -158,7 +164,7 @@ def entity_event(collection: str, raw: bytes, *, source: str, tenant: str | None
         group = _tenant(head, tenant)
         created = _instant(head.created_at, "created_at")
         updated = _instant(head.updated_at, "updated_at")
-        data: Entity = checked(_build(collection, raw, created, updated))
+        data: Entity = checked(_build(collection, raw, created, updated, zone))
         return make_event(
             provider=wire.PROVIDER, source=source, tenant=group, entity=entity,
             op="created" if created is not None and created == updated else "updated", key=key,
@@ -191,36 +197,38 @@ def account_event(kind: Literal["group", "user"], group_id: str, user_id: str | 
 
 # ---------------------------------------------------------------- builders
 
-def _build(collection: str, raw: bytes, created: datetime | None, updated: datetime | None) -> Entity:
+def _build(collection: str, raw: bytes, created: datetime | None, updated: datetime | None,
+           zone: tzinfo) -> Entity:
     decoder = _decoders.get(collection)
     try:
         record = decoder.decode(raw) if decoder else _generic.decode(raw)
     except _DECODE_ERRORS as exc:
         raise Rejected(str(exc)) from None
     build: Any = _BUILDERS.get(collection, _record)
-    entity: Entity = build(record)
+    entity: Entity = build(record, zone)
     return msgspec.structs.replace(entity, created_at=created, updated_at=updated)
 
 
-def _record(body: dict[str, Any]) -> Record:
+def _record(body: dict[str, Any], zone: tzinfo) -> Record:
     name = body.get("name")
     return Record(name=_text(name) if isinstance(name, str) else None,
                   attributes={k: v for k, v in body.items() if k not in _NOT_ATTRIBUTES})
 
 
-def _invoice(inv: wire.Invoice) -> Invoice:
+def _invoice(inv: wire.Invoice, zone: tzinfo) -> Invoice:
     amount = inv.amount or wire.Amount()
     currency, total = _money(amount)
-    return Invoice(
+    return rules.unified(Invoice(
         kind="invoice", direction=_kind(inv.type, _DIRECTION) or "receivable",
         number=_text(inv.transaction_number), party=_party_ref(inv.organization_id, inv.person_id),
-        issued=_date(inv.transaction_date, "transaction_date"), due=_date(inv.due_date, "due_date"),
+        issued=_date(inv.transaction_date, "transaction_date", zone),
+        due=_date(inv.due_date, "due_date", zone),
         status=_INVOICE_STATUS.get(_upper(inv.status) or "", "unknown"),
         provider_status=_text(inv.status), currency=currency,
         net=_amount(amount.net_amount, "amount.net_amount"),
         tax=_amount(amount.tax_amount, "amount.tax_amount"),
         total=total, unpaid=_amount(inv.balance, "balance"), description=_text(inv.title),
-        lines=[_line(line, f"lines[{i}]") for i, line in enumerate(inv.lines)])
+        lines=[_line(line, f"lines[{i}]") for i, line in enumerate(inv.lines)]))
 
 
 def _line(line: wire.InvoiceLine, at: str) -> InvoiceLine:
@@ -235,7 +243,7 @@ def _line(line: wire.InvoiceLine, at: str) -> InvoiceLine:
         total=_amount(price.total_amount, f"{at}.total_price.total_amount"))
 
 
-def _organization(org: wire.Organization) -> Party:
+def _organization(org: wire.Organization, zone: tzinfo) -> Party:
     return Party(
         roles=_roles(org.is_customer, org.is_supplier), name=_text(org.name), number=_text(org.reference),
         email=_text(org.email.address) if org.email else None, phone=_phone(org.phone),
@@ -243,7 +251,7 @@ def _organization(org: wire.Organization) -> Party:
         active=_active(org.status))
 
 
-def _person(person: wire.Person) -> Party:
+def _person(person: wire.Person, zone: tzinfo) -> Party:
     name = " ".join(n for n in (_text(person.first_name), _text(person.last_name)) if n)
     return Party(
         roles=_roles(person.is_customer, person.is_supplier), name=name or None,
@@ -251,7 +259,7 @@ def _person(person: wire.Person) -> Party:
         phone=_phone(person.phone_work), address=_address(person.address_work, "address_work.billing"))
 
 
-def _payment(pay: wire.Payment) -> Transaction:
+def _payment(pay: wire.Payment, zone: tzinfo) -> Transaction:
     currency, total = _money(pay.amount or wire.Amount())
     links: list[Link] = []
     for i, line in enumerate(pay.payment_lines):
@@ -267,14 +275,14 @@ def _payment(pay: wire.Payment) -> Transaction:
                               amount=line_amount if applied is None else applied, currency=currency))
     return Transaction(
         kind="payment", direction=_kind(pay.type, _FLOW),
-        date=_date(pay.transaction_date, "transaction_date"),
+        date=_date(pay.transaction_date, "transaction_date", zone),
         status=_PAYMENT_STATUS.get(_upper(pay.status) or "", "unknown"),
         provider_status=_text(pay.status), amount=total, currency=currency,
         reference=_text(pay.payment_reference), party=_party_ref(pay.organization_id, pay.person_id),
         links=links)
 
 
-def _item(item: wire.Item) -> Product:
+def _item(item: wire.Item, zone: tzinfo) -> Product:
     price = item.sale_price or wire.Amount()
     return Product(
         name=_text(item.name), number=_text(item.code), description=_text(item.description),

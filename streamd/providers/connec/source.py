@@ -89,8 +89,9 @@ class ConnecSource:
         tenant = context.get("tenant") or None
         if "collection" in context:
             return [entity_event(context["collection"], raw, source=self.name, tenant=tenant,
-                                 received_at=received_at)]
-        return [entity_event(c, r, source=self.name, tenant=tenant, received_at=received_at)
+                                 received_at=received_at, zone=self.cfg.zone)]
+        return [entity_event(c, r, source=self.name, tenant=tenant, received_at=received_at,
+                             zone=self.cfg.zone)
                 for c, r in split_body(raw)]
 
     # ---------------------------------------------------------------- lifecycle
@@ -157,7 +158,7 @@ class ConnecSource:
         for collection, raw in entities:
             try:
                 events.append(entity_event(collection, raw, source=self.name, tenant=tenant,
-                                           received_at=now))
+                                           received_at=now, zone=self.cfg.zone))
             except Rejected as exc:
                 rejects.append(self.ctx.dead_letter(exc.reason, raw, {**base, "collection": collection}))
         done = await self.ctx.submit(Batch(events=events, dead_letters=rejects))
@@ -239,7 +240,8 @@ class ConnecSource:
             for item in items:
                 raw = bytes(item)
                 try:
-                    ev = entity_event(collection, raw, source=self.name, tenant=group, received_at=now)
+                    ev = entity_event(collection, raw, source=self.name, tenant=group, received_at=now,
+                                      zone=self.cfg.zone)
                 except Rejected as exc:
                     seen.add(raw.hex()[:64])
                     rejects.append(self.ctx.dead_letter(exc.reason, raw, {

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, tzinfo
 
 import msgspec
 
@@ -64,8 +64,8 @@ def party_event(n: NormalizedDocument, *, source: str, tenant: str, previous: st
 
 
 def renormalized(raw: bytes, *, source: str, tenant: str, previous: str,
-                 received_at: datetime) -> list[Event]:
+                 received_at: datetime, zone: tzinfo) -> list[Event]:
     """A dead-lettered document taken again (`streamd dlq retry`): the invoice as it is,
     without traffic reports (the ones that never came are why it was dead-lettered)."""
-    n = normalize_document(raw, None, received_at=received_at)
+    n = normalize_document(raw, None, received_at=received_at, zone=zone)
     return [invoice_event(n, source=source, tenant=tenant, previous=previous)]

@@ -19,6 +19,9 @@ class HorisenConfig(SourceConfig, frozen=True, forbid_unknown_fields=True, kw_on
     client_secret: Secret
     # The feed's `tenant` for this platform; none = the client id.
     tenant: str | None = None
+    # HORISEN is Swiss: a date stamped with an offset is the date in Zurich (its stamps
+    # without one are UTC, as documented).
+    timezone: str = wire.TIMEZONE
     # A poll starts this long after the previous one started.
     interval: Duration = Duration(600.0)
     # Documents dated (documentDate) up to this long ago are listed; a payment made to an

@@ -7,7 +7,11 @@ docs/providers/horisen.md.
 - The key is the document's `id` (`document_key` reads it alone, so a document that does
   not normalize can still be tracked by the poller).
 - Stamps (`statusDt`, `insertDt`) are `YYYY-MM-DD HH:MM:SS` in UTC, or RFC 3339 with an
-  offset or `Z` (converted to UTC). Date fields keep the date as written.
+  offset or `Z` (converted to UTC). A date is the date in the source's `timezone` (Zurich
+  unless configured): as written, unless it is a stamp with an offset (`model/fields.py`).
+- Kind and status follow `model/rules.py`, as for every provider: a negative `total` is a
+  credit note; `paymentStatus` says paid or partially paid, else an open document with a
+  `totalUnpaid` between 0 and `total` is partially paid.
 - `time` is `statusDt`, else `insertDt`, else when streamd received the document.
 - Amounts stay `Decimal` from the wire to the feed, as sent (`net + tax` that differs from
   `total` is neither corrected nor refused).
@@ -17,14 +21,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, tzinfo
 from decimal import Decimal, localcontext
 from typing import get_args
+from zoneinfo import ZoneInfo
 
 import msgspec
 
 from ...errors import Rejected
-from ...model import Address, Invoice, InvoiceLine, Party, PartyRef, TrafficLine
+from ...model import Address, Invoice, InvoiceLine, Party, PartyRef, TrafficLine, rules
 from ...model.check import checked
 from ...model.entities import InvoiceStatus
 from ...model.fields import COUNTRY as _COUNTRY
@@ -45,6 +50,8 @@ from . import wire
 #: becoming a huge integer and `1E-999999` from becoming a huge string.
 
 
+#: The business time zone when the source configures none.
+ZONE = ZoneInfo(wire.TIMEZONE)
 _UNIFIED: dict[str, InvoiceStatus] = {s: s for s in get_args(InvoiceStatus)}
 #: `wire.DOCUMENT_STATUS`, typed (a unified status the model does not know fails at import).
 _STATUS: dict[str, InvoiceStatus] = {k: _UNIFIED[v] for k, v in wire.DOCUMENT_STATUS.items()}
@@ -82,7 +89,7 @@ def document_key(raw: bytes) -> str:
 
 
 def normalize_document(
-    raw: bytes, traffic: Sequence[bytes] | None, *, received_at: datetime
+    raw: bytes, traffic: Sequence[bytes] | None, *, received_at: datetime, zone: tzinfo = ZONE
 ) -> NormalizedDocument:
     """One document (and its traffic-report rows, when fetched) → `NormalizedDocument`, or
     `Rejected` with a reason such as "document 123: currencyCode: 'EURO' is not an ISO 4217 code"."""
@@ -104,7 +111,7 @@ def normalize_document(
                 lines.append(_traffic(row))
             except Rejected as exc:
                 raise Rejected(f"traffic[{i}]: {exc.reason}") from None
-        invoice, unpaid = _invoice(doc, lines)
+        invoice, unpaid = _invoice(doc, lines, zone)
         invoice = checked(invoice)
         party_key = _ident(doc.bizPartnerId)
         party = (party_key, checked(_party(doc))) if party_key is not None else None
@@ -137,7 +144,8 @@ def traffic_rows(raw: bytes) -> list[bytes]:
 
 # ---------------------------------------------------------------- builders
 
-def _invoice(doc: wire.Document, traffic: list[TrafficLine]) -> tuple[Invoice, Decimal | None]:
+def _invoice(doc: wire.Document, traffic: list[TrafficLine],
+             zone: tzinfo) -> tuple[Invoice, Decimal | None]:
     currency = _currency(doc.currencyCode, "currencyCode")
     if currency is None:
         raise Rejected("currencyCode missing")
@@ -147,22 +155,20 @@ def _invoice(doc: wire.Document, traffic: list[TrafficLine]) -> tuple[Invoice, D
     unpaid = _amount(doc.totalUnpaid, "totalUnpaid")
     status, payment = _text(doc.status), _text(doc.paymentStatus)
     unified: InvoiceStatus = _STATUS.get(status.lower(), "unknown") if status else "unknown"
-    paid_on = _date(doc.paymentStatusDate, "paymentStatusDate")
+    paid_on = _date(doc.paymentStatusDate, "paymentStatusDate", zone)
     paying = payment.lower() if payment else None
-    if unified == "open":
-        if paying == "paid":
-            unified = "paid"
-        elif paying == "partially_paid" or (
-                paying == "open" and unpaid is not None and 0 < unpaid < total):
-            unified = "partially_paid"
+    if unified == "open" and paying in ("paid", "partially_paid"):
+        unified = "paid" if paying == "paid" else "partially_paid"
     converted = _currency(doc.domesticCurrencyCode, "domesticCurrencyCode")
-    start, end = _date(doc.periodStart, "periodStart"), _date(doc.periodEnd, "periodEnd")
+    start = _date(doc.periodStart, "periodStart", zone)
+    end = _date(doc.periodEnd, "periodEnd", zone)
     party_key = _ident(doc.bizPartnerId)
     invoice = Invoice(
         kind="invoice", direction="receivable", number=_text(doc.documentNumber),
         party=PartyRef(key=party_key, name=_text(doc.bizPartner.name) if doc.bizPartner else None,
                        number=_text(doc.bizPartnerExternalRefId)) if party_key is not None else None,
-        issued=_date(doc.documentDate, "documentDate"), due=_date(doc.dueDate, "dueDate"),
+        issued=_date(doc.documentDate, "documentDate", zone),
+        due=_date(doc.dueDate, "dueDate", zone),
         paid=paid_on if paying == "paid" else None,
         status=unified,
         provider_status=f"{status or '-'}/{payment or '-'}" if status or payment else None,
@@ -175,7 +181,7 @@ def _invoice(doc: wire.Document, traffic: list[TrafficLine]) -> tuple[Invoice, D
         lines=[_line(item, f"items[{i}]") for i, item in enumerate(doc.items)],
         traffic=traffic,
         created_at=_instant(doc.insertDt, "insertDt"), updated_at=_instant(doc.statusDt, "statusDt"))
-    return invoice, unpaid
+    return rules.unified(invoice), unpaid
 
 
 def _line(item: wire.Item, at: str) -> InvoiceLine:

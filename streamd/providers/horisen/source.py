@@ -124,7 +124,8 @@ class HorisenSource:
 
     def renormalize(self, raw: bytes, context: Mapping[str, str], received_at: datetime) -> list[Event]:
         return renormalized(raw, source=self.name, tenant=context.get("tenant", self.tenant),
-                            previous=context.get("previous", ""), received_at=received_at)
+                            previous=context.get("previous", ""), received_at=received_at,
+                            zone=self.cfg.zone)
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -264,7 +265,7 @@ class _Listing:
             self.seen.add(key)
             previous = self.invoices.get(key, "")
             try:
-                n = normalize_document(raw, None, received_at=self.received_at)
+                n = normalize_document(raw, None, received_at=self.received_at, zone=src.cfg.zone)
             except Rejected as exc:
                 marker = rejected_marker(raw, previous)
                 if marker != previous:  # not the same bad document as last time

@@ -25,6 +25,9 @@ from decimal import Decimal
 import msgspec
 
 PROVIDER = "horisen"
+#: HORISEN is Swiss: the business time zone its dates are read in, unless the source's
+#: `timezone` says otherwise. Its stamps without an offset are UTC [D].
+TIMEZONE = "Europe/Zurich"
 
 TOKEN_PATH = "/oauth2/access-token"
 DOCUMENTS_PATH = "/finance/sit/v1/documents-export"

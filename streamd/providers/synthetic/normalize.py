@@ -1,5 +1,7 @@
 """Synthetic wire record → unified event. Pure: bytes and `received_at` in, events out,
-or `Rejected` with a reason. No sockets, no clock."""
+or `Rejected` with a reason. No sockets, no clock. Its records are unified entities
+already; an invoice's kind and status still go through `model/rules.py`, as for every
+provider (a negative invoice is a credit note)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from typing import Literal
 import msgspec
 
 from ...errors import Rejected
-from ...model import Entity, Event, entity_type, make_event
+from ...model import Entity, Event, Invoice, entity_type, make_event, rules
 from ...model.fields import DECODE_ERRORS
 
 PROVIDER = "synthetic"
@@ -54,6 +56,8 @@ def normalize(raw: bytes, *, source: str, received_at: datetime) -> Event:
             data = msgspec.json.decode(rec.data, type=entity_type(rec.entity))  # type: ignore[assignment]
         except DECODE_ERRORS as exc:
             raise Rejected(f"{rec.entity} {rec.key}: {exc}") from None
+        if isinstance(data, Invoice):
+            data = rules.unified(data)
     elif rec.op != "deleted":
         raise Rejected(f"{rec.entity} {rec.key}: a {rec.op} record needs data")
     return make_event(provider=PROVIDER, source=source, tenant=rec.tenant, entity=rec.entity,
