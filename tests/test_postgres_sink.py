@@ -2,14 +2,16 @@
 the tables and what lands in them, the offset PostgreSQL holds (resumed from, reset by
 `streamd sink reset`, refused from another feed), the batch size, refused rows to dead
 letters, an older event never over a newer state, the server down, schema drift, a
-wrong password, an untrusted certificate, and the config's checks. The crash drill
-(SIGKILLs and a PostgreSQL crash under 20,000 records) is test_postgres_drill.py."""
+wrong password, an untrusted certificate, and the config's checks; and the drill:
+SIGKILLs and a PostgreSQL crash while 20,000 records load."""
 
 from __future__ import annotations
 
 import json
 import logging
+import random
 import sqlite3
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,7 +26,7 @@ from streamd.errors import ConfigError
 from streamd.health import State
 from streamd.sinks.postgres.sink import BatchSizer
 
-from .conftest import InProcess, streamd_cli, until
+from .conftest import InProcess, streamd_cli, until, wait_for
 from .postgres_server import PASSWORD, PostgresServer, Template, require_bindir
 
 pytestmark = pytest.mark.anyio
@@ -561,3 +563,73 @@ def test_check_shows_the_password_as_its_reference(tmp_path: Path) -> None:
     r = streamd_cli("check", "-c", str(tmp_path / "config.toml"))
     assert r.returncode == 78 and "dsn: must not hold a password" in r.stderr
     assert "hunter2-value" not in r.stdout + r.stderr
+
+
+# ---------------------------------------------------------------- the drill
+
+DRILL_RECORDS = 20_000
+DRILL = """
+[store]
+path = "feed.db"
+commit_linger = "1ms"
+[http]
+listen = "127.0.0.1:0"
+[sources.gen]
+provider = "synthetic"
+tenants = ["acme", "globex", "initech"]
+rate = 2000
+count = {count}
+batch = 100
+seed = 17
+{sink}"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_drill_sigkills_and_a_postgresql_crash_leave_every_event_applied_once(
+        tmp_path: Path, pg: PostgresServer, streamd_proc: Any) -> None:
+    """20,000 records from the generator into the sink while `streamd run` is SIGKILLed
+    five times and PostgreSQL is stopped with `-m immediate` and restarted once. After
+    every kill, and at the end: `events` holds seqs 1..offset and nothing past it (a
+    batch's rows and its offset commit together); at the end, every feed event once,
+    and `entities` the last event of each entity in the feed."""
+    rng = random.Random(17)
+    sink = pg.sink_toml("out", backoff={"min": "20ms", "max": "300ms"})
+    d = streamd_proc(DRILL.format(count=DRILL_RECORDS, sink=sink), env=pg.env())
+
+    def offset() -> int:
+        return pg_offset(pg)
+
+    def consistent(what: str) -> int:
+        # One statement, one snapshot: it may run while streamd loads.
+        row = pg.rows("SELECT (SELECT seq FROM streamd.sink_offsets WHERE sink = 'out') AS at, "
+                      "count(*) AS n, coalesce(max(seq), 0) AS top FROM streamd.events")[0]
+        assert row["n"] == row["top"] == row["at"], f"{what}: {row}"
+        return int(row["at"])
+
+    def loading_past(seq: int, what: str) -> None:
+        wait_for(lambda: offset() > seq, 30, what)
+
+    kills, at = 0, 0
+    for run in range(6):
+        d.start()
+        loading_past(at, f"run {run} loading")  # each kill lands while it loads
+        if run == 2:  # PostgreSQL crashes under the load, recovers, and the load goes on
+            pg.stop("immediate")
+            wait_for(lambda: "cannot connect" in d.log(), 30, "the sink noticing")
+            pg.start()
+            at = consistent("after PostgreSQL's recovery")
+            loading_past(at, "loading again after PostgreSQL's recovery")
+        threading.Event().wait(rng.uniform(0.05, 0.6))
+        d.kill()
+        kills += 1
+        at = consistent(f"kill {kills}")
+    assert at < DRILL_RECORDS, "the drill must kill it while it loads"
+
+    d.start()
+    wait_for(lambda: d.query("SELECT value FROM source_state WHERE source = 'gen' AND key = 'next'")
+             == [(str(DRILL_RECORDS).encode(),)], 60, "the generator's last record")
+    wait_for(lambda: offset() == d.query("SELECT max(seq) FROM events")[0][0], 60, "the last load")
+    assert d.terminate() == 0
+    events = assert_loaded_exactly(pg, d.db)
+    assert len(events) == DRILL_RECORDS
