@@ -13,7 +13,7 @@ Batch size: the dispatcher asks `batch_size()` before each read. It starts small
 while full batches commit in under half of `TARGET` seconds, and shrinks in proportion
 when one takes longer: big enough that a commit's fsync is shared by thousands of rows,
 small enough that a transaction stays short on a slow or busy server. A batch that timed
-out is split into smaller transactions when it is tried again.
+out is split into transactions of the new size when it is tried again.
 
 One connection, opened when needed and dropped after any failure that is not the
 data's: batches go one at a time, so a pool would only hold idle connections. It holds
@@ -22,10 +22,11 @@ sink name into the same schema waits (and says so) rather than interleave offset
 
 Failures: a row PostgreSQL refuses (SQLSTATE class 22 data exception, 23 integrity
 constraint) is `Permanent`: the dispatcher splits the batch and dead-letters that
-event with PostgreSQL's message. A statement PostgreSQL cannot run (class 42: a column
-or table changed) sends the sink back to checking the tables, which names the
-difference. Everything else (the server down or restarting, wrong password, an
-untrusted certificate, a timeout) is `Retryable`, with a reason that says which.
+event with PostgreSQL's message. Everything else (the server down or restarting, wrong
+password, an untrusted certificate, a timeout, a statement it cannot run) is
+`Retryable`, with a reason that says which, and drops the connection: the next attempt
+connects anew and checks the tables first, so a column someone renamed is named as such
+(`schema.drift`) rather than retried blindly.
 """
 
 from __future__ import annotations
@@ -66,15 +67,20 @@ class BatchSizer:
         self.floor = min(SMALLEST_BATCH, ceiling)
         self.target = target
         self.size = min(FIRST_BATCH, ceiling)
+        self.split = False  # since a timeout, until a commit: split batches to `size`
 
     def committed(self, events: int, seconds: float) -> None:
+        self.split = False
         if seconds > self.target:
             self.size = max(self.floor, min(self.size, int(events * self.target / seconds)))
         elif events >= self.size and seconds < self.target / 2:
             self.size = min(self.ceiling, self.size * 2)
 
     def timed_out(self) -> None:
+        """A batch took longer than the timeout: much smaller ones, and the batch tried
+        again split to that size (the dispatcher retries it whole)."""
         self.size = max(self.floor, self.size // 4)
+        self.split = True
 
 
 def _record(e: FeedEvent) -> tuple[Any, ...]:
@@ -105,7 +111,7 @@ class PostgresSink:
         self.schema = cfg.schema
         s = q(cfg.schema)
         self._conn: asyncpg.Connection | None = None
-        self._checked = False  # the tables migrated and checked (again after a class-42 error)
+        self._checked = False  # the tables migrated and checked, on this connection
         self.sizer = BatchSizer(cfg.batch_max)
         self._commit_seconds: Any = None
         self._size_gauge: Any = None
@@ -215,22 +221,8 @@ class PostgresSink:
         except Exception as exc:
             error = self._failure(exc, what)
             if not isinstance(error, Permanent):
-                self._drop()
-            if isinstance(exc, asyncpg.PostgresError) and (exc.sqlstate or "").startswith("42"):
-                error = await self._explain(error)
+                self._drop()  # the next attempt connects anew, and checks the tables again
             raise error from None
-
-    async def _explain(self, error: DeliveryError) -> DeliveryError:
-        """After a statement PostgreSQL could not run (a column or table changed): check the
-        tables now, so the reason names the difference rather than the statement."""
-        try:
-            with anyio.fail_after(self.cfg.timeout.seconds):
-                await self._connection()
-        except Retryable as exc:
-            return exc
-        except Exception:  # unreachable meanwhile: the first error says enough
-            self._drop()
-        return error
 
     def _failure(self, exc: BaseException, what: str) -> DeliveryError:
         where = self.where
@@ -245,8 +237,6 @@ class PostgresSink:
                                  f"{'passfile' if self.cfg.passfile else 'password'}")
             if state.startswith("28"):
                 return Retryable(f"{where}: login refused: {_said(exc)}")
-            if state.startswith("42"):
-                self._checked = False  # the next attempt checks the tables and names what changed
             return Retryable(f"{where}: {what}: {_said(exc)}")
         if isinstance(exc, ssl.SSLCertVerificationError):
             against = f"ca {self.cfg.ca}" if self.cfg.ca else "the system's trust store"
@@ -285,8 +275,8 @@ class PostgresSink:
         if not events:
             return
         records = [_record(e) for e in events]
-        # Normally one transaction; after a timeout shrank the size, the same batch in several.
-        step = max(self.sizer.size, 1)
+        # One transaction; after a timeout, the batch tried again in several smaller ones.
+        step = self.sizer.size if self.sizer.split else len(events)
         for start in range(0, len(events), step):
             await self._load(events[start:start + step], records[start:start + step])
 
