@@ -8,8 +8,8 @@ a daemon without one never imports them.
 The DSN names where and who (`postgresql://user@host:5432/db`); the password is never in
 it but a secret reference (`password`) or a libpq password file (`passfile`), and TLS is
 the sink's own keys (`sslmode`, `ca`), not DSN parameters, so that `streamd check` can
-say what the connection will do. Nothing comes from the environment (PGHOST, PGSSLMODE,
-~/.pgpass): a daemon's connection is what its config says.
+say what the connection will do. Nothing comes from the environment (PGPASSWORD, PGSSLMODE,
+~/.pgpass) for the password or TLS: a daemon's connection is what its config says.
 """
 
 from __future__ import annotations

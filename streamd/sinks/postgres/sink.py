@@ -38,6 +38,7 @@ import time
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import anyio
 import asyncpg
@@ -161,9 +162,11 @@ class PostgresSink:
             password, passfile = None, cfg.passfile
         else:
             password, passfile = (cfg.password.reveal() if cfg.password is not None else ""), None
+        named = "application_name" in dict(parse_qsl(urlsplit(cfg.dsn).query))
         conn = await asyncpg.connect(
             cfg.dsn, password=password, passfile=passfile, ssl=tls, timeout=cfg.timeout.seconds,
-            command_timeout=None, server_settings={"application_name": f"streamd sink {self.name}"})
+            command_timeout=None,
+            server_settings=None if named else {"application_name": f"streamd sink {self.name}"})
         try:
             got = await conn.fetchval("SELECT pg_try_advisory_lock(hashtext($1))",
                                       f"streamd.sink:{self.schema}.{self.name}")
