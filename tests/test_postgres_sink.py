@@ -293,6 +293,18 @@ async def test_an_offset_written_from_another_feed_is_refused(tmp_path: Path, pg
     assert pg_offset(pg) == 300
 
 
+
+async def test_a_second_streamd_with_the_same_sink_name_waits_for_the_first(
+        tmp_path: Path, pg: PostgresServer) -> None:
+    async with Running(config(tmp_path / "one", pg)) as first:
+        await first.post(invoice("a0", version=stamp(0)))
+        await loaded(first, pg)
+        async with Running(config(tmp_path / "two", pg, seed=8)) as second:
+            await until(lambda: "another connection is loading sink out into schema streamd"
+                        in second.component().reason, 20, "the second one waiting")
+            assert await second.metric('streamd_sink_events_delivered_total{sink="out"}') == 0
+    assert pg_offset(pg) == 1
+
 def test_batch_size_grows_while_commits_are_quick_and_shrinks_when_slow() -> None:
     s = BatchSizer(10_000, target=0.5)
     assert s.size == 500
