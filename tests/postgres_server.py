@@ -117,9 +117,11 @@ class Template:
         # The roles and the database, once: every copy has them.
         server = PostgresServer(self, self.root / "setup", data=self.data)
         server.start()
-        server.execute(f"CREATE ROLE {USER} LOGIN PASSWORD '{PASSWORD}'", "postgres")
-        server.execute(f"CREATE DATABASE {DATABASE} OWNER {USER}", "postgres")
-        server.stop("fast")
+        try:
+            server.execute(f"CREATE ROLE {USER} LOGIN PASSWORD '{PASSWORD}'", "postgres")
+            server.execute(f"CREATE DATABASE {DATABASE} OWNER {USER}", "postgres")
+        finally:
+            server.stop("fast")
 
     def _own(self, path: Path) -> None:
         if self.user is not None:
