@@ -123,6 +123,14 @@ class Metrics:
             "Events an sftp sink refused because their file's name held another invoice's file,"
             " or one streamd did not write (each once, however often it is tried).",
             ["sink"], registry=r)
+        self.sink_postgres_commit_seconds = Histogram(
+            "streamd_sink_postgres_commit_duration_seconds",
+            "A postgres sink's transaction for one batch: COPY, the upserts, the offset, the commit.",
+            ["sink"], buckets=_COMMIT_BUCKETS, registry=r)
+        self.sink_postgres_batch_size = Gauge(
+            "streamd_sink_postgres_batch_size_events",
+            "Events a postgres sink's next batch may hold, adapted to its commit time (at most"
+            " batch_max).", ["sink"], registry=r)
 
         # --- shared
         self.dead_letters = Counter(

@@ -5,7 +5,9 @@ Only with the daemon stopped: a running daemon holds each sink's offset in memor
 would write its own back. The offset and the sink's partial-batch marker change in one
 short transaction. What the sink itself checks at start still applies: the file sink
 resumes after the last line its file holds, and the sftp sink skips a file already there
-with the same event, so to deliver those again, move the file(s) away too.
+with the same event, so to deliver those again, move the file(s) away too. A sink that
+keeps its own offset (postgres, in its database) is told by a marker left here, and moves
+that offset too at the next start.
 """
 
 from __future__ import annotations
@@ -91,6 +93,9 @@ def cmd_reset(args: argparse.Namespace) -> int:
                    " DO UPDATE SET seq = excluded.seq, updated = excluded.updated",
                    (args.name, args.to_seq, int(time.time() * 1000)))
         db.execute("DELETE FROM meta WHERE key = ?", (f"sink.{args.name}.batch_upto",))
+        # For a sink that keeps its own offset: the dispatcher moves that one at the next start.
+        db.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET "
+                   "value = excluded.value", (f"sink.{args.name}.reset", str(args.to_seq)))
         db.execute("COMMIT")
     except sqlite3.Error as exc:
         print(f"streamd sink: {path}: {exc}", file=sys.stderr)

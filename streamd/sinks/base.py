@@ -13,13 +13,22 @@ Two optional members a sink may have, which the dispatcher looks for:
   sending it.
 - `attach_metrics(metrics)`: called once with the daemon's `Metrics`, for a sink that
   counts its own work (the http sink's requests by status).
+- `batch_size()`: the most events the next batch should hold (at most `batch_max`),
+  asked before each read: for a sink that sizes its batches by how long they take (the
+  postgres sink).
+
+And one optional protocol, `HoldsOffset`: a sink that writes its offset atomically with
+what it delivers (the postgres sink: in the same transaction as the rows) is the
+authority on where it stands. The dispatcher resumes after `held_offset()` rather than
+after the feed's copy, so a crash between the two commits redelivers nothing; and moves
+it with `reset_offset` when `streamd sink reset` asked for it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from ..config import SinkConfig, no_checks
 from ..store import FeedEvent
@@ -37,6 +46,20 @@ class Sink(Protocol):
     async def deliver(self, events: Sequence[FeedEvent]) -> None: ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class HoldsOffset(Protocol):
+    async def held_offset(self) -> tuple[int, str] | None:
+        """(seq, id) of the last event it holds, written with that event; None when it holds
+        none yet. The dispatcher checks the id against the feed's event at that seq, so an
+        offset another feed wrote is refused, not trusted."""
+        ...
+
+    async def reset_offset(self, seq: int, event_id: str) -> None:
+        """Set its offset to `seq` (`event_id` the feed's event there, "" if none), backwards
+        too: `streamd sink reset` was run."""
+        ...
 
 
 @dataclass(frozen=True)

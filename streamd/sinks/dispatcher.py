@@ -18,6 +18,12 @@ to fill first. A sink with `stable_batches = True` (its receiver dedupes
 a batch by a key derived from its events) gets the same batches again after a crash: a
 partial batch's end is committed before it is delivered, and the first read after a
 restart stops there, so a redelivered batch always has the events it had the first time.
+
+A sink that keeps its own offset, written atomically with what it delivers (`held_offset`,
+the postgres sink), is the authority on where it stands: the dispatcher resumes after
+the offset the sink holds, whatever the feed's copy says, so a crash between the sink's
+commit and the feed's offset commit redelivers nothing. `streamd sink reset` leaves a
+marker that makes the dispatcher move the sink's own offset too, at the next start.
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ from ..model import CloudEvent
 from ..retry import Backoff, retrying
 from ..store import Batch, DeadLetter, FeedEvent, FeedReader, Pending, Writer
 from ..store.reader import DeadLetterRow
-from .base import Sink
+from .base import HoldsOffset, Sink
 
 log = logging.getLogger("streamd.sink")
 
@@ -98,26 +104,28 @@ class Dispatcher:
         self._scope.cancel()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        stored = await self.reader.offset(self.name)
+        offset = await self.reader.offset(self.name)
+        stored = offset
         if stored is None:
             stored = 0 if self.cfg.start == "beginning" else await self.reader.head()
         self._committed_offset = self.offset = stored
         self.metrics.sink_offset.labels(self.name).set(stored)
+        meta = await self.reader.meta()
         if self._stable:
-            upto = (await self.reader.meta()).get(self._batch_key, "")
+            upto = meta.get(self._batch_key, "")
             self._replay_upto = int(upto) if upto.isdigit() else 0
+        reset = bool(meta.get(self._reset_key))
         task_status.started()
         try:
             with self._scope:
                 # The sink may be unreachable at start (a missing mount, a server down): that
                 # is a retry like any failed delivery, not a reason to hold up the daemon.
-                recovered = await retrying(self.sink.recover, policy=self.cfg.backoff,
-                                           retry_on=self._failed, metrics=self.metrics,
-                                           component=self.component, what="checking what it holds")
-                self.offset = max(stored, recovered)
-                if recovered > stored:
-                    log.info("sink %s: already holds events up to seq %d (offset was %d); resuming "
-                             "after it", self.name, recovered, stored)
+                self.offset = await retrying(lambda: self._resume_after(stored, offset is not None, reset),
+                                             policy=self.cfg.backoff, retry_on=self._failed,
+                                             metrics=self.metrics, component=self.component,
+                                             what="checking what it holds")
+                if reset:  # done (the sink's own offset moved too): not again at the next start
+                    await self._submit(Batch(meta={self._reset_key: ""}))
                 self.metrics.sink_offset.labels(self.name).set(self.offset)
                 self.component.ok()
                 await self._loop()
@@ -126,9 +134,60 @@ class Dispatcher:
                 await self.sink.aclose()
             self.component.set(State.STOPPED)
 
+    async def _resume_after(self, stored: int, had_offset: bool, reset: bool) -> int:
+        """The seq delivery resumes after. A sink without an offset of its own: after
+        max(offset, recover()). One with (`held_offset`): after the offset it holds, checked
+        against the feed; after the feed's offset when it holds none, or was just reset."""
+        recovered = await self.sink.recover()
+        sink = self.sink
+        if not isinstance(sink, HoldsOffset):
+            if recovered > stored:
+                log.info("sink %s: already holds events up to seq %d (offset was %d); resuming "
+                         "after it", self.name, recovered, stored)
+            return max(stored, recovered)
+        if reset:
+            await sink.reset_offset(stored, await self._id_at(stored))
+            log.info("sink %s: its own offset reset to seq %d (streamd sink reset)", self.name, stored)
+        at = await sink.held_offset()
+        if at is None:
+            if had_offset and stored > 0:
+                log.warning("sink %s: holds no offset of its own (new, or its tables were dropped) "
+                            "while the feed's offset for it is %d: loading from seq %d on. To load "
+                            "the whole feed, stop streamd and run `streamd sink reset %s --to-seq 0`",
+                            self.name, stored, stored + 1, self.name)
+            return stored
+        seq, event_id = at
+        head = await self.reader.head()
+        fix = (f"if it was loaded from another feed, give this sink its own schema or name; to load "
+               f"from this feed's seq N on, stop streamd and run `streamd sink reset {self.name} "
+               "--to-seq N`")
+        if seq > head:
+            raise Retryable(f"its own offset is seq {seq}, past this feed's head ({head}); {fix}")
+        known = await self._id_at(seq) if event_id else ""
+        if known and known != event_id:
+            raise Retryable(f"its own offset is seq {seq} (event {event_id}), but this feed's event at "
+                            f"seq {seq} is {known}; {fix}")
+        if seq != stored:
+            log.info("sink %s: resuming after seq %d, the offset it holds itself (the feed's copy "
+                     "said %d)", self.name, seq, stored)
+        return seq
+
+    async def _id_at(self, seq: int) -> str:
+        """The id of the event at `seq`, "" when there is none (0, or pruned)."""
+        events = await self.reader.read(seq - 1, seq, 1) if seq > 0 else []
+        return events[0].id if events else ""
+
+    def _batch_max(self) -> int:
+        """The most events to read for the next batch: `batch_max`, or less when the sink
+        sizes its batches itself (`batch_size`, the postgres sink's commit-time target)."""
+        size = getattr(self.sink, "batch_size", None)
+        if callable(size):
+            return max(1, min(self.cfg.batch_max, int(size())))
+        return self.cfg.batch_max
+
     async def _loop(self) -> None:
-        batch_max = self.cfg.batch_max
         while True:
+            batch_max = self._batch_max()
             self.component.beat(IDLE_WAIT * 10)
             await self._retry_dead_letters()
             head = self.writer.head
@@ -142,7 +201,7 @@ class Dispatcher:
                     await self.writer.wait_head(self.offset)
                 continue
             if self._linger and not self._draining and head - self.offset < batch_max:
-                head = await self._linger_for(head)
+                head = await self._linger_for(head, batch_max)
             upto = min(head, self.offset + SCAN_WINDOW)
             replay = self._replay_upto > self.offset
             if replay:
@@ -163,11 +222,15 @@ class Dispatcher:
     def _batch_key(self) -> str:
         return f"sink.{self.name}.batch_upto"
 
-    async def _linger_for(self, head: int) -> int:
+    @property
+    def _reset_key(self) -> str:
+        return f"sink.{self.name}.reset"  # written by `streamd sink reset`
+
+    async def _linger_for(self, head: int, batch_max: int) -> int:
         """Wait up to `batch_linger` for a full batch past the offset; return the head."""
         self.component.beat(self._linger + IDLE_WAIT * 10)
         with anyio.move_on_after(self._linger):
-            while head - self.offset < self.cfg.batch_max and not self._draining:
+            while head - self.offset < batch_max and not self._draining:
                 moved = await self.writer.wait_head(head)
                 if moved == head:  # woken without progress: draining, or the writer stopped
                     break

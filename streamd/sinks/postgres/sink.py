@@ -1,0 +1,315 @@
+"""The postgres sink: one transaction per batch, with the sink's offset in it.
+
+A batch is COPYed (binary) into a temporary table, then moved with two statements:
+`INSERT … ON CONFLICT (id) DO NOTHING` into `events`, and an upsert of each entity's
+last event of the batch into `entities` that replaces a row only with a higher seq.
+`sink_offsets` takes the batch's last seq (it never moves back) in the same
+transaction. So PostgreSQL holds a batch's rows and its offset, or neither; the
+dispatcher resumes after the offset PostgreSQL holds (`held_offset`), and nothing is
+applied twice whatever was killed when. The statements are idempotent besides: a
+batch applied again changes nothing.
+
+Batch size: the dispatcher asks `batch_size()` before each read. It starts small, doubles
+while full batches commit in under half of `TARGET` seconds, and shrinks in proportion
+when one takes longer: big enough that a commit's fsync is shared by thousands of rows,
+small enough that a transaction stays short on a slow or busy server. A batch that timed
+out is split into transactions of the new size when it is tried again.
+
+One connection, opened when needed and dropped after any failure that is not the
+data's: batches go one at a time, so a pool would only hold idle connections. It holds
+a session advisory lock on (schema, sink) while open: a second streamd loading the same
+sink name into the same schema waits (and says so) rather than interleave offsets.
+
+Failures: a row PostgreSQL refuses (SQLSTATE class 22 data exception, 23 integrity
+constraint) is `Permanent`: the dispatcher splits the batch and dead-letters that
+event with PostgreSQL's message. Everything else (the server down or restarting, wrong
+password, an untrusted certificate, a timeout, a statement it cannot run) is
+`Retryable`, with a reason that says which, and drops the connection: the next attempt
+connects anew and checks the tables first, so a column someone renamed is named as such
+(`schema.drift`) rather than retried blindly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import ssl
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import anyio
+import asyncpg
+
+from ...errors import DeliveryError, Permanent, Retryable
+from ...metrics import Metrics
+from ...store import FeedEvent
+from . import PostgresSinkConfig, sslmode, tls_context, where
+from .schema import SchemaError, drift, migrate, q
+
+log = logging.getLogger("streamd.sink")
+
+TARGET = 0.5  # seconds a batch's transaction aims at
+FIRST_BATCH = 500
+SMALLEST_BATCH = 50
+DETAIL_KEPT = 300  # characters of PostgreSQL's DETAIL kept in a reason (it may quote the row)
+_LOAD = "streamd_load"  # the temporary table a batch is COPYed into
+_LOAD_COLUMNS = ("id", "seq", "time", "provider", "source", "tenant", "entity", "key", "op", "data",
+                 "cloudevent")
+
+
+class BatchSizer:
+    """How many events the next batch holds, from how long the last ones took."""
+
+    def __init__(self, ceiling: int, target: float = TARGET) -> None:
+        self.ceiling = ceiling
+        self.floor = min(SMALLEST_BATCH, ceiling)
+        self.target = target
+        self.size = min(FIRST_BATCH, ceiling)
+        self.split = False  # since a timeout, until a commit: split batches to `size`
+
+    def committed(self, events: int, seconds: float) -> None:
+        self.split = False
+        if seconds > self.target:
+            self.size = max(self.floor, min(self.size, int(events * self.target / seconds)))
+        elif events >= self.size and seconds < self.target / 2:
+            self.size = min(self.ceiling, self.size * 2)
+
+    def timed_out(self) -> None:
+        """A batch took longer than the timeout: much smaller ones, and the batch tried
+        again split to that size (the dispatcher retries it whole)."""
+        self.size = max(self.floor, self.size // 4)
+        self.split = True
+
+
+def _record(e: FeedEvent) -> tuple[Any, ...]:
+    line = e.line[:-1] if e.line.endswith(b"\n") else e.line
+    try:
+        when = datetime.fromisoformat(e.time)
+    except ValueError:
+        raise Permanent(f"event {e.id} (seq {e.seq}): time {e.time!r} is not an RFC 3339 time") from None
+    return (e.id, e.seq, when, e.provider, e.source, e.tenant, e.entity, e.key, e.op,
+            e.data.decode(), line.decode())
+
+
+def _said(exc: asyncpg.PostgresError) -> str:
+    """PostgreSQL's message, its DETAIL (cut: it may quote a whole row) and SQLSTATE."""
+    text = str(getattr(exc, "message", "") or exc)
+    detail = getattr(exc, "detail", None)
+    if detail:
+        text += f" ({detail[:DETAIL_KEPT]}{'…' if len(detail) > DETAIL_KEPT else ''})"
+    return f"{text} [SQLSTATE {exc.sqlstate}]"
+
+
+class PostgresSink:
+    def __init__(self, name: str, cfg: PostgresSinkConfig) -> None:
+        self.name = name
+        self.cfg = cfg
+        self.where = where(cfg.dsn)
+        self.mode = sslmode(cfg)
+        self.schema = cfg.schema
+        s = q(cfg.schema)
+        self._conn: asyncpg.Connection | None = None
+        self._checked = False  # the tables migrated and checked, on this connection
+        self.sizer = BatchSizer(cfg.batch_max)
+        self._commit_seconds: Any = None
+        self._size_gauge: Any = None
+        self._insert_events = (
+            f"INSERT INTO {s}.events (id, seq, time, type, provider, source, tenant, entity, key, op, "
+            f"data, cloudevent) SELECT id, seq, time, entity || '.' || op, provider, source, tenant, "
+            f"entity, key, op, data, cloudevent FROM pg_temp.{_LOAD} ON CONFLICT (id) DO NOTHING")
+        self._upsert_entities = (
+            f"INSERT INTO {s}.entities AS e (provider, tenant, entity, key, seq, event_id, deleted, data, "
+            f"time, updated_at) SELECT DISTINCT ON (provider, tenant, entity, key) provider, tenant, "
+            f"entity, key, seq, id, op = 'deleted', data, time, now() FROM pg_temp.{_LOAD} "
+            "ORDER BY provider, tenant, entity, key, seq DESC "
+            "ON CONFLICT (provider, tenant, entity, key) DO UPDATE SET seq = excluded.seq, "
+            "event_id = excluded.event_id, deleted = excluded.deleted, data = excluded.data, "
+            "time = excluded.time, updated_at = excluded.updated_at WHERE e.seq < excluded.seq")
+        self._advance_offset = (
+            f"INSERT INTO {s}.sink_offsets AS o (sink, seq, event_id, updated_at) "
+            "VALUES ($1, $2, $3, now()) ON CONFLICT (sink) DO UPDATE SET seq = excluded.seq, "
+            "event_id = excluded.event_id, updated_at = excluded.updated_at WHERE o.seq < excluded.seq")
+
+    def __repr__(self) -> str:
+        return f"PostgresSink({self.name!r}, {self.where}, schema={self.schema})"
+
+    def attach_metrics(self, metrics: Metrics) -> None:
+        self._commit_seconds = metrics.sink_postgres_commit_seconds.labels(self.name)
+        self._size_gauge = metrics.sink_postgres_batch_size.labels(self.name)
+        self._size_gauge.set(self.sizer.size)
+
+    def batch_size(self) -> int:
+        return self.sizer.size
+
+    # ------------------------------------------------------------ connection
+
+    async def _connect(self) -> asyncpg.Connection:
+        cfg = self.cfg
+        tls: ssl.SSLContext | str | bool
+        if self.mode in ("require", "verify-ca", "verify-full"):
+            # Loading a CA bundle reads files: not on the event loop.
+            ctx = await anyio.to_thread.run_sync(tls_context, self.mode, cfg.ca)
+            assert ctx is not None
+            tls = ctx
+        else:
+            tls = False if self.mode == "disable" else self.mode
+        # Only what the config says: with neither password nor passfile, an empty password
+        # (the driver would otherwise read $PGPASSFILE or ~/.pgpass).
+        if cfg.passfile is not None:
+            password, passfile = None, cfg.passfile
+        else:
+            password, passfile = (cfg.password.reveal() if cfg.password is not None else ""), None
+        named = "application_name" in dict(parse_qsl(urlsplit(cfg.dsn).query))
+        conn = await asyncpg.connect(
+            cfg.dsn, password=password, passfile=passfile, ssl=tls, timeout=cfg.timeout.seconds,
+            command_timeout=None,
+            server_settings=None if named else {"application_name": f"streamd sink {self.name}"})
+        try:
+            got = await conn.fetchval("SELECT pg_try_advisory_lock(hashtext($1))",
+                                      f"streamd.sink:{self.schema}.{self.name}")
+            if not got:
+                raise Retryable(f"{self.where}: another connection is loading sink {self.name} into "
+                                f"schema {self.schema} (another streamd with the same sink name?); "
+                                "waiting for it to end")
+            cols = ", ".join(f"{c} {t}" for c, t in zip(_LOAD_COLUMNS, (
+                "text", "bigint", "timestamptz", "text", "text", "text", "text", "text", "text",
+                "jsonb", "jsonb"), strict=True))
+            await conn.execute(f"CREATE TEMPORARY TABLE {_LOAD} ({cols}) ON COMMIT DELETE ROWS")
+        except BaseException:
+            conn.terminate()
+            raise
+        return conn
+
+    async def _connection(self) -> asyncpg.Connection:
+        if self._conn is None or self._conn.is_closed():
+            self._conn = await self._connect()
+            self._checked = False
+        if not self._checked:
+            await self._check(self._conn)
+        return self._conn
+
+    async def _check(self, conn: asyncpg.Connection) -> None:
+        try:
+            found, now = await migrate(conn, self.schema)
+        except SchemaError as exc:
+            raise Retryable(f"{self.where}: {exc}") from None
+        problems = await drift(conn, self.schema)
+        if problems:
+            raise Retryable(f"{self.where}: the tables differ from what streamd made them: "
+                            + "; ".join(problems) + ". Undo the change, or rebuild the tables "
+                            "(docs/sinks/postgres.md)")
+        if found != now:
+            log.info("sink %s: schema %s %s (version %d)", self.name, self.schema,
+                     "created" if not found else f"migrated from version {found}", now)
+        tls = await conn.fetchval("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        log.info("sink %s: connected to %s (sslmode %s: %s), schema %s", self.name, self.where,
+                 self.mode, "TLS" if tls else "no TLS", self.schema)
+        self._checked = True
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.is_closed():
+            conn.terminate()
+
+    async def _run(self, what: str, op: Any = None) -> Any:
+        """`op(conn)` on the connection (made and checked first), every failure mapped to a
+        DeliveryError; None for just the connection."""
+        try:
+            with anyio.fail_after(self.cfg.timeout.seconds):
+                conn = await self._connection()
+                return await op(conn) if op is not None else None
+        except Exception as exc:
+            error = self._failure(exc, what)
+            if not isinstance(error, Permanent):
+                self._drop()  # the next attempt connects anew, and checks the tables again
+            raise error from None
+
+    def _failure(self, exc: BaseException, what: str) -> DeliveryError:
+        where = self.where
+        if isinstance(exc, DeliveryError):
+            return exc
+        if isinstance(exc, asyncpg.PostgresError):
+            state = exc.sqlstate or ""
+            if state.startswith(("22", "23")):
+                return Permanent(f"PostgreSQL refused it: {_said(exc)}")
+            if state == "28P01":
+                return Retryable(f"{where}: password authentication failed for the DSN's user: check "
+                                 f"{'passfile' if self.cfg.passfile else 'password'}")
+            if state.startswith("28"):
+                return Retryable(f"{where}: login refused: {_said(exc)}")
+            return Retryable(f"{where}: {what}: {_said(exc)}")
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            against = f"ca {self.cfg.ca}" if self.cfg.ca else "the system's trust store"
+            return Retryable(f"{where}: the server's certificate is not trusted (sslmode {self.mode}, "
+                             f"checked against {against}): {exc.verify_message}")
+        if isinstance(exc, ssl.SSLError):
+            return Retryable(f"{where}: TLS failed: {exc.reason or exc}")
+        if isinstance(exc, TimeoutError):
+            self.sizer.timed_out()
+            return Retryable(f"{where}: {what}: no answer within {self.cfg.timeout}")
+        if isinstance(exc, OSError):
+            reason = os.strerror(exc.errno) if exc.errno and exc.errno > 0 else (exc.strerror or str(exc))
+            return Retryable(f"{where}: cannot connect: {reason}")
+        if isinstance(exc, asyncpg.InterfaceError):
+            return Retryable(f"{where}: {what}: {exc}")
+        return Retryable(f"{where}: {what}: {type(exc).__name__}: {exc}")
+
+    # ------------------------------------------------------------ the Sink protocol
+
+    async def recover(self) -> int:
+        await self._run("checking the tables")
+        return 0  # where it stands is `held_offset`
+
+    async def held_offset(self) -> tuple[int, str] | None:
+        row = await self._run("reading its offset", lambda conn: conn.fetchrow(
+            f"SELECT seq, event_id FROM {q(self.schema)}.sink_offsets WHERE sink = $1", self.name))
+        return (int(row["seq"]), str(row["event_id"])) if row is not None else None
+
+    async def reset_offset(self, seq: int, event_id: str) -> None:
+        await self._run("resetting its offset", lambda conn: conn.execute(
+            f"INSERT INTO {q(self.schema)}.sink_offsets (sink, seq, event_id, updated_at) "
+            "VALUES ($1, $2, $3, now()) ON CONFLICT (sink) DO UPDATE SET seq = excluded.seq, "
+            "event_id = excluded.event_id, updated_at = excluded.updated_at", self.name, seq, event_id))
+
+    async def deliver(self, events: Sequence[FeedEvent]) -> None:
+        if not events:
+            return
+        records = [_record(e) for e in events]
+        # One transaction; after a timeout, the batch tried again in several smaller ones.
+        step = self.sizer.size if self.sizer.split else len(events)
+        for start in range(0, len(events), step):
+            await self._load(events[start:start + step], records[start:start + step])
+
+    async def _load(self, events: Sequence[FeedEvent], records: list[tuple[Any, ...]]) -> None:
+        last = events[-1]
+
+        async def transaction(conn: asyncpg.Connection) -> None:
+            async with conn.transaction():
+                await conn.copy_records_to_table(_LOAD, records=records, columns=_LOAD_COLUMNS,
+                                                  schema_name="pg_temp")
+                await conn.execute(self._insert_events)
+                await conn.execute(self._upsert_entities)
+                await conn.execute(self._advance_offset, self.name, last.seq, last.id)
+
+        began = time.monotonic()
+        await self._run(f"loading {len(events)} events", transaction)
+        took = time.monotonic() - began
+        self.sizer.committed(len(events), took)
+        if self._commit_seconds is not None:
+            self._commit_seconds.observe(took)
+            self._size_gauge.set(self.sizer.size)
+
+    async def aclose(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.is_closed():
+            with anyio.move_on_after(5):
+                try:
+                    await conn.close()
+                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                    pass
+            if not conn.is_closed():
+                conn.terminate()
+
