@@ -25,9 +25,10 @@ class AsperionConfig(SourceConfig, frozen=True, forbid_unknown_fields=True, kw_o
     # `streamd auth` listens there for the one redirect.
     redirect_uri: str = "http://127.0.0.1:8976/callback"
     scope: str = "asperion-api offline_access"
-    # Administration ids to poll; empty = every administration the token can reach
-    # (GET /v1/administrations, listed again every interval).
-    tenants: list[str] = []
+    # Administration ids to poll, as numbers (`[1234]`, the ids Asperion shows and
+    # `X-Tenant-Id` carries) or strings (`["1234"]`); empty = every administration the
+    # token can reach (GET /v1/administrations, listed again every interval).
+    tenants: list[str | int] = []
     resources: list[str] = msgspec.field(default_factory=lambda: list(wire.RESOURCES))
     # A poll of each tenant+resource starts this long after the previous one started.
     interval: Duration = Duration(300.0)
@@ -45,6 +46,12 @@ class AsperionConfig(SourceConfig, frozen=True, forbid_unknown_fields=True, kw_o
     # CA bundle the API's and identity server's certificates are verified against;
     # none = the system store. There is no option to turn verification off.
     ca: str | None = None
+
+
+def tenant_ids(cfg: AsperionConfig) -> list[str]:
+    """The configured administrations as `X-Tenant-Id` and the feed's `tenant` write them:
+    1234 and "1234" are one administration."""
+    return [str(t) if isinstance(t, int) else t.strip() for t in cfg.tenants]
 
 
 def tls_context(cfg: AsperionConfig) -> ssl.SSLContext:
@@ -68,6 +75,12 @@ def validate(cfg: AsperionConfig) -> list[str]:
     if len(set(cfg.resources)) != len(cfg.resources):
         problems.append("resources: a resource is listed twice")
     for i, tenant in enumerate(cfg.tenants):
-        if not tenant.strip() or any(c in tenant for c in "\r\n"):
+        if isinstance(tenant, int):
+            if tenant < 1:
+                problems.append(f"tenants[{i}]: {tenant} is not an administration id (one is 1 or more)")
+        elif not tenant.strip() or any(c in tenant for c in "\r\n"):
             problems.append(f"tenants[{i}]: {tenant!r} is not an administration id")
+    ids = tenant_ids(cfg)
+    if len(set(ids)) != len(ids):
+        problems.append("tenants: an administration is listed twice")
     return problems + check_poller(cfg, wire.MAX_PAGE_SIZE)

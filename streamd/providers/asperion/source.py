@@ -52,7 +52,7 @@ from ...sources.polling import (
 from ...store import Batch, DeadLetter, EntityState, Pending
 from . import wire
 from .changes import deletion_event, record_event
-from .config import AsperionConfig, tls_context
+from .config import AsperionConfig, tenant_ids, tls_context
 from .normalize import record_key
 from .oauth import Tokens
 
@@ -135,7 +135,7 @@ class AsperionSource:
         await self.tokens.access_token()
         async with anyio.create_task_group() as tg:
             if self.cfg.tenants:
-                for tenant in self.cfg.tenants:
+                for tenant in tenant_ids(self.cfg):
                     self._start_tenant(tg, tenant)
             else:
                 tg.start_soon(self._discover, tg)
