@@ -3,8 +3,11 @@ nothing lost, nothing repeated, and the rotating refresh token still works."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
+import re
+import sqlite3
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -12,8 +15,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import anyio
+import httpx
+import msgspec
 
 from streamd.config import StoreConfig
+from streamd.model import entity_type
+from streamd.model.canonical import digest
 from streamd.model.envelope import encode_data
 from streamd.providers.asperion import simulator as sim_mod
 from streamd.providers.asperion.normalize import normalize_record
@@ -96,3 +103,52 @@ def test_sigkill_mid_poll_loses_and_repeats_nothing(streamd_proc: Callable[..., 
     (value,) = d.query("SELECT value FROM source_state WHERE source = 'ap' AND key = ?", (TOKEN_KEY,))[0]
     assert sim.refresh_token_valid(json.loads(value)["refresh_token"])
     assert sim.refreshes >= 3
+
+
+def complete_polls(d: Streamd) -> float:
+    text = httpx.get(f"{d.url}/metrics", timeout=10).text
+    m = re.search(r'^streamd_source_polls_total\{outcome="complete",source="ap"\} (\S+)$', text, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+def test_an_upgrade_across_a_model_change_emits_nothing_unchanged(
+        streamd_proc: Callable[..., Streamd], background: Background, tmp_path: Path) -> None:
+    """The feed database of a streamd from before `Invoice.traffic` existed, whose versions
+    digest the feed's bytes: the next streamd lists every record again and emits nothing
+    for any of them, then emits exactly what changes at Asperion afterwards."""
+    sim = serve(background, tmp_path, Knobs(records=10))
+    src = sim.source_toml("ap", interval='"200ms"', page_size="4", backoff='{ min = "20ms", max = "300ms" }')
+    d = streamd_proc(f'[store]\npath = "feed.db"\n[http]\nlisten = "127.0.0.1:0"\n{src}')
+    anyio.run(save, StoreConfig(path=str(d.db)), "ap", TokenState(refresh_token=sim.issue_refresh_token()))
+    d.start()
+    wait_for(lambda: d.query("SELECT count(*) FROM events")[0][0] == 60, 30, "the first listing")
+    assert d.terminate() == 0
+    # What the older streamd stored: each entity's JSON without the field it did not know,
+    # and a version whose digest is of those bytes.
+    db = sqlite3.connect(d.db)
+    try:
+        rows = db.execute("SELECT tenant, entity, key, version, data FROM entity_state").fetchall()
+        assert len(rows) == 60
+        for tenant, entity, key, version, data in rows:
+            old = bytes(data).replace(b',"traffic":[]', b"")
+            assert (old != bytes(data)) == (entity == "invoice")
+            old_version = version.rpartition("#")[0] + "#" + hashlib.sha256(old).hexdigest()[:16]
+            db.execute("UPDATE entity_state SET version = ?, data = ? WHERE tenant = ? AND entity = ?"
+                       " AND key = ?", (old_version, old, tenant, entity, key))
+        db.commit()
+    finally:
+        db.close()
+    d.start()
+    wait_for(lambda: complete_polls(d) >= 12, 30, "two listings of every tenant and resource")
+    assert d.query("SELECT count(*) FROM events")[0][0] == 60, d.query(
+        "SELECT entity, op, key FROM events WHERE seq > 60")
+    # Each state was looked at once and re-digested: the next listings compare digests alone.
+    for entity, version, data in d.query("SELECT entity, version, data FROM entity_state"):
+        value = msgspec.json.decode(data, type=entity_type(entity))
+        assert version.rpartition("#")[2] == digest(value)[:16], (entity, version)
+    m = sim.mutate(1, 3, 1)
+    wait_for(lambda: d.query("SELECT count(*) FROM events")[0][0] == 65, 30, "the changes")
+    ops = sorted((op, key) for op, key in d.query("SELECT op, key FROM events WHERE seq > 60"))
+    assert ops == sorted([("created", k) for _, _, k in m.created] + [("updated", k) for _, _, k in m.updated]
+                         + [("deleted", k) for _, _, k in m.deleted])
+    assert d.terminate() == 0

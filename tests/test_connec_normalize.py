@@ -29,6 +29,7 @@ from streamd.model import (
     Transaction,
     entity_type,
 )
+from streamd.model.canonical import instant_text
 from streamd.providers.connec import wire
 from streamd.providers.connec.normalize import (
     account_event,
@@ -362,7 +363,8 @@ def test_stamps_are_utc(stamp: str, instant: datetime) -> None:
     ev = event("items", updated_at=stamp)
     assert data(ev).updated_at == instant
     assert ev.time == instant.isoformat(timespec="milliseconds")[:23] + "Z"
-    assert ev.version.startswith(stamp + "#")  # the stamp as sent
+    # the stamp as the instant it is, however it was written: one spelling, one id
+    assert ev.version.startswith(instant_text(instant) + "#")
 
 
 @pytest.mark.parametrize("value, day", [
@@ -411,6 +413,25 @@ def test_the_same_version_seen_by_webhook_and_by_poll_is_one_event() -> None:
     assert event("invoices", updated_at="2019-06-21T00:00:00Z").id != by_poll.id
     assert event("invoices", balance=10).id != by_poll.id
     assert event("invoices", public_note="not mapped").id == by_poll.id
+
+
+def test_the_webhook_and_the_poller_agree_on_values_however_they_are_written() -> None:
+    """The same version of an invoice, as a webhook and a poll may write it: `updated_at`
+    with or without milliseconds, `total_amount` as `100.0` or `100`, and the group from
+    `group_id` or (the webhook's path) standing in for it. One change, one id."""
+    polled = {**copy.deepcopy(samples["invoices"]), "updated_at": "2019-06-20T04:12:33Z"}
+    polled["amount"] = {**polled["amount"], "total_amount": 100, "tax_amount": 13.0}
+    hooked = copy.deepcopy(polled)
+    del hooked["group_id"]
+    hooked["id"] = [{"provider": "connec", "id": INVOICE}]  # no realm either: the path's group
+    hooked["updated_at"] = "2019-06-20T04:12:33.000Z"
+    hooked["amount"] = {**hooked["amount"], "total_amount": 100.0, "tax_amount": 13}
+    hooked_raw = json.dumps(hooked).replace("100.0", "100.00").encode()
+    by_poll = entity_event("invoices", encode(polled), source="poll", tenant=GROUP, received_at=NOW)
+    by_hook = entity_event("invoices", hooked_raw, source="hook", tenant=GROUP, received_at=NOW)
+    assert (by_hook.tenant, by_hook.key) == (by_poll.tenant, by_poll.key) == (GROUP, INVOICE)
+    assert by_hook.data != by_poll.data  # each keeps the digits it was sent...
+    assert by_hook.version == by_poll.version and by_hook.id == by_poll.id  # ...one change
 
 
 # ---------------------------------------------------------------- notification bodies

@@ -43,6 +43,7 @@ from ...sources.polling import (
     Gate,
     PollFailed,
     PollHealth,
+    changed_values,
     fan_out,
     http_client,
     origin,
@@ -269,10 +270,13 @@ class _Listing:
         self.received_at = src.ctx.now()
 
     def _diff(self, records: list[msgspec.Raw] | list[bytes]
-              ) -> tuple[list[Event], list[EntityState], list[DeadLetter]]:
+              ) -> tuple[list[Event], list[EntityState], list[DeadLetter], list[Event]]:
+        """The page's new and changed records, dead letters, and the records whose digest
+        differs from an emitted version's (`changed_values` looks at their stored state)."""
         events: list[Event] = []
         states: list[EntityState] = []
         dls: list[DeadLetter] = []
+        differing: list[Event] = []
         name, tenant = self.src.name, self.tenant
         for item in records:
             raw = bytes(item)
@@ -295,17 +299,25 @@ class _Listing:
                 continue
             if same_content(previous, ev.version):
                 continue
+            if previous.startswith("poll:"):
+                differing.append(ev)
+                continue
             events.append(ev)
             states.append(EntityState(tenant, self.entity, key, ev.version, ev.data))
             self.known[key] = ev.version
-        return events, states, dls
+        return events, states, dls, differing
 
     def _context(self, previous: str) -> dict[str, str]:
         return {"via": "poll", "tenant": self.tenant, "resource": self.resource, "previous": previous}
 
     async def take(self, records: list[msgspec.Raw] | list[bytes]) -> None:
         self.ctx.received(len(records))
-        events, states, dls = self._diff(records)
+        events, states, dls, differing = self._diff(records)
+        if differing:
+            changed, restated = await changed_values(self.ctx, self.tenant, self.entity, differing,
+                                                     self.known)
+            events += changed
+            states += restated
         if events or states or dls:
             self.pending.append(await self.ctx.enqueue(
                 Batch(events=events, entity_states=states, dead_letters=dls)))
