@@ -65,6 +65,17 @@ class Metrics:
             "OAuth2 token requests by outcome: ok, refused (the provider said no: a dead refresh"
             " token or wrong client secret) or error (unreachable, 5xx; retried).",
             ["source", "outcome"], registry=r)
+        self.source_deletions_held = Gauge(
+            "streamd_source_deletions_held",
+            "Deletions a polling source holds back because one listing lost more of the records"
+            " it knew than its mass_delete bound allows (Asperion): they wait for `streamd"
+            " deletions confirm`, or for listings to agree for mass_delete_confirm_after.",
+            ["source"], registry=r)
+        self.source_tokens_lost = Counter(
+            "streamd_source_refresh_tokens_lost_total",
+            "Refresh tokens found spent by a crash during their rotation: the process died"
+            " between the identity server's answer and the commit of the new token, and the"
+            " source needs `streamd auth`.", ["source"], registry=r)
         self.source_held = Gauge(
             "streamd_source_held_records",
             "Records a polling source saw but holds back until a later poll, because what must"

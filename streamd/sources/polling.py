@@ -96,22 +96,48 @@ def http_client(tls: ssl.SSLContext, timeout: float) -> httpx.AsyncClient:
 
 
 class PollHealth:
-    """A poller's health from its parts' (Asperion: one per tenant and resource): `retrying`
-    while any part's polls fail, with the latest reason; `ok` once none does."""
+    """A poller's health from its parts' (Asperion: one per tenant and resource): `held`
+    while any part holds back what needs the operator (deletions), whatever else happens;
+    else `retrying` while any part's polls fail, with the latest reason; `ok` once none does."""
 
     def __init__(self, ctx: SourceContext) -> None:
         self.ctx = ctx
         self.failing: dict[str, str] = {}
+        self.held: dict[str, str] = {}
 
     def fail(self, where: str, reason: str) -> None:
         self.failing[where] = reason
+        self.ctx.metrics.source_connected.labels(self.ctx.name).set(0)
+        if self.held:
+            return
         component = self.ctx.component
         text = f"{where}: {reason}" if where else reason
         if component.state is State.RETRYING:
             component.reason = text  # keep `since`: /readyz measures the whole outage
         else:
             component.set(State.RETRYING, text)
-        self.ctx.metrics.source_connected.labels(self.ctx.name).set(0)
+
+    def hold(self, where: str, reason: str) -> None:
+        """`where` holds back something only the operator (or time) may let go: the source
+        is unhealthy until `release`, with every held part's reason."""
+        self.held[where] = reason
+        component = self.ctx.component
+        text = "; ".join(f"{w}: {r}" for w, r in sorted(self.held.items()))
+        if component.state is State.HELD:
+            component.reason = text  # keep `since`
+        else:
+            component.set(State.HELD, text)
+
+    def release(self, where: str) -> None:
+        if self.held.pop(where, None) is None:
+            return
+        if self.held:
+            self.hold(*next(iter(self.held.items())))
+        elif self.failing:
+            w, reason = next(reversed(self.failing.items()))
+            self.ctx.component.set(State.RETRYING, f"{w}: {reason}" if w else reason)
+        else:
+            self.ctx.component.ok()
 
     def refused(self, reason: str, retry: str) -> None:
         """The provider refused the credentials: the source is `failed` until `retry` says."""
@@ -122,8 +148,11 @@ class PollHealth:
     def recovered(self, where: str) -> None:
         self.failing.pop(where, None)
         if not self.failing:
-            self.ctx.component.ok()
             self.ctx.metrics.source_connected.labels(self.ctx.name).set(1)
+            if self.held:
+                self.hold(*next(iter(self.held.items())))  # shown again after a `refused`
+            else:
+                self.ctx.component.ok()
 
 
 async def poll_every(ctx: SourceContext, health: PollHealth, poll: Callable[[], Awaitable[None]], *,

@@ -41,6 +41,15 @@ class AsperionConfig(SourceConfig, frozen=True, forbid_unknown_fields=True, kw_o
     # A request that keeps failing with timeouts or 5xx is tried this often before
     # the listing is abandoned (no deletions) and retried at the next interval.
     max_tries: int = 8
+    # A listing that lost more than this share of the records known before it (and more
+    # than `mass_delete_min` of them), each confirmed gone by a 404, deletes nothing: an
+    # administration whose access was revoked lists empty and answers 404 to every id.
+    # The deletions are held, the source is unhealthy, and they wait for `streamd
+    # deletions confirm`, or for listings to agree for `mass_delete_confirm_after`.
+    mass_delete_share: float = 0.5
+    mass_delete_min: int = 5
+    # Unset: held deletions wait for the operator, however long the listings agree.
+    mass_delete_confirm_after: Duration | None = None
     # Access tokens are refreshed this long before they expire (at most half their lifetime).
     refresh_before: Duration = Duration(60.0)
     # CA bundle the API's and identity server's certificates are verified against;
@@ -80,6 +89,10 @@ def validate(cfg: AsperionConfig) -> list[str]:
                 problems.append(f"tenants[{i}]: {tenant} is not an administration id (one is 1 or more)")
         elif not tenant.strip() or any(c in tenant for c in "\r\n"):
             problems.append(f"tenants[{i}]: {tenant!r} is not an administration id")
+    if not 0 < cfg.mass_delete_share <= 1:
+        problems.append("mass_delete_share: must be more than 0 and at most 1 (1: hold none for their share)")
+    if cfg.mass_delete_min < 0:
+        problems.append("mass_delete_min: must be 0 or more")
     ids = tenant_ids(cfg)
     if len(set(ids)) != len(ids):
         problems.append("tenants: an administration is listed twice")

@@ -8,6 +8,7 @@ last listing left in `entity_state`:
        │            each page: normalize, diff, commit events + entity_state together
        ▼
     listing complete ──► ids that vanished: confirmed gone by GET /<id> (404)
+                         ──► too many at once? held for the operator (`deletions`)
                          ──► `deleted` events + tombstones + progress, one commit
 
 A page's events and the entity states that produced them commit in one transaction
@@ -22,7 +23,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
 from urllib.parse import quote
 
 import anyio
@@ -54,6 +54,7 @@ from ...store import Batch, DeadLetter, EntityState, Pending
 from . import wire
 from .changes import deletion_event, record_event
 from .config import AsperionConfig, tenant_ids, tls_context
+from .deletions import Guard
 from .normalize import record_key
 from .oauth import Tokens
 
@@ -79,6 +80,7 @@ class AsperionSource:
         self._origin = origin(cfg.base_url)
         self._gates: dict[str, Gate] = {}
         self.health = PollHealth(ctx)
+        self.deletions = Guard(ctx, cfg, self.health)
         self._auth_failure: AuthFailed | None = None
         self.polls = 0  # complete listings, for tests and the demo
         self.http: httpx.AsyncClient | None = None
@@ -102,6 +104,7 @@ class AsperionSource:
         component = self.ctx.component
         component.set(State.STARTING, "starting")
         task_status.started()
+        await self.deletions.restore()
         async with http_client(self._ssl, self.cfg.timeout.seconds) as http:
             self.http = http
             self.tokens = Tokens(self.ctx, self.cfg, http)
@@ -265,6 +268,7 @@ class _Listing:
         self.resource = resource
         self.entity = wire.RESOURCES[resource]
         self.known = known
+        self.known_live = sum(1 for v in known.values() if is_live(v))  # before this listing
         self.seen: set[str] = set()
         self.pending: list[Pending] = []
         self.received_at = src.ctx.now()
@@ -345,15 +349,19 @@ class _Listing:
             await fan_out(missing, self.src.cfg.concurrency, confirm, prefer=AuthFailed)
         for pending in self.pending:
             await pending.committed()
+        now = self.ctx.now()
+        delete, progress = await self.src.deletions.decide(self.tenant, self.resource, len(gone),
+                                                           self.known_live, now)
+        if not delete:
+            gone = []
         data = (await self.ctx.reader.entity_data(self.src.name, self.tenant, self.entity, gone)
                 if gone else {})
-        now = self.ctx.now()
         events = [deletion_event(source=self.src.name, tenant=self.tenant, entity=self.entity, key=k,
                                  previous=self.known[k], data=data.get(k), received_at=now)
                   for k in sorted(gone, key=_natural)]
         states = [EntityState(self.tenant, self.entity, ev.key, ev.version) for ev in events]
-        progress: dict[str, Any] = {f"poll.{self.tenant}.{self.resource}": {
-            "completed": format_time(now), "records": len(self.seen), "deleted": len(events)}}
+        progress[f"poll.{self.tenant}.{self.resource}"] = {
+            "completed": format_time(now), "records": len(self.seen), "deleted": len(events)}
         await self.ctx.submit(Batch(events=events, entity_states=states, progress=progress))
 
 
