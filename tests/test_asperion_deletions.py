@@ -149,6 +149,8 @@ def test_an_empty_listing_holds_its_deletions_for_the_operator(
     # Access comes back: the hold is dropped, nothing is deleted, the source is healthy.
     sim.knobs.revoked.clear()
     wait_for(lambda: _readyz(d).status_code == 200, 30, "/readyz to recover")
+    wait_for(lambda: not d.query("SELECT key FROM source_state WHERE key LIKE 'deletions.%'"
+                                 " AND CAST(value AS TEXT) != 'null'"), 10, "the dropped holds, committed")
     assert _metric(d, 'streamd_source_deletions_held{source="ap"}') == 0
     assert _ops(d, "1001") == {"created": 30}
     listed = streamd_cli("deletions", "list", "ap", "-c", str(d.config), cwd=d.dir)
@@ -196,13 +198,14 @@ async def test_listings_agreeing_for_confirm_after_let_the_deletions_go(tmp_path
             await until(lambda: len(d.rows("SELECT key FROM events")) == 16, 20, "the first listings")
             sim.knobs.revoked.add("1002")
 
-            async def held() -> bool:
-                r = await d.http.get("/readyz")
-                return "1002/articles: 8 of 8 known records vanished" in r.text
+            def held() -> list[Any]:  # committed with the listing that held them
+                return d.rows("SELECT value FROM source_state WHERE key = 'deletions.1002.articles.held'"
+                              " AND CAST(value AS TEXT) != 'null'")
             await until(held, 10, "the deletions to be held")
-            assert "they go ahead on their own once listings have agreed for 2s" in (
-                await d.http.get("/readyz")).text
-            (value,), = d.rows("SELECT value FROM source_state WHERE key = 'deletions.1002.articles.held'")
+            r = await d.http.get("/readyz")
+            assert "1002/articles: 8 of 8 known records vanished" in r.text, r.text
+            assert "they go ahead on their own once listings have agreed for 2s" in r.text
+            (value,), = held()
             since = datetime.fromisoformat(json.loads(value)["since"]).timestamp() * 1000
             await until(lambda: len(d.rows("SELECT key FROM events WHERE op = 'deleted'")) == 8, 20,
                         "the deletions, once listings agreed for 2s")
