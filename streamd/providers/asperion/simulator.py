@@ -89,6 +89,9 @@ class Knobs:
     retry_after: float = 2.0  # the 429's Retry-After (sent as whole seconds, rounded up)
     fail_every: int = 0  # every J-th /v1 request -> 503 (0 = never)
     token_ttl: float = 3600.0  # access-token lifetime in seconds
+    # Seconds the identity server waits between rotating a refresh token (the old one is
+    # spent from then on) and answering: a client killed meanwhile never gets the new one.
+    refresh_answer_delay: float = 0.0
     # Administrations whose access was revoked [I]: their lists answer 200 with no records
     # and every id 404 (what an emptied administration answers too).
     revoked: set[str] = field(default_factory=set)
@@ -216,6 +219,11 @@ class AsperionSimulator(SimulatedServer):
     @property
     def refused_refreshes(self) -> int:
         return self.identity.refused_refreshes
+
+    @property
+    def unanswered_rotations(self) -> int:
+        """Refresh tokens rotated whose answer is still being held (`refresh_answer_delay`)."""
+        return self.identity.unanswered
 
     def issue_refresh_token(self) -> str:
         """A fresh valid refresh token, as if a user had just completed the authorize flow."""

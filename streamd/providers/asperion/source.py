@@ -56,7 +56,7 @@ from .changes import deletion_event, record_event
 from .config import AsperionConfig, tenant_ids, tls_context
 from .deletions import Guard
 from .normalize import record_key
-from .oauth import Tokens
+from .oauth import TokenLost, Tokens
 
 log = logging.getLogger("streamd.source.asperion")
 
@@ -113,6 +113,9 @@ class AsperionSource:
             while True:
                 try:
                     await self._authorized()
+                except TokenLost as exc:  # it names the remedy itself
+                    self.health.refused(str(exc), "until then")
+                    await self._wait_for_credentials()
                 except AuthFailed as exc:
                     self.health.refused(f"{exc}; new credentials: `streamd auth {self.name}`",
                                         "until then")
