@@ -86,10 +86,8 @@ class AsperionSource:
         self.http: httpx.AsyncClient | None = None
         self.tokens: Tokens | None = None
         self.client: ApiClient | None = None
-        m = ctx.metrics
-        for outcome in ("complete", "failed"):
-            m.source_polls.labels(self.name, outcome)
-        m.source_last_poll.labels(self.name)
+        ctx.metrics.init_poller(self.name, token_grants=True)
+        ctx.metrics.source_tokens_lost.labels(self.name)
 
     # ---------------------------------------------------------------- the pure part
 

@@ -117,11 +117,8 @@ class HorisenSource:
         self.http: httpx.AsyncClient | None = None
         self.token: ClientToken | None = None
         self.client: ApiClient | None = None
-        m = ctx.metrics
-        for outcome in ("complete", "failed"):
-            m.source_polls.labels(self.name, outcome)
-        m.source_last_poll.labels(self.name)
-        m.source_held.labels(self.name).set(0)
+        ctx.metrics.init_poller(self.name, token_grants=True)
+        ctx.metrics.source_held.labels(self.name).set(0)
 
     def renormalize(self, raw: bytes, context: Mapping[str, str], received_at: datetime) -> list[Event]:
         return renormalized(raw, source=self.name, tenant=context.get("tenant", self.tenant),
