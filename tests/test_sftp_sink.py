@@ -554,13 +554,15 @@ listen = "127.0.0.1:0"
 provider = "synthetic"
 generate = false
 webhook = true
+token = "env:SFTP_TEST_HOOK_TOKEN"
 {base_toml(server, backoff={"min": "10ms", "max": "50ms"}, max_tries=2)}
-""")
+""", env={"SFTP_TEST_HOOK_TOKEN": "sftp-test-hook-token"})
         d.start()
         records = [{**r, "tenant": tenant, "data": {**r["data"], "number": number}}
                    for r, (tenant, number) in zip(invoice_records(4), COLLIDING, strict=True)]
         records += invoice_records(1, start=5)  # its name holds the squatter's file
-        r = httpx.post(f"{d.url}/webhooks/hz", json=records, timeout=10)
+        r = httpx.post(f"{d.url}/webhooks/hz", json=records, timeout=10,
+                       headers={"authorization": "Bearer sftp-test-hook-token"})
         assert r.status_code == 200 and r.json()["appended"] == 5
         wait_for(lambda: d.query("SELECT count(*) FROM dead_letters WHERE origin = 'sink'") == [(1,)], 30,
                  "the conflicting event in dead letters")
