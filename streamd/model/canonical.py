@@ -46,6 +46,22 @@ from .fields import MAX_FRACTION_DIGITS, MAX_INTEGER_DIGITS, STAMP
 _json = msgspec.json.Encoder(order="sorted")
 _plain = msgspec.json.Encoder()
 _EXACT = Context(prec=MAX_INTEGER_DIGITS + MAX_FRACTION_DIGITS + 2)  # normalize() never rounds
+
+
+#: Written one way per value by msgspec itself: instants are UTC once `check`ed, so
+#: `…10:00:00Z` and `…10:00:00.000Z` are one datetime, one text.
+_PLAIN = (msgspec.inspect.StrType, msgspec.inspect.BoolType, msgspec.inspect.IntType,
+          msgspec.inspect.NoneType, msgspec.inspect.LiteralType, msgspec.inspect.DateType,
+          msgspec.inspect.DateTimeType)
+
+
+def _plain_type(t: Any) -> bool:
+    """A field type whose values need nothing done to be written one way."""
+    info = msgspec.inspect.type_info(t)
+    types = info.types if isinstance(info, msgspec.inspect.UnionType) else (info,)
+    return all(isinstance(x.type if isinstance(x, msgspec.inspect.Metadata) else x, _PLAIN) for x in types)
+
+
 class _Shape:
     """How to write one Struct type canonically: a twin Struct that leaves out fields at
     their defaults (msgspec's `omit_defaults`, in C), and which fields need a value made
@@ -67,20 +83,6 @@ class _Shape:
                 fix.append(i)
         self.twin = msgspec.defstruct(f"Canonical{kind.__name__}", fields, omit_defaults=True)
         self.fix = tuple(fix)
-
-
-#: Written one way per value by msgspec itself: instants are UTC once `check`ed, so
-#: `…10:00:00Z` and `…10:00:00.000Z` are one datetime, one text.
-_PLAIN = (msgspec.inspect.StrType, msgspec.inspect.BoolType, msgspec.inspect.IntType,
-          msgspec.inspect.NoneType, msgspec.inspect.LiteralType, msgspec.inspect.DateType,
-          msgspec.inspect.DateTimeType)
-
-
-def _plain_type(t: Any) -> bool:
-    """A field type whose values need nothing done to be written one way."""
-    info = msgspec.inspect.type_info(t)
-    types = info.types if isinstance(info, msgspec.inspect.UnionType) else (info,)
-    return all(isinstance(x.type if isinstance(x, msgspec.inspect.Metadata) else x, _PLAIN) for x in types)
 
 
 _shapes: dict[type, _Shape] = {}
