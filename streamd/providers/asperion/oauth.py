@@ -155,6 +155,7 @@ class Tokens:
         # hold is one whose rotation an earlier process recorded and never finished.
         self._begun: set[str] = set()
         self.interrupted = False
+        self._lost_seen: set[str] = set()
 
     async def _progress(self) -> dict[str, Any]:
         try:
@@ -232,7 +233,9 @@ class Tokens:
                     log.info("source %s: using the refresh token stored by `streamd auth`", self.ctx.name)
                     raise TokenUnavailable("retrying with the newly stored refresh token", 0.0) from None
                 if self.interrupted:
-                    self._lost.inc()
+                    if spending not in self._lost_seen:  # counted once, however often retried
+                        self._lost_seen.add(spending)
+                        self._lost.inc()
                     raise TokenLost("the refresh token was spent by a crash during its rotation: run "
                                     f"`streamd auth {self.ctx.name}`") from None
                 raise
