@@ -30,6 +30,7 @@ class State(enum.StrEnum):
     OK = "ok"
     RETRYING = "retrying"
     PAUSED = "paused"
+    HELD = "held"  # running, but holding back what it must not do alone (deletions); unhealthy
     FAILED = "failed"
     STOPPED = "stopped"
 

@@ -3,6 +3,13 @@
 Names follow Prometheus conventions (`streamd_` prefix, `_total` counters, base
 units). Label values are bounded: source and sink names come from the config;
 `kind`, `origin`, `component` and `code` come from small fixed sets. `docs/metrics.md` explains each one.
+
+Every series whose labels are known before anything happens exists from the first
+scrape, at 0 (`init_source`, `init_poller`, `init_sink`, and the store's here): a
+series that appears only at its first error is invisible to `increase()`, to alerts and
+to dashboards until then. A code that an HTTP exchange has not produced yet is not
+known; `error` (no answer at all) and, on a webhook, `401` (every route authenticates)
+are, so those stand for their families.
 """
 
 from __future__ import annotations
@@ -70,6 +77,17 @@ class Metrics:
             "Events a source emitted without a tenant (`\"tenant\": null`): neither the payload"
             " nor what streamd has seen could place the record (Asteria: the deletion of a"
             " record it never saw).", ["source"], registry=r)
+        self.source_deletions_held = Gauge(
+            "streamd_source_deletions_held",
+            "Deletions a polling source holds back because one listing lost more of the records"
+            " it knew than its mass_delete bound allows (Asperion): they wait for `streamd"
+            " deletions confirm`, or for listings to agree for mass_delete_confirm_after.",
+            ["source"], registry=r)
+        self.source_tokens_lost = Counter(
+            "streamd_source_refresh_tokens_lost_total",
+            "Refresh tokens found spent by a crash during their rotation: the process died"
+            " between the identity server's answer and the commit of the new token, and the"
+            " source needs `streamd auth`.", ["source"], registry=r)
         self.source_held = Gauge(
             "streamd_source_held_records",
             "Records a polling source saw but holds back until a later poll, because what must"
@@ -169,6 +187,11 @@ class Metrics:
             "Connections the listener could not accept, by error (EMFILE: out of file"
             " descriptors; ENFILE, ENOBUFS, ENOMEM).", ["listener", "error"], registry=r)
 
+        for kind in ("busy", "fatal"):
+            self.store_errors.labels(kind)
+        self.retries.labels("store", "writer")
+        self.retry_wait_seconds.labels("store", "writer")
+
     def retried(self, component: str, name: str, wait: float) -> None:
         """One backoff sleep before a retry: every retry streamd makes is counted here."""
         self.retries.labels(component, name).inc()
@@ -180,9 +203,22 @@ class Metrics:
                   self.source_rejected, self.source_reconnects):
             c.labels(name)
         self.source_connected.labels(name).set(0)
+        self.source_last_event.labels(name).set(0)  # 0: nothing appended since start
         self.dead_letters.labels("source", name)
         self.retries.labels("source", name)
         self.retry_wait_seconds.labels("source", name)
+
+    def init_poller(self, name: str, *, token_grants: bool = False) -> None:
+        """A polling source's series: its polls, their duration, its requests (`error`
+        standing for the codes), and with `token_grants` its OAuth2 token requests."""
+        for outcome in ("complete", "failed"):
+            self.source_polls.labels(name, outcome)
+        self.source_last_poll.labels(name)
+        self.source_poll_duration.labels(name)
+        self.source_requests.labels(name, "error")
+        if token_grants:
+            for outcome in ("ok", "refused", "error"):
+                self.source_token_grants.labels(name, outcome)
 
     def init_sink(self, name: str) -> None:
         self.sink_delivered.labels(name)

@@ -143,6 +143,11 @@ class SimulatedServer:
                     try:
                         await server.serve([sock])
                     finally:
+                        # A client still connected (a streamd not stopped yet) may hold a TLS
+                        # shutdown open past uvicorn's grace: cut it, or its socket outlives
+                        # the event loop the simulator ran on.
+                        for conn in list(server.server_state.connections):
+                            conn.transport.abort()
                         finished.set()
 
             async with anyio.create_task_group() as tg:

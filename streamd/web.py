@@ -99,6 +99,7 @@ class Web:
 
     def _wrap(self, owner: str, handler: WebhookHandler, auth: WebhookAuth) -> Any:
         counter = self.metrics.webhook_requests
+        counter.labels(owner, "401")  # every route authenticates: the family, from the first scrape
 
         async def endpoint(request: Request) -> Response:
             response = await self._handle(owner, handler, auth, request)

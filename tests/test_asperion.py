@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from streamd.config import parse
+from streamd.errors import ConfigError
 from streamd.providers.asperion import simulator as sim_mod
 from streamd.providers.asperion import source as source_mod
 from streamd.providers.asperion.changes import record_event
@@ -129,6 +130,26 @@ async def test_a_restart_polls_again_without_repeating_anything(tmp_path: Path) 
             rows = feed(d)
         assert Counter(r[2] for r in rows) == {"created": 90 + 2, "updated": 2, "deleted": 2}
         assert sim.refused_refreshes == 0
+
+
+async def test_administration_ids_are_numbers_as_asperion_writes_them(tmp_path: Path) -> None:
+    """The seed's `"administrationId": 1234` is a number, and `tenants = [1001]` says the same:
+    it is polled with `X-Tenant-Id: 1001`, and its events carry tenant "1001"."""
+    async with sim_mod.simulator(tmp_path / "sim", Knobs(records=4)) as sim:
+        cfg = config(tmp_path, sim, extra='tenants = [1001]\nresources = ["debtors"]\n')
+        await authorize(cfg, sim)
+        async with InProcess(cfg) as d:
+            await rounds(d, 1, pairs=1)
+            assert {(t, op) for t, _, op, _, _ in feed(d)} == {("1001", "created")}
+            assert len(feed(d)) == 4
+        listed = {e.tenant for e in sim.log if e.path == "/v1/debtors"}
+        assert listed == {"1001"}
+    for tenants, problem in (("[0]", "tenants[0]: 0 is not an administration id (one is 1 or more)"),
+                             ('[1001, "1001"]', "tenants: an administration is listed twice"),
+                             ("[true]", "tenants[0]: expected int | str, got bool")):
+        with pytest.raises(ConfigError) as refused:
+            config(tmp_path, sim, extra=f"tenants = {tenants}\n")
+        assert f"sources.ap.{problem}" in refused.value.problems, refused.value.problems
 
 
 async def test_retry_after_holds_back_that_tenant(tmp_path: Path) -> None:

@@ -115,6 +115,20 @@ def test_websocket_and_webhook_copies_of_a_change_get_one_id() -> None:
     assert by_hook.id == by_ws.id
 
 
+def test_copies_of_a_change_written_differently_get_one_id() -> None:
+    """The seed's INVOICE_UPDATE, and a copy of it whose `updatedAt` carries an offset
+    and whose `sums` are written `100.0` and `0.00`: the same values, one id."""
+    body = json.loads(INVOICE_UPDATE)
+    body["updatedAt"] = "2020-06-26T10:12:44.1190+02:00"
+    body["sums"]["original"]["invoiceTotal"] = "TOTAL"
+    body["sums"]["original"]["tax"] = "TAX"
+    other = json.dumps(body).replace('"TOTAL"', "100.0").replace('"TAX"', "0.00").encode()
+    (seed,) = normalize("INVOICE_UPDATE", INVOICE_UPDATE, source="hook", received_at=NOW)
+    (again,) = normalize_frame(wire.encode_frame("INVOICE_UPDATE", other), source="ws", received_at=NOW)
+    assert json.loads(again.data)["total"] == "100.0" and json.loads(seed.data)["total"] == "100"
+    assert again.id == seed.id and seed.version.startswith("2020-06-26T08:12:44.119Z#")
+
+
 def test_every_topic_of_the_enum_normalizes() -> None:
     kinds = {}
     for i in range(len(wire.TOPICS)):

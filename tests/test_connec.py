@@ -19,7 +19,7 @@ from streamd.providers.connec import simulator as connec_sim
 from streamd.providers.connec import wire
 from streamd.providers.connec.samples import GROUP, INVOICE_ID, SAMPLES
 
-from .conftest import InProcess, Streamd, until
+from .conftest import InProcess, Streamd, feed_lines, until, wait_for
 
 pytestmark = pytest.mark.anyio
 API_ID = "app-19op"
@@ -161,6 +161,33 @@ def test_a_2xx_notification_survives_a_sigkill_right_after(streamd_proc: Callabl
             acked.append(f"item-{i}")
     d.kill()  # the moment after the last 2xx
     assert sorted(k for (k,) in d.query("SELECT key FROM events")) == sorted(acked)
+
+
+def test_every_number_in_the_feed_is_a_decimal_string(streamd_proc: Callable[..., Streamd]) -> None:
+    """What a real `streamd run` writes: a tax code's rates (`"sale_tax_rate": 10.0,
+    "purchase_tax_rate": 0`), an integer past 2^53 and a negative zero all reach the feed
+    as decimal strings, in a `Record`'s attributes as in an invoice."""
+    d = streamd_proc(f'[store]\npath = "feed.db"\n[http]\nlisten = "127.0.0.1:0"\n{SOURCE}'
+                     '[sinks.feed]\ntype = "file"\npath = "feed.jsonl"\n',
+                     env={"STREAMD_TEST_CONNEC_KEY": API_KEY})
+    d.start()
+    tax_code = json.dumps({**SAMPLES["tax_codes"], "sale_tax_rate": 10.0, "purchase_tax_rate": 0,
+                           "reporting_code": 123456789012345678901, "nested": [{"rate": 0}]})
+    invoice = json.dumps({**SAMPLES["invoices"], "balance": "BALANCE"}).replace('"BALANCE"', "-0.00")
+    body = f'{{"tax_codes": [{tax_code}], "invoices": [{invoice}]}}'.encode()
+    with httpx.Client(base_url=d.url, timeout=10) as http:
+        r = http.post("/maestrano/connec/notifications", content=body,
+                      headers={**basic(), "Content-Type": "application/json"})
+        assert r.status_code == 200 and r.json()["appended"] == 2, r.text
+    lines = wait_for(lambda: feed_lines(d.dir / "feed.jsonl") if len(feed_lines(d.dir / "feed.jsonl")) == 2
+                     else None, 10, "both events in the file sink")
+    by_entity = {e["entity"]: e["data"] for e in map(json.loads, lines)}
+    assert by_entity["tax_code"]["attributes"] == {
+        "code": "OUTPUT", "sale_tax_rate": "10.0", "purchase_tax_rate": "0", "status": "ACTIVE",
+        "reporting_code": "123456789012345678901", "nested": [{"rate": "0"}]}
+    assert by_entity["invoice"]["unpaid"] == "0.00"
+    assert b'"-0' not in b"".join(lines)
+    assert d.terminate() == 0
 
 
 # ---------------------------------------------------------------- the poller

@@ -391,9 +391,9 @@ def test_entities_decode_add_up_and_are_deterministic(tmp_path: Path) -> None:
 
 
 def test_defaults_and_bad_knobs(tmp_path: Path) -> None:
-    started = time.monotonic()
+    started = time.process_time()  # this process's CPU: other processes' load does not count
     sim = simulator(tmp_path / "a")
-    assert sim.groups == ("cld-4", "cld-9") and time.monotonic() - started < 2
+    assert sim.groups == ("cld-4", "cld-9") and time.process_time() - started < 2
     assert all(len(sim.entities(g, "invoices")) == 10 for g in sim.groups)
     assert sim.until <= datetime.now(UTC) and sim.until.microsecond == 0
     newest = max(e["updated_at"] for e in sim.entities("cld-9", "invoices").values())

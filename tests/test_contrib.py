@@ -6,13 +6,16 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from streamd.metrics import Metrics
 
+from .conftest import Streamd
 from .test_process import require
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -133,3 +136,69 @@ def test_dashboard_queries_parse(tmp_path: Path) -> None:
 @pytest.mark.parametrize("path", [RULES, RULES_TEST, DASHBOARD])
 def test_contrib_files_exist(path: Path) -> None:
     assert path.is_file()
+
+
+# ---------------------------------------------------------------- what a fresh daemon exports
+
+FRESH = """
+[store]
+path = "feed.db"
+[http]
+listen = "127.0.0.1:0"
+[sources.ap]
+provider = "asperion"
+base_url = "https://127.0.0.1:9/v1"
+authorize_url = "https://127.0.0.1:9/connect/authorize"
+token_url = "https://127.0.0.1:9/connect/token"
+client_id = "streamd"
+client_secret = "env:FRESH_SECRET"
+[sources.hz]
+provider = "horisen"
+token_url = "https://127.0.0.1:9/oauth2/access-token"
+api_url = "https://127.0.0.1:9"
+client_id = "streamd"
+client_secret = "env:FRESH_SECRET"
+[sources.hook]
+provider = "synthetic"
+generate = false
+webhook = true
+token = "env:FRESH_SECRET"
+[sinks.file]
+type = "file"
+path = "out/feed.jsonl"
+[sinks.http]
+type = "http"
+url = "http://127.0.0.1:9/events"
+"""
+
+
+def named_by_contrib() -> set[str]:
+    """Every metric the alert rules and the dashboard name."""
+    board = dashboard()
+    used = set(METRIC.findall(RULES.read_text())) | {m for e in exprs(board) for m in METRIC.findall(e)}
+    return used | {m for v in board["templating"]["list"] for m in METRIC.findall(v.get("definition", ""))}
+
+
+def test_a_fresh_daemon_exports_every_metric_contrib_names(streamd_proc: Callable[..., Streamd]) -> None:
+    """The first scrape, right after READY=1, before any source got anywhere (their peers do
+    not answer) and before any error: every metric the rules and the dashboard use already
+    has a series, so `increase()`, alerts and panels see the first event or error."""
+    d = streamd_proc(FRESH, env={"FRESH_SECRET": "s3cret"})
+    d.start()
+    text = httpx.get(f"{d.url}/metrics", timeout=10).text
+    scraped = {m.group(1) for line in text.splitlines()
+               if (m := re.match(r"^(streamd_[a-z0-9_]+)[{ ]", line))}
+    needed = named_by_contrib()
+    assert len(needed) > 30
+    assert needed <= scraped, sorted(needed - scraped)
+    # At 0, with the label values they will have, not just declared.
+    for series in ('streamd_store_errors_total{kind="busy"} 0.0',
+                   'streamd_store_errors_total{kind="fatal"} 0.0',
+                   'streamd_source_deletions_held{source="ap"} 0.0',
+                   'streamd_source_refresh_tokens_lost_total{source="ap"} 0.0',
+                   'streamd_source_token_grants_total{outcome="refused",source="hz"} 0.0',
+                   'streamd_source_last_event_timestamp_seconds{source="hook"} 0.0',
+                   'streamd_webhook_requests_total{code="401",source="hook"} 0.0',
+                   'streamd_sink_http_requests_total{code="error",sink="http"} 0.0'):
+        assert series in text, series
+    d.kill()

@@ -3,7 +3,9 @@ the daemon's poller, the store (a real SQLite file), change detection, traffic r
 
 from __future__ import annotations
 
+import hashlib
 import json
+import sqlite3
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -221,3 +223,30 @@ SYNTHETIC = """
 provider = "synthetic"
 rate = 200
 """
+
+
+async def test_an_upgrade_leaves_unchanged_parties_unchanged(tmp_path: Path) -> None:
+    """Parties stored by a streamd whose versions digest the feed's bytes: documents listed
+    again after the upgrade (paid meanwhile) emit their invoices' updates and nothing for
+    their parties, which did not change at HORISEN."""
+    async with sim_mod.simulator(tmp_path / "sim", Knobs(days=6, documents_per_day=3, partners=4)) as sim:
+        cfg = config(tmp_path, sim)
+        async with InProcess(cfg) as d:
+            await rounds(d, 1)
+            parties = feed(d, "party")
+            assert parties
+        # What a streamd whose Party had no `currency` yet stored: the JSON it
+        # wrote, and versions digesting those bytes.
+        with sqlite3.connect(tmp_path / "feed.db") as db:
+            for key, version, data in db.execute(
+                    "SELECT key, version, data FROM entity_state WHERE entity = 'party'").fetchall():
+                older = bytes(data).replace(b'"currency":null,', b"")
+                assert older != bytes(data)
+                old = version.rpartition("#")[0] + "#" + hashlib.sha256(older).hexdigest()[:16]
+                db.execute("UPDATE entity_state SET version = ?, data = ? WHERE entity = 'party'"
+                           " AND key = ?", (old, older, key))
+        m = sim.mutate(new=0, paid=6)
+        async with InProcess(cfg) as d:
+            await rounds(d, 2)
+            assert sorted(int(k) for op, k, _ in feed(d) if op == "updated") == sorted(m.paid)
+            assert feed(d, "party") == parties

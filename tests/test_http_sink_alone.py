@@ -67,13 +67,13 @@ async def test_a_refusal_keeps_only_the_start_of_a_long_body() -> None:
 
 async def test_no_answer_within_the_timeout_is_retryable() -> None:
     async with Receiver() as rx:
-        rx.knobs.hang_next, rx.knobs.hang = 1, 5.0
+        rx.knobs.hang_next, rx.knobs.hang = 1, 60.0
         sink = HttpSink("out", sink_config(f"{rx.url}/hook", timeout=Duration(0.3)))
         try:
             started = time.monotonic()
             with pytest.raises(Retryable, match="no answer from .* within 300ms"):
                 await sink.deliver([feed_event(1)])
-            assert time.monotonic() - started < 2
+            assert time.monotonic() - started < 30  # its timeout, not the receiver's 60 s hang
             await sink.deliver([feed_event(1)])
         finally:
             await sink.aclose()

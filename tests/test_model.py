@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -28,6 +30,7 @@ from streamd.model import (
     make_event,
     render_line,
 )
+from streamd.model.canonical import canonical, decimal_text, digest
 from streamd.model.envelope import encode_data
 from streamd.model.iso4217 import MINOR_UNITS
 from streamd.providers.synthetic import normalize, wire
@@ -333,3 +336,78 @@ def test_an_unknown_tenant_is_null_in_the_feed() -> None:
     line = render_line(cloudevent(seq=1, id="0" * 32, source="gw", provider="asteria", tenant="",
                                   entity="party", op="deleted", key="k", time="t", data=b"null"))
     assert json.loads(line)["tenant"] is None
+# ---------------------------------------------------------------- versions: values, not bytes
+
+MODEL_MD = Path(__file__).resolve().parent.parent / "docs" / "model.md"
+
+
+def test_the_worked_example_in_model_md_is_what_the_code_does() -> None:
+    """Every line of docs/model.md's worked example, recomputed: the doc cannot go stale."""
+    doc = MODEL_MD.read_text()
+    section = doc[doc.index("### Worked example"):doc.index("### What that means")]
+    block = re.search(r"```text\n(.*?)```", section, re.S)
+    assert block, "the worked example's text block"
+    lines = dict(line.split(":", 1) for line in block.group(1).splitlines())
+    shown = {k.strip(): v.strip() for k, v in lines.items()}
+    invoice = msgspec.json.decode(shown["entity"], type=Invoice)
+    assert canonical(invoice).decode() == shown["canonical"]
+    assert digest(invoice) == shown["digest"]
+    ev = make_event(provider="synthetic", source="demo", tenant="acme", entity="invoice", op="created",
+                    key="inv-000000", time=T0, data=invoice, version=shown["stamp"])
+    assert ev.version == shown["version"]
+    hashed = b"".join(b"%d:%s," % (len(p.encode()), p.encode()) for p in (
+        "streamd-event/1", "synthetic", "acme", "invoice", "inv-000000", ev.version))
+    assert hashed.decode() == shown["hashed"]
+    assert ev.id == shown["id"] == hashlib.sha256(hashed).digest()[:16].hex()
+    # The console line beside it, and the unstamped and deleted versions of the same invoice.
+    console = re.search(r"\$ python -c '(.*)'\n([0-9a-f]{32})\n", section)
+    assert console and console.group(2) == ev.id and ev.version in console.group(1)
+    unstamped = make_event(provider="synthetic", source="demo", tenant="acme", entity="invoice",
+                           op="created", key="inv-1", time=T0, data=invoice)
+    assert f"`{unstamped.version}` and id `{unstamped.id}`" in " ".join(section.split())
+    deleted = make_event(provider="synthetic", source="demo", tenant="acme", entity="invoice",
+                         op="deleted", key="inv-1", time=T0, data=None)
+    assert f"`{deleted.version}` and id `{deleted.id}`" in " ".join(section.split())
+
+
+def test_a_field_the_model_gains_at_its_default_changes_no_id() -> None:
+    class Grown(Invoice, frozen=True, kw_only=True):  # the model, one release later
+        billed_messages: list[str] = []
+        channel: str | None = None
+
+    fields = {"direction": "receivable", "currency": "SEK", "total": Decimal("100"), "number": "4711",
+              "updated_at": T0}
+    before, after = Invoice(**fields), Grown(**fields)  # type: ignore[arg-type]
+    assert encode_data(before) != encode_data(after)  # other bytes in the feed...
+    assert digest(before) == digest(after)  # ...the same record
+    kw = dict(provider="asteria", source="s", tenant="t", entity="invoice", op="updated", key="k",
+              time=T0, version="2020-06-26T08:12:44.119Z")
+    assert make_event(data=before, **kw).id == make_event(data=after, **kw).id  # type: ignore[arg-type]
+    assert digest(Grown(**fields, channel="sms")) != digest(before)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("a, b", [
+    ("2020-06-26T08:12:44Z", "2020-06-26T08:12:44.000Z"),
+    ("2020-06-26T08:12:44.119Z", "2020-06-26T10:12:44.1190+02:00"),
+    ("2020-06-26T08:12:44", "2020-06-26 08:12:44Z"),  # no offset: UTC
+])
+def test_a_stamp_is_the_instant_it_names(a: str, b: str) -> None:
+    inv = Invoice(direction="receivable", currency="EUR", total=Decimal("1"))
+    kw = dict(provider="connec", source="s", tenant="t", entity="invoice", op="updated", key="k",
+              time=T0, data=inv)
+    assert make_event(version=a, **kw).id == make_event(version=b, **kw).id  # type: ignore[arg-type]
+    assert make_event(version="42", **kw).version.startswith("42#")  # type: ignore[arg-type]
+    gone = {**kw, "op": "deleted", "data": None}
+    assert make_event(version=a, **gone).version == make_event(version=b, **gone).version  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("a, b", [("100.0", "100"), ("125.10", "125.1"), ("1E+2", "100"),
+                                  ("-0.00", "0"), ("0.000", "0E-7")])
+def test_an_amount_is_its_value(a: str, b: str) -> None:
+    one = Invoice(direction="receivable", currency="EUR", total=Decimal(a))
+    other = Invoice(direction="receivable", currency="EUR", total=Decimal(b))
+    assert digest(one) == digest(other)
+    assert digest(one) != digest(Invoice(direction="receivable", currency="EUR", total=Decimal("100.01")))
+    # 38 digits either side are written out in full, never rounded to a context's 28.
+    wide = Decimal("1" * 38 + "." + "0" * 37 + "1")
+    assert decimal_text(wide) == str(wide) and decimal_text(wide) != decimal_text(wide + Decimal("1E-38"))

@@ -7,6 +7,7 @@ rotate on every use), real SQLite files read byte for byte."""
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
 import sqlite3
@@ -22,7 +23,7 @@ import pytest
 from streamd.config import StoreConfig, load
 from streamd.errors import EX_CONFIG
 from streamd.providers.asperion import simulator as sim_mod
-from streamd.providers.asperion.oauth import TOKEN_KEY
+from streamd.providers.asperion.oauth import ROTATION_KEY, TOKEN_KEY, fingerprint
 from streamd.providers.asperion.simulator import AsperionSimulator, Knobs
 from streamd.providers.asperion.source import CREDENTIALS_CHECK
 from streamd.store import FeedReader, SecretUnreadable, connect, write_state
@@ -225,6 +226,57 @@ def test_tokens_stored_in_clear_are_encrypted_when_a_key_is_added(
     before, refreshes = events(d), sim.refreshes
     wait_for(lambda: events(d) >= before + 2 and sim.refreshes > refreshes, 30, "polls with the key")
     assert sim.refused_refreshes == 0
+    assert d.terminate() == 0
+    assert_no_token_in(at_rest(d), sim)
+
+
+def test_a_kill_inside_a_rotation_is_named_and_streamd_auth_recovers(
+        streamd_proc: Callable[..., Streamd], background: Background, tmp_path: Path) -> None:
+    """SIGKILL after the identity server rotated the refresh token and before its answer
+    was committed: the token is spent, as documented. The daemon recorded the rotation
+    before asking (a fingerprint, never the token, sealing or not), so the next start
+    says exactly what happened, counts it, and `streamd auth` brings it back."""
+    sim = serve(background, tmp_path, Knobs(records=4))
+    key = make_key(tmp_path / "secrets.key")
+    d = streamd_proc(config(sim, key))
+    authorize(d, sim)
+    sim.expire_access_tokens()  # the daemon's first request gets 401: it rotates at once
+    sim.knobs.refresh_answer_delay = 60.0
+    d.start()
+    wait_for(lambda: sim.unanswered_rotations == 1, 30, "a rotation whose answer is held")
+    d.kill()
+    sim.knobs.refresh_answer_delay = 0.0
+
+    async def held_token() -> str:
+        reader = await FeedReader.open(load(d.config).store)
+        try:
+            return str((await reader.progress("ap"))[TOKEN_KEY]["refresh_token"])
+        finally:
+            await reader.close()
+    spent = anyio.run(held_token)
+    assert not sim.refresh_token_valid(spent)
+    (rotation,), = d.query("SELECT value FROM source_state WHERE source = 'ap' AND key = ?", (ROTATION_KEY,))
+    assert json.loads(rotation)["spending"] == fingerprint(spent)
+    assert_no_token_in(at_rest(d), sim)  # the record of the rotation holds no token either
+
+    d.start()
+    said = "source ap: failed for"
+    what = "the refresh token was spent by a crash during its rotation: run `streamd auth ap`"
+    wait_for(lambda: what in readyz(d).text, 30, "/readyz to say what happened")
+    r = readyz(d)
+    assert r.status_code == 503 and f"{said}" in r.text and r.text.count(what) == 1, r.text
+    assert f"source ap: {what} (polling stopped; until then)" in d.log()
+    metrics = httpx.get(d.url + "/metrics", timeout=5).text
+    assert 'streamd_source_refresh_tokens_lost_total{source="ap"} 1.0' in metrics
+    status = streamd_cli("status", "-c", str(d.config))
+    assert status.returncode == 0 and what in status.stdout, status.stdout + status.stderr
+    assert sim.refused_refreshes == 1
+
+    authorize(d, sim)  # what it says to do, while it runs
+    wait_for(lambda: readyz(d).status_code == 200 and events(d) == 24, 30, "the source back, polling")
+    assert sim.refused_refreshes == 1
+    (rotation,), = d.query("SELECT value FROM source_state WHERE source = 'ap' AND key = ?", (ROTATION_KEY,))
+    assert json.loads(rotation) is None  # its rotations since were committed
     assert d.terminate() == 0
     assert_no_token_in(at_rest(d), sim)
 

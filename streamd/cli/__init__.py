@@ -1,4 +1,4 @@
-"""`streamd` on the command line: run, check, auth, tail, status, dlq, demo.
+"""`streamd` on the command line: run, check, auth, tail, status, dlq, deletions, sink, demo.
 
 Exit codes: 0 ok; 1 the store is unusable or the daemon cannot start; 2 bad usage;
 78 (EX_CONFIG) the config is refused — systemd's unit does not restart on 78.
@@ -115,7 +115,7 @@ def config_warnings(cfg: Config) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import auth, demo, dlq, sink, status, tail
+    from . import auth, deletions, demo, dlq, sink, status, tail
 
     p = argparse.ArgumentParser(prog="streamd", description=__doc__.splitlines()[0] if __doc__ else "")
     p.add_argument("--version", action="version", version=f"streamd {__version__}")
@@ -135,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_parser(sub, with_config)
     status.add_parser(sub, with_config)
     dlq.add_parser(sub, with_config)
+    deletions.add_parser(sub, with_config)
     sink.add_parser(sub, with_config)
     demo.add_parser(sub)
     return p

@@ -9,6 +9,12 @@ may also build entities by hand. Whatever the path, the feed only ever holds:
   is written "100");
 - no floats anywhere, not even in a `Record`'s free-form attributes (a float is
   turned into the decimal of its shortest repr);
+- no JSON numbers in a `Record`'s attributes at all: an integer there becomes a decimal
+  too (`100` is written `"100"`). Which attribute is an amount only the provider knows,
+  and a consumer must not get `"25.50"` beside `100`, nor an integer past 2^53 that a
+  float-based parser rounds. Typed fields that count (`TrafficLine.messages`) stay
+  integers: only free-form values are walked as numbers;
+- a negative zero without its sign (`-0.00` is `0.00`);
 - instants in UTC (a naive datetime is taken as UTC);
 - currencies and countries that match their ISO patterns (the Structs' own constraints),
   and currencies that are in ISO 4217 List One (`iso4217`): `XYZ` fits the pattern only.
@@ -52,6 +58,8 @@ def _fix(value: Any) -> Any:
         return value
     if kind is float:
         return _fix(Decimal(repr(value)))
+    if kind is int:  # reached only inside a Record's attributes (see `_plan`); bool is no int here
+        return _fix(Decimal(value))
     if isinstance(value, msgspec.Struct):
         changes: dict[str, Any] | None = None
         for name, pattern in _plan(kind):

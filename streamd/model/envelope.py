@@ -11,13 +11,16 @@ and the store drops the second one::
 
 where `netstring(s)` is `len(utf8(s)) ":" utf8(s) ","` (length-prefixed, so no
 field can bleed into the next), and `version` is
-- the provider's own update stamp (e.g. Asteria `updatedAt`) followed by `#` and the
-  first 16 hex of the SHA-256 of the normalized entity, when there is a stamp:
-  stamps have millisecond precision, and two different changes within one
-  millisecond must not share an id (the second would be dropped as a duplicate);
-- else `content_version(data)`: `"sha256:"` and the first 32 hex of that hash;
+- the provider's own update stamp (e.g. Asteria `updatedAt`), canonical
+  (`canonical.stamp`: an instant in UTC, however the provider wrote it), followed by `#`
+  and the first 16 hex of the entity's digest, when there is a stamp: stamps have
+  millisecond precision, and two different changes within one millisecond must not
+  share an id (the second would be dropped as a duplicate);
+- else `content_version(data)`: `"sha256:"` and the first 32 hex of the digest;
 - for a deletion, `"deleted:" + stamp` (the stamp may be empty).
-128 bits of SHA-256: 32 lowercase hex characters.
+The digest is of the entity's values, not of its JSON (`canonical`): the same record
+written `100.0` or `100`, or decoded by a streamd whose model has grown a field since,
+has the same id. 128 bits of SHA-256: 32 lowercase hex characters.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from typing import Literal
 import msgspec
 
 from ..errors import Rejected
+from .canonical import digest, stamp
 from .check import checked
 from .entities import Entity
 
@@ -66,9 +70,9 @@ def dedupe_bucket(version: str) -> str:
     return version[:19] if version[:1].isdigit() else ""
 
 
-def content_version(data: bytes) -> str:
-    """The version of a record that has no update stamp: a hash of its normalized JSON."""
-    return "sha256:" + hashlib.sha256(data).hexdigest()[:32]
+def content_version(data: Entity) -> str:
+    """The version of a record that has no update stamp: the digest of its values."""
+    return "sha256:" + digest(data)[:32]
 
 
 def format_time(t: datetime) -> str:
@@ -123,11 +127,13 @@ def make_event(
             raise Rejected(f"{entity} {key}: {exc.reason}") from None
     body = encode_data(data)
     if op == "deleted":
-        ver = "deleted:" + (version or "")
+        ver = "deleted:" + stamp(version or "")
+    elif data is None:
+        raise Rejected(f"{entity} {key}: a {op} event needs data")
     elif version:
-        ver = f"{version}#{hashlib.sha256(body).hexdigest()[:16]}"
+        ver = f"{stamp(version)}#{digest(data)[:16]}"
     else:
-        ver = content_version(body)
+        ver = content_version(data)
     return Event(
         id=event_id(provider, tenant, entity, key, ver),
         source=source,

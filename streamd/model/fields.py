@@ -8,8 +8,9 @@ raises `Rejected` with a reason naming the field (`field` is the caller's path t
   it keeps `1E+999999` from becoming a huge integer) and `MAX_FRACTION_DIGITS` after it
   (it keeps `1E-999999999` from becoming a billion zeros when written out), counted as
   written, whatever the form: `0.10` has two digits after the point, `1E-3` three;
-  `1E+2` becomes `100`, exactly. `bounded` is that check alone: `model/check.py` applies
-  it to every decimal of every entity, so no provider can skip it.
+  `1E+2` becomes `100`, exactly, and a negative zero loses its sign (`-0.00` is `0.00`:
+  no consumer should have to tell them apart). `bounded` is that check alone:
+  `model/check.py` applies it to every decimal of every entity, so no provider can skip it.
 - Instants: RFC 3339 or `YYYY-MM-DD HH:MM:SS`, to UTC; a stamp without an offset is in
   the zone the caller names (UTC unless the provider documents otherwise).
 - Dates: one rule for every provider. A date is the date in the provider's business time
@@ -109,7 +110,9 @@ def bounded(value: Decimal) -> Decimal:
     if exponent < -MAX_FRACTION_DIGITS:
         raise NotAnAmount(f"{_shown(value)} is out of range "
                           f"(more than {MAX_FRACTION_DIGITS} digits after the point)")
-    return Decimal(int(value)) if exponent > 0 else value  # "1E+2" → 100, exactly
+    if exponent > 0:
+        return Decimal(int(value))  # "1E+2" → 100, exactly (and "-0E+2" → 0)
+    return value.copy_abs() if not value and value.is_signed() else value  # "-0.00" → "0.00"
 
 
 def amount(value: Decimal | None, field: str) -> Decimal | None:

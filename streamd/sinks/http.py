@@ -294,6 +294,7 @@ class HttpSink:
 
     def attach_metrics(self, metrics: Metrics) -> None:
         self._metrics = metrics
+        metrics.sink_http_requests.labels(self.name, "error")  # the family, from the first scrape
 
     async def _http(self) -> httpx.AsyncClient:
         if self._client is None:

@@ -8,11 +8,26 @@ three ids, so the return to A is not taken for a duplicate of the first A.
 so that a record deleted and created again chains on, and `rejected:<hash of the
 bytes>:<c|u>` for a record that does not normalize, so the same bad record is
 dead-lettered once, not at every poll.
+
+The content half is the digest of the entity's values (`model.canonical`), so a model
+that grows a field leaves it alone. What an older streamd stored may still carry a digest
+made another way (of the feed's bytes, before values were hashed): when the digests
+disagree, `same_values` decides from the stored state itself, and `restamp` gives the
+version to store instead, so that an upgrade emits nothing for a record that did not
+change at the provider, and looks at its stored state once.
 """
 
 from __future__ import annotations
 
 import hashlib
+
+import msgspec
+
+from ..errors import Rejected
+from ..model import entity_type
+from ..model.canonical import digest
+from ..model.check import checked
+from ..model.fields import DECODE_ERRORS
 
 
 def chain(previous: str) -> str:
@@ -32,6 +47,25 @@ def was_emitted(version: str) -> bool:
 
 def same_content(previous: str, version: str) -> bool:
     return previous.startswith("poll:") and previous.rpartition("#")[2] == version.rpartition("#")[2]
+
+
+def same_values(stored: bytes | None, entity: str, version: str) -> bool:
+    """Whether `stored` (the state kept beside an emitted version whose digest differs from
+    `version`'s) holds the values `version` digests: read with today's model, fields it
+    lacks at their defaults. A state that no longer reads is a change."""
+    if not stored or stored == b"null":
+        return False
+    try:
+        data = checked(msgspec.json.decode(stored, type=entity_type(entity)))
+    except (*DECODE_ERRORS, Rejected):
+        return False
+    return digest(data)[:16] == version.rpartition("#")[2]
+
+
+def restamp(previous: str, version: str) -> str:
+    """`previous`, its chain kept, with the digest `version` carries: what to store for a
+    record `same_values` found unchanged."""
+    return previous.rpartition("#")[0] + "#" + version.rpartition("#")[2]
 
 
 def rejected_marker(raw: bytes, previous: str) -> str:

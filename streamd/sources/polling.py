@@ -1,6 +1,7 @@
 """What the pollers share: a GET with a bearer token and bounded retries (`ApiClient`),
 a gate per peer, bounded fan-out of requests, URL pieces (for messages, and to keep a
-bearer token on its own origin), and the TLS of a provider's API."""
+bearer token on its own origin), the TLS of a provider's API, and the look at stored
+state that keeps a changed digest from being taken for a changed record (`changed_values`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import base64
 import logging
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol, TypeVar
 from urllib.parse import urlsplit
@@ -19,11 +20,14 @@ import httpx
 from ..config import Backoff
 from ..errors import StreamdError, Unavailable
 from ..health import State
+from ..model import Event
 from ..retry import Backoff as Backoffs
 from ..retry import retry_after_seconds, retrying
 from ..secrets import Secret
+from ..store import EntityState
 from ..units import Duration
 from .base import SourceContext
+from .changes import restamp, same_values
 
 log = logging.getLogger("streamd.source")
 
@@ -92,22 +96,48 @@ def http_client(tls: ssl.SSLContext, timeout: float) -> httpx.AsyncClient:
 
 
 class PollHealth:
-    """A poller's health from its parts' (Asperion: one per tenant and resource): `retrying`
-    while any part's polls fail, with the latest reason; `ok` once none does."""
+    """A poller's health from its parts' (Asperion: one per tenant and resource): `held`
+    while any part holds back what needs the operator (deletions), whatever else happens;
+    else `retrying` while any part's polls fail, with the latest reason; `ok` once none does."""
 
     def __init__(self, ctx: SourceContext) -> None:
         self.ctx = ctx
         self.failing: dict[str, str] = {}
+        self.held: dict[str, str] = {}
 
     def fail(self, where: str, reason: str) -> None:
         self.failing[where] = reason
+        self.ctx.metrics.source_connected.labels(self.ctx.name).set(0)
+        if self.held:
+            return
         component = self.ctx.component
         text = f"{where}: {reason}" if where else reason
         if component.state is State.RETRYING:
             component.reason = text  # keep `since`: /readyz measures the whole outage
         else:
             component.set(State.RETRYING, text)
-        self.ctx.metrics.source_connected.labels(self.ctx.name).set(0)
+
+    def hold(self, where: str, reason: str) -> None:
+        """`where` holds back something only the operator (or time) may let go: the source
+        is unhealthy until `release`, with every held part's reason."""
+        self.held[where] = reason
+        component = self.ctx.component
+        text = "; ".join(f"{w}: {r}" for w, r in sorted(self.held.items()))
+        if component.state is State.HELD:
+            component.reason = text  # keep `since`
+        else:
+            component.set(State.HELD, text)
+
+    def release(self, where: str) -> None:
+        if self.held.pop(where, None) is None:
+            return
+        if self.held:
+            self.hold(*next(iter(self.held.items())))
+        elif self.failing:
+            w, reason = next(reversed(self.failing.items()))
+            self.ctx.component.set(State.RETRYING, f"{w}: {reason}" if w else reason)
+        else:
+            self.ctx.component.ok()
 
     def refused(self, reason: str, retry: str) -> None:
         """The provider refused the credentials: the source is `failed` until `retry` says."""
@@ -118,8 +148,11 @@ class PollHealth:
     def recovered(self, where: str) -> None:
         self.failing.pop(where, None)
         if not self.failing:
-            self.ctx.component.ok()
             self.ctx.metrics.source_connected.labels(self.ctx.name).set(1)
+            if self.held:
+                self.hold(*next(iter(self.held.items())))  # shown again after a `refused`
+            else:
+                self.ctx.component.ok()
 
 
 async def poll_every(ctx: SourceContext, health: PollHealth, poll: Callable[[], Awaitable[None]], *,
@@ -226,6 +259,27 @@ class ApiClient:
                                   attempts=self.max_tries)
         except Unavailable as exc:
             raise PollFailed(f"gave up after {self.max_tries} tries: {exc}") from None
+
+
+async def changed_values(ctx: SourceContext, tenant: str, entity: str, differing: Sequence[Event],
+                         known: dict[str, str]) -> tuple[list[Event], list[EntityState]]:
+    """Of records whose digest differs from their emitted version's, the events of those
+    whose values changed, and every one's new state. A record whose stored state holds
+    the same values under another digest (an older streamd's) emits nothing: it is
+    restamped (`sources.changes`), so the next listing compares digests alone. `known`
+    (key → version) is updated."""
+    stored = await ctx.reader.entity_data(ctx.name, tenant, entity, [ev.key for ev in differing])
+    events: list[Event] = []
+    states: list[EntityState] = []
+    for ev in differing:
+        version = ev.version
+        if same_values(stored.get(ev.key), entity, ev.version):
+            version = restamp(known[ev.key], ev.version)
+        else:
+            events.append(ev)
+        states.append(EntityState(tenant, entity, ev.key, version, ev.data))
+        known[ev.key] = version
+    return events, states
 
 
 async def fan_out(jobs: Iterable[T], workers: int, job: Callable[[T], Awaitable[None]], *,

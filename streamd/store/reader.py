@@ -175,6 +175,15 @@ class FeedReader:
         rows = await self._all("SELECT key, value FROM source_state WHERE source = ?", (source,))
         return {k: self._sealer.decode(source, k, bytes(v)) for k, v in rows}
 
+    async def progress_under(self, source: str, prefix: str) -> dict[str, Any]:
+        """The part of a source's progress whose keys start with `prefix` (never a
+        credential: those need `progress`)."""
+        if prefix.startswith(SECRET_PREFIX):
+            raise ValueError("credentials are read with progress()")
+        rows = await self._all("SELECT key, value FROM source_state WHERE source = ? AND"
+                               " substr(key, 1, ?) = ?", (source, len(prefix), prefix))
+        return {k: msgspec.json.decode(v) for k, v in rows}
+
     async def all_progress(self) -> dict[str, tuple[dict[str, Any], int]]:
         out: dict[str, tuple[dict[str, Any], int]] = {}
         for source, key, value, updated in await self._all(

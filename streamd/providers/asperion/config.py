@@ -27,9 +27,10 @@ class AsperionConfig(SourceConfig, frozen=True, forbid_unknown_fields=True, kw_o
     # `streamd auth` listens there for the one redirect.
     redirect_uri: str = "http://127.0.0.1:8976/callback"
     scope: str = "asperion-api offline_access"
-    # Administration ids to poll; empty = every administration the token can reach
-    # (GET /v1/administrations, listed again every interval).
-    tenants: list[str] = []
+    # Administration ids to poll, as numbers (`[1234]`, the ids Asperion shows and
+    # `X-Tenant-Id` carries) or strings (`["1234"]`); empty = every administration the
+    # token can reach (GET /v1/administrations, listed again every interval).
+    tenants: list[str | int] = []
     resources: list[str] = msgspec.field(default_factory=lambda: list(wire.RESOURCES))
     # A poll of each tenant+resource starts this long after the previous one started.
     interval: Duration = Duration(300.0)
@@ -42,11 +43,26 @@ class AsperionConfig(SourceConfig, frozen=True, forbid_unknown_fields=True, kw_o
     # A request that keeps failing with timeouts or 5xx is tried this often before
     # the listing is abandoned (no deletions) and retried at the next interval.
     max_tries: int = 8
+    # A listing that lost more than this share of the records known before it (and more
+    # than `mass_delete_min` of them), each confirmed gone by a 404, deletes nothing: an
+    # administration whose access was revoked lists empty and answers 404 to every id.
+    # The deletions are held, the source is unhealthy, and they wait for `streamd
+    # deletions confirm`, or for listings to agree for `mass_delete_confirm_after`.
+    mass_delete_share: float = 0.5
+    mass_delete_min: int = 5
+    # Unset: held deletions wait for the operator, however long the listings agree.
+    mass_delete_confirm_after: Duration | None = None
     # Access tokens are refreshed this long before they expire (at most half their lifetime).
     refresh_before: Duration = Duration(60.0)
     # CA bundle the API's and identity server's certificates are verified against;
     # none = the system store. There is no option to turn verification off.
     ca: str | None = None
+
+
+def tenant_ids(cfg: AsperionConfig) -> list[str]:
+    """The configured administrations as `X-Tenant-Id` and the feed's `tenant` write them:
+    1234 and "1234" are one administration."""
+    return [str(t) if isinstance(t, int) else t.strip() for t in cfg.tenants]
 
 
 def tls_context(cfg: AsperionConfig) -> ssl.SSLContext:
@@ -70,6 +86,16 @@ def validate(cfg: AsperionConfig) -> list[str]:
     if len(set(cfg.resources)) != len(cfg.resources):
         problems.append("resources: a resource is listed twice")
     for i, tenant in enumerate(cfg.tenants):
-        if not tenant.strip() or any(c in tenant for c in "\r\n"):
+        if isinstance(tenant, int):
+            if tenant < 1:
+                problems.append(f"tenants[{i}]: {tenant} is not an administration id (one is 1 or more)")
+        elif not tenant.strip() or any(c in tenant for c in "\r\n"):
             problems.append(f"tenants[{i}]: {tenant!r} is not an administration id")
+    if not 0 < cfg.mass_delete_share <= 1:
+        problems.append("mass_delete_share: must be more than 0 and at most 1 (1: hold none for their share)")
+    if cfg.mass_delete_min < 0:
+        problems.append("mass_delete_min: must be 0 or more")
+    ids = tenant_ids(cfg)
+    if len(set(ids)) != len(ids):
+        problems.append("tenants: an administration is listed twice")
     return problems + check_poller(cfg, wire.MAX_PAGE_SIZE)

@@ -15,6 +15,7 @@ import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote_plus, urlencode, urlsplit, urlunsplit
 
+import anyio
 import msgspec
 from starlette.datastructures import Headers
 from starlette.requests import Request
@@ -44,6 +45,7 @@ class Identity:
         self.knobs = knobs  # client id and secret, token lifetime: read at each request
         self.refreshes = 0  # successful refresh_token grants
         self.refused_refreshes = 0  # refresh_token grants refused (spent or unknown)
+        self.unanswered = 0  # refresh tokens rotated whose answer `refresh_answer_delay` holds
         self._codes: dict[str, tuple[str, str, float]] = {}  # code -> client_id, redirect_uri, expiry
         self.access = AccessTokens()
         self._refresh: dict[str, bool] = {}  # refresh token -> still unused
@@ -120,6 +122,13 @@ class Identity:
             return _oauth_error(400, "unsupported_grant_type")
         access = self.access.issue(self.knobs.token_ttl)
         self.issued.append(access)
-        return _oauth_json({"access_token": access, "expires_in": max(1, int(self.knobs.token_ttl)),
-                      "token_type": "Bearer", "refresh_token": self.new_refresh_token(), "scope": SCOPE},
-                     headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
+        answer = _oauth_json({"access_token": access, "expires_in": max(1, int(self.knobs.token_ttl)),
+                              "token_type": "Bearer", "refresh_token": self.new_refresh_token(),
+                              "scope": SCOPE}, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
+        if grant == "refresh_token" and self.knobs.refresh_answer_delay > 0:
+            self.unanswered += 1  # the old token is spent: a client that dies now loses the new one
+            try:
+                await anyio.sleep(self.knobs.refresh_answer_delay)
+            finally:
+                self.unanswered -= 1
+        return answer

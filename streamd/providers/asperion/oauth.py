@@ -5,8 +5,13 @@ A rotated refresh token is the one credential that cannot be got back: the ident
 server refuses the old one as soon as it has answered. So the new pair is committed
 to the store (fsync) *before* the access token is used, and the request and that
 commit run shielded from cancellation: a SIGTERM waits for them. What no client can
-close is the few milliseconds between the server's answer and the fsync: a power
-cut or SIGKILL exactly then loses the new token (see docs/providers/asperion.md).
+close is the moment between the server's answer and the fsync: a power cut or SIGKILL
+exactly then loses the new token (see docs/providers/asperion.md). So that it is never
+a mystery, a rotation is recorded before it is asked for (`oauth.rotation`: a
+fingerprint of the token being spent, never the token) and cleared in the commit of
+its answer. A start that finds the record of a rotation of the very token it holds
+knows the last run died inside one; if the server then refuses the token, the source
+says exactly that (`TokenLost`, counted in `streamd_source_refresh_tokens_lost_total`).
 Access tokens are stored beside it, so a restart reuses a live access token
 instead of spending a rotation.
 
@@ -18,9 +23,11 @@ the source stops with the store's reason until the key is right or `streamd auth
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -30,6 +37,7 @@ import msgspec
 
 from ...config import StoreConfig
 from ...errors import Unavailable
+from ...model import format_time
 from ...model.fields import DECODE_ERRORS
 from ...retry import retry_after_seconds, retrying
 from ...sources import SourceContext
@@ -41,6 +49,19 @@ from .config import AsperionConfig
 log = logging.getLogger("streamd.source.asperion")
 
 TOKEN_KEY = SECRET_PREFIX + "oauth"
+#: A rotation asked for and not yet committed: {"spending": fingerprint, "since": time}.
+ROTATION_KEY = "oauth.rotation"
+
+
+def fingerprint(refresh_token: str) -> str:
+    """What the rotation record keeps of a refresh token: enough to recognise it, nothing
+    to use (a salted hash of a token with 256 random bits)."""
+    return hashlib.sha256(b"streamd refresh token\0" + refresh_token.encode()).hexdigest()[:16]
+
+
+class TokenLost(AuthFailed):
+    """The stored refresh token was spent by a rotation the last run began and never
+    committed: only `streamd auth` can help."""
 
 
 class TokenState(msgspec.Struct, frozen=True, kw_only=True):
@@ -96,10 +117,20 @@ async def token_request(http: httpx.AsyncClient, cfg: AsperionConfig, form: dict
                      f"HTTP {resp.status_code}, {why}")
 
 
+def _token_state(value: Any) -> TokenState | None:
+    if value is None:
+        return None
+    try:
+        return msgspec.convert(value, TokenState)
+    except msgspec.ValidationError:
+        return None
+
+
 async def save(store: StoreConfig, source: str, state: TokenState) -> None:
     """Write tokens into the feed database from outside the daemon (`streamd auth`). SQLite's
-    lock makes this safe while the daemon runs; it picks the new token up when its own fails."""
-    await write_state(store, source, {TOKEN_KEY: state})
+    lock makes this safe while the daemon runs; it picks the new token up when its own fails.
+    A record of a rotation the daemon never finished goes: it was of another token."""
+    await write_state(store, source, {TOKEN_KEY: state, ROTATION_KEY: None})
 
 
 class Tokens:
@@ -119,26 +150,38 @@ class Tokens:
         self._grants = ctx.metrics.source_token_grants
         for outcome in ("ok", "refused", "error"):
             self._grants.labels(ctx.name, outcome)
+        self._lost = ctx.metrics.source_tokens_lost.labels(ctx.name)
+        # Fingerprints of the rotations this process recorded; and whether the token we
+        # hold is one whose rotation an earlier process recorded and never finished.
+        self._begun: set[str] = set()
+        self.interrupted = False
+        self._lost_seen: set[str] = set()
+
+    async def _progress(self) -> dict[str, Any]:
+        try:
+            return await self.ctx.progress()
+        except SecretUnreadable as exc:
+            raise AuthFailed(str(exc)) from None
 
     async def stored(self) -> TokenState | None:
         """The stored tokens, None if there are none; AuthFailed if they cannot be decrypted."""
-        try:
-            value: Any = (await self.ctx.progress()).get(TOKEN_KEY)
-        except SecretUnreadable as exc:
-            raise AuthFailed(str(exc)) from None
-        if value is None:
-            return None
-        try:
-            return msgspec.convert(value, TokenState)
-        except msgspec.ValidationError:
-            return None
+        return _token_state((await self._progress()).get(TOKEN_KEY))
 
     async def load(self) -> bool:
         """Take the stored tokens if they differ from ours (e.g. `streamd auth` ran)."""
-        stored = await self.stored()
+        progress = await self._progress()
+        stored = _token_state(progress.get(TOKEN_KEY))
         if stored is None or (self.state and stored.refresh_token == self.state.refresh_token):
             return False
         self.state = stored
+        rotation = progress.get(ROTATION_KEY)
+        spent = fingerprint(stored.refresh_token)
+        self.interrupted = (isinstance(rotation, dict) and rotation.get("spending") == spent
+                            and spent not in self._begun)
+        if self.interrupted:
+            log.warning("source %s: the last run stopped while rotating the stored refresh token "
+                        "(since %s); using it: the identity server may have spent it",
+                        self.ctx.name, rotation.get("since") if isinstance(rotation, dict) else "?")
         return True
 
     def _live(self) -> str | None:
@@ -172,8 +215,13 @@ class Tokens:
         if self.state is None:
             raise AuthFailed(f"no refresh token stored: run `streamd auth {self.ctx.name}`")
         old = self.state.refresh_token
+        spending = fingerprint(old)
         # Shielded: once the server has rotated the token, the answer must reach the store.
         with anyio.CancelScope(shield=True):
+            if spending not in self._begun:  # once per token, not per retry
+                await self.ctx.submit(Batch(progress={ROTATION_KEY: {
+                    "spending": spending, "since": format_time(datetime.fromtimestamp(self.clock(), UTC))}}))
+                self._begun.add(spending)
             try:
                 new = await token_request(self.http, self.cfg,
                                           {"grant_type": "refresh_token", "refresh_token": old},
@@ -184,11 +232,18 @@ class Tokens:
                 if await self.load():
                     log.info("source %s: using the refresh token stored by `streamd auth`", self.ctx.name)
                     raise TokenUnavailable("retrying with the newly stored refresh token", 0.0) from None
+                if self.interrupted:
+                    if spending not in self._lost_seen:  # counted once, however often retried
+                        self._lost_seen.add(spending)
+                        self._lost.inc()
+                    raise TokenLost("the refresh token was spent by a crash during its rotation: run "
+                                    f"`streamd auth {self.ctx.name}`") from None
                 raise
             except TokenUnavailable:
                 self._grants.labels(self.ctx.name, "error").inc()
                 raise
-            await self.ctx.submit(Batch(progress={TOKEN_KEY: new}))
+            await self.ctx.submit(Batch(progress={TOKEN_KEY: new, ROTATION_KEY: None}))
+        self.interrupted = False
         self._grants.labels(self.ctx.name, "ok").inc()
         self.state = new
         rotated = "rotated" if new.refresh_token != old else "not rotated"

@@ -24,9 +24,11 @@ a pure function of (seed, tenant, resource, id); `mutate()` creates, updates and
 deletes them between polls, as a user of Asperion would. Lists are paged by offset
 on the state at request time, like the real API: a deletion between two page
 requests shifts later records one page down. Knobs (`Knobs`): tenants, records,
-latency, a 429 every K-th and a 503 every J-th API request, and the access-token
-lifetime; all but `records` may be changed while serving. For tests, `raw_records`
-adds records served exactly as given (arbitrary JSON) after a listing's own.
+latency, a 429 every K-th and a 503 every J-th API request, the access-token
+lifetime, and administrations whose access was revoked; all but `records` may be
+changed while serving. For tests, `raw_records` adds records served exactly as given
+(arbitrary JSON) after a listing's own, and `after_page` runs between a page being cut
+and sent (to delete a record mid-listing).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import math
 import random
 import secrets
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -87,6 +89,12 @@ class Knobs:
     retry_after: float = 2.0  # the 429's Retry-After (sent as whole seconds, rounded up)
     fail_every: int = 0  # every J-th /v1 request -> 503 (0 = never)
     token_ttl: float = 3600.0  # access-token lifetime in seconds
+    # Seconds the identity server waits between rotating a refresh token (the old one is
+    # spent from then on) and answering: a client killed meanwhile never gets the new one.
+    refresh_answer_delay: float = 0.0
+    # Administrations whose access was revoked [I]: their lists answer 200 with no records
+    # and every id 404 (what an emptied administration answers too).
+    revoked: set[str] = field(default_factory=set)
     client_id: str = "streamd"
     client_secret: str = "asperion-demo-secret"
     seed: int = 1
@@ -180,6 +188,9 @@ class AsperionSimulator(SimulatedServer):
         # (tenant, resource) -> JSON values appended, byte for byte, to every listing of it
         # (filters and ordering do not apply to them; a GET of one is 404). For tests.
         self.raw_records: dict[tuple[str, str], list[bytes]] = {}
+        # Called with (tenant, resource, page) as each list page has been cut, before it is
+        # sent: a test changes the records between two pages of one listing. For tests.
+        self.after_page: Callable[[str, str, int], None] | None = None
         self.identity = Identity(self.knobs)
         self._app = Starlette(routes=[
             Route("/connect/authorize", self.identity.authorize, methods=["GET"]),
@@ -208,6 +219,11 @@ class AsperionSimulator(SimulatedServer):
     @property
     def refused_refreshes(self) -> int:
         return self.identity.refused_refreshes
+
+    @property
+    def unanswered_rotations(self) -> int:
+        """Refresh tokens rotated whose answer is still being held (`refresh_answer_delay`)."""
+        return self.identity.unanswered
 
     def issue_refresh_token(self) -> str:
         """A fresh valid refresh token, as if a user had just completed the authorize flow."""
@@ -249,6 +265,11 @@ class AsperionSimulator(SimulatedServer):
     def records(self, tenant: str, resource: str) -> dict[str, dict[str, Any]]:
         """The current records by id (as a string): wire dicts without `_meta`, amounts as Decimal."""
         return {str(i): dict(rec) for i, rec in self._table(tenant, resource).items()}
+
+    def remove(self, tenant: str, resource: str, key: str) -> None:
+        """Delete one record, as a user of Asperion would."""
+        del self._table(tenant, resource)[int(key)]
+        self._sorted.clear()
 
     def mutate(self, created: int, updated: int, deleted: int, *, tenants: Sequence[str] | None = None,
                resources: Sequence[str] | None = None) -> Mutation:
@@ -340,7 +361,8 @@ class AsperionSimulator(SimulatedServer):
             return _problem(403, f"No access to administration {tenant}.")
         if len(parts) == 1:
             return self._list(request, tenant, resource, parts[0])
-        rec = self._table(tenant, resource).get(int(parts[1])) if parts[1].isdecimal() else None
+        rec = (self._table(tenant, resource).get(int(parts[1]))
+               if parts[1].isdecimal() and tenant not in k.revoked else None)
         if rec is None:
             return _problem(404, f"No {parts[0]} record with id {parts[1]}.")
         self_url = f"{self.base_url}/{parts[0]}/{rec['id']}"
@@ -392,7 +414,9 @@ class AsperionSimulator(SimulatedServer):
         filters = {fields[name]: values for name, values in query.items() if name in fields}
         cached = (tenant, resource, order)
         rows = self._sorted.get(cached, []) if not filters else []
-        if filters or cached not in self._sorted:
+        if tenant in self.knobs.revoked:
+            rows = []
+        elif filters or cached not in self._sorted:
             rows = [r for r in self._table(tenant, resource).values()
                     if all(any(_matches(r[f], v) for v in values) for f, values in filters.items())]
             rows.sort(key=lambda r: (r[sort_key], r["id"]), reverse=order.startswith("-"))
@@ -416,6 +440,8 @@ class AsperionSimulator(SimulatedServer):
         data: list[Any] = [{**_served(r, path), "_meta": {"self": f"{self.base_url}/{path}/{r['id']}"}}
                            for r in rows[start:end]]
         data += map(msgspec.Raw, extra[max(0, start - len(rows)):max(0, end - len(rows))])
+        if self.after_page is not None:
+            self.after_page(tenant, resource, page)
         return _json({"_data": data, "_meta": meta})
 
 

@@ -8,6 +8,7 @@ last listing left in `entity_state`:
        │            each page: normalize, diff, commit events + entity_state together
        ▼
     listing complete ──► ids that vanished: confirmed gone by GET /<id> (404)
+                         ──► too many at once? held for the operator (`deletions`)
                          ──► `deleted` events + tombstones + progress, one commit
 
 A page's events and the entity states that produced them commit in one transaction
@@ -22,7 +23,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
 from urllib.parse import quote
 
 import anyio
@@ -43,6 +43,7 @@ from ...sources.polling import (
     Gate,
     PollFailed,
     PollHealth,
+    changed_values,
     fan_out,
     http_client,
     origin,
@@ -52,9 +53,10 @@ from ...sources.polling import (
 from ...store import Batch, DeadLetter, EntityState, Pending
 from . import wire
 from .changes import deletion_event, record_event
-from .config import AsperionConfig, tls_context
+from .config import AsperionConfig, tenant_ids, tls_context
+from .deletions import Guard
 from .normalize import record_key
-from .oauth import Tokens
+from .oauth import TokenLost, Tokens
 
 log = logging.getLogger("streamd.source.asperion")
 
@@ -78,15 +80,14 @@ class AsperionSource:
         self._origin = origin(cfg.base_url)
         self._gates: dict[str, Gate] = {}
         self.health = PollHealth(ctx)
+        self.deletions = Guard(ctx, cfg, self.health)
         self._auth_failure: AuthFailed | None = None
         self.polls = 0  # complete listings, for tests and the demo
         self.http: httpx.AsyncClient | None = None
         self.tokens: Tokens | None = None
         self.client: ApiClient | None = None
-        m = ctx.metrics
-        for outcome in ("complete", "failed"):
-            m.source_polls.labels(self.name, outcome)
-        m.source_last_poll.labels(self.name)
+        ctx.metrics.init_poller(self.name, token_grants=True)
+        ctx.metrics.source_tokens_lost.labels(self.name)
 
     # ---------------------------------------------------------------- the pure part
 
@@ -101,6 +102,7 @@ class AsperionSource:
         component = self.ctx.component
         component.set(State.STARTING, "starting")
         task_status.started()
+        await self.deletions.restore()
         async with http_client(self._ssl, self.cfg.timeout.seconds) as http:
             self.http = http
             self.tokens = Tokens(self.ctx, self.cfg, http)
@@ -109,6 +111,9 @@ class AsperionSource:
             while True:
                 try:
                     await self._authorized()
+                except TokenLost as exc:  # it names the remedy itself
+                    self.health.refused(str(exc), "until then")
+                    await self._wait_for_credentials()
                 except AuthFailed as exc:
                     self.health.refused(f"{exc}; new credentials: `streamd auth {self.name}`",
                                         "until then")
@@ -135,7 +140,7 @@ class AsperionSource:
         await self.tokens.access_token()
         async with anyio.create_task_group() as tg:
             if self.cfg.tenants:
-                for tenant in self.cfg.tenants:
+                for tenant in tenant_ids(self.cfg):
                     self._start_tenant(tg, tenant)
             else:
                 tg.start_soon(self._discover, tg)
@@ -264,15 +269,19 @@ class _Listing:
         self.resource = resource
         self.entity = wire.RESOURCES[resource]
         self.known = known
+        self.known_live = sum(1 for v in known.values() if is_live(v))  # before this listing
         self.seen: set[str] = set()
         self.pending: list[Pending] = []
         self.received_at = src.ctx.now()
 
     def _diff(self, records: list[msgspec.Raw] | list[bytes]
-              ) -> tuple[list[Event], list[EntityState], list[DeadLetter]]:
+              ) -> tuple[list[Event], list[EntityState], list[DeadLetter], list[Event]]:
+        """The page's new and changed records, dead letters, and the records whose digest
+        differs from an emitted version's (`changed_values` looks at their stored state)."""
         events: list[Event] = []
         states: list[EntityState] = []
         dls: list[DeadLetter] = []
+        differing: list[Event] = []
         name, tenant = self.src.name, self.tenant
         for item in records:
             raw = bytes(item)
@@ -295,17 +304,25 @@ class _Listing:
                 continue
             if same_content(previous, ev.version):
                 continue
+            if previous.startswith("poll:"):
+                differing.append(ev)
+                continue
             events.append(ev)
             states.append(EntityState(tenant, self.entity, key, ev.version, ev.data))
             self.known[key] = ev.version
-        return events, states, dls
+        return events, states, dls, differing
 
     def _context(self, previous: str) -> dict[str, str]:
         return {"via": "poll", "tenant": self.tenant, "resource": self.resource, "previous": previous}
 
     async def take(self, records: list[msgspec.Raw] | list[bytes]) -> None:
         self.ctx.received(len(records))
-        events, states, dls = self._diff(records)
+        events, states, dls, differing = self._diff(records)
+        if differing:
+            changed, restated = await changed_values(self.ctx, self.tenant, self.entity, differing,
+                                                     self.known)
+            events += changed
+            states += restated
         if events or states or dls:
             self.pending.append(await self.ctx.enqueue(
                 Batch(events=events, entity_states=states, dead_letters=dls)))
@@ -333,15 +350,19 @@ class _Listing:
             await fan_out(missing, self.src.cfg.concurrency, confirm, prefer=AuthFailed)
         for pending in self.pending:
             await pending.committed()
+        now = self.ctx.now()
+        delete, progress = await self.src.deletions.decide(self.tenant, self.resource, len(gone),
+                                                           self.known_live, now)
+        if not delete:
+            gone = []
         data = (await self.ctx.reader.entity_data(self.src.name, self.tenant, self.entity, gone)
                 if gone else {})
-        now = self.ctx.now()
         events = [deletion_event(source=self.src.name, tenant=self.tenant, entity=self.entity, key=k,
                                  previous=self.known[k], data=data.get(k), received_at=now)
                   for k in sorted(gone, key=_natural)]
         states = [EntityState(self.tenant, self.entity, ev.key, ev.version) for ev in events]
-        progress: dict[str, Any] = {f"poll.{self.tenant}.{self.resource}": {
-            "completed": format_time(now), "records": len(self.seen), "deleted": len(events)}}
+        progress[f"poll.{self.tenant}.{self.resource}"] = {
+            "completed": format_time(now), "records": len(self.seen), "deleted": len(events)}
         await self.ctx.submit(Batch(events=events, entity_states=states, progress=progress))
 
 

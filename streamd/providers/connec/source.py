@@ -81,9 +81,7 @@ class ConnecSource:
             ctx.webhook(cfg.group_users_path, self.user_removed, auth=self.auth,
                         methods=("DELETE",))
         if cfg.poll:
-            for outcome in ("complete", "failed"):
-                ctx.metrics.source_polls.labels(self.name, outcome)
-            ctx.metrics.source_last_poll.labels(self.name)
+            ctx.metrics.init_poller(self.name)
 
     def renormalize(self, raw: bytes, context: Mapping[str, str], received_at: datetime) -> list[Event]:
         tenant = context.get("tenant") or None

@@ -50,6 +50,7 @@ from ...sources.polling import (
     Gate,
     PollFailed,
     PollHealth,
+    changed_values,
     fan_out,
     http_client,
     poll_every,
@@ -116,11 +117,8 @@ class HorisenSource:
         self.http: httpx.AsyncClient | None = None
         self.token: ClientToken | None = None
         self.client: ApiClient | None = None
-        m = ctx.metrics
-        for outcome in ("complete", "failed"):
-            m.source_polls.labels(self.name, outcome)
-        m.source_last_poll.labels(self.name)
-        m.source_held.labels(self.name).set(0)
+        ctx.metrics.init_poller(self.name, token_grants=True)
+        ctx.metrics.source_held.labels(self.name).set(0)
 
     def renormalize(self, raw: bytes, context: Mapping[str, str], received_at: datetime) -> list[Event]:
         return renormalized(raw, source=self.name, tenant=context.get("tenant", self.tenant),
@@ -254,6 +252,7 @@ class _Listing:
         dls: list[DeadLetter] = []
         new: list[tuple[bytes, NormalizedDocument]] = []
         updated: list[tuple[NormalizedDocument, str]] = []
+        parties: dict[str, Event] = {}  # emitted before, under another digest
         for item in records:
             raw = bytes(item)
             try:
@@ -273,7 +272,7 @@ class _Listing:
                     states.append(EntityState(tenant, "invoice", key, marker))
                     self.invoices[key] = marker
                 continue
-            self._party(n, events, states)
+            self._party(n, events, states, parties)
             if unchanged(previous, n):
                 self._settled(n)
             elif previous.startswith("poll:"):
@@ -283,6 +282,11 @@ class _Listing:
             else:
                 self._emit(invoice_event(n, source=src.name, tenant=tenant, previous=previous),
                            n, events, states)
+        if parties:
+            changed, restated = await changed_values(self.ctx, tenant, "party", list(parties.values()),
+                                                     self.parties)
+            events += changed
+            states += restated
         if updated:
             keys = [n.key for n, _ in updated]
             stored = await self.ctx.reader.entity_data(src.name, tenant, "invoice", keys)
@@ -297,13 +301,17 @@ class _Listing:
             while len(self.pending) > INFLIGHT or (self.pending and self.pending[0].done):
                 await self.pending.pop(0).committed()
 
-    def _party(self, n: NormalizedDocument, events: list[Event], states: list[EntityState]) -> None:
+    def _party(self, n: NormalizedDocument, events: list[Event], states: list[EntityState],
+               differing: dict[str, Event]) -> None:
         if n.party is None:
             return
         key = n.party[0]
         previous = self.parties.get(key, "")
         ev = party_event(n, source=self.src.name, tenant=self.src.tenant, previous=previous)
         if ev is None or same_content(previous, ev.version):
+            return
+        if previous.startswith("poll:"):  # `changed_values` decides, from the stored state
+            differing[key] = ev
             return
         events.append(ev)
         states.append(EntityState(self.src.tenant, "party", key, ev.version, ev.data))
