@@ -21,6 +21,7 @@ class Metrics:
         r = self.registry
 
         Info("streamd_build", "streamd version", registry=r).info({"version": __version__})
+        self.shard = Info("streamd_shard", "This streamd's shard name ([daemon] shard).", registry=r)
 
         # --- sources
         self.source_received = Counter(
@@ -118,6 +119,21 @@ class Metrics:
             "Events an sftp sink refused because their file's name held another invoice's file,"
             " or one streamd did not write (each once, however often it is tried).",
             ["sink"], registry=r)
+
+        self.sink_nats_batches = Counter(
+            "streamd_sink_nats_batches_total",
+            "Atomic batches a nats sink sent, by outcome: stored (acked), found (the ack was"
+            " lost, the stream holds it), refused (the stream said no), unanswered (no ack).",
+            ["sink", "outcome"], registry=r)
+        self.sink_nats_skipped = Counter(
+            "streamd_sink_nats_skipped_events_total",
+            "Events a nats sink did not publish because the stream holds them, by reason: held"
+            " (this shard's batch whose ack was lost) or duplicate (another shard published the"
+            " same id within the stream's duplicate window).", ["sink", "reason"], registry=r)
+        self.sink_nats_ack_delay = Histogram(
+            "streamd_sink_nats_ack_delay_seconds",
+            "From an event's commit in the feed to JetStream's ack of its batch.",
+            ["sink"], buckets=_COMMIT_BUCKETS, registry=r)
 
         # --- shared
         self.dead_letters = Counter(

@@ -11,6 +11,7 @@ SINKS: dict[str, str] = {
     "file": "streamd.sinks.file",
     "sftp": "streamd.sinks.sftp",
     "http": "streamd.sinks.http",
+    "nats": "streamd.sinks.nats",
 }
 
 

@@ -6,13 +6,15 @@ moves the offset only after `deliver` returned. `deliver` raises `Retryable`
 (try the same batch later) or `Permanent` (this batch will never go through);
 anything else it raises is treated as retryable and logged with its traceback.
 
-Two optional members a sink may have, which the dispatcher looks for:
+Optional members a sink may have, which the dispatcher (and the daemon) look for:
 - `stable_batches = True`: a redelivered batch must hold exactly the events it held the
   first time (its receiver dedupes by a key derived from them, as the http sink's
   Idempotency-Key is); the dispatcher then records where a partial batch ends before
   sending it.
 - `attach_metrics(metrics)`: called once with the daemon's `Metrics`, for a sink that
   counts its own work (the http sink's requests by status).
+- `attach_shard(shard)`: called once by the daemon with `[daemon] shard`, for a sink that
+  names this host to its peer (the nats sink's subjects and headers).
 """
 
 from __future__ import annotations
