@@ -33,13 +33,14 @@ loses nothing. An event too large for the server or the stream is refused for go
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import secrets
 import socket
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
@@ -286,6 +287,7 @@ class NatsSink:
         self._cap = cfg.batch_max  # messages per atomic batch (lowered if the server says so)
         self._stream_ok = False
         self._metrics: Metrics | None = None
+        self._problem = ""  # the last reason publishing failed, logged once
         self.attach_shard(default_shard())
 
     def __repr__(self) -> str:
@@ -306,7 +308,7 @@ class NatsSink:
 
     # ------------------------------------------------------------ connection
 
-    def _options(self) -> Any:
+    def connect_options(self) -> Any:
         from .nats_io import ConnectOptions
 
         cfg = self.cfg
@@ -332,7 +334,7 @@ class NatsSink:
         from .nats_io import Connection
 
         # Loading the CA and the key reads files: not on the event loop.
-        opts = await anyio.to_thread.run_sync(self._options)
+        opts = await anyio.to_thread.run_sync(self.connect_options)
         conn = await Connection.open(opts)
         try:
             await self._check_stream(conn)
@@ -417,6 +419,29 @@ class NatsSink:
 
     async def recover(self) -> int:
         """Where this shard's messages in the stream end: delivery resumes after it."""
+        with self._reported():
+            return await self._recover()
+
+    async def deliver(self, events: Sequence[FeedEvent]) -> None:
+        with self._reported():
+            await self._deliver(events)
+
+    @contextlib.contextmanager
+    def _reported(self) -> Iterator[None]:
+        """Each new reason the sink cannot publish, logged once as a warning (the dispatcher
+        logs every retry at info, and /readyz shows the latest)."""
+        try:
+            yield
+        except Retryable as exc:
+            if str(exc) != self._problem:
+                self._problem = str(exc)
+                log.warning("sink %s: %s", self.name, exc)
+            raise
+        if self._problem:
+            self._problem = ""
+            log.info("sink %s: publishing into stream %s again", self.name, self.cfg.stream)
+
+    async def _recover(self) -> int:
         conn = await self._connection()
         self._tail = None
         await self._resolve(conn, [])
@@ -493,7 +518,7 @@ class NatsSink:
             "ce-source": f"/{e.provider}/{e.source}", "streamd-seq": str(e.seq),
             "streamd-shard": self.shard}, body, e.received_ms)
 
-    async def deliver(self, events: Sequence[FeedEvent]) -> None:
+    async def _deliver(self, events: Sequence[FeedEvent]) -> None:
         messages = [self._message(e) for e in events]
         conn = await self._connection()
         limit = conn.max_payload

@@ -183,7 +183,8 @@ class Connection:
                     max_outstanding_pings=2, error_cb=on_error, disconnected_cb=on_disconnect,
                     **auth)
         except Exception as exc:
-            with contextlib.suppress(Exception):
+            # Bounded: closing a client whose TLS handshake failed can wait for ever.
+            with anyio.move_on_after(0.5), contextlib.suppress(Exception):
                 await nc.close()
             why = describe(errors[-1] if errors else exc)
             raise Retryable(f"cannot connect to {', '.join(opts.servers)}: {why}") from None
@@ -225,8 +226,10 @@ class Connection:
         try:
             with anyio.fail_after(self.timeout + 1):
                 return await call
-        except nats.js.errors.APIError:
+        except nats.js.errors.NotFoundError:
             raise
+        except nats.js.errors.APIError as exc:
+            raise Retryable(f"{what}: {exc.description or exc} (err_code {exc.err_code})") from None
         except (TimeoutError, nats.errors.TimeoutError):
             self._gone(f"no answer to {what} within {self.timeout:g}s")
             raise Retryable(f"{self.server}: no answer to {what} within {self.timeout:g}s") from None
