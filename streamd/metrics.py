@@ -12,6 +12,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from . import __version__
 
 _COMMIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# Finer where a healthy sink's delays are, so a p99 read from them means something.
+_ACK_BUCKETS = (0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1,
+                0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 
 
@@ -133,7 +136,7 @@ class Metrics:
         self.sink_nats_ack_delay = Histogram(
             "streamd_sink_nats_ack_delay_seconds",
             "From an event's commit in the feed to JetStream's ack of its batch.",
-            ["sink"], buckets=_COMMIT_BUCKETS, registry=r)
+            ["sink"], buckets=_ACK_BUCKETS, registry=r)
 
         # --- shared
         self.dead_letters = Counter(

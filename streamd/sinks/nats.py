@@ -41,6 +41,7 @@ import socket
 import ssl
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
@@ -57,7 +58,7 @@ from .base import SinkSpec
 from .subjects import MAX_SUBJECT, Template, covers, valid_pattern
 
 if TYPE_CHECKING:
-    from .nats_io import Connection, Message, Stored
+    from .nats_io import Connection
 
 log = logging.getLogger("streamd.sink")
 
@@ -264,6 +265,52 @@ def default_shard() -> str:
     return socket.gethostname()
 
 
+# ---------------------------------------------------------------- messages
+
+@dataclass(frozen=True)
+class Message:
+    """One event as published: its feed seq, its id (Nats-Msg-Id), subject, its own header
+    lines (`Name: value\r\n`, encoded once), body, and when it was committed (unix ms)."""
+
+    seq: int
+    id: str
+    subject: str
+    head: bytes
+    body: bytes
+    committed_ms: int = 0
+
+    def with_header(self, name: str, value: str) -> Message:
+        return Message(self.seq, self.id, self.subject, self.head + f"{name}: {value}\r\n".encode(),
+                       self.body, self.committed_ms)
+
+    @property
+    def size(self) -> int:
+        """What NATS counts against max_payload: the header block (with the batch's own
+        headers, ~250 bytes) and the body."""
+        return len(self.head) + 250 + len(self.body)
+
+
+def header_lines(headers: dict[str, str]) -> bytes:
+    """`Name: value\r\n` lines. The values are the sink's own (ids, names from the config,
+    numbers): a line break in one would end the header block early, so it is refused."""
+    text = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    if text.count("\n") != len(headers) or text.count("\r") != len(headers):
+        raise ValueError("a header value holds a line break")
+    return text.encode()
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A message the stream holds: its stream seq and headers."""
+
+    seq: int
+    headers: dict[str, str]
+
+    def int_header(self, name: str) -> int:
+        value = self.headers.get(name, "")
+        return int(value) if value.isdigit() else 0
+
+
 # ---------------------------------------------------------------- the sink
 
 class NatsSink:
@@ -282,12 +329,15 @@ class NatsSink:
         self._tail: tuple[int, int] | None = None
         self._attempts: dict[str, list[Message]] = {}
         self._unsure = True
-        self._held: set[int] = set()  # feed seqs of the batch at hand found in the stream
+        # Feed seq ranges found in the stream (a batch whose ack was lost): the events
+        # delivered in them are not sent again.
+        self._held: list[tuple[int, int]] = []
         self._high = 0  # the highest feed seq this shard has in the stream
         self._cap = cfg.batch_max  # messages per atomic batch (lowered if the server says so)
         self._stream_ok = False
         self._metrics: Metrics | None = None
         self._problem = ""  # the last reason publishing failed, logged once
+        self._routes: dict[tuple[str, ...], tuple[str, bytes]] = {}
         self.attach_shard(default_shard())
 
     def __repr__(self) -> str:
@@ -297,6 +347,7 @@ class NatsSink:
         """The daemon's `[daemon] shard`: in every subject and header, and the filter the
         sink asks the stream about."""
         self.shard = shard
+        self._routes = {}
         self.filter = self.template.filter(shard)
 
     def attach_metrics(self, metrics: Metrics) -> None:
@@ -460,31 +511,32 @@ class NatsSink:
 
     async def _resolve(self, conn: Connection, pending: Sequence[Message]) -> None:
         """Learn what the stream holds from this shard since `_tail`: which of our unanswered
-        batches (if any) was stored. Its events go to `_held`, not to be sent again."""
+        batches (if any) was stored. Its feed seqs go to `_held`, not to be sent again."""
         last = await conn.last(self.cfg.stream, self.filter)
         known = self._tail
-        attempts, self._attempts = self._attempts, {}
-        self._unsure = False
         if known is None or last is None or last.seq <= known[0]:
             if known is not None and (last is None or last.seq < known[0]):
                 log.warning("sink %s: shard %s's last message in stream %s is gone (max_age, "
                             "max_bytes or a purge?); continuing after what it holds now", self.name,
                             self.shard, self.cfg.stream)
-            self._adopt(last)
-            return
-        batch = last.headers.get("Nats-Batch-Id", "")
-        stored = attempts.get(batch)
-        if stored is None:
-            stored = await self._predecessor(conn, last, pending)
-        self._held.update(m.seq for m in stored)
-        self._adopt(last)
-        if stored:
+        else:
+            stored = self._attempts.get(last.headers.get("Nats-Batch-Id", ""))
+            # A batch is a run of consecutive events (those between them already held).
+            held = ((stored[0].seq, stored[-1].seq) if stored
+                    else await self._predecessor(conn, last, pending))
+            self._held.append(held)
             self._count("found")
-        log.info("sink %s: a batch whose ack was lost is in stream %s (up to seq %d); not sending "
-                 "it again", self.name, self.cfg.stream, self._tail[1] if self._tail else 0)
+            log.info("sink %s: a batch whose ack was lost is in stream %s (seqs %d to %d); not "
+                     "sending it again", self.name, self.cfg.stream, *held)
+        self._adopt(last)
+        self._attempts.clear()
+        self._unsure = False
+
+    def _is_held(self, seq: int) -> bool:
+        return any(lo <= seq <= hi for lo, hi in self._held)
 
     async def _predecessor(self, conn: Connection, last: Stored,
-                           pending: Sequence[Message]) -> list[Message]:
+                           pending: Sequence[Message]) -> tuple[int, int]:
         """A batch this process did not send landed after what it knew: a straggler of the
         process before it (killed while its batch was on the way), when its first message is
         one of the events at hand; else another process publishes as this shard."""
@@ -494,8 +546,7 @@ class NatsSink:
         if first is not None:
             m = mine.get(first.int_header("streamd-seq"))
             if m is not None and first.headers.get("Nats-Msg-Id") == m.id:
-                upto = last.int_header("streamd-seq")
-                return [m for m in pending if m.seq <= upto]
+                return m.seq, last.int_header("streamd-seq")
         raise Retryable(f"stream {self.cfg.stream}: a batch this sink did not send was stored as "
                         f"shard {self.shard!r} (stream seq {last.seq}): another streamd, or another "
                         "sink of this one, publishes as the same shard into this stream; give each "
@@ -503,20 +554,35 @@ class NatsSink:
 
     # ------------------------------------------------------------ delivery
 
-    def _message(self, e: FeedEvent) -> Message:
-        from .nats_io import Message
+    def _route(self, e: FeedEvent) -> tuple[str, bytes]:
+        """The event's subject, and its header lines but the id and seq: made once per
+        (source, tenant, entity, op), as a batch holds few of them."""
+        key = (e.provider, e.source, e.tenant, e.entity, e.op)
+        route = self._routes.get(key)
+        if route is None:
+            if len(self._routes) >= 4096:
+                self._routes.clear()
+            subject = self.template.render({
+                "provider": e.provider, "source": e.source, "tenant": e.tenant,
+                "entity": e.entity, "op": e.op, "type": e.type, "shard": self.shard})
+            if len(subject) > MAX_SUBJECT:
+                raise Permanent(f"event {e.id} (seq {e.seq}): its subject would be {len(subject)} "
+                                f"bytes (at most {MAX_SUBJECT})")
+            try:
+                head = header_lines({"content-type": CONTENT_TYPE, "ce-type": e.type,
+                                     "ce-source": f"/{e.provider}/{e.source}",
+                                     "streamd-shard": self.shard})
+            except ValueError as exc:
+                raise Permanent(f"event {e.id} (seq {e.seq}): {exc}") from None
+            route = self._routes[key] = (subject, head)
+        return route
 
-        subject = self.template.render({
-            "provider": e.provider, "source": e.source, "tenant": e.tenant, "entity": e.entity,
-            "op": e.op, "type": e.type, "shard": self.shard})
-        if len(subject) > MAX_SUBJECT:
-            raise Permanent(f"event {e.id} (seq {e.seq}): its subject would be {len(subject)} bytes "
-                            f"(at most {MAX_SUBJECT})")
+    def _message(self, e: FeedEvent) -> Message:
+        subject, head = self._route(e)
         body = e.line[:-1] if e.line.endswith(b"\n") else e.line
-        return Message(e.seq, e.id, subject, {
-            "Nats-Msg-Id": e.id, "content-type": CONTENT_TYPE, "ce-type": e.type,
-            "ce-source": f"/{e.provider}/{e.source}", "streamd-seq": str(e.seq),
-            "streamd-shard": self.shard}, body, e.received_ms)
+        # The id is hex and the seq a number: no line break can come with them.
+        head = b"Nats-Msg-Id: %s\r\nstreamd-seq: %d\r\n%s" % (e.id.encode(), e.seq, head)
+        return Message(e.seq, e.id, subject, head, body, e.received_ms)
 
     async def _deliver(self, events: Sequence[FeedEvent]) -> None:
         messages = [self._message(e) for e in events]
@@ -528,7 +594,7 @@ class NatsSink:
                                 f"server takes at most {limit} (max_payload)")
         if self._unsure or self._tail is None:
             await self._resolve(conn, messages)
-        todo = [m for m in messages if m.seq not in self._held]
+        todo = [m for m in messages if not self._is_held(m.seq)]
         if self._metrics is not None and len(todo) < len(messages):
             self._metrics.sink_nats_skipped.labels(self.name, "held").inc(len(messages) - len(todo))
         for i in range(0, len(todo), self._cap):
@@ -537,14 +603,14 @@ class NatsSink:
         # splits (an event refused for good) comes back in parts.
         if messages:
             upto = messages[-1].seq
-            self._held = {s for s in self._held if s > upto}
+            self._held = [(lo, hi) for lo, hi in self._held if hi > upto]
 
     async def _commit(self, conn: Connection, batch: list[Message]) -> None:
         """Store `batch` (after `_tail`), splitting it where the stream wants that."""
         from .nats_io import DUPLICATE, MESSAGE_TOO_LARGE, TOO_LARGE_BATCH, WRONG_LAST, Refused
 
         for _ in range(3):
-            batch = [m for m in batch if m.seq not in self._held]
+            batch = [m for m in batch if not self._is_held(m.seq)]
             if not batch:
                 return
             before = self._tail
@@ -557,7 +623,8 @@ class NatsSink:
                     # while we retried): ask before anything else.
                     await self._resolve(conn, batch)
                     if exc.code == DUPLICATE and self._tail == before:
-                        await self._split_duplicates(conn, [m for m in batch if m.seq not in self._held])
+                        await self._split_duplicates(conn, [m for m in batch
+                                                            if not self._is_held(m.seq)])
                         return
                     continue
                 if exc.code in (TOO_LARGE_BATCH, MESSAGE_TOO_LARGE) and len(batch) > 1:
@@ -607,7 +674,7 @@ class NatsSink:
         name = secrets.token_hex(12)
         last = batch[-1]
         if last.seq < self._high:  # a dead letter sent again: say how far the shard got
-            last = last.with_headers({"streamd-high": str(self._high)})
+            last = last.with_header("streamd-high", str(self._high))
             batch = [*batch[:-1], last]
         self._attempts[name] = batch
         try:
@@ -625,11 +692,10 @@ class NatsSink:
         self._tail = (seq, last.seq)
         self._high = max(self._high, last.seq)
         self._count("stored")
-        if self._metrics is not None:
-            now_ms = _now_ms()
-            delay = self._metrics.sink_nats_ack_delay.labels(self.name)
-            for m in batch:
-                delay.observe(max(now_ms - m.committed_ms, 0) / 1000.0)
+        if self._metrics is not None:  # the batch's oldest event: every other one waited less
+            oldest = min(m.committed_ms for m in batch)
+            self._metrics.sink_nats_ack_delay.labels(self.name).observe(
+                max(_now_ms() - oldest, 0) / 1000.0)
 
     def _count(self, outcome: str) -> None:
         if self._metrics is not None:

@@ -32,6 +32,7 @@ from nats.js.api import StreamConfig, StreamInfo
 
 from ..errors import Retryable
 from ..secrets import redact
+from .nats import Message, Stored
 
 log = logging.getLogger("streamd.sink")
 
@@ -43,39 +44,7 @@ MESSAGE_TOO_LARGE = 10054  # one message over the stream's max_msg_size
 STREAM_NOT_FOUND = 10059
 NO_MESSAGE = 10037
 
-
-@dataclass(frozen=True)
-class Message:
-    """One event as published: its feed seq, its id (Nats-Msg-Id), subject, headers, body,
-    and when it was committed to the feed (unix ms)."""
-
-    seq: int
-    id: str
-    subject: str
-    headers: dict[str, str]
-    body: bytes
-    committed_ms: int = 0
-
-    def with_headers(self, extra: dict[str, str]) -> Message:
-        return Message(self.seq, self.id, self.subject, {**self.headers, **extra}, self.body,
-                       self.committed_ms)
-
-    @property
-    def size(self) -> int:
-        """What NATS counts against max_payload: the header block and the body."""
-        return len(self.body) + 14 + sum(len(k) + len(v) + 4 for k, v in self.headers.items())
-
-
-@dataclass(frozen=True)
-class Stored:
-    """A message the stream holds: its stream seq and headers."""
-
-    seq: int
-    headers: dict[str, str]
-
-    def int_header(self, name: str) -> int:
-        value = self.headers.get(name, "")
-        return int(value) if value.isdigit() else 0
+_SLICE = 100  # messages encoded and flushed at a time
 
 
 class _Ack(msgspec.Struct):
@@ -267,6 +236,43 @@ class Connection:
 
     # ------------------------------------------------------------ atomic batches
 
+    def _frames(self, batch: str, messages: Sequence[Message], start: int, total: int,
+                expect: int, shard_subjects: str) -> bytes:
+        """Messages `start`… (1-based) of a batch of `total`, as HPUB frames: each message's
+        own header lines, and the batch's."""
+        out = []
+        tag = batch.encode()
+        for i, m in enumerate(messages, start):
+            head = b"NATS/1.0\r\nNats-Batch-Id: %s\r\nNats-Batch-Sequence: %d\r\n%s" % (tag, i, m.head)
+            reply = b""
+            if i == 1:
+                head += b"Nats-Expected-Last-Subject-Sequence: %d\r\n" \
+                        b"Nats-Expected-Last-Subject-Sequence-Subject: %s\r\n" % (
+                            expect, shard_subjects.encode())
+            if i == total:
+                head += b"Nats-Batch-Commit: 1\r\n"
+                reply = f" {self._inbox}.{batch}".encode()
+            head += b"\r\n"
+            out.append(b"HPUB %s%s %d %d\r\n%s%s\r\n" % (
+                m.subject.encode(), reply, len(head), len(head) + len(m.body), head, m.body))
+        return b"".join(out)
+
+    async def _write(self, batch: str, messages: Sequence[Message], expect: int,
+                     shard_subjects: str) -> None:
+        """Send the batch in slices, each flushed before the next is encoded, so the
+        server stages the first messages while the rest are made (measured: the same
+        batch sent whole at the end was a third slower). Not through nats-py's `publish`,
+        which checks every header of every message again (half the sink's CPU, measured):
+        the sink's subjects and headers are safe by construction (`subjects`,
+        `header_lines`), so each slice goes to nats-py's send queue as one command."""
+        total = len(messages)
+        for start in range(0, total, _SLICE):
+            frames = self._frames(batch, messages[start:start + _SLICE], start + 1, total, expect,
+                                  shard_subjects)
+            await self.nc._send_command(frames)
+            await self.nc._flush_pending()
+            await asyncio.sleep(0)  # let nats-py's flusher write it
+
     async def commit(self, batch: str, messages: Sequence[Message], *, expect: int,
                      shard_subjects: str) -> int:
         """Publish `messages` as one atomic batch that the stream stores only if the last
@@ -277,18 +283,9 @@ class Connection:
         self._acks[batch] = fut
         last = len(messages)
         try:
-            if self.lost:
-                raise ConnectionError(self.lost)
-            for i, m in enumerate(messages, 1):
-                headers = {"Nats-Batch-Id": batch, "Nats-Batch-Sequence": str(i), **m.headers}
-                if i == 1:
-                    headers["Nats-Expected-Last-Subject-Sequence"] = str(expect)
-                    headers["Nats-Expected-Last-Subject-Sequence-Subject"] = shard_subjects
-                reply = ""
-                if i == last:
-                    headers["Nats-Batch-Commit"] = "1"
-                    reply = f"{self._inbox}.{batch}"
-                await self.nc.publish(m.subject, m.body, reply=reply, headers=headers)
+            if self.lost or not self.nc.is_connected:
+                raise ConnectionError(self.lost or "not connected")
+            await self._write(batch, messages, expect, shard_subjects)
             with anyio.fail_after(self.timeout):
                 data = await fut
         except TimeoutError:
