@@ -284,6 +284,31 @@ async def test_stream_missing_without_create_is_retried_until_it_exists(
     assert_exactly_once(await read_stream_async(cluster.urls, "MISSING"), await feed(cfg), "alpha")
 
 
+async def test_a_stream_deleted_while_publishing_is_waited_for_and_nothing_is_taken_as_stored(
+        cluster: NatsCluster, tmp_path: Path) -> None:
+    """The stream goes away under a running sink: no publish counts as stored (the server
+    answers "no responders"), the sink says why and waits; once the stream is made again it
+    holds every event from where the sink was, once."""
+    import nats
+
+    await make_stream(cluster.urls, "GONE", ["gone.>"])
+    cfg = config(tmp_path, cluster.urls, stream="GONE", rate=300, count=900, create=False)
+    async with InProcess(cfg) as d:
+        dispatcher = d.daemon.dispatchers["fin"]
+        await until(lambda: dispatcher.offset >= 100, 20, "first deliveries")
+        nc = await nats.connect(cluster.urls)
+        try:
+            await nc.jetstream().delete_stream("GONE")
+            await until(lambda: said(d, "no stream took the batch", "stream GONE does not exist"), 10)
+            gone_at = dispatcher.offset
+            await make_stream(cluster.urls, "GONE", ["gone.>"])
+            await until(lambda: drained(d, 900), 30, "delivery into the new stream")
+        finally:
+            await nc.close()
+    events = [e for e in await feed(cfg) if e.seq > gone_at]
+    assert_exactly_once(await read_stream_async(cluster.urls, "GONE"), events, "alpha")
+
+
 async def test_a_stream_that_contradicts_the_sink_or_refuses_atomic_batches_is_refused(
         cluster: NatsCluster, tmp_path: Path) -> None:
     await make_stream(cluster.urls, "CONTRA", ["contra.>"], replicas=1)
@@ -361,23 +386,35 @@ async def test_tls_configured_refuses_a_server_without_tls(tmp_path: Path) -> No
 
 async def test_an_outage_longer_than_the_dedupe_window_loses_and_repeats_nothing(
         tmp_path: Path) -> None:
-    """Every NATS node killed while events keep coming, for longer than the stream's 1 s
-    dedupe window, then started again."""
+    """A batch is stored but its ack never comes back, then every NATS node is killed,
+    while events keep coming, for longer than the stream's 1 s dedupe window; then the
+    cluster comes back."""
     with NatsCluster(tmp_path / "nats", nodes=3) as nc:
-        cfg = config(tmp_path / "d", nc.urls, stream="OUTAGE", rate=500, count=2500,
-                     duplicate_window="1s")
-        async with InProcess(cfg) as d:
-            dispatcher = d.daemon.dispatchers["fin"]
-            await until(lambda: dispatcher.offset >= 300, 20, "first deliveries")
-            for i in range(3):
-                nc.kill(i)
-            await until(lambda: said(d, "cannot connect to", "no ack", "connection lost", "no answer"), 10)
-            held = dispatcher.offset
-            await anyio_sleep_past(2.0)
-            assert dispatcher.offset == held
-            nc.start()
-            await until(lambda: drained(d, 2500), 45, "delivery after the outage")
+        await make_stream(nc.urls, "OUTAGE", ["outage.>"], duplicate_window=1.0)
+        proxy = Proxy(nc.nodes[0].port)
+        try:
+            cfg = config(tmp_path / "d", [proxy.url], stream="OUTAGE", rate=500, count=2500,
+                         create=False, timeout="1s")
+            async with InProcess(cfg) as d:
+                dispatcher = d.daemon.dispatchers["fin"]
+                await until(lambda: dispatcher.offset >= 300, 20, "first deliveries")
+                proxy.hold()
+                await until(lambda: metric(d, "streamd_sink_nats_batches_total", sink="fin",
+                                           outcome="unanswered"), 10, "a batch without its ack")
+                for i in range(3):
+                    nc.kill(i)
+                proxy.release()
+                await until(lambda: said(d, "cannot connect to"), 10, "the outage in /readyz")
+                held = dispatcher.offset
+                await anyio_sleep_past(2.0)
+                assert dispatcher.offset == held
+                nc.start()
+                await until(lambda: drained(d, 2500), 45, "delivery after the outage")
+                found = await metric(d, "streamd_sink_nats_batches_total", sink="fin", outcome="found")
+        finally:
+            proxy.close()
         assert_exactly_once(await read_stream_async(nc.urls, "OUTAGE"), await feed(cfg), "alpha")
+        assert found >= 1  # the scenario happened: the batch whose ack was lost was stored
 
 
 async def test_a_tenant_moved_between_shards_is_in_the_stream_once(cluster: NatsCluster,

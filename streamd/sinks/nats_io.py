@@ -180,7 +180,10 @@ class Connection:
     async def _on_ack(self, msg: Msg) -> None:
         fut = self._acks.get(msg.subject.rpartition(".")[2])
         if fut is not None and not fut.done():
-            fut.set_result(msg.data)
+            # No stream listens on the subject (deleted since the sink checked it): the
+            # server answers "no responders" in a header, with no body.
+            status = (msg.headers or {}).get("Status", "")
+            fut.set_result(msg.data if msg.data or not status else b"no responders " + status.encode())
 
     async def close(self) -> None:
         self._gone("closed")
@@ -298,7 +301,10 @@ class Connection:
                             f"({describe(exc)})") from None
         finally:
             self._acks.pop(batch, None)
-        ack = msgspec.json.decode(data, type=_Ack) if data else _Ack()
+        if data.startswith(b"no responders") or not data:
+            raise Retryable(f"{self.server}: no stream took the batch ({data.decode() or 'no answer'}):"
+                            " was the stream deleted?")
+        ack = msgspec.json.decode(data, type=_Ack)
         if ack.error is not None:
             raise Refused(int(ack.error.get("err_code", 0) or 0),
                           str(ack.error.get("description", "refused")))
