@@ -452,17 +452,26 @@ async def test_tail_nats_prints_the_stream_as_feed_lines(cluster: NatsCluster, t
     async with InProcess(cfg) as d:
         await until(lambda: drained(d, 150), 20)
     events = await feed(cfg)
+    # Someone else publishes into the stream: a body with a line break could forge lines.
+    import nats
+
+    nc = await nats.connect(cluster.urls)
+    try:
+        await nc.jetstream().publish("tail.x.y.z", b'{"id": "forged"}\n{"id": "forged-too"}')
+    finally:
+        await nc.close()
     (tmp_path / "config.toml").write_text(cfg_text(tmp_path, cluster.urls, "TAIL"))
     out = streamd_cli("tail", "-c", str(tmp_path / "config.toml"), "--nats", "fin",
                       "--from-seq", "1", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout.encode() == b"".join(e.line for e in events)
+    assert "holds a line break; not a streamd event, skipped" in out.stderr
     last = streamd_cli("tail", "-c", str(tmp_path / "config.toml"), "--nats", "fin", "-n", "3",
                        "--tenant", "acme", cwd=tmp_path)
     assert last.returncode == 0, last.stderr
     lines = last.stdout.encode().splitlines(keepends=True)
     assert lines and all(json.loads(x)["tenant"] == "acme" for x in lines)
-    assert set(lines) <= {e.line for e in events[-3:]}
+    assert set(lines) <= {e.line for e in events[-2:]}  # the last 3 messages: 2 events, the forgery
 
 
 def cfg_text(tmp: Path, servers: list[str], stream: str) -> str:

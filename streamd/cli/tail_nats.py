@@ -103,7 +103,12 @@ async def tail_nats(args: argparse.Namespace) -> int:
                 if args.follow:
                     continue
                 return 0  # nothing from the start point on (or nothing matching --subject)
-            if _matches(match, msg.data):
+            if b"\n" in msg.data or b"\r" in msg.data:
+                # Not a feed line (streamd's are one line of JSON): whoever else may publish
+                # into the stream must not be able to forge lines of this output.
+                print(f"streamd tail: stream message {msg.metadata.sequence.stream} holds a line "
+                      "break; not a streamd event, skipped", file=sys.stderr)
+            elif _matches(match, msg.data):
                 line = msg.data + b"\n"
                 out.write(_for_terminal(line) if terminal else line)
                 out.flush()

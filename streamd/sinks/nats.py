@@ -58,7 +58,7 @@ from .base import SinkSpec
 from .subjects import MAX_SUBJECT, Template, covers, valid_pattern
 
 if TYPE_CHECKING:
-    from .nats_io import Connection
+    from .nats_io import Connection, ConnectOptions
 
 log = logging.getLogger("streamd.sink")
 
@@ -359,7 +359,8 @@ class NatsSink:
 
     # ------------------------------------------------------------ connection
 
-    def connect_options(self) -> Any:
+    def connect_options(self) -> ConnectOptions:
+        """How to connect (reads the CA and key files: call it off the event loop)."""
         from .nats_io import ConnectOptions
 
         cfg = self.cfg
