@@ -322,8 +322,10 @@ async def test_a_stream_that_contradicts_the_sink_or_refuses_atomic_batches_is_r
         await until(lambda: said(d, "stream NOATOMIC: allow_atomic is off"), 10)
 
 
-async def test_wrong_credentials_are_retried_until_the_server_takes_them(tmp_path: Path) -> None:
+async def test_wrong_credentials_are_retried_until_the_server_takes_them(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     auth = 'authorization { users: [ { user: streamd, password: "right-password" } ] }'
+    caplog.set_level(logging.INFO, "streamd")
     with NatsCluster(tmp_path / "nats", nodes=1, extra=auth) as server:
         (tmp_path / "pw").write_text("wrong-password")
         cfg = config(tmp_path / "d", server.urls, stream="AUTH", count=200, user="streamd",
@@ -339,12 +341,33 @@ async def test_wrong_credentials_are_retried_until_the_server_takes_them(tmp_pat
             assert node.proc is not None
             node.proc.send_signal(signal.SIGHUP)  # nats-server reloads its config
             await until(lambda: drained(d, 200), 30, "delivery with the credentials taken")
+        logged = caplog.text
+        assert "WARNING  streamd.sink" in logged and want in logged and "wrong-password" not in logged
+        assert "publishing into stream AUTH again" in logged
         assert_exactly_once(await read_stream_async(server.urls, "AUTH", user="streamd",
                                                     password="wrong-password"),
                             await feed(cfg), "alpha")
 
 
-async def test_an_untrusted_server_certificate_is_refused_and_retried(tmp_path: Path) -> None:
+async def test_an_nkey_seed_authenticates(tmp_path: Path) -> None:
+    import nkeys
+
+    seed = nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER)
+    public = nkeys.from_seed(bytearray(seed)).public_key.decode()
+    (tmp_path / "seed").write_bytes(seed)
+    with NatsCluster(tmp_path / "nats", nodes=1,
+                     extra=f"authorization {{ users: [ {{ nkey: {public} }} ] }}") as server:
+        cfg = config(tmp_path / "d", server.urls, stream="NKEY", count=100,
+                     nkey_seed=f"file:{tmp_path / 'seed'}")
+        async with InProcess(cfg) as d:
+            await until(lambda: drained(d, 100), 20, "delivery with the nkey")
+        assert_exactly_once(await read_stream_async(server.urls, "NKEY", nkeys_seed_str=seed.decode()),
+                            await feed(cfg), "alpha")
+
+
+async def test_an_untrusted_server_certificate_is_refused_and_retried(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, "streamd.sink")
     good = certs.make(tmp_path / "good")
     other = certs.make(tmp_path / "other")
     tls = f'tls {{ cert_file: "{other.server_chain}", key_file: "{other.server_key}" }}'
@@ -363,6 +386,7 @@ async def test_an_untrusted_server_certificate_is_refused_and_retried(tmp_path: 
             assert node.proc is not None
             node.proc.send_signal(signal.SIGHUP)
             await until(lambda: drained(d, 200), 30, "delivery over verified TLS")
+        assert want in caplog.text
         import ssl
 
         ctx = ssl.create_default_context(cafile=str(good.ca))
@@ -385,10 +409,11 @@ async def test_tls_configured_refuses_a_server_without_tls(tmp_path: Path) -> No
 
 
 async def test_an_outage_longer_than_the_dedupe_window_loses_and_repeats_nothing(
-        tmp_path: Path) -> None:
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A batch is stored but its ack never comes back, then every NATS node is killed,
     while events keep coming, for longer than the stream's 1 s dedupe window; then the
     cluster comes back."""
+    caplog.set_level(logging.WARNING, "streamd.sink")
     with NatsCluster(tmp_path / "nats", nodes=3) as nc:
         await make_stream(nc.urls, "OUTAGE", ["outage.>"], duplicate_window=1.0)
         proxy = Proxy(nc.nodes[0].port)
@@ -415,6 +440,7 @@ async def test_an_outage_longer_than_the_dedupe_window_loses_and_repeats_nothing
             proxy.close()
         assert_exactly_once(await read_stream_async(nc.urls, "OUTAGE"), await feed(cfg), "alpha")
         assert found >= 1  # the scenario happened: the batch whose ack was lost was stored
+        assert "no ack for a batch" in caplog.text and "cannot connect to" in caplog.text
 
 
 async def test_a_tenant_moved_between_shards_is_in_the_stream_once(cluster: NatsCluster,
