@@ -130,8 +130,19 @@ class NatsCluster:
                 node.proc.wait(10)
 
     def __enter__(self) -> NatsCluster:
-        self.start()
-        return self
+        # A port free when picked may be taken before the server binds it (other tests run
+        # on this machine too): the first start picks new ones and tries again.
+        for attempt in range(3):
+            try:
+                self.start()
+                return self
+            except AssertionError:
+                self.stop()
+                if attempt == 2 or not any("address already in use" in self.log(n) for n in self.nodes):
+                    raise
+                for n in self.nodes:
+                    n.port, n.cluster_port, n.http_port = free_port(), free_port(), free_port()
+        raise AssertionError("unreachable")
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
