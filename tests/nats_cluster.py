@@ -9,7 +9,8 @@ Without it the tests skip, unless STREAMD_REQUIRE_TOOLS=1, which makes that a fa
         nc.kill(1); nc.start(1)  # SIGKILL a node, start it again (same ports, same store)
         messages = read_stream(nc.urls, "FIN")
 
-A node's `extra` config (TLS, accounts) is written into each node's file as is.
+A node's `extra` config (TLS, accounts) is written into each node's file as is, and
+`jetstream` into its jetstream block (limits).
 """
 
 from __future__ import annotations
@@ -60,10 +61,12 @@ class _Node:
 
 
 class NatsCluster:
-    def __init__(self, workdir: Path, nodes: int = 3, extra: str = "", scheme: str = "nats") -> None:
+    def __init__(self, workdir: Path, nodes: int = 3, extra: str = "", scheme: str = "nats",
+                 jetstream: str = "") -> None:
         self.binary = nats_server()
         self.dir = workdir
         self.extra = extra
+        self.jetstream = jetstream  # inside the node's jetstream { } block
         self.scheme = scheme
         self.nodes = [_Node(f"n{i}", free_port(), free_port(), free_port(), workdir / f"n{i}")
                       for i in range(nodes)]
@@ -80,7 +83,8 @@ class NatsCluster:
             cluster = f"cluster {{ name: c1, listen: 127.0.0.1:{node.cluster_port}, routes: [{routes}] }}"
         return (f"server_name: {node.name}\nlisten: 127.0.0.1:{node.port}\n"
                 f"http: 127.0.0.1:{node.http_port}\n"
-                f'jetstream {{ store_dir: "{node.dir / "js"}" }}\n{cluster}\n{self.extra}\n')
+                f'jetstream {{ store_dir: "{node.dir / "js"}", {self.jetstream} }}\n{cluster}\n'
+                f'{self.extra}\n')
 
     def start(self, i: int | None = None, wait: bool = True) -> None:
         for node in self.nodes if i is None else [self.nodes[i]]:

@@ -476,6 +476,19 @@ async def test_an_event_too_large_for_the_server_goes_to_dead_letters_and_the_re
             e.seq for e in events if e.entity != "invoice")
 
 
+async def test_a_server_with_a_lower_batch_limit_gets_smaller_batches(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, "streamd.sink")
+    with NatsCluster(tmp_path / "nats", nodes=1,
+                     jetstream="limits { batch { max_msgs: 40 } }") as server:
+        cfg = config(tmp_path / "d", server.urls, stream="SMALL", count=300, batch_max=200)
+        async with InProcess(cfg) as d:
+            await until(lambda: drained(d, 300), 30, "the sink to pass every event")
+        assert_exactly_once(await read_stream_async(server.urls, "SMALL"), await feed(cfg), "alpha")
+    assert "the server takes fewer messages per batch (atomic publish batch is too large: 40)" \
+        in caplog.text
+
+
 async def test_a_tenant_moved_between_shards_is_in_the_stream_once(cluster: NatsCluster,
                                                                    tmp_path: Path) -> None:
     """While a tenant moves from shard alpha to shard beta, both take its webhooks (a
