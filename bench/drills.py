@@ -2,6 +2,7 @@
 
     python bench/drills.py kills [--kills 30] [--seed 7]   # SIGKILL at random moments
     python bench/drills.py peers [--minute 60]             # every peer misbehaves at once
+    python bench/drills.py nats [--kills 30] [--events 20000]  # two shards into NATS JetStream
     python bench/drills.py all
 
 The workload, the same for both: the Asteria gateway's websocket (mutual TLS) and
@@ -22,6 +23,12 @@ malformed payloads, an HTTP receiver failing half its requests or hanging). The
 daemon must stay up (same pid), `/readyz` must name what is unhealthy, the metrics
 must count it, and once the peers behave, everything recovers without a restart and
 the same end checks pass.
+
+`nats`: the scale-out drill (tests/test_nats_drill.py, longer): two `streamd run` shards
+publish their generators' events into one R3 stream on a three-node NATS cluster whose
+dedupe window is 1 s; the shards are SIGKILLed `--kills` times in turn at random
+moments, and one NATS node is killed for the middle third of the drill. The whole stream
+is then read back: every event of both feeds once, with its id and its feed line.
 """
 
 from __future__ import annotations
@@ -506,12 +513,41 @@ def drill_peers(minute: float, seed: int, keep: str | None) -> None:
         ])
 
 
+def drill_nats(kills: int, events: int, seed: int, keep: str | None) -> None:
+    from tests.test_nats_drill import run_drill
+
+    t0 = time.monotonic()
+    with TemporaryDirectory(prefix="streamd-drill-nats-") as tmp:
+        work = Path(keep or tmp)
+        made: list[Streamd] = []
+
+        def make(name: str, config: str) -> Streamd:
+            d = Streamd(work / name, config)
+            made.append(d)
+            return d
+
+        try:
+            seen = run_drill(work, make, kills=kills, count=events, rate=1000, seed=seed, say=print)
+        finally:
+            for d in made:
+                d.stop()
+    summary(f"NATS: two shards, {kills} SIGKILLs, a NATS node down for a third (seed {seed})", [
+        ("events in the two feeds", f"{seen['events']:,}"),
+        ("messages in the stream", f"{seen['messages']:,}"),
+        ("duplicates / events missing / other messages", "0 / 0 / 0"),
+        ("restarts that resumed after the stream's last message (past the SQLite offset)",
+         str(seen["resumed_from_stream"])),
+        ("wall time (s)", f"{time.monotonic() - t0:.0f}"),
+    ])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("drill", choices=["kills", "peers", "all"])
+    ap.add_argument("drill", choices=["kills", "peers", "nats", "all"])
     ap.add_argument("--kills", type=int, default=30)
     ap.add_argument("--minute", type=float, default=60.0, help="seconds the peers misbehave")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--events", type=int, default=20_000, help="nats: events per shard")
     ap.add_argument("--dir", help="work here (kept) instead of a temp dir")
     args = ap.parse_args()
     # The receiver's server reports each request a SIGKILL cut short; that is the drill, not news.
@@ -521,6 +557,8 @@ def main() -> None:
         drill_kills(args.kills, args.seed, args.dir and f"{args.dir}/kills")
     if args.drill in ("peers", "all"):
         drill_peers(args.minute, args.seed, args.dir and f"{args.dir}/peers")
+    if args.drill in ("nats", "all"):
+        drill_nats(args.kills, args.events, args.seed, args.dir and f"{args.dir}/nats")
 
 
 if __name__ == "__main__":

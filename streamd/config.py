@@ -11,6 +11,7 @@ config file's directory. Secret values are only ever references (see `secrets`).
 from __future__ import annotations
 
 import re
+import socket
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +26,7 @@ from .secrets import Secret, SecretError, is_reference, shown
 from .units import Duration, Size
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+SHARD_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 OPS = ("created", "updated", "deleted")
 
 
@@ -80,6 +82,9 @@ class HttpConfig(_Base, frozen=True):
 
 class DaemonConfig(_Base, frozen=True):
     shutdown_timeout: Duration = Duration(30.0)
+    # This host's name among the streamd hosts that publish into one NATS stream: in every
+    # subject and header the nats sink sends, and in /metrics (streamd_shard_info).
+    shard: str = msgspec.field(default_factory=socket.gethostname)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
 
@@ -361,6 +366,9 @@ def parse(text: str, *, origin: str = "<string>", base_dir: Path | None = None) 
 
     if http is not None:
         _check_http(http, problems)
+    if daemon is not None and not SHARD_RE.match(daemon.shard):
+        problems.append(f"daemon.shard: {daemon.shard!r} is not a shard name (letters, digits, "
+                        "'.', '_' and '-', at most 63; the default is the host name)")
     if store_cfg is not None:
         if store_cfg.commit_max_events < 1:
             problems.append("store.commit_max_events: must be at least 1")

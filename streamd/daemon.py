@@ -61,6 +61,7 @@ class Daemon:
                  clock: Callable[[], float] = time.time) -> None:
         self.cfg = cfg
         self.metrics = metrics or Metrics()
+        self.metrics.shard.info({"shard": cfg.daemon.shard})
         self.health = Health()
         self.notifier = notifier or Notifier()
         self._clock = clock
@@ -157,6 +158,10 @@ class Daemon:
         self.metrics.init_sink(name)
         component = self.health.add("sink", name, grace=kcfg.backoff.max.seconds, watched=True)
         sink = sink_spec(kcfg.type).build(name, kcfg)
+        # A sink that names this host to its peer (the nats sink's subjects) is told the shard.
+        attach_shard = getattr(sink, "attach_shard", None)
+        if callable(attach_shard):
+            attach_shard(self.cfg.daemon.shard)
         return Dispatcher(name, kcfg, sink, writer, await self._reader(), self.metrics, component)
 
     async def _shutdown(self) -> None:

@@ -19,6 +19,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from . import __version__
 
 _COMMIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# Finer where a healthy sink's delays are, so a p99 read from them means something.
+_ACK_BUCKETS = (0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1,
+                0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 
 
@@ -28,6 +31,7 @@ class Metrics:
         r = self.registry
 
         Info("streamd_build", "streamd version", registry=r).info({"version": __version__})
+        self.shard = Info("streamd_shard", "This streamd's shard name ([daemon] shard).", registry=r)
 
         # --- sources
         self.source_received = Counter(
@@ -149,6 +153,21 @@ class Metrics:
             "streamd_sink_postgres_batch_size_events",
             "Events a postgres sink's next batch may hold, adapted to its commit time (at most"
             " batch_max).", ["sink"], registry=r)
+
+        self.sink_nats_batches = Counter(
+            "streamd_sink_nats_batches_total",
+            "Atomic batches a nats sink sent, by outcome: stored (acked), found (the ack was"
+            " lost, the stream holds it), refused (the stream said no), unanswered (no ack).",
+            ["sink", "outcome"], registry=r)
+        self.sink_nats_skipped = Counter(
+            "streamd_sink_nats_skipped_events_total",
+            "Events a nats sink did not publish because the stream holds them, by reason: held"
+            " (this shard's batch whose ack was lost) or duplicate (another shard published the"
+            " same id within the stream's duplicate window).", ["sink", "reason"], registry=r)
+        self.sink_nats_ack_delay = Histogram(
+            "streamd_sink_nats_ack_delay_seconds",
+            "From an event's commit in the feed to JetStream's ack of its batch.",
+            ["sink"], buckets=_ACK_BUCKETS, registry=r)
 
         # --- shared
         self.dead_letters = Counter(

@@ -40,6 +40,11 @@ def add_parser(sub: Any, with_config: Callable[[argparse.ArgumentParser], argpar
     sp.add_argument("--since", metavar="TIME",
                     help="start with events committed since TIME (RFC 3339, or '15m' ago)")
     add_filters(sp)
+    sp.add_argument("--nats", metavar="SINK",
+                    help="print the NATS stream this nats sink publishes into (all shards), not "
+                         "the local feed; --from-seq is then a stream sequence")
+    sp.add_argument("--subject", metavar="FILTER",
+                    help="with --nats: only messages on these subjects (e.g. 'fin.acme.>')")
     sp.set_defaults(func=run)
 
 
@@ -85,7 +90,14 @@ def _for_terminal(line: bytes) -> bytes:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.subject and not args.nats:
+        print("streamd tail: --subject is for --nats", file=sys.stderr)
+        return 2
     try:
+        if args.nats:
+            from .tail_nats import tail_nats
+
+            return int(anyio.run(tail_nats, args))
         anyio.run(_tail, args)
     except KeyboardInterrupt:
         return 0

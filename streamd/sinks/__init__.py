@@ -12,6 +12,7 @@ SINKS: dict[str, str] = {
     "sftp": "streamd.sinks.sftp",
     "http": "streamd.sinks.http",
     "postgres": "streamd.sinks.postgres",
+    "nats": "streamd.sinks.nats",
 }
 
 

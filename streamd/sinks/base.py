@@ -6,7 +6,7 @@ moves the offset only after `deliver` returned. `deliver` raises `Retryable`
 (try the same batch later) or `Permanent` (this batch will never go through);
 anything else it raises is treated as retryable and logged with its traceback.
 
-Two optional members a sink may have, which the dispatcher looks for:
+Optional members a sink may have, which the dispatcher (and the daemon) look for:
 - `stable_batches = True`: a redelivered batch must hold exactly the events it held the
   first time (its receiver dedupes by a key derived from them, as the http sink's
   Idempotency-Key is); the dispatcher then records where a partial batch ends before
@@ -16,6 +16,8 @@ Two optional members a sink may have, which the dispatcher looks for:
 - `batch_size()`: the most events the next batch should hold (at most `batch_max`),
   asked before each read: for a sink that sizes its batches by how long they take (the
   postgres sink).
+- `attach_shard(shard)`: called once by the daemon with `[daemon] shard`, for a sink that
+  names this host to its peer (the nats sink's subjects and headers).
 
 And one optional protocol, `HoldsOffset`: a sink that writes its offset atomically with
 what it delivers (the postgres sink: in the same transaction as the rows) is the

@@ -1,0 +1,718 @@
+"""`type = "nats"`: the feed published into a NATS JetStream stream, exactly once
+(docs/sinks/nats.md, docs/scale-out.md).
+
+Each event is one message: the CloudEvent JSON as the body (the feed line without its
+newline, as the http sink sends it), `Nats-Msg-Id` = the event id, and headers
+`ce-type`, `ce-source`, `streamd-seq` (its feed seq) and `streamd-shard`. The subject
+comes from the `subject` template (`subjects`), and always holds the shard as a token.
+
+Exactly once, whatever the stream's `duplicate_window`: the stream itself is the offset
+of record. Every batch is one JetStream *atomic batch* (all of it stored, or none)
+whose first message says `Nats-Expected-Last-Subject-Sequence` = the stream seq of the
+last message this shard stored, over this shard's subject filter. So the stream takes
+a batch only right after the one before it: a batch sent twice (a retry after a lost
+ack, a straggler of a killed process) is stored once, and the other copy is refused
+(wrong last sequence), whatever time passed between them. What the shard stored last
+is read from the stream (its last message on the filter): at start (`recover`: its
+`streamd-seq` is where delivery resumes), and whenever an answer was lost or the
+stream refused a batch's expectation; the `Nats-Batch-Id` of that message says which
+of our attempts it was, and those events are not sent again. The SQLite offset moves
+only past acked (or found) events. Within a batch, messages are pipelined; batches go
+one at a time, in feed order, so each subject gets the feed's order.
+
+The stream's dedupe (`Nats-Msg-Id`, within its window) is left for what only it can
+see: the same event id from two shards, while a tenant moves (docs/scale-out.md). A
+batch holding such an id is refused whole (atomic); it is split until the duplicates
+are alone, and those are skipped and counted.
+
+Connection, TLS, authentication and stream problems are retryable, with the reason
+in /readyz and the log: a NATS cluster down, or a stream missing, holds the offset and
+loses nothing. An event too large for the server or the stream is refused for good
+(dead letters).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+import secrets
+import socket
+import ssl
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
+
+import anyio
+
+from ..config import SinkConfig
+from ..errors import ConfigError, Permanent, Retryable
+from ..metrics import Metrics
+from ..secrets import Secret, SecretError, is_key_material, is_reference
+from ..store import FeedEvent
+from ..units import Duration, Size
+from .base import SinkSpec
+from .subjects import MAX_SUBJECT, Template, covers, valid_pattern
+
+if TYPE_CHECKING:
+    from .nats_io import Connection, ConnectOptions
+
+log = logging.getLogger("streamd.sink")
+
+#: JetStream's default limit of messages in one atomic batch (`max_batch_size`).
+MAX_BATCH = 1000
+CONTENT_TYPE = "application/cloudevents+json"
+_STREAM_NAME = r"^[A-Za-z0-9_-]{1,64}$"
+
+
+class NatsSinkConfig(SinkConfig, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    # The cluster's servers: "nats://host:4222" or "tls://host:4222", several for a cluster.
+    servers: list[str]
+    # The stream to publish into; it must exist, unless `create = true`.
+    stream: str
+    # The subject of each event: tokens of literal text and {provider}, {source}, {tenant},
+    # {entity}, {op}, {type}, {shard}; the shard is appended when not in it.
+    subject: str = "streamd.{provider}.{tenant}.{entity}"
+    # Create the stream when it is missing (with the keys below); an existing one whose
+    # config differs from them is refused.
+    create: bool = False
+    # With create = true: the stream's subjects (default: "<first token of subject>.>"),
+    # replicas, storage, max_age (0s: no limit), max_bytes (0: no limit), duplicate_window.
+    subjects: list[str] = []
+    replicas: int = 3
+    storage: Literal["file", "memory"] = "file"
+    max_age: Duration = Duration(0.0)
+    max_bytes: Size = Size(0)
+    duplicate_window: Duration = Duration(120.0)
+    # Authentication, at most one way: a .creds file, an nkey seed, a token, or user + password.
+    credentials: Secret | None = None
+    nkey_seed: Secret | None = None
+    token: Secret | None = None
+    user: str | None = None
+    password: Secret | None = None
+    # TLS: the CA the servers are verified against (none: the system store), and a client
+    # certificate and key (a path, or for the key a secret reference) for mutual TLS.
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    # Allow plain nats:// to a host other than this machine (events and credentials in clear).
+    allow_plain: bool = False
+    # Connecting, each JetStream request, and the wait for a batch's ack.
+    timeout: Duration = Duration(10.0)
+    batch_max: int = MAX_BATCH
+
+
+# ---------------------------------------------------------------- config
+
+def _is_loopback(host: str) -> bool:
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def wants_tls(cfg: NatsSinkConfig) -> bool:
+    return (any(s.startswith("tls://") for s in cfg.servers) or cfg.ca is not None
+            or cfg.cert is not None)
+
+
+def tls_context(cfg: NatsSinkConfig) -> ssl.SSLContext:
+    """The servers verified against `ca`, else the system store (there is no way to turn
+    verification off); the client certificate for mutual TLS when given."""
+    from ..providers.asteria.config import key_file
+
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=cfg.ca)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if cfg.cert is not None and cfg.key is not None:
+        with key_file(cfg.key) as keyfile:
+            ctx.load_cert_chain(cfg.cert, keyfile)
+    return ctx
+
+
+def stream_subjects(cfg: NatsSinkConfig) -> list[str]:
+    return list(cfg.subjects) or [Template.parse(cfg.subject).prefix + ".>"]
+
+
+def _server_problems(cfg: NatsSinkConfig) -> list[str]:
+    import re
+
+    problems: list[str] = []
+    if not cfg.servers:
+        problems.append("servers: needs at least one server (\"nats://host:4222\")")
+    for i, server in enumerate(cfg.servers):
+        url = urlsplit(server)
+        try:
+            port_ok = url.port is None or 0 < url.port < 65536
+        except ValueError:
+            port_ok = False
+        if url.username is not None or url.password is not None:
+            problems.append(f"servers[{i}]: must not hold credentials (written inline); use "
+                            "credentials, nkey_seed, token or user + password")
+        elif url.scheme not in ("nats", "tls") or not url.hostname or not port_ok \
+                or url.path not in ("", "/") or url.query:
+            problems.append(f"servers[{i}]: expected \"nats://host:port\" or \"tls://host:port\", "
+                            f"got {server!r}")
+        elif not wants_tls(cfg) and not _is_loopback(url.hostname) and not cfg.allow_plain:
+            problems.append(f"servers[{i}]: plain nats:// to {url.hostname} would send the events"
+                            + (" and the credentials" if _has_auth(cfg) else "")
+                            + " unencrypted; use tls:// (and ca), or set allow_plain = true if the "
+                            "network between is trusted (only this machine is allowed without)")
+    if cfg.allow_plain and wants_tls(cfg):
+        problems.append("allow_plain: only used without TLS (no tls:// server, ca or cert)")
+    if not re.match(_STREAM_NAME, cfg.stream):
+        problems.append(f"stream: {cfg.stream!r} is not a stream name (letters, digits, '_', '-')")
+    return problems
+
+
+def _has_auth(cfg: NatsSinkConfig) -> bool:
+    return any(v is not None for v in (cfg.credentials, cfg.nkey_seed, cfg.token, cfg.user))
+
+
+def _auth_problems(cfg: NatsSinkConfig) -> list[str]:
+    problems: list[str] = []
+    ways = [n for n, v in (("credentials", cfg.credentials), ("nkey_seed", cfg.nkey_seed),
+                           ("token", cfg.token), ("user", cfg.user)) if v is not None]
+    if len(ways) > 1:
+        problems.append(f"{', '.join(ways)}: set one way to authenticate, not {len(ways)}")
+    if cfg.user is not None and cfg.password is None:
+        problems.append("password: required with user (a secret reference)")
+    if cfg.password is not None and cfg.user is None:
+        problems.append("password: only used with user")
+    if cfg.user is not None and is_reference(cfg.user):
+        problems.append("user: a user name, not a secret reference (the password is the secret)")
+    if cfg.credentials is not None and "-----BEGIN NATS USER JWT-----" not in cfg.credentials.reveal():
+        problems.append(f"credentials: {cfg.credentials.reference} is not a .creds file (no "
+                        "\"-----BEGIN NATS USER JWT-----\" block)")
+    if cfg.nkey_seed is not None and not cfg.nkey_seed.reveal().strip().startswith("SU"):
+        problems.append(f"nkey_seed: {cfg.nkey_seed.reference} is not a user nkey seed (\"SU…\")")
+    return problems
+
+
+def _tls_problems(cfg: NatsSinkConfig) -> list[str]:
+    problems: list[str] = []
+    if (cfg.cert is None) != (cfg.key is None):
+        problems.append("cert, key: a client certificate needs both (or neither)")
+    for name, value in (("ca", cfg.ca), ("cert", cfg.cert), ("key", cfg.key)):
+        if value is None:
+            continue
+        if is_key_material(value):
+            # Never echoed: for `key` it is the private key itself.
+            problems.append(f"{name}: holds PEM text; give the path of a file that holds it"
+                            + (", or a secret reference" if name == "key" else ""))
+        elif name == "key" and is_reference(value):
+            try:
+                Secret.resolve(value)
+            except SecretError as exc:
+                problems.append(f"key: {exc}")
+        elif not Path(value).is_file():
+            problems.append(f"{name}: {value} is not a readable file")
+    if not problems:
+        try:
+            tls_context(cfg)
+        except (ssl.SSLError, OSError, SecretError) as exc:
+            # The error names files and a reason, never key material.
+            why = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or type(exc).__name__
+            problems.append(f"ca: cannot load the CA, or the client certificate and key ({why})")
+    return problems
+
+
+def _validate(cfg: NatsSinkConfig) -> list[str]:
+    problems = _server_problems(cfg)
+    template = Template.parse(cfg.subject)
+    if template.problem:
+        problems.append(f"subject: {template.problem}")
+    for i, s in enumerate(cfg.subjects):
+        if not valid_pattern(s):
+            problems.append(f"subjects[{i}]: {s!r} is not a NATS subject")
+    if cfg.subjects and not cfg.create:
+        problems.append("subjects: only used with create = true (the stream's own subjects)")
+    elif cfg.subjects and not template.problem and all(valid_pattern(s) for s in cfg.subjects):
+        if not any(covers(s, template.filter("x")) for s in cfg.subjects):
+            problems.append(f"subjects: none of {cfg.subjects} covers the subject template "
+                            f"{cfg.subject!r}")
+    if not 1 <= cfg.replicas <= 5:
+        problems.append("replicas: must be between 1 and 5")
+    if cfg.max_age.seconds < 0 or cfg.duplicate_window.seconds < 0:
+        problems.append("max_age, duplicate_window: must not be negative")
+    elif cfg.max_age.seconds and cfg.duplicate_window.seconds > cfg.max_age.seconds:
+        problems.append("duplicate_window: must not be longer than max_age")
+    problems += _auth_problems(cfg)
+    problems += _tls_problems(cfg)
+    if cfg.timeout.seconds <= 0:
+        problems.append("timeout: must be more than 0")
+    if cfg.batch_max > MAX_BATCH:
+        problems.append(f"batch_max: at most {MAX_BATCH} (a batch is one JetStream atomic batch, "
+                        f"and {MAX_BATCH} messages is the server's default limit)")
+    return problems
+
+
+def _warnings(cfg: NatsSinkConfig) -> list[str]:
+    hosts = [urlsplit(s).hostname or "" for s in cfg.servers]
+    remote = [h for h in hosts if not _is_loopback(h)]
+    if cfg.allow_plain and remote and not wants_tls(cfg):
+        what = "the events and the credentials" if _has_auth(cfg) else "the events"
+        return [f"servers: plain nats:// to {', '.join(remote)}: {what} cross the network "
+                "unencrypted (allow_plain = true)"]
+    return []
+
+
+def default_shard() -> str:
+    return socket.gethostname()
+
+
+# ---------------------------------------------------------------- messages
+
+@dataclass(frozen=True)
+class Message:
+    """One event as published: its feed seq, its id (Nats-Msg-Id), subject, its own header
+    lines (`Name: value\r\n`, encoded once), body, and when it was committed (unix ms)."""
+
+    seq: int
+    id: str
+    subject: str
+    head: bytes
+    body: bytes
+    committed_ms: int = 0
+
+    def with_header(self, name: str, value: str) -> Message:
+        return Message(self.seq, self.id, self.subject, self.head + f"{name}: {value}\r\n".encode(),
+                       self.body, self.committed_ms)
+
+    @property
+    def size(self) -> int:
+        """What NATS counts against max_payload: the header block (with the batch's own
+        headers, ~250 bytes) and the body."""
+        return len(self.head) + 250 + len(self.body)
+
+
+def header_lines(headers: dict[str, str]) -> bytes:
+    """`Name: value\r\n` lines. The values are the sink's own (ids, names from the config,
+    numbers): a line break in one would end the header block early, so it is refused."""
+    text = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    if text.count("\n") != len(headers) or text.count("\r") != len(headers):
+        raise ValueError("a header value holds a line break")
+    return text.encode()
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A message the stream holds: its stream seq and headers."""
+
+    seq: int
+    headers: dict[str, str]
+
+    def int_header(self, name: str) -> int:
+        value = self.headers.get(name, "")
+        return int(value) if value.isdigit() else 0
+
+
+# ---------------------------------------------------------------- the sink
+
+class NatsSink:
+    """One shard's publisher into one stream. What it knows of the stream: `_tail`, the
+    stream seq and feed seq of the last message this shard stored (None: ask the stream);
+    `_attempts`, the batches sent since then whose answer has not come (by batch id);
+    `_unsure`, whether one of them may have been stored unseen."""
+
+    def __init__(self, name: str, cfg: NatsSinkConfig) -> None:
+        self.name = name
+        self.cfg = cfg
+        self.template = Template.parse(cfg.subject)
+        for warning in _warnings(cfg):
+            log.warning("sink %s: %s", name, warning)
+        self._conn: Connection | None = None
+        self._tail: tuple[int, int] | None = None
+        self._attempts: dict[str, list[Message]] = {}
+        self._unsure = True
+        # Feed seq ranges found in the stream (a batch whose ack was lost): the events
+        # delivered in them are not sent again.
+        self._held: list[tuple[int, int]] = []
+        self._high = 0  # the highest feed seq this shard has in the stream
+        self._cap = cfg.batch_max  # messages per atomic batch (lowered if the server says so)
+        self._stream_ok = False
+        self._metrics: Metrics | None = None
+        self._problem = ""  # the last reason publishing failed, logged once
+        self._routes: dict[tuple[str, ...], tuple[str, bytes]] = {}
+        self.attach_shard(default_shard())
+
+    def __repr__(self) -> str:
+        return f"NatsSink({self.name!r}, stream {self.cfg.stream}, shard {self.shard})"
+
+    def attach_shard(self, shard: str) -> None:
+        """The daemon's `[daemon] shard`: in every subject and header, and the filter the
+        sink asks the stream about."""
+        self.shard = shard
+        self._routes = {}
+        self.filter = self.template.filter(shard)
+
+    def attach_metrics(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+        for outcome in ("stored", "found", "refused", "unanswered"):
+            metrics.sink_nats_batches.labels(self.name, outcome)
+        for reason in ("held", "duplicate"):
+            metrics.sink_nats_skipped.labels(self.name, reason)
+
+    # ------------------------------------------------------------ connection
+
+    def connect_options(self) -> ConnectOptions:
+        """How to connect (reads the CA and key files: call it off the event loop)."""
+        from .nats_io import ConnectOptions
+
+        cfg = self.cfg
+        try:
+            tls = tls_context(cfg)
+        except (ssl.SSLError, OSError, SecretError) as exc:
+            why = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or type(exc).__name__
+            raise Retryable(f"cannot load the CA or the client certificate ({why})") from None
+
+        def reveal(secret: Secret | None) -> str | None:
+            return secret.reveal() if secret is not None else None
+
+        return ConnectOptions(
+            servers=list(cfg.servers), name=f"streamd {self.shard}/{self.name}",
+            timeout=cfg.timeout.seconds, tls=tls, require_tls=wants_tls(cfg),
+            credentials=reveal(cfg.credentials), nkey_seed=reveal(cfg.nkey_seed),
+            token=reveal(cfg.token), user=cfg.user, password=reveal(cfg.password))
+
+    async def _connection(self) -> Connection:
+        if self._conn is not None and self._conn.lost is None:
+            return self._conn
+        await self._drop()
+        from .nats_io import Connection
+
+        # Loading the CA and the key reads files: not on the event loop.
+        opts = await anyio.to_thread.run_sync(self.connect_options)
+        conn = await Connection.open(opts)
+        try:
+            await self._check_stream(conn)
+        except BaseException:
+            await conn.close()
+            raise
+        log.info("sink %s: connected to %s (%s); publishing into stream %s as shard %s",
+                 self.name, conn.server, conn.nc.connected_server_version, self.cfg.stream, self.shard)
+        self._conn = conn
+        return conn
+
+    async def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            self._unsure = self._unsure or bool(self._attempts)
+            await conn.close()
+
+    async def aclose(self) -> None:
+        await self._drop()
+
+    async def _check_stream(self, conn: Connection) -> None:
+        """The stream exists (or is created) and can take this sink's batches; with
+        create = true, its config is the sink's."""
+        cfg = self.cfg
+        info = await conn.stream_info(cfg.stream)
+        if info is None:
+            if not cfg.create:
+                raise Retryable(f"stream {cfg.stream} does not exist (create = false): create it, "
+                                "or set create = true")
+            info = await conn.add_stream(self._stream_config())
+            log.info("sink %s: created stream %s (subjects %s, %d replicas, %s storage)", self.name,
+                     cfg.stream, ", ".join(stream_subjects(cfg)), cfg.replicas, cfg.storage)
+        problems = self._stream_problems(info.config)
+        if problems:
+            raise Retryable(f"stream {cfg.stream}: " + "; ".join(problems) + "; not publishing")
+        if not self._stream_ok:
+            self._stream_ok = True
+            window = info.config.duplicate_window or 0
+            log.info("sink %s: stream %s: %s replicas, duplicate_window %gs (exactly once does not "
+                     "depend on it)", self.name, cfg.stream, info.config.num_replicas, window)
+
+    def _stream_config(self) -> Any:
+        from nats.js.api import StorageType, StreamConfig
+
+        cfg = self.cfg
+        return StreamConfig(
+            name=cfg.stream, subjects=stream_subjects(cfg), num_replicas=cfg.replicas,
+            storage=StorageType.FILE if cfg.storage == "file" else StorageType.MEMORY,
+            max_age=cfg.max_age.seconds or None, max_bytes=cfg.max_bytes.bytes or None,
+            duplicate_window=cfg.duplicate_window.seconds, allow_atomic=True)
+
+    def _stream_problems(self, sc: Any) -> list[str]:
+        cfg = self.cfg
+        problems: list[str] = []
+        if not sc.allow_atomic:
+            problems.append("allow_atomic is off: the sink publishes atomic batches (nats-server "
+                            "2.12 or later), which the stream must allow (\"allow_atomic\": true)")
+        if not any(covers(s, self.filter) for s in sc.subjects or []):
+            problems.append(f"its subjects {sc.subjects or []} do not cover {self.filter}")
+        if sc.sealed:
+            problems.append("it is sealed")
+        if sc.mirror is not None:
+            problems.append("it is a mirror (it takes no publishes)")
+        if sc.no_ack:
+            problems.append("no_ack is on (the sink needs JetStream's acks)")
+        if cfg.create:
+            mine = self._stream_config()
+            for key, theirs, ours in (
+                    ("subjects", sorted(sc.subjects or []), sorted(mine.subjects)),
+                    ("replicas", sc.num_replicas, mine.num_replicas),
+                    ("storage", str(getattr(sc.storage, "value", sc.storage)), mine.storage.value),
+                    ("max_age", sc.max_age or 0, mine.max_age or 0),
+                    ("max_bytes", sc.max_bytes if sc.max_bytes and sc.max_bytes > 0 else 0,
+                     mine.max_bytes or 0),
+                    ("duplicate_window", sc.duplicate_window or 0, mine.duplicate_window)):
+                if theirs != ours:
+                    problems.append(f"{key} is {theirs}, the sink's config says {ours} (create = "
+                                    "true: the sink's keys are the stream's config)")
+        return problems
+
+    # ------------------------------------------------------------ what the stream holds
+
+    async def recover(self) -> int:
+        """Where this shard's messages in the stream end: delivery resumes after it."""
+        with self._reported():
+            return await self._recover()
+
+    async def deliver(self, events: Sequence[FeedEvent]) -> None:
+        with self._reported():
+            await self._deliver(events)
+
+    @contextlib.contextmanager
+    def _reported(self) -> Iterator[None]:
+        """Each new reason the sink cannot publish, logged once as a warning (the dispatcher
+        logs every retry at info, and /readyz shows the latest)."""
+        try:
+            yield
+        except Retryable as exc:
+            if str(exc) != self._problem:
+                self._problem = str(exc)
+                log.warning("sink %s: %s", self.name, exc)
+            raise
+        if self._problem:
+            self._problem = ""
+            log.info("sink %s: publishing into stream %s again", self.name, self.cfg.stream)
+
+    async def _recover(self) -> int:
+        conn = await self._connection()
+        self._tail = None
+        await self._resolve(conn, [])
+        if self._high:
+            log.info("sink %s: stream %s holds shard %s's events up to seq %d (stream seq %d)",
+                     self.name, self.cfg.stream, self.shard, self._high, self._tail[0] if self._tail else 0)
+        return self._high
+
+    def _adopt(self, last: Stored | None) -> None:
+        if last is None:
+            self._tail = (0, 0)
+            return
+        seq = last.int_header("streamd-seq")
+        self._tail = (last.seq, seq)
+        self._high = max(self._high, seq, last.int_header("streamd-high"))
+
+    async def _resolve(self, conn: Connection, pending: Sequence[Message]) -> None:
+        """Learn what the stream holds from this shard since `_tail`: which of our unanswered
+        batches (if any) was stored. Its feed seqs go to `_held`, not to be sent again."""
+        last = await conn.last(self.cfg.stream, self.filter)
+        known = self._tail
+        if known is None or last is None or last.seq <= known[0]:
+            if known is not None and (last is None or last.seq < known[0]):
+                log.warning("sink %s: shard %s's last message in stream %s is gone (max_age, "
+                            "max_bytes or a purge?); continuing after what it holds now", self.name,
+                            self.shard, self.cfg.stream)
+        else:
+            stored = self._attempts.get(last.headers.get("Nats-Batch-Id", ""))
+            # A batch is a run of consecutive events (those between them already held).
+            held = ((stored[0].seq, stored[-1].seq) if stored
+                    else await self._predecessor(conn, last, pending))
+            self._held.append(held)
+            self._count("found")
+            log.info("sink %s: a batch whose ack was lost is in stream %s (seqs %d to %d); not "
+                     "sending it again", self.name, self.cfg.stream, *held)
+        self._adopt(last)
+        self._attempts.clear()
+        self._unsure = False
+
+    def _is_held(self, seq: int) -> bool:
+        return any(lo <= seq <= hi for lo, hi in self._held)
+
+    async def _predecessor(self, conn: Connection, last: Stored,
+                           pending: Sequence[Message]) -> tuple[int, int]:
+        """A batch this process did not send landed after what it knew: a straggler of the
+        process before it (killed while its batch was on the way), when its first message is
+        one of the events at hand; else another process publishes as this shard."""
+        n = last.int_header("Nats-Batch-Sequence") or 1
+        first = last if n == 1 else await conn.get(self.cfg.stream, last.seq - n + 1)
+        mine = {m.seq: m for m in pending}
+        if first is not None:
+            m = mine.get(first.int_header("streamd-seq"))
+            if m is not None and first.headers.get("Nats-Msg-Id") == m.id:
+                return m.seq, last.int_header("streamd-seq")
+        raise Retryable(f"stream {self.cfg.stream}: a batch this sink did not send was stored as "
+                        f"shard {self.shard!r} (stream seq {last.seq}): another streamd, or another "
+                        "sink of this one, publishes as the same shard into this stream; give each "
+                        "host its own [daemon] shard, and each sink its own subject")
+
+    # ------------------------------------------------------------ delivery
+
+    def _route(self, e: FeedEvent) -> tuple[str, bytes]:
+        """The event's subject, and its header lines but the id and seq: made once per
+        (source, tenant, entity, op), as a batch holds few of them."""
+        key = (e.provider, e.source, e.tenant, e.entity, e.op)
+        route = self._routes.get(key)
+        if route is None:
+            if len(self._routes) >= 4096:
+                self._routes.clear()
+            subject = self.template.render({
+                "provider": e.provider, "source": e.source, "tenant": e.tenant,
+                "entity": e.entity, "op": e.op, "type": e.type, "shard": self.shard})
+            if len(subject) > MAX_SUBJECT:
+                raise Permanent(f"event {e.id} (seq {e.seq}): its subject would be {len(subject)} "
+                                f"bytes (at most {MAX_SUBJECT})")
+            try:
+                head = header_lines({"content-type": CONTENT_TYPE, "ce-type": e.type,
+                                     "ce-source": f"/{e.provider}/{e.source}",
+                                     "streamd-shard": self.shard})
+            except ValueError as exc:
+                raise Permanent(f"event {e.id} (seq {e.seq}): {exc}") from None
+            route = self._routes[key] = (subject, head)
+        return route
+
+    def _message(self, e: FeedEvent) -> Message:
+        subject, head = self._route(e)
+        body = e.line[:-1] if e.line.endswith(b"\n") else e.line
+        # The id is hex and the seq a number: no line break can come with them.
+        head = b"Nats-Msg-Id: %s\r\nstreamd-seq: %d\r\n%s" % (e.id.encode(), e.seq, head)
+        return Message(e.seq, e.id, subject, head, body, e.received_ms)
+
+    async def _deliver(self, events: Sequence[FeedEvent]) -> None:
+        messages = [self._message(e) for e in events]
+        conn = await self._connection()
+        limit = conn.max_payload
+        for m in messages:
+            if m.size > limit:
+                raise Permanent(f"event {m.id} (seq {m.seq}) is {m.size} bytes with its headers; the "
+                                f"server takes at most {limit} (max_payload)")
+        if self._unsure or self._tail is None:
+            await self._resolve(conn, messages)
+        todo = [m for m in messages if not self._is_held(m.seq)]
+        if self._metrics is not None and len(todo) < len(messages):
+            self._metrics.sink_nats_skipped.labels(self.name, "held").inc(len(messages) - len(todo))
+        for i in range(0, len(todo), self._cap):
+            await self._commit(conn, todo[i:i + self._cap])
+        # Found events stay held until delivery has passed them: a batch the dispatcher
+        # splits (an event refused for good) comes back in parts.
+        if messages:
+            upto = messages[-1].seq
+            self._held = [(lo, hi) for lo, hi in self._held if hi > upto]
+
+    async def _commit(self, conn: Connection, batch: list[Message]) -> None:
+        """Store `batch` (after `_tail`), splitting it where the stream wants that."""
+        from .nats_io import DUPLICATE, MESSAGE_TOO_LARGE, TOO_LARGE_BATCH, WRONG_LAST, Refused
+
+        for _ in range(3):
+            batch = [m for m in batch if not self._is_held(m.seq)]
+            if not batch:
+                return
+            before = self._tail
+            try:
+                await self._send(conn, batch)
+                return
+            except Refused as exc:
+                if exc.code in (WRONG_LAST, DUPLICATE):
+                    # Our own batch may be in the stream already (a straggler, an ack lost
+                    # while we retried): ask before anything else.
+                    await self._resolve(conn, batch)
+                    if exc.code == DUPLICATE and self._tail == before:
+                        await self._split_duplicates(conn, [m for m in batch
+                                                            if not self._is_held(m.seq)])
+                        return
+                    continue
+                if exc.code in (TOO_LARGE_BATCH, MESSAGE_TOO_LARGE) and len(batch) > 1:
+                    if exc.code == TOO_LARGE_BATCH:
+                        self._cap = max(len(batch) // 2, 1)
+                        log.warning("sink %s: the server takes fewer messages per batch (%s); "
+                                    "sending batches of %d", self.name, exc.description, self._cap)
+                    half = len(batch) // 2
+                    await self._commit(conn, batch[:half])
+                    await self._commit(conn, batch[half:])
+                    return
+                if exc.code == MESSAGE_TOO_LARGE:
+                    raise Permanent(f"event {batch[0].id} (seq {batch[0].seq}): stream "
+                                    f"{self.cfg.stream} refused it: {exc.description}") from None
+                raise Retryable(f"stream {self.cfg.stream} refused a batch: {exc}") from None
+        raise Retryable(f"stream {self.cfg.stream} keeps refusing this shard's expected last "
+                        "sequence; asking again")
+
+    async def _split_duplicates(self, conn: Connection, batch: list[Message]) -> None:
+        """The stream's dedupe holds ids of this batch (another shard published them within
+        the duplicate window): halve it until each such event is alone, and skip those."""
+        from .nats_io import DUPLICATE, Refused
+
+        if not batch:
+            return
+        if len(batch) == 1:
+            try:
+                await self._send(conn, batch)
+            except Refused as exc:
+                if exc.code != DUPLICATE:
+                    raise Retryable(f"stream {self.cfg.stream} refused a batch: {exc}") from None
+                m = batch[0]
+                log.info("sink %s: event %s (seq %d) is in stream %s already (another shard "
+                         "published it within the duplicate window); not published again",
+                         self.name, m.id, m.seq, self.cfg.stream)
+                if self._metrics is not None:
+                    self._metrics.sink_nats_skipped.labels(self.name, "duplicate").inc()
+            return
+        half = len(batch) // 2
+        await self._commit(conn, batch[:half])
+        await self._commit(conn, batch[half:])
+
+    async def _send(self, conn: Connection, batch: list[Message]) -> None:
+        from .nats_io import Refused
+
+        assert self._tail is not None
+        name = secrets.token_hex(12)
+        last = batch[-1]
+        if last.seq < self._high:  # a dead letter sent again: say how far the shard got
+            last = last.with_header("streamd-high", str(self._high))
+            batch = [*batch[:-1], last]
+        self._attempts[name] = batch
+        try:
+            seq = await conn.commit(name, batch, expect=self._tail[0], shard_subjects=self.filter)
+        except Refused:
+            self._attempts.pop(name, None)
+            self._count("refused")
+            raise
+        except Retryable:
+            self._unsure = True
+            self._count("unanswered")
+            await self._drop()
+            raise
+        self._attempts.clear()
+        self._tail = (seq, last.seq)
+        self._high = max(self._high, last.seq)
+        self._count("stored")
+        if self._metrics is not None:  # the batch's oldest event: every other one waited less
+            oldest = min(m.committed_ms for m in batch)
+            self._metrics.sink_nats_ack_delay.labels(self.name).observe(
+                max(_now_ms() - oldest, 0) / 1000.0)
+
+    def _count(self, outcome: str) -> None:
+        if self._metrics is not None:
+            self._metrics.sink_nats_batches.labels(self.name, outcome).inc()
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _build(name: str, cfg: NatsSinkConfig) -> NatsSink:
+    try:
+        return NatsSink(name, cfg)
+    except SecretError as exc:
+        raise ConfigError(f"sinks.{name}: {exc}") from None
+
+
+SPEC = SinkSpec(config=NatsSinkConfig, build=_build, validate=_validate, warnings=_warnings,
+                path_fields=("ca", "cert", "key"))
