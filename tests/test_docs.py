@@ -34,12 +34,17 @@ def documents() -> list[Path]:
     return [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 
 
+# The Unicode categories github-slugger keeps: letters, marks, decimal and letter numbers,
+# connector punctuation (`_`). It drops the rest (other numbers such as `²`, punctuation,
+# symbols, separators, controls) except `-` and the space, which becomes `-`. It also keeps
+# the few symbols Unicode calls alphabetic (`Ⓐ`); this does not, and no heading has one.
+_KEPT = frozenset({"Lu", "Ll", "Lt", "Lm", "Lo", "Mn", "Mc", "Me", "Nd", "Nl", "Pc"})
+
+
 def slug(text: str) -> str:
-    """GitHub's heading id (github-slugger) for a heading's rendered text: lowercase;
-    keep letters, marks, digits, connector punctuation (`_`), `-` and spaces; drop every
-    other character; then each space becomes `-`."""
-    kept = "".join(c for c in text.lower()
-                   if c in " -" or unicodedata.category(c)[0] in "LMN" or unicodedata.category(c) == "Pc")
+    """GitHub's heading id (github-slugger) for a heading's rendered text: lowercased,
+    the characters of `_KEPT` categories and `-` kept, each space made `-`."""
+    kept = "".join(c for c in text.lower() if c in " -" or unicodedata.category(c) in _KEPT)
     return kept.replace(" ", "-")
 
 
@@ -177,6 +182,7 @@ def test_github_slugs() -> None:
         "Store appends on a 1,000,000-event feed": "store-appends-on-a-1000000-event-feed",
         "**Bold** and [a link](x.md) and _emphasis_": "bold-and-a-link-and-emphasis",
         "Überweisung — Zahlungsstatus": "überweisung--zahlungsstatus",
+        "Squares² and ½ are dropped": "squares-and--are-dropped",
     }
     assert {h: slug(rendered(h)) for h in cases} == cases
 
