@@ -27,14 +27,6 @@ class _Entity(msgspec.Struct, frozen=True, kw_only=True):
     pass
 
 
-class PartyRef(_Entity, frozen=True, kw_only=True):
-    """A pointer from one entity to a party: the key, and what is known of it."""
-
-    key: str | None = None
-    name: str | None = None
-    number: str | None = None
-
-
 class Address(_Entity, frozen=True, kw_only=True):
     line1: str | None = None
     line2: str | None = None
@@ -42,6 +34,18 @@ class Address(_Entity, frozen=True, kw_only=True):
     city: str | None = None
     region: str | None = None
     country: Country | None = None
+
+
+class PartyRef(_Entity, frozen=True, kw_only=True):
+    """A pointer from one entity to a party: the key, and what is known of it."""
+
+    key: str | None = None
+    name: str | None = None
+    number: str | None = None
+    # What the referring record says of the party's tax identity and where it is (for VAT:
+    # reverse charge turns on the customer's country and VAT number).
+    vat_number: str | None = None
+    address: Address | None = None
 
 
 class Party(_Entity, frozen=True, kw_only=True):
@@ -106,9 +110,14 @@ class Invoice(_Entity, frozen=True, kw_only=True):
     # receivable: we billed a customer (sales); payable: a supplier billed us (purchase)
     direction: Literal["receivable", "payable"]
     number: str | None = None
+    # The provider's globally unique id of the document (HORISEN's documentUuid).
+    uuid: str | None = None
     party: PartyRef | None = None
     issued: dt.date | None = None
     due: dt.date | None = None
+    # The service period the document bills, first and last day.
+    period_start: dt.date | None = None
+    period_end: dt.date | None = None
     paid: dt.date | None = None
     status: InvoiceStatus = "unknown"
     provider_status: str | None = None
@@ -117,6 +126,8 @@ class Invoice(_Entity, frozen=True, kw_only=True):
     tax: Decimal | None = None
     total: Decimal
     unpaid: Decimal | None = None
+    # Amount paid so far, as the provider sums it.
+    paid_amount: Decimal | None = None
     converted_currency: Currency | None = None
     converted_net: Decimal | None = None
     converted_tax: Decimal | None = None
@@ -127,6 +138,9 @@ class Invoice(_Entity, frozen=True, kw_only=True):
     payments: list[PaymentRef] = []
     # Traffic billed by the invoice, where the provider reports it (HORISEN).
     traffic: list[TrafficLine] = []
+    # The provider has traffic reports for this invoice that could not be fetched (a
+    # dead-lettered invoice taken again): `traffic` is empty for that reason alone.
+    traffic_missing: bool = False
     created_at: dt.datetime | None = None
     updated_at: dt.datetime | None = None
 

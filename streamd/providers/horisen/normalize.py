@@ -6,11 +6,16 @@ docs/providers/horisen.md.
 
 - The key is the document's `id` (`document_key` reads it alone, so a document that does
   not normalize can still be tracked by the poller).
-- Stamps (`statusDt`, `insertDt`) are `YYYY-MM-DD HH:MM:SS` in UTC, or RFC 3339 with an
-  offset or `Z` (converted to UTC). Date fields keep the date as written.
+- Stamps (`statusDt`, `insertDt`) are `YYYY-MM-DD HH:MM:SS`, read as UTC, or RFC 3339 with
+  an offset or `Z` (converted to UTC). HORISEN writes no zone and documents none; UTC is
+  what a server-side stamp without a zone most often is, and nothing streamd decides
+  depends on it being right: the poller's cursor compares HORISEN's stamps only with
+  each other, so a platform on local time shifts `time` and `updated_at` by its offset
+  and loses no change. Date fields keep the date as written.
 - `time` is `statusDt`, else `insertDt`, else when streamd received the document.
 - Amounts stay `Decimal` from the wire to the feed, as sent (`net + tax` that differs from
-  `total` is neither corrected nor refused).
+  `total` is neither corrected nor refused). A document whose `total` is below zero is a
+  credit note (HORISEN lists no document type).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal, localcontext
+from decimal import localcontext
 from typing import get_args
 
 import msgspec
@@ -40,15 +45,9 @@ from ...model.fields import text as _text
 from ...model.fields import utc as _utc
 from . import wire
 
-#: An amount with more digits than this before the point, or after it, is refused: no
-#: ledger holds one (SQL's decimal(38) is the widest), and it keeps `1E+999999` from
-#: becoming a huge integer and `1E-999999` from becoming a huge string.
-
-
 _UNIFIED: dict[str, InvoiceStatus] = {s: s for s in get_args(InvoiceStatus)}
 #: `wire.DOCUMENT_STATUS`, typed (a unified status the model does not know fails at import).
 _STATUS: dict[str, InvoiceStatus] = {k: _UNIFIED[v] for k, v in wire.DOCUMENT_STATUS.items()}
-#: msgspec raises RecursionError for JSON nested deeper than it follows.
 
 
 class _Id(msgspec.Struct):
@@ -65,9 +64,6 @@ class NormalizedDocument:
     party: tuple[str, Party] | None  # (str(bizPartnerId), the customer); None without bizPartnerId
     time: datetime  # UTC: statusDt, else insertDt, else received_at
     status_dt: str | None  # `statusDt` as sent (the poller's changed-since cursor); None when blank
-    #: What a change is judged on: (status, paymentStatus, totalUnpaid as a normalized
-    #: decimal string, paymentStatusDate), "" for an absent one.
-    watch: tuple[str, ...]
 
 
 def document_key(raw: bytes) -> str:
@@ -104,17 +100,14 @@ def normalize_document(
                 lines.append(_traffic(row))
             except Rejected as exc:
                 raise Rejected(f"traffic[{i}]: {exc.reason}") from None
-        invoice, unpaid = _invoice(doc, lines)
-        invoice = checked(invoice)
+        invoice = checked(_invoice(doc, lines))
         party_key = _ident(doc.bizPartnerId)
         party = (party_key, checked(_party(doc))) if party_key is not None else None
     except Rejected as exc:
         raise Rejected(f"document {key}: {exc.reason}") from None
-    watch = (_text(doc.status) or "", _text(doc.paymentStatus) or "",
-             _canonical(unpaid), _text(doc.paymentStatusDate) or "")
     time = invoice.updated_at or invoice.created_at or _utc(received_at)
     return NormalizedDocument(key=key, invoice=invoice, party=party, time=time,
-                              status_dt=doc.statusDt if _text(doc.statusDt) else None, watch=watch)
+                              status_dt=doc.statusDt if _text(doc.statusDt) else None)
 
 
 def normalize_traffic(raw: bytes) -> TrafficLine:
@@ -137,7 +130,7 @@ def traffic_rows(raw: bytes) -> list[bytes]:
 
 # ---------------------------------------------------------------- builders
 
-def _invoice(doc: wire.Document, traffic: list[TrafficLine]) -> tuple[Invoice, Decimal | None]:
+def _invoice(doc: wire.Document, traffic: list[TrafficLine]) -> Invoice:
     currency = _currency(doc.currencyCode, "currencyCode")
     if currency is None:
         raise Rejected("currencyCode missing")
@@ -158,24 +151,27 @@ def _invoice(doc: wire.Document, traffic: list[TrafficLine]) -> tuple[Invoice, D
     converted = _currency(doc.domesticCurrencyCode, "domesticCurrencyCode")
     start, end = _date(doc.periodStart, "periodStart"), _date(doc.periodEnd, "periodEnd")
     party_key = _ident(doc.bizPartnerId)
-    invoice = Invoice(
-        kind="invoice", direction="receivable", number=_text(doc.documentNumber),
-        party=PartyRef(key=party_key, name=_text(doc.bizPartner.name) if doc.bizPartner else None,
-                       number=_text(doc.bizPartnerExternalRefId)) if party_key is not None else None,
+    party = None
+    if party_key is not None:
+        bp = doc.bizPartner or wire.BizPartner()
+        party = PartyRef(key=party_key, name=_text(bp.name), number=_text(doc.bizPartnerExternalRefId),
+                         vat_number=_text(bp.vatNumber), address=_address(bp))
+    return Invoice(
+        kind="credit_note" if total < 0 else "invoice", direction="receivable",
+        number=_text(doc.documentNumber), uuid=_text(doc.documentUuid), party=party,
         issued=_date(doc.documentDate, "documentDate"), due=_date(doc.dueDate, "dueDate"),
-        paid=paid_on if paying == "paid" else None,
+        period_start=start, period_end=end, paid=paid_on if paying == "paid" else None,
         status=unified,
         provider_status=f"{status or '-'}/{payment or '-'}" if status or payment else None,
         currency=currency, net=_amount(doc.amountNoVat, "amountNoVat"),
         tax=_amount(doc.amountVat, "amountVat"), total=total, unpaid=unpaid,
-        converted_currency=converted,
+        paid_amount=_amount(doc.totalPaid, "totalPaid"), converted_currency=converted,
         converted_total=_amount(doc.domesticTotal, "domesticTotal") if converted else None,
         conversion_rate=_amount(doc.domesticCurrencyRate, "domesticCurrencyRate") if converted else None,
         description=f"Period {start.isoformat()} – {end.isoformat()}" if start and end else None,
         lines=[_line(item, f"items[{i}]") for i, item in enumerate(doc.items)],
         traffic=traffic,
         created_at=_instant(doc.insertDt, "insertDt"), updated_at=_instant(doc.statusDt, "statusDt"))
-    return invoice, unpaid
 
 
 def _line(item: wire.Item, at: str) -> InvoiceLine:
@@ -190,17 +186,20 @@ def _line(item: wire.Item, at: str) -> InvoiceLine:
         unit_price=_amount(item.price, f"{at}.price"), net=net, tax=tax, total=total)
 
 
-def _party(doc: wire.Document) -> Party:
-    bp = doc.bizPartner or wire.BizPartner()
+def _address(bp: wire.BizPartner) -> Address | None:
     line1, postal, city = _text(bp.address), _text(bp.zip), _text(bp.city)
     country = _code(bp.countryCode, "bizPartner.countryCode", _COUNTRY, "an ISO 3166-1 alpha-2 code")
-    address = None
     if line1 or postal or city or country:
-        address = Address(line1=line1, postal_code=postal, city=city, country=country)
+        return Address(line1=line1, postal_code=postal, city=city, country=country)
+    return None
+
+
+def _party(doc: wire.Document) -> Party:
+    bp = doc.bizPartner or wire.BizPartner()
     return Party(
         roles=["customer"], name=_text(bp.name), number=_text(doc.bizPartnerExternalRefId),
         email=_text(bp.email), vat_number=_text(bp.vatNumber),
-        registration_number=_text(bp.registrationNumber), address=address)
+        registration_number=_text(bp.registrationNumber), address=_address(bp))
 
 
 def _traffic(raw: bytes) -> TrafficLine:
@@ -216,36 +215,3 @@ def _traffic(raw: bytes) -> TrafficLine:
         messages=row.messageCount, unit_price=_amount(row.pricePerMessage, "pricePerMessage"),
         amount=_amount(row.totalAmount, "totalAmount"),
         currency=_currency(row.sellCurrencyCode, "sellCurrencyCode"))
-
-
-# ---------------------------------------------------------------- helpers
-
-
-
-
-
-
-
-
-
-
-
-
-
-def _canonical(value: Decimal | None) -> str:
-    """The same string for the same number: 10, 10.0 and 1E+1 are "10"; -0.00 is "0"."""
-    if value is None:
-        return ""
-    if not value:
-        return "0"
-    sign, digits, exponent = value.as_tuple()
-    assert isinstance(exponent, int)
-    end = len(digits)
-    while digits[end - 1] == 0:
-        end -= 1
-    return format(Decimal((sign, digits[:end], exponent + len(digits) - end)), "f")
-
-
-
-
-
