@@ -115,9 +115,13 @@ class Metrics:
             " or connection failure.", ["sink", "code"], registry=r)
         self.sink_sftp_name_conflicts = Counter(
             "streamd_sink_sftp_name_conflicts_total",
-            "Events an sftp sink refused because their file's name held another invoice's file,"
-            " or one streamd did not write (each once, however often it is tried).",
+            "Documents an sftp sink refused because their file's name held another document's"
+            " file, or one streamd did not write (each once, however often it is tried).",
             ["sink"], registry=r)
+        self.sink_sftp_documents = Counter(
+            "streamd_sink_sftp_documents_total",
+            "Documents an sftp sink wrote, by op: issue, correction, cancellation, payment.",
+            ["sink", "op"], registry=r)
 
         # --- shared
         self.dead_letters = Counter(

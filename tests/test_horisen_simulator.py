@@ -377,8 +377,12 @@ def test_documents_are_deterministic_consistent_and_decode(tmp_path: Path) -> No
     unpaid = simulator(tmp_path / "d", Knobs(today=TODAY, paid_ratio=0.0, partners=2)).documents()
     assert {d["paymentStatus"] for d in unpaid.values()} == {"open"}
     assert {d["bizPartnerId"] for d in unpaid.values()} == {1, 2}
-    paid = simulator(tmp_path / "e", Knobs(today=TODAY, paid_ratio=1.0)).documents()
-    assert all(d["paymentStatus"] == "paid" for d in paid.values() if d["status"] == "approved")
+    paid = simulator(tmp_path / "e", Knobs(today=TODAY, paid_ratio=1.0, days=60)).documents()
+    # Paid once the moment drawn for it (up to 40 days after it was issued) has come.
+    approved = [d for d in paid.values() if d["status"] == "approved"]
+    due = [d for d in approved if d["documentDate"] < str(TODAY - timedelta(days=40))]
+    assert due and all(d["paymentStatus"] == "paid" for d in due)
+    assert any(d["paymentStatus"] == "paid" for d in approved)
 
 
 async def test_ten_thousand_documents_by_default_up_to_now(tmp_path: Path) -> None:

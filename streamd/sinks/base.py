@@ -13,16 +13,26 @@ Two optional members a sink may have, which the dispatcher looks for:
   sending it.
 - `attach_metrics(metrics)`: called once with the daemon's `Metrics`, for a sink that
   counts its own work (the http sink's requests by status).
+- `attach_state(load)` and `take_state()`: a sink that remembers what it delivered (the
+  sftp sink: each invoice's documents) is handed `load(keys)`, which reads what is
+  committed (key -> (seq, value)), and after each delivery gives up what it changed
+  (`SinkState` rows), which the dispatcher commits together with the offset that
+  delivery moved. A crash then loses both or neither: the batch delivered again finds
+  the sink remembering what it did before that batch, and decides the same. A delivery
+  that fails must change nothing it would give up.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..config import SinkConfig, no_checks
 from ..store import FeedEvent
+
+#: What `attach_state` is handed: the committed state of these keys, key -> (seq, value).
+StateLoader = Callable[[Sequence[str]], Awaitable[dict[str, tuple[int, bytes]]]]
 
 
 class Sink(Protocol):

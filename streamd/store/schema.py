@@ -96,6 +96,17 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX dead_letters_status ON dead_letters (status, origin, name)",
         "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     ],
+    # 1 -> 2: what a sink remembers of what it delivered (the sftp sink: each invoice's
+    # documents), committed with its offset
+    [
+        """CREATE TABLE sink_state (
+            sink  TEXT    NOT NULL,
+            key   TEXT    NOT NULL,   -- what the sink keeps state about (an invoice)
+            seq   INTEGER NOT NULL,   -- the last event it took for that key
+            value BLOB    NOT NULL,   -- JSON array of entries, each [seq of its event, ...]
+            PRIMARY KEY (sink, key)
+        ) WITHOUT ROWID""",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 PAGE_SIZE = 4096

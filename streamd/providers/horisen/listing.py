@@ -55,6 +55,8 @@ class PollState:
     # Whether the API sorts documents without a paymentStatusDate last (`payments`); None
     # until a page showed it.
     undated_last: bool | None = None
+    # Whether paymentStatusDate has been seen with a time of day (a stamp, not a date).
+    payments_timed: bool = False
 
     @classmethod
     def load(cls, value: Any) -> PollState:
@@ -96,6 +98,7 @@ class Listing:
         self.paid_at = _parse(state.paid_at) if state.paid_at else None
         self.open = OpenSet(state.open)
         self.undated_last = state.undated_last
+        self.payments_timed = state.payments_timed
         self.held: dict[str, Held] = {}
         self.pending: list[Pending] = []
 
@@ -187,6 +190,7 @@ class Listing:
     def _payment(self, key: str, raw: bytes) -> None:
         doc = listed(raw)
         self.open.saw(key, doc)
+        self.payments_timed = self.payments_timed or doc.timed
         # A stamp from the future (a bad one, a clock ahead) would let the probe take
         # payments for old: never past when this poll began.
         if doc.paid_at is not None and (self.paid_at is None or doc.paid_at > self.paid_at):
@@ -311,7 +315,7 @@ class Listing:
             full_at=format_time(self.started) if full and complete else state.full_at,
             open=self.open.kept(self.window[0]) if complete else state.open,
             paid_at=format_time(self.paid_at) if complete and self.paid_at else state.paid_at,
-            undated_last=self.undated_last)
+            undated_last=self.undated_last, payments_timed=self.payments_timed)
         self.ctx.metrics.source_held.labels(self.src.name).set(len(held))
         await self.ctx.submit(Batch(progress={PROGRESS_KEY: msgspec.to_builtins(progress) | {
             "completed": format_time(self.ctx.now()), "documents": len(self.seen)}}))

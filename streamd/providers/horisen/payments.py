@@ -15,7 +15,9 @@ listing, each poll asks for one page (`PROBE_SIZE`) of the open documents
   prove that no such document lies past the page.
 
 When the counts agree and the page covers, nothing more is asked: two requests a poll.
-Otherwise the poller lists `gte(paymentStatusDate)` (a payment that moved that stamp),
+Otherwise the poller lists `gte(paymentStatusDate)` (a payment that moved that stamp;
+from the same moment as the probe's proof, or the day before it while HORISEN has only
+shown that field as a date),
 and if the counts still differ, every open document, then fetches each document it
 knew as open and did not see again by its id (a payment that moved neither stamp).
 A part payment that moves neither stamp and leaves the document open changes no count:
@@ -42,6 +44,7 @@ class Listed:
     open: bool  # HORISEN counts it among `paymentStatus=open`
     day: str | None  # documentDate, YYYY-MM-DD; None when it cannot be read
     paid_at: datetime | None  # paymentStatusDate, UTC (a date is its midnight)
+    timed: bool = False  # paymentStatusDate carries a time of day (a stamp, not a date)
 
 
 def listed(raw: bytes) -> Listed:
@@ -50,9 +53,11 @@ def listed(raw: bytes) -> Listed:
         doc = wire.listed_decoder.decode(raw)
     except DECODE_ERRORS:
         return Listed(False, None, None)
-    status = doc.paymentStatus
+    status, paid = doc.paymentStatus, doc.paymentStatusDate
+    at = stamp(paid)
+    timed = at is not None and isinstance(paid, str) and len(paid.strip()) > len("YYYY-MM-DD")
     return Listed(isinstance(status, str) and status.strip().lower() == "open",
-                  _day(doc.documentDate), stamp(doc.paymentStatusDate))
+                  _day(doc.documentDate), at, timed)
 
 
 def _day(value: object) -> str | None:

@@ -138,7 +138,9 @@ class Records:
         status = status or drawn
         paid_at = None
         if status == "approved" and rng.random() < paid_ratio:
-            paid_at = min(inserted + timedelta(seconds=rng.randrange(3600, 40 * 86400)), horizon)
+            # Paid when that moment has come (not all at once at the horizon).
+            at = inserted + timedelta(seconds=rng.randrange(3600, 40 * 86400))
+            paid_at = at if at <= horizon else None
         items: list[dict[str, Any]] = []
         for n, cc in enumerate(rng.sample(_DESTINATIONS, rng.randint(1, 3)), 1):
             quantity = Decimal(rng.randrange(500, 200_001))
@@ -158,9 +160,10 @@ class Records:
             # Some open invoices are part paid: their own draw, so the rest of the history
             # is what it was without them.
             own = random.Random(f"{self.seed}/part/{i}")
-            if own.random() < paid_ratio / 3:
+            at = inserted + timedelta(seconds=own.randrange(3600, 20 * 86400))
+            if own.random() < paid_ratio / 3 and at <= horizon:
                 paid = (amount_no_vat / 2).quantize(CENT, ROUND_HALF_UP)
-                part_at = min(inserted + timedelta(seconds=own.randrange(3600, 20 * 86400)), horizon)
+                part_at = at
         return {
             "id": i, "documentUuid": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
             "documentNumber": f"INV-{day.year}-{i:06d}", "documentDate": day.isoformat(),

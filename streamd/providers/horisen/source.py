@@ -207,12 +207,14 @@ class HorisenSource:
         known = len(listing.open_now())
         if covered and counted == known:
             return
-        start = (since or listing.started - timedelta(seconds=self.cfg.lookback.seconds)) - timedelta(days=1)
+        start = since or listing.started - timedelta(seconds=self.cfg.lookback.seconds)
+        # A date (or a stamp in another zone) may be a day behind: from the day before then.
+        bound = start.astimezone(UTC).strftime(STAMP_FORMAT) if listing.payments_timed else \
+            (start - timedelta(days=1)).date().isoformat()
         log.info("source %s: HORISEN counts %s open documents, streamd %d%s: listing payments since %s",
-                 self.name, counted, known, "" if covered else " (and more moved than one page shows)",
-                 start.date())
-        complete = await self._relist({**base, "gte(paymentStatusDate)": start.date().isoformat()},
-                                      listing, "the payments listing")
+                 self.name, counted, known, "" if covered else " (and more moved than one page shows)", bound)
+        complete = await self._relist({**base, "gte(paymentStatusDate)": bound}, listing,
+                                      "the payments listing")
         known = len(listing.open_now())
         if complete and counted == known:
             return
