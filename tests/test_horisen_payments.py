@@ -4,6 +4,7 @@ the simulator's payment behaviours, counting what each poll asks."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from streamd.providers.horisen import simulator as sim_mod
 from streamd.providers.horisen.payments import OpenSet, listed, probe_covers, stamp
 from streamd.providers.horisen.simulator import HorisenSimulator, Knobs
 
-from .conftest import InProcess
+from .conftest import InProcess, until
 from .test_horisen import config, feed, polls, rounds
 
 pytestmark = pytest.mark.anyio
@@ -124,3 +125,28 @@ async def test_a_payment_in_full_that_moves_no_stamp_is_seen_at_the_next_poll(tm
     """A part payment that moves no stamp changes no count: the daily full listing finds it
     (docs/providers/horisen.md); one in full leaves HORISEN's count of open documents."""
     costs_one_request(await paid_within_one_poll(tmp_path, (), part_paid=0))
+
+
+async def test_a_horisen_that_refuses_the_payment_check_still_moves_the_listing_on(tmp_path: Path) -> None:
+    """A platform that cannot sort by paymentStatusDate: the poll fails, saying so and what to
+    do, but what its changed-since listing saw is in the feed and its cursor moves."""
+    knobs = Knobs(days=5, documents_per_day=3, unsupported=("paymentStatusDate",))
+    async with sim_mod.simulator(tmp_path / "sim", knobs) as sim:
+        async with InProcess(config(tmp_path, sim, extra="traffic_reports = false\n", interval="200ms")) as d:
+            async def refused() -> bool:
+                r = await d.http.get("/readyz")
+                return r.status_code == 503 and "the payment check failed" in r.text
+            await until(refused, 15, "/readyz to say why")
+            assert "BAD_PARAM_SORT" in (await d.http.get("/readyz")).text
+            assert "payment_check = false" in (await d.http.get("/readyz")).text
+            m = sim.mutate(new=2)
+            await until(lambda: {int(k) for _, k, _ in feed(d)} >= set(m.created), 15, "the new invoices")
+            def completed() -> set[str]:
+                return {json.loads(v)["completed"] for (v,) in d.rows(
+                    "SELECT value FROM source_state WHERE source = 'hz' AND key = 'poll'")}
+            seen = completed()
+            await until(lambda: completed() - seen, 15, "a failed poll's listing to commit its progress")
+            (progress,) = [json.loads(v) for (v,) in d.rows(
+                "SELECT value FROM source_state WHERE source = 'hz' AND key = 'poll'")]
+            newest = max(d["statusDt"] for d in sim.documents().values())
+            assert progress["cursor"].replace("T", " ").removesuffix("Z") >= newest, progress

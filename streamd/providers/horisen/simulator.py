@@ -32,9 +32,10 @@ offset on the state at request time, like an SQL-backed API: a change between tw
 requests can shift documents between pages; documents without the sort field come
 last in a descending sort (first in an ascending one). Knobs (`Knobs`): the history's
 size and shape, latency, a 500 every J-th API request, the token lifetime, the
-credentials, the traffic-report path and the stamps a payment moves; all but the
-history's may be changed while serving. For tests, `raw_documents` and `raw_reports`
-serve documents and traffic-report answers exactly as given.
+credentials, the traffic-report path, the stamps a payment moves and the fields it
+cannot filter or sort by; all but the history's may be changed while serving. For
+tests, `raw_documents` and `raw_reports` serve documents and traffic-report answers
+exactly as given.
 """
 
 from __future__ import annotations
@@ -94,6 +95,8 @@ class Knobs:
     traffic_reports_path: str = wire.TRAFFIC_REPORTS_PATH  # with `{invoice_id}`
     # The stamps a payment moves: both, only ("paymentStatusDate",), or neither (()).
     payment_moves: tuple[str, ...] = records.STAMPS
+    # Fields the export can neither filter nor sort by here: 400 BAD_PARAM_FILTER / _SORT.
+    unsupported: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -407,13 +410,17 @@ class HorisenSimulator(SimulatedServer):
             return _error(400, wire.BAD_PARAM_PAGE_SIZE, f"page_size must be an integer from 1 to "
                           f"{wire.MAX_PAGE_SIZE}, not {query.get('page_size')!r}.")
         sort = query.get("sort") or "id"
-        if any(key.removeprefix("-") not in records.SCALAR_FIELDS for key in sort.split(",")):
+        unsupported = set(self.knobs.unsupported)
+        if any(key.removeprefix("-") not in records.SCALAR_FIELDS - unsupported for key in sort.split(",")):
             return _error(400, BAD_PARAM_SORT, f"Cannot sort by {sort!r}.")
         try:
             tests = [records.predicate(name, value) for name, value in query.multi_items()
                      if name not in _RESERVED]
         except records.BadFilter as exc:
             return _error(400, BAD_PARAM_FILTER, str(exc))
+        refused = [name for name, _ in query.multi_items() if any(f in name for f in unsupported)]
+        if refused:
+            return _error(400, BAD_PARAM_FILTER, f"cannot filter on {refused[0]!r}")
         rows = self._sorted_by(sort)
         if tests:
             rows = [doc for doc in rows if all(test(doc) for test in tests)]

@@ -146,14 +146,22 @@ class HorisenSource:
         listing = Listing(self, state, now, (low.isoformat(), high.isoformat()))
         await listing.load()
         complete = await self._relist(params, listing, "listing")
+        failed: PollFailed | None = None
         if complete and self.cfg.payment_check:
-            if full:
-                # Every document of the window was listed: one streamd knew as open and
-                # did not see is gone from it (deleted, or filtered out by `payment_status`).
-                await self._look_up(listing.gone(listing.seen), listing)
-            else:
-                await self._check_payments(base, listing)
+            try:
+                if full:
+                    # Every document of the window was listed: one streamd knew as open and
+                    # did not see is gone from it (deleted, or filtered out by `payment_status`).
+                    await self._look_up(listing.gone(listing.seen), listing)
+                else:
+                    await self._check_payments(base, listing)
+            except PollFailed as exc:
+                # What the listing saw stands (its cursor moves); the check runs again next poll.
+                failed = exc
         await listing.finish(complete=complete, full=full)
+        if failed is not None:
+            raise PollFailed(f"the payment check failed ({failed}); it runs again at the next poll "
+                             "(payment_check = false turns it off, if your HORISEN refuses it)")
 
     async def _relist(self, params: dict[str, str], listing: Listing, what: str,
                       tally: Tally | None = None) -> bool:
