@@ -82,7 +82,8 @@ def test_the_seeds_invoice_update_keeps_both_sums() -> None:
     assert (data["currency"], data["total"], data["tax"], data["net"]) == ("SEK", "100", "0", "100")
     assert (data["converted_currency"], data["converted_total"]) == ("EUR", "125")
     assert data["conversion_rate"] == "1.25"
-    assert data["party"] == {"key": "5ef5add7c3cd659588c53242", "name": "Jaylan Schuster", "number": "1"}
+    assert data["party"] == {"key": "5ef5add7c3cd659588c53242", "name": "Jaylan Schuster", "number": "1",
+                             "vat_number": None, "address": None}
     assert (data["issued"], data["due"], data["paid"]) == ("2019-03-25", "2021-12-25", None)
     assert (data["status"], data["provider_status"]) == ("open", "PROCESSING")
 
