@@ -76,9 +76,9 @@ def stamp(value: object) -> datetime | None:
         return None
     try:
         at = datetime.fromisoformat(value.strip())
-    except ValueError:
+        return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+    except (ValueError, OverflowError):  # 0001-01-01T00:00:00+01:00 is before year 1 in UTC
         return None
-    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
 
 
 def probe_covers(stamps: Sequence[datetime | None], *, full: bool, since: datetime | None,
