@@ -240,7 +240,8 @@ async def test_a_lagging_sink_holds_retention_back(start: Callable[..., object],
         # The file sink is past all ten (committed), so only the slow one holds retention.
         # (Found on a busy machine: pruned before the file sink had delivered, nothing went.)
         file = d.daemon.dispatchers["file"]
-        await until(lambda: file.offset == 10 and ("file", 10) in d.rows("SELECT sink, seq FROM sink_offsets"))
+        await until(lambda: file.offset == 10
+                    and ("file", 10) in d.rows("SELECT sink, seq FROM sink_offsets"))
         now[0] += 7200
         assert await d.daemon.prune(file.reader) == 4
         assert d.rows("SELECT min(seq) FROM events") == [(5,)]
