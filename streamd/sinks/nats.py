@@ -51,7 +51,7 @@ import anyio
 from ..config import SinkConfig
 from ..errors import ConfigError, Permanent, Retryable
 from ..metrics import Metrics
-from ..secrets import Secret, SecretError, is_key_material, is_reference
+from ..secrets import Secret, SecretError, is_key_material, is_reference, key_file
 from ..store import FeedEvent
 from ..units import Duration, Size
 from .base import SinkSpec
@@ -124,8 +124,6 @@ def wants_tls(cfg: NatsSinkConfig) -> bool:
 def tls_context(cfg: NatsSinkConfig) -> ssl.SSLContext:
     """The servers verified against `ca`, else the system store (there is no way to turn
     verification off); the client certificate for mutual TLS when given."""
-    from ..providers.asteria.config import key_file
-
     ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=cfg.ca)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     if cfg.cert is not None and cfg.key is not None:
