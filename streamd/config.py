@@ -89,7 +89,7 @@ class DaemonConfig(_Base, frozen=True):
     log_format: Literal["text", "json"] = "text"
 
 
-class Backoff(_Base, frozen=True):
+class BackoffPolicy(_Base, frozen=True):
     """Capped, jittered exponential backoff: the n-th wait is random between cap/2 and cap,
     where cap = min(max, min * 2^(n-1)); a peer's Retry-After may lengthen it (up to 15 min)."""
 
@@ -115,7 +115,7 @@ class SourceConfig(_Base, frozen=True):
     """What every `[sources.<name>]` table has; each provider's Struct extends it."""
 
     provider: str
-    backoff: Backoff = Backoff()
+    backoff: BackoffPolicy = BackoffPolicy()
     # The provider's business time zone (IANA name): a date in the feed is the date there
     # (docs/model.md, "Dates"). Each provider's Struct sets its documented default.
     timezone: str = "UTC"
@@ -138,7 +138,7 @@ class SinkConfig(_Base, frozen=True):
     # A batch failing with a permanent error is split; a single event that fails
     # this many times goes to dead letters and the sink moves on.
     max_tries: int = 5
-    backoff: Backoff = Backoff()
+    backoff: BackoffPolicy = BackoffPolicy()
     # A delivery still running after this long counts as wedged: streamd stops feeding
     # systemd's watchdog, so systemd restarts it. (A stuck write cannot be safely
     # abandoned and retried: the stuck thread might still write later.)
@@ -249,7 +249,7 @@ def _check_http(http: HttpConfig, problems: list[str]) -> None:
             problems.append(f"http.{key}: must be more than 0s")
 
 
-def _check_backoff(where: str, backoff: Backoff, problems: list[str]) -> None:
+def _check_backoff(where: str, backoff: BackoffPolicy, problems: list[str]) -> None:
     if backoff.min.seconds < 0.001:
         problems.append(f"{where}.backoff.min: must be at least 1ms (a retry loop needs a pause)")
     if backoff.max.seconds < backoff.min.seconds:

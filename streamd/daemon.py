@@ -30,8 +30,7 @@ import anyio
 from anyio.abc import TaskStatus
 
 from . import __version__
-from .config import Backoff as BackoffPolicy
-from .config import Config, SinkConfig, SourceConfig
+from .config import BackoffPolicy, Config, SinkConfig, SourceConfig
 from .errors import Rejected, StoreError, StoreFatal
 from .health import Component, Health, State
 from .metrics import Metrics

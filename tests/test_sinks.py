@@ -10,7 +10,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from streamd.config import Backoff, Match, SinkConfig
+from streamd.config import BackoffPolicy, Match, SinkConfig
 from streamd.errors import Permanent, Retryable
 from streamd.health import State
 from streamd.model import Invoice, Party, make_event
@@ -24,7 +24,7 @@ from .test_store import Store, open_store, sample
 
 pytestmark = pytest.mark.anyio
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
-FAST = Backoff(min=Duration(0.01), max=Duration(0.05))
+FAST = BackoffPolicy(min=Duration(0.01), max=Duration(0.05))
 
 
 def events(n: int, start: int = 0, tenant: str = "t") -> list:  # type: ignore[type-arg]

@@ -33,8 +33,7 @@ import anyio
 import msgspec
 from anyio.abc import TaskStatus
 
-from ..config import Backoff as BackoffPolicy
-from ..config import StoreConfig
+from ..config import BackoffPolicy, StoreConfig
 from ..errors import DiskFull, StoreBusy, StoreError, StoreFatal
 from ..health import Component, State
 from ..metrics import Metrics
