@@ -15,7 +15,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus, WebSocketException
 
-from streamd.config import parse
+from streamd.configfile import parse
 from streamd.model import Event
 from streamd.providers.asteria import simulator as sim_mod
 from streamd.providers.asteria.normalize import normalize

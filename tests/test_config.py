@@ -8,7 +8,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from streamd.config import parse, render
+from streamd.configfile import parse, render
 from streamd.errors import EX_CONFIG, ConfigError
 from streamd.secrets import Secret, SecretError
 from streamd.units import Duration, Size

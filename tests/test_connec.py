@@ -14,7 +14,7 @@ from urllib.parse import unquote_plus
 import httpx
 import pytest
 
-from streamd.config import parse
+from streamd.configfile import parse
 from streamd.providers.connec import simulator as connec_sim
 from streamd.providers.connec import wire
 from streamd.providers.connec.samples import GROUP, INVOICE_ID, SAMPLES

@@ -12,7 +12,8 @@ import anyio
 import httpx
 import pytest
 
-from streamd.config import Config, parse
+from streamd.config import Config
+from streamd.configfile import parse
 from streamd.providers.synthetic import wire
 
 from .conftest import InProcess, feed_lines, until

@@ -42,7 +42,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
-from streamd.config import parse
+from streamd.configfile import parse
 from streamd.errors import Rejected
 from streamd.health import State
 from streamd.model import Event, Record, entity_type

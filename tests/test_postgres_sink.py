@@ -21,7 +21,8 @@ import anyio
 import pytest
 import trustme
 
-from streamd.config import Config, parse
+from streamd.config import Config
+from streamd.configfile import parse
 from streamd.errors import ConfigError
 from streamd.health import State
 from streamd.sinks.postgres.sink import BatchSizer

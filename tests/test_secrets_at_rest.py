@@ -20,7 +20,8 @@ import anyio
 import httpx
 import pytest
 
-from streamd.config import StoreConfig, load
+from streamd.config import StoreConfig
+from streamd.configfile import load
 from streamd.errors import EX_CONFIG
 from streamd.providers.asperion import simulator as sim_mod
 from streamd.providers.asperion.oauth import ROTATION_KEY, TOKEN_KEY, fingerprint

@@ -21,8 +21,9 @@ from lxml import etree
 from msgspec.structs import replace
 from prometheus_client import CollectorRegistry
 
-from streamd.config import Match, parse
-from streamd.config import render as render_config
+from streamd.config import Match
+from streamd.configfile import parse
+from streamd.configfile import render as render_config
 from streamd.errors import ConfigError, Permanent, Retryable
 from streamd.health import State
 from streamd.metrics import Metrics

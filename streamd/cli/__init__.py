@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 
 from .. import __version__
-from ..config import Config, load, render
+from ..config import Config
 from ..errors import EX_CONFIG, EX_FAILURE, ConfigError, StoreError
 from ..escape import escape
 from ..secrets import redact
@@ -37,6 +37,10 @@ def default_config() -> str:
 def load_config(path: str | None) -> Config:
     """Load the config or exit 78, printing every problem with its key path. A problem
     may quote a value: it is printed redacted (URLs, key material) and escaped."""
+    # Imported here: loading consults every provider and sink kind, which a command that
+    # reads no config (`tail --db`, `--help`) should not pay for.
+    from ..configfile import load
+
     target = path or default_config()
     try:
         return load(target)
@@ -92,6 +96,8 @@ def warnings(cfg: Config) -> list[str]:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from ..configfile import render
+
     cfg = load_config(args.config)
     print(f"{escape(cfg.origin)}: ok ({len(cfg.sources)} sources, {len(cfg.sinks)} sinks)")
     for warning in [*config_warnings(cfg), *warnings(cfg)]:

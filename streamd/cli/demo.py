@@ -38,7 +38,7 @@ import anyio
 import httpx
 
 from .. import logs
-from ..config import parse
+from ..configfile import parse
 from ..daemon import Daemon
 from ..providers.asperion import simulator as asperion_sim
 from ..providers.asperion.oauth import TokenState, save
