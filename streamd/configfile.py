@@ -30,11 +30,11 @@ from .config import (
     SourceConfig,
     StoreConfig,
 )
-from .errors import ConfigError
+from .errors import ConfigError, SecretError
 from .escape import escape_json
 from .model import OPS
 from .providers import PROVIDERS, provider_spec
-from .secrets import Secret, SecretError, is_reference, shown
+from .secrets import Secret, is_reference, shown
 from .sinks import SINKS, sink_spec
 from .store.sealed import parse_key
 from .units import Duration, Size

@@ -31,7 +31,7 @@ from anyio.abc import TaskStatus
 
 from . import __version__
 from .config import BackoffPolicy, Config, SinkConfig, SourceConfig
-from .errors import Rejected, StoreError, StoreFatal
+from .errors import Rejected, StartupError, StoreError, StoreFatal
 from .health import Component, Health, State
 from .metrics import Metrics
 from .notify import Notifier
@@ -42,16 +42,12 @@ from .sinks.dispatcher import Dispatcher
 from .sources import Source, SourceContext
 from .store import Batch, DeadLetter, FeedReader, Writer, connect
 from .store.reader import DeadLetterRow
-from .web import BindError, Web
+from .web import Web
 
 log = logging.getLogger("streamd")
 
 PRUNE_CHUNK = 10_000
 DLQ_POLL = 2.0
-
-
-class StartupError(Exception):
-    """Something outside the config and the store stops the start (e.g. the port is taken)."""
 
 
 class Daemon:
@@ -116,10 +112,7 @@ class Daemon:
         for name, kcfg in cfg.sinks.items():
             self.dispatchers[name] = await self._build_sink(name, kcfg, writer)
         aux = await self._reader()
-        try:
-            web.bind()
-        except BindError as exc:
-            raise StartupError(str(exc)) from None
+        web.bind()  # a BindError is a StartupError: exit 1
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._signals)

@@ -25,6 +25,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from .errors import SecretError
+
 _SCHEMES = ("env", "file", "credential")
 
 
@@ -46,10 +48,6 @@ def split_reference(value: str) -> tuple[str, str] | None:
 def is_key_material(value: str) -> bool:
     """Whether a value holds a PEM block (a private key, or a certificate pasted inline)."""
     return "-----BEGIN" in value
-
-
-class SecretError(ValueError):
-    """A reference that cannot be resolved. Never carries the secret itself."""
 
 
 class Secret:

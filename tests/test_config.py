@@ -9,8 +9,8 @@ import msgspec
 import pytest
 
 from streamd.configfile import parse, render
-from streamd.errors import EX_CONFIG, ConfigError
-from streamd.secrets import Secret, SecretError
+from streamd.errors import EX_CONFIG, ConfigError, SecretError
+from streamd.secrets import Secret
 from streamd.units import Duration, Size
 
 from .conftest import streamd_cli

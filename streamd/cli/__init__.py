@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..config import Config
-from ..errors import EX_CONFIG, EX_FAILURE, ConfigError, StoreError
+from ..errors import EX_CONFIG, EX_FAILURE, ConfigError, StartupError, StoreError
 from ..escape import escape
 from ..secrets import redact
 
@@ -66,7 +66,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import anyio
 
     from .. import logs
-    from ..daemon import Daemon, StartupError
+    from ..daemon import Daemon
 
     cfg = load_config(args.config)
     logs.setup(cfg.daemon.log_level, cfg.daemon.log_format)

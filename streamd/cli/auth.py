@@ -28,7 +28,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from ..asgi import Server, bind
-from ..errors import EX_CONFIG, EX_FAILURE, StoreError
+from ..errors import EX_CONFIG, EX_FAILURE, AuthFailed, StoreError, TokenUnavailable
 from ..escape import escape
 
 log = logging.getLogger("streamd.auth")
@@ -82,8 +82,7 @@ class _Failed(Exception):
 
 async def _auth(store: Any, name: str, cfg: Any, refresh_token: str | None, wait: float) -> None:
     from ..providers.asperion.config import tls_context
-    from ..providers.asperion.oauth import TokenState, TokenUnavailable, save, token_request
-    from ..sources.polling import AuthFailed
+    from ..providers.asperion.oauth import TokenState, save, token_request
 
     async with httpx.AsyncClient(verify=tls_context(cfg), timeout=cfg.timeout.seconds,
                                  trust_env=False) as http:
@@ -100,8 +99,7 @@ async def _auth(store: Any, name: str, cfg: Any, refresh_token: str | None, wait
 
 
 async def _browser_flow(http: httpx.AsyncClient, cfg: Any, wait: float) -> Any:
-    from ..providers.asperion.oauth import TokenUnavailable, authorize_url, token_request
-    from ..sources.polling import AuthFailed
+    from ..providers.asperion.oauth import authorize_url, token_request
 
     expected = secrets.token_urlsafe(24)
     redirect = urlsplit(cfg.redirect_uri)

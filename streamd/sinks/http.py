@@ -46,10 +46,10 @@ import httpx
 
 from .. import __version__
 from ..config import SinkConfig
-from ..errors import ConfigError, DeliveryError, Permanent, Retryable
+from ..errors import ConfigError, DeliveryError, Permanent, Retryable, SecretError
 from ..metrics import Metrics
 from ..retry import retry_after_seconds
-from ..secrets import Secret, SecretError, redact, redact_url, split_reference
+from ..secrets import Secret, redact, redact_url, split_reference
 from ..store import FeedEvent
 from ..units import Duration
 from .base import SinkSpec

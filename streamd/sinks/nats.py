@@ -49,9 +49,9 @@ from urllib.parse import urlsplit
 import anyio
 
 from ..config import SinkConfig
-from ..errors import ConfigError, Permanent, Retryable
+from ..errors import ConfigError, JetStreamRefused, Permanent, Retryable, SecretError
 from ..metrics import Metrics
-from ..secrets import Secret, SecretError, is_key_material, is_reference, key_file
+from ..secrets import Secret, is_key_material, is_reference, key_file
 from ..store import FeedEvent
 from ..units import Duration, Size
 from .base import SinkSpec
@@ -606,7 +606,7 @@ class NatsSink:
 
     async def _commit(self, conn: Connection, batch: list[Message]) -> None:
         """Store `batch` (after `_tail`), splitting it where the stream wants that."""
-        from .nats_io import DUPLICATE, MESSAGE_TOO_LARGE, TOO_LARGE_BATCH, WRONG_LAST, Refused
+        from .nats_io import DUPLICATE, MESSAGE_TOO_LARGE, TOO_LARGE_BATCH, WRONG_LAST
 
         for _ in range(3):
             batch = [m for m in batch if not self._is_held(m.seq)]
@@ -616,7 +616,7 @@ class NatsSink:
             try:
                 await self._send(conn, batch)
                 return
-            except Refused as exc:
+            except JetStreamRefused as exc:
                 if exc.code in (WRONG_LAST, DUPLICATE):
                     # Our own batch may be in the stream already (a straggler, an ack lost
                     # while we retried): ask before anything else.
@@ -645,14 +645,14 @@ class NatsSink:
     async def _split_duplicates(self, conn: Connection, batch: list[Message]) -> None:
         """The stream's dedupe holds ids of this batch (another shard published them within
         the duplicate window): halve it until each such event is alone, and skip those."""
-        from .nats_io import DUPLICATE, Refused
+        from .nats_io import DUPLICATE
 
         if not batch:
             return
         if len(batch) == 1:
             try:
                 await self._send(conn, batch)
-            except Refused as exc:
+            except JetStreamRefused as exc:
                 if exc.code != DUPLICATE:
                     raise Retryable(f"stream {self.cfg.stream} refused a batch: {exc}") from None
                 m = batch[0]
@@ -667,8 +667,6 @@ class NatsSink:
         await self._commit(conn, batch[half:])
 
     async def _send(self, conn: Connection, batch: list[Message]) -> None:
-        from .nats_io import Refused
-
         assert self._tail is not None
         name = secrets.token_hex(12)
         last = batch[-1]
@@ -678,7 +676,7 @@ class NatsSink:
         self._attempts[name] = batch
         try:
             seq = await conn.commit(name, batch, expect=self._tail[0], shard_subjects=self.filter)
-        except Refused:
+        except JetStreamRefused:
             self._attempts.pop(name, None)
             self._count("refused")
             raise

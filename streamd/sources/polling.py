@@ -18,7 +18,7 @@ import anyio
 import httpx
 
 from ..config import BackoffPolicy
-from ..errors import StreamdError, Unavailable
+from ..errors import AuthFailed, PollFailed, Unavailable
 from ..health import State
 from ..model import Event
 from ..retry import Backoff, retry_after_seconds, retrying
@@ -31,16 +31,6 @@ from .changes import restamp, same_values
 log = logging.getLogger("streamd.source")
 
 T = TypeVar("T")
-
-
-class PollFailed(StreamdError):
-    """This poll cannot complete now: it is retried after a backoff, and what only a
-    complete poll may do (delete, move a cursor) is not done."""
-
-
-class AuthFailed(StreamdError):
-    """The provider refused our credentials, or a token it had just given: new ones are
-    needed. Fatal for the source, never for the daemon."""
 
 
 class Credentials(Protocol):

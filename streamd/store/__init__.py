@@ -3,7 +3,7 @@ credentials kept in it sealed (sealed)."""
 
 from .reader import DeadLetterRow, FeedEvent, FeedReader, match_clause
 from .schema import SCHEMA_VERSION, classify, connect
-from .sealed import SECRET_PREFIX, SecretUnreadable
+from .sealed import SECRET_PREFIX
 from .writer import (
     Batch,
     Committed,
@@ -11,12 +11,11 @@ from .writer import (
     EntityState,
     Pending,
     Writer,
-    WriterClosed,
     write_state,
 )
 
 __all__ = [
     "SCHEMA_VERSION", "SECRET_PREFIX", "Batch", "Committed", "DeadLetter", "DeadLetterRow",
-    "EntityState", "FeedEvent", "FeedReader", "Pending", "SecretUnreadable", "Writer",
-    "WriterClosed", "classify", "connect", "match_clause", "write_state",
+    "EntityState", "FeedEvent", "FeedReader", "Pending", "Writer", "classify", "connect", "match_clause",
+    "write_state",
 ]

@@ -34,7 +34,7 @@ import msgspec
 from anyio.abc import TaskStatus
 
 from ..config import BackoffPolicy, StoreConfig
-from ..errors import DiskFull, StoreBusy, StoreError, StoreFatal
+from ..errors import DiskFull, StoreBusy, StoreError, StoreFatal, WriterClosed
 from ..health import Component, State
 from ..metrics import Metrics
 from ..model import Event, dedupe_bucket
@@ -106,10 +106,6 @@ class Committed(msgspec.Struct, frozen=True):
     first_seq: int  # 0 when nothing was appended
     last_seq: int
     head: int
-
-
-class WriterClosed(StoreError):
-    """The writer is stopping (shutdown) or stopped; nothing more is accepted."""
 
 
 class _Item:

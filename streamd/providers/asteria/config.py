@@ -6,7 +6,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from ...config import SourceConfig
-from ...secrets import Secret, SecretError, is_key_material, is_reference, key_file
+from ...errors import SecretError
+from ...secrets import Secret, is_key_material, is_reference, key_file
 from ...units import Duration, Size
 from . import wire
 

@@ -38,7 +38,7 @@ import httpx
 import msgspec
 from anyio.abc import TaskStatus
 
-from ...errors import Rejected, StreamdError
+from ...errors import AuthFailed, PollFailed, Rejected, ReportsMissing
 from ...health import State
 from ...model import Event, Invoice, TrafficLine, format_time
 from ...model.fields import DECODE_ERRORS
@@ -46,9 +46,7 @@ from ...sources import SourceContext
 from ...sources.changes import rejected_marker, same_content
 from ...sources.polling import (
     ApiClient,
-    AuthFailed,
     Gate,
-    PollFailed,
     PollHealth,
     changed_values,
     fan_out,
@@ -77,10 +75,6 @@ RELISTS = 3
 # After the credentials were refused, try again this long after (a fixed secret file
 # may have been replaced; HORISEN may have had a glitch).
 AUTH_RETRY = 300.0
-
-
-class ReportsMissing(StreamdError):
-    """404 INVOICE_NOTFOUND on an invoice's traffic reports."""
 
 
 @dataclass
