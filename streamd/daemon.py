@@ -38,7 +38,7 @@ from .notify import Notifier
 from .providers import provider_spec
 from .retry import Backoff
 from .sinks import sink_spec
-from .sinks.dispatcher import Dispatcher
+from .sinks.dispatcher import Dispatcher, DispatcherState
 from .sources import Source, SourceContext
 from .store import Batch, DeadLetter, FeedReader, Writer, connect
 from .store.reader import DeadLetterRow
@@ -179,7 +179,7 @@ class Daemon:
             log.warning("stopping: deadline of %.0fs passed; sinks %s resume from their offsets "
                         "next start", deadline, ", ".join(late) or "-")
         else:
-            late = [n for n, d in self.dispatchers.items() if d.gave_up]
+            late = [n for n, d in self.dispatchers.items() if d.state is DispatcherState.GAVE_UP]
             log.info("stopping: feed committed at seq %d; %s", self.writer.head,
                      f"sinks {', '.join(late)} not drained (failing); they resume from their offsets"
                      if late else "every sink drained")

@@ -15,6 +15,7 @@ import pytest
 from streamd.config import Config
 from streamd.configfile import parse
 from streamd.providers.synthetic import wire
+from streamd.sinks.dispatcher import DispatcherState
 
 from .conftest import InProcess, feed_lines, until
 
@@ -198,6 +199,8 @@ async def test_readyz_names_an_unhealthy_sink(start: Callable[..., object], tmp_
     # Stopping does not wait out the deadline for a sink that keeps failing: its offset
     # holds and it resumes next start.
     assert daemon.clean_exit, "shutdown hit its 30s deadline"
+    assert daemon.dispatchers["broken"].state is DispatcherState.GAVE_UP
+    assert daemon.dispatchers["file"].state is DispatcherState.DRAINING
 
 
 async def test_stop_drains_every_sink(start: Callable[..., object], tmp_path: Path) -> None:

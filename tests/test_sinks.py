@@ -14,7 +14,7 @@ from streamd.config import BackoffPolicy, Match, SinkConfig
 from streamd.errors import Permanent, Retryable
 from streamd.health import State
 from streamd.model import Invoice, Party, make_event
-from streamd.sinks.dispatcher import Dispatcher
+from streamd.sinks.dispatcher import Dispatcher, DispatcherState
 from streamd.sinks.file import FileSink, FileSinkConfig
 from streamd.store import Batch, FeedEvent, FeedReader
 from streamd.units import Duration, Size
@@ -267,4 +267,5 @@ async def test_a_commit_landing_as_the_drain_begins_is_still_delivered(store: St
         sink.dispatcher = run.d
         sink.gate.set()
         await until(lambda: run.d.component.state is State.STOPPED, 10, "the drain to end")
+        assert run.d.state is DispatcherState.DRAINING, "drained, not given up on"
     assert [e.seq for e in sink.got] == list(range(1, 9))

@@ -29,6 +29,7 @@ marker that makes the dispatcher move the sink's own offset too, at the next sta
 from __future__ import annotations
 
 import contextlib
+import enum
 import logging
 import math
 import time
@@ -56,6 +57,16 @@ OFFSET_IDLE_COMMIT = 2.0  # commit a scan-only offset (nothing matched) at most 
 _DLQ_CHECK = 2.0
 
 
+class DispatcherState(enum.Enum):
+    """Where a dispatcher stands in the daemon's life: RUNNING until shutdown asks it to
+    drain; DRAINING until it has delivered up to the head; GAVE_UP if its sink was failing
+    then (it is cancelled, and resumes from its committed offset at the next start)."""
+
+    RUNNING = "running"
+    DRAINING = "draining"
+    GAVE_UP = "gave up"
+
+
 class Dispatcher:
     def __init__(self, name: str, cfg: SinkConfig, sink: Sink, writer: Writer, reader: FeedReader,
                  metrics: Metrics, component: Component) -> None:
@@ -67,7 +78,7 @@ class Dispatcher:
         self.metrics = metrics
         self.component = component
         self.offset = 0
-        self._draining = False
+        self._state = DispatcherState.RUNNING
         self._last_offset_commit = 0.0
         self._committed_offset = 0
         # At most one offset commit in flight: the next batch is read and delivered while
@@ -76,7 +87,6 @@ class Dispatcher:
         self._last_dlq_check = 0.0
         self.done = anyio.Event()
         self._scope = anyio.CancelScope()
-        self.gave_up = False
         # Commit time (unix ms) of the first event past the offset, which lag_seconds is
         # measured from; refreshed when the offset moves, so publishing lag costs nothing.
         self._pending_since_ms: int | None = None
@@ -89,16 +99,23 @@ class Dispatcher:
         if callable(attach):
             attach(metrics)
 
+    @property
+    def state(self) -> DispatcherState:
+        return self._state
+
     def drain(self) -> None:
         """Deliver up to the writer's head (intake is closed by now), then return from `run`.
-        A sink that is failing is not waited for: its offset holds, it resumes next start."""
-        self._draining = True
+        A sink that is failing is not waited for: its offset holds, it resumes next start.
+        Asked again (a second signal), it does nothing."""
+        if self._state is not DispatcherState.RUNNING:
+            return
+        self._state = DispatcherState.DRAINING
         self.writer.wake()
         if self.component.state is State.RETRYING:
             self._give_up_draining()
 
     def _give_up_draining(self) -> None:
-        self.gave_up = True
+        self._state = DispatcherState.GAVE_UP
         log.warning("sink %s: not drained (delivery failing: %s); resumes after seq %d next start",
                     self.name, self.component.reason, self._committed_offset)
         self._scope.cancel()
@@ -195,12 +212,12 @@ class Dispatcher:
                 await self._commit_offset(force=True, wait=True)
                 if self.offset < self.writer.head:
                     continue  # committed while we waited (shutdown's last commit, say)
-                if self._draining:
+                if self._state is not DispatcherState.RUNNING:
                     return
                 with anyio.move_on_after(IDLE_WAIT):
                     await self.writer.wait_head(self.offset)
                 continue
-            if self._linger and not self._draining and head - self.offset < batch_max:
+            if self._linger and self._state is DispatcherState.RUNNING and head - self.offset < batch_max:
                 head = await self._linger_for(head, batch_max)
             upto = min(head, self.offset + SCAN_WINDOW)
             replay = self._replay_upto > self.offset
@@ -230,7 +247,7 @@ class Dispatcher:
         """Wait up to `batch_linger` for a full batch past the offset; return the head."""
         self.component.beat(self._linger + IDLE_WAIT * 10)
         with anyio.move_on_after(self._linger):
-            while head - self.offset < batch_max and not self._draining:
+            while head - self.offset < batch_max and self._state is DispatcherState.RUNNING:
                 moved = await self.writer.wait_head(head)
                 if moved == head:  # woken without progress: draining, or the writer stopped
                     break
@@ -309,7 +326,7 @@ class Dispatcher:
     def _failed(self, exc: BaseException) -> bool:
         kind = "permanent" if isinstance(exc, Permanent) else "retryable"
         self.metrics.sink_failures.labels(self.name, kind).inc()
-        if self._draining and not self._scope.cancel_called:
+        if self._state is DispatcherState.DRAINING:
             self._give_up_draining()
         return isinstance(exc, Retryable)
 
