@@ -18,6 +18,7 @@ The process stops with an error only for a bad config (78) or an unusable store 
 
 from __future__ import annotations
 
+import enum
 import logging
 import os
 import signal
@@ -50,6 +51,20 @@ PRUNE_CHUNK = 10_000
 DLQ_POLL = 2.0
 
 
+class DaemonState(enum.Enum):
+    """One way: NEW -> STARTING -> RUNNING (ready) -> STOPPING -> STOPPED, or CUT_SHORT when
+    the shutdown deadline passed (sinks resume from their offsets next start). A run that
+    ends any other way (the store unusable, a port taken, cancelled) ends ABORTED."""
+
+    NEW = "new"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    CUT_SHORT = "cut short"
+    ABORTED = "aborted"
+
+
 class Daemon:
     def __init__(self, cfg: Config, *, metrics: Metrics | None = None,
                  notifier: Notifier | None = None,
@@ -70,7 +85,7 @@ class Daemon:
         self.sources: dict[str, Source] = {}
         self.dispatchers: dict[str, Dispatcher] = {}
         self._readers: list[FeedReader] = []
-        self.clean_exit = True
+        self.state = DaemonState.NEW
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -78,7 +93,10 @@ class Daemon:
     # ---------------------------------------------------------------- lifecycle
 
     async def run(self) -> None:
-        """Run until stopped. Raises StoreFatal (exit 1) or StartupError (exit 1)."""
+        """Run until stopped. Raises StoreFatal (exit 1) or StartupError (exit 1). Once."""
+        if self.state is not DaemonState.NEW:
+            raise RuntimeError(f"this daemon is {self.state.value}: a Daemon runs once")
+        self.state = DaemonState.STARTING
         cfg = self.cfg
         log.info("streamd %s starting: store %s, %d sources, %d sinks", __version__,
                  cfg.store.path, len(cfg.sources), len(cfg.sinks))
@@ -88,6 +106,8 @@ class Daemon:
         except BaseExceptionGroup as eg:
             raise _unwrap(eg) from None
         finally:
+            if self.state not in (DaemonState.STOPPED, DaemonState.CUT_SHORT):
+                self.state = DaemonState.ABORTED
             with anyio.CancelScope(shield=True):
                 for r in self._readers:
                     await r.close()
@@ -129,6 +149,7 @@ class Daemon:
                 "daemon.version": __version__, "daemon.started": datetime.now(UTC).isoformat()}))
             status = self.status_line()
             self.notifier.ready(status)
+            self.state = DaemonState.RUNNING
             self.ready.set()
             log.info("streamd ready: http on %s:%d; %s", *(web.address or ("?", 0)), status)
             tg.start_soon(self._supervise)
@@ -159,6 +180,7 @@ class Daemon:
     async def _shutdown(self) -> None:
         assert self.writer is not None and self.web is not None
         deadline = self.cfg.daemon.shutdown_timeout.seconds
+        self.state = DaemonState.STOPPING
         self.notifier.stopping("stopping: draining")
         log.info("stopping: intake closed; committing and draining sinks (deadline %.0fs)", deadline)
         with anyio.move_on_after(deadline) as scope:
@@ -174,7 +196,6 @@ class Daemon:
             self.writer.close()
             await self.writer.finished.wait()
         if scope.cancelled_caught:
-            self.clean_exit = False
             late = [n for n, d in self.dispatchers.items() if not d.done.is_set()]
             log.warning("stopping: deadline of %.0fs passed; sinks %s resume from their offsets "
                         "next start", deadline, ", ".join(late) or "-")
@@ -186,6 +207,7 @@ class Daemon:
         self.web.stop()
         with anyio.move_on_after(5):
             await self.web.finished.wait()
+        self.state = DaemonState.CUT_SHORT if scope.cancelled_caught else DaemonState.STOPPED
 
     async def _signals(self) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:

@@ -14,6 +14,7 @@ import pytest
 
 from streamd.config import Config
 from streamd.configfile import parse
+from streamd.daemon import DaemonState
 from streamd.providers.synthetic import wire
 from streamd.sinks.dispatcher import DispatcherState
 
@@ -198,7 +199,7 @@ async def test_readyz_names_an_unhealthy_sink(start: Callable[..., object], tmp_
         daemon = d.daemon
     # Stopping does not wait out the deadline for a sink that keeps failing: its offset
     # holds and it resumes next start.
-    assert daemon.clean_exit, "shutdown hit its 30s deadline"
+    assert daemon.state is DaemonState.STOPPED, "shutdown hit its 30s deadline"
     assert daemon.dispatchers["broken"].state is DispatcherState.GAVE_UP
     assert daemon.dispatchers["file"].state is DispatcherState.DRAINING
 
@@ -209,6 +210,19 @@ async def test_stop_drains_every_sink(start: Callable[..., object], tmp_path: Pa
             assert (await d.post([rec(n) for n in range(i * 10, i * 10 + 10)])).status_code == 200
     lines = (tmp_path / "out" / "feed.jsonl").read_bytes().splitlines()
     assert [json.loads(x)["seq"] for x in lines] == list(range(1, 101))
+
+
+async def test_a_daemon_runs_once(start: Callable[..., object]) -> None:
+    """Its lifecycle goes one way: once stopped, `run` is refused rather than starting a
+    second life on the first one's half-closed parts."""
+    async with start() as d:  # type: ignore[attr-defined]
+        daemon = d.daemon
+        assert daemon.state is DaemonState.RUNNING
+        with pytest.raises(RuntimeError, match="runs once"):
+            await daemon.run()
+    assert daemon.state is DaemonState.STOPPED
+    with pytest.raises(RuntimeError, match="a Daemon runs once"):
+        await daemon.run()
 
 
 async def test_retention_prunes_only_what_every_sink_passed(start: Callable[..., object],
