@@ -43,11 +43,11 @@ from .sinks.dispatcher import Dispatcher, DispatcherState
 from .sources import Source, SourceContext
 from .store import Batch, DeadLetter, FeedReader, Writer, connect
 from .store.reader import DeadLetterRow
+from .store.retention import Retention
 from .web import Web
 
 log = logging.getLogger("streamd")
 
-PRUNE_CHUNK = 10_000
 DLQ_POLL = 2.0
 
 
@@ -82,6 +82,7 @@ class Daemon:
         self._sources_done = anyio.Event()
         self.writer: Writer | None = None
         self.web: Web | None = None
+        self.retention: Retention | None = None
         self.sources: dict[str, Source] = {}
         self.dispatchers: dict[str, Dispatcher] = {}
         self._readers: list[FeedReader] = []
@@ -132,6 +133,7 @@ class Daemon:
         for name, kcfg in cfg.sinks.items():
             self.dispatchers[name] = await self._build_sink(name, kcfg, writer)
         aux = await self._reader()
+        self.retention = retention = Retention(cfg.store, writer, aux, list(cfg.sinks), self._clock)
         web.bind()  # a BindError is a StartupError: exit 1
 
         async with anyio.create_task_group() as tg:
@@ -153,7 +155,7 @@ class Daemon:
             self.ready.set()
             log.info("streamd ready: http on %s:%d; %s", *(web.address or ("?", 0)), status)
             tg.start_soon(self._supervise)
-            tg.start_soon(self._retention, aux)
+            tg.start_soon(retention.run)
             tg.start_soon(self._dlq_retry, aux)
             await self._stop.wait()
             await self._shutdown()
@@ -318,34 +320,6 @@ class Daemon:
                 self.notifier.status(status)
                 last_status = status
             await anyio.sleep(tick)
-
-    # ---------------------------------------------------------------- retention
-
-    async def _retention(self, reader: FeedReader) -> None:
-        period = min(max(self.cfg.store.retention.seconds / 10, 1.0), 300.0)
-        while True:
-            await anyio.sleep(period)
-            await self.prune(reader)
-
-    async def prune(self, reader: FeedReader) -> int:
-        """Delete events every configured sink has passed and that are older than
-        `store.retention`, in chunks. Returns the number of seqs pruned."""
-        assert self.writer is not None
-        offsets = await reader.offsets()
-        head = self.writer.head
-        floor = min((offsets.get(n, 0) for n in self.dispatchers), default=head)
-        cutoff_ms = int((self._clock() - self.cfg.store.retention.seconds) * 1000)
-        upto = min(floor, await reader.seq_at(cutoff_ms))
-        first = await reader.first_seq()
-        pruned = 0
-        while first <= upto:
-            end = min(upto, first + PRUNE_CHUNK - 1)
-            await self.writer.submit(Batch(prune_upto=end))
-            pruned += end - first + 1
-            first = end + 1
-        if pruned:
-            log.info("retention: pruned events up to seq %d", upto)
-        return pruned
 
     # ---------------------------------------------------------------- dead letters
 

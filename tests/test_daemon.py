@@ -233,11 +233,10 @@ async def test_retention_prunes_only_what_every_sink_passed(start: Callable[...,
         assert (await d.post([rec(n) for n in range(10)])).status_code == 200
         dispatcher = d.daemon.dispatchers["file"]
         await until(lambda: dispatcher.offset == 10 and d.rows("SELECT seq FROM sink_offsets") == [(10,)])
-        reader = dispatcher.reader
-        assert await d.daemon.prune(reader) == 0, "nothing is older than the retention yet"
+        assert await d.daemon.retention.prune() == 0, "nothing is older than the retention yet"
         now[0] += 3601
         assert (await d.post([rec(n) for n in range(10, 15)])).status_code == 200
-        assert await d.daemon.prune(reader) == 10
+        assert await d.daemon.retention.prune() == 10
         assert d.rows("SELECT min(seq), max(seq) FROM events") == [(11, 15)]
         assert d.rows("SELECT count(*) FROM event_ids") == [(5,)]
 
@@ -256,7 +255,7 @@ async def test_a_lagging_sink_holds_retention_back(start: Callable[..., object],
         from streamd.store import Batch
         await d.daemon.writer.submit(Batch(offsets={"slow": 4}))
         now[0] += 7200
-        await d.daemon.prune(d.daemon.dispatchers["file"].reader)
+        await d.daemon.retention.prune()
         assert d.rows("SELECT min(seq) FROM events") == [(5,)]
 
 
