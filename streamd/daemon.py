@@ -1,5 +1,9 @@
 """The daemon: one task group over the store writer, the sinks, the HTTP listener and
 the sources, started in that order, each ready before the next (`await tg.start`).
+Once all are ready (READY=1), three more: the watchdog and status line (`_supervise`),
+retention (`store/retention.py`) and the retry of source dead letters
+(`sources/dead_letters.py`). A source or sink loop that crashes is started again after
+its backoff (`_restarting`); a store error stops the daemon.
 
 Shutdown (SIGTERM/SIGINT, or `request_stop()`), in phases under
 `daemon.shutdown_timeout`:
@@ -32,7 +36,7 @@ from anyio.abc import TaskStatus
 
 from . import __version__
 from .config import BackoffPolicy, Config, SinkConfig, SourceConfig
-from .errors import Rejected, StartupError, StoreError, StoreFatal
+from .errors import StartupError, StoreError, StoreFatal
 from .health import Component, Health, State
 from .metrics import Metrics
 from .notify import Notifier
@@ -41,15 +45,12 @@ from .retry import Backoff
 from .sinks import sink_spec
 from .sinks.dispatcher import Dispatcher, DispatcherState
 from .sources import Source, SourceContext
-from .store import Batch, DeadLetter, FeedReader, Writer, connect
-from .store.reader import DeadLetterRow
+from .sources.dead_letters import SourceDeadLetters
+from .store import Batch, FeedReader, Writer, connect
 from .store.retention import Retention
 from .web import Web
 
 log = logging.getLogger("streamd")
-
-DLQ_POLL = 2.0
-
 
 class DaemonState(enum.Enum):
     """One way: NEW -> STARTING -> RUNNING (ready) -> STOPPING -> STOPPED, or CUT_SHORT when
@@ -83,6 +84,7 @@ class Daemon:
         self.writer: Writer | None = None
         self.web: Web | None = None
         self.retention: Retention | None = None
+        self.dead_letters: SourceDeadLetters | None = None
         self.sources: dict[str, Source] = {}
         self.dispatchers: dict[str, Dispatcher] = {}
         self._readers: list[FeedReader] = []
@@ -134,6 +136,7 @@ class Daemon:
             self.dispatchers[name] = await self._build_sink(name, kcfg, writer)
         aux = await self._reader()
         self.retention = retention = Retention(cfg.store, writer, aux, list(cfg.sinks), self._clock)
+        self.dead_letters = dead_letters = SourceDeadLetters(writer, aux, self.sources)
         web.bind()  # a BindError is a StartupError: exit 1
 
         async with anyio.create_task_group() as tg:
@@ -156,7 +159,7 @@ class Daemon:
             log.info("streamd ready: http on %s:%d; %s", *(web.address or ("?", 0)), status)
             tg.start_soon(self._supervise)
             tg.start_soon(retention.run)
-            tg.start_soon(self._dlq_retry, aux)
+            tg.start_soon(dead_letters.run)
             await self._stop.wait()
             await self._shutdown()
             tg.cancel_scope.cancel()
@@ -321,36 +324,6 @@ class Daemon:
                 last_status = status
             await anyio.sleep(tick)
 
-    # ---------------------------------------------------------------- dead letters
-
-    async def _dlq_retry(self, reader: FeedReader) -> None:
-        while True:
-            await anyio.sleep(DLQ_POLL)
-            for row in await reader.dead_letters(origin="source", status="retry", limit=500):
-                await self.retry_dead_letter(row)
-
-    async def retry_dead_letter(self, row: DeadLetterRow) -> None:
-        """Normalize a source dead letter's raw bytes again (after `streamd dlq retry`)."""
-        assert self.writer is not None
-        source = self.sources.get(row.name)
-        if source is None or row.raw is None:
-            reason = "no such source in the config" if source is None else "no raw payload"
-            log.warning("dead letter %d: cannot retry (%s); left as is", row.id, reason)
-            await self.writer.submit(Batch(resolved_dead_letters=[row.id], dead_letters=[
-                _again(row, f"retry impossible: {reason}")]))
-            return
-        try:
-            events = source.renormalize(row.raw, row.context, datetime.now(UTC))
-        except Rejected as exc:
-            log.info("dead letter %d: still rejected: %s", row.id, exc.reason)
-            await self.writer.submit(Batch(resolved_dead_letters=[row.id],
-                                           dead_letters=[_again(row, exc.reason)]))
-            return
-        done = await self.writer.submit(Batch(source=row.name, events=events,
-                                              resolved_dead_letters=[row.id]))
-        log.info("dead letter %d: re-normalized into %d events (%d new)", row.id, len(events),
-                 done.appended)
-
 
 class _Once:
     """A TaskStatus that forwards only the first `started()`: a supervised task that
@@ -364,11 +337,6 @@ class _Once:
         if not self._done:
             self._done = True
             self._outer.started()
-
-
-def _again(row: DeadLetterRow, reason: str) -> DeadLetter:
-    return DeadLetter(origin="source", name=row.name, provider=row.provider, reason=reason,
-                      raw=row.raw, context=row.context, attempts=row.attempts + 1)
 
 
 def _unwrap(eg: BaseExceptionGroup[Any]) -> BaseException:
