@@ -177,9 +177,7 @@ class Daemon:
         component = self.health.add("sink", name, grace=kcfg.backoff.max.seconds, watched=True)
         sink = sink_spec(kcfg.type).build(name, kcfg)
         # A sink that names this host to its peer (the nats sink's subjects) is told the shard.
-        attach_shard = getattr(sink, "attach_shard", None)
-        if callable(attach_shard):
-            attach_shard(self.cfg.daemon.shard)
+        sink.attach_shard(self.cfg.daemon.shard)
         return Dispatcher(name, kcfg, sink, writer, await self._reader(), self.metrics, component)
 
     async def _shutdown(self) -> None:

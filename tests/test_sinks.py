@@ -14,6 +14,7 @@ from streamd.config import BackoffPolicy, Match, SinkConfig
 from streamd.errors import Permanent, Retryable
 from streamd.health import State
 from streamd.model import Invoice, Party, make_event
+from streamd.sinks.base import Sink
 from streamd.sinks.dispatcher import Dispatcher, DispatcherState
 from streamd.sinks.file import FileSink, FileSinkConfig
 from streamd.store import Batch, FeedEvent, FeedReader
@@ -40,7 +41,7 @@ def events(n: int, start: int = 0, tenant: str = "t") -> list:  # type: ignore[t
     return out
 
 
-class Scripted:
+class Scripted(Sink):
     """A sink whose failures the test decides; it records what it was given."""
 
     def __init__(self, name: str = "scripted") -> None:
@@ -70,6 +71,17 @@ class Scripted:
 
     async def aclose(self) -> None:
         pass
+
+
+def test_a_sink_declares_its_capabilities_or_takes_the_defaults() -> None:
+    """The dispatcher calls every capability without asking: a sink without them gets the
+    defaults that mean "not this sink", and one that says it holds its own offset but
+    cannot say where is refused when its class is made, not at its first delivery."""
+    sink = Scripted()
+    assert (sink.stable_batches, sink.holds_offset, sink.batch_size()) == (False, False, None)
+    with pytest.raises(TypeError, match="must define held_offset"):
+        class Claims(Scripted):
+            holds_offset = True
 
 
 class Running:

@@ -47,7 +47,7 @@ from ..model import CloudEvent
 from ..retry import Backoff, retrying
 from ..store import Batch, DeadLetter, FeedEvent, FeedReader, Pending, Writer
 from ..store.reader import DeadLetterRow
-from .base import HoldsOffset, Sink
+from .base import Sink
 
 log = logging.getLogger("streamd.sink")
 
@@ -92,12 +92,10 @@ class Dispatcher:
         self._pending_since_ms: int | None = None
         self._pending_for = -1
         self._linger = cfg.batch_linger.seconds
-        self._stable = bool(getattr(sink, "stable_batches", False))
+        self._stable = sink.stable_batches
         self._replay_upto = 0  # stable batches: where the batch in flight at the last stop ended
         # A sink that counts its own work (the http sink's requests) is handed the metrics.
-        attach = getattr(sink, "attach_metrics", None)
-        if callable(attach):
-            attach(metrics)
+        sink.attach_metrics(metrics)
 
     @property
     def state(self) -> DispatcherState:
@@ -157,7 +155,7 @@ class Dispatcher:
         against the feed; after the feed's offset when it holds none, or was just reset."""
         recovered = await self.sink.recover()
         sink = self.sink
-        if not isinstance(sink, HoldsOffset):
+        if not sink.holds_offset:
             if recovered > stored:
                 log.info("sink %s: already holds events up to seq %d (offset was %d); resuming "
                          "after it", self.name, recovered, stored)
@@ -197,10 +195,10 @@ class Dispatcher:
     def _batch_max(self) -> int:
         """The most events to read for the next batch: `batch_max`, or less when the sink
         sizes its batches itself (`batch_size`, the postgres sink's commit-time target)."""
-        size = getattr(self.sink, "batch_size", None)
-        if callable(size):
-            return max(1, min(self.cfg.batch_max, int(size())))
-        return self.cfg.batch_max
+        size = self.sink.batch_size()
+        if size is None:
+            return self.cfg.batch_max
+        return max(1, min(self.cfg.batch_max, size))
 
     async def _loop(self) -> None:
         while True:

@@ -54,7 +54,7 @@ from ..metrics import Metrics
 from ..secrets import Secret, is_key_material, is_reference, key_file
 from ..store import FeedEvent
 from ..units import Duration, Size
-from .base import SinkSpec
+from .base import Sink, SinkSpec
 from .subjects import MAX_SUBJECT, Template, covers, valid_pattern
 
 if TYPE_CHECKING:
@@ -311,7 +311,7 @@ class Stored:
 
 # ---------------------------------------------------------------- the sink
 
-class NatsSink:
+class NatsSink(Sink):
     """One shard's publisher into one stream. What it knows of the stream: `_tail`, the
     stream seq and feed seq of the last message this shard stored (None: ask the stream);
     `_attempts`, the batches sent since then whose answer has not come (by batch id);

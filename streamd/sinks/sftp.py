@@ -54,7 +54,7 @@ from ..secrets import Secret
 from ..store import FeedEvent
 from ..units import Duration
 from . import invoice_xml
-from .base import SinkSpec
+from .base import Sink, SinkSpec
 from .filenames import Template, is_own_part, part_name
 
 log = logging.getLogger("streamd.sink")
@@ -214,7 +214,7 @@ def _same_invoice(a: FeedEvent, b: FeedEvent) -> bool:
     return (a.provider, a.tenant, a.key) == (b.provider, b.tenant, b.key)
 
 
-class SftpSink:
+class SftpSink(Sink):
     def __init__(self, name: str, cfg: SftpSinkConfig) -> None:
         self.name = name
         self.cfg = cfg

@@ -46,6 +46,7 @@ import asyncpg
 from ...errors import DeliveryError, Permanent, Retryable, SinkSchemaError
 from ...metrics import Metrics
 from ...store import FeedEvent
+from ..base import Sink
 from . import PostgresSinkConfig, sslmode, tls_context, where
 from .schema import drift, migrate, q
 
@@ -103,7 +104,9 @@ def _said(exc: asyncpg.PostgresError) -> str:
     return f"{text} [SQLSTATE {exc.sqlstate}]"
 
 
-class PostgresSink:
+class PostgresSink(Sink):
+    holds_offset = True  # in sink_offsets, in the transaction that loads the rows
+
     def __init__(self, name: str, cfg: PostgresSinkConfig) -> None:
         self.name = name
         self.cfg = cfg
