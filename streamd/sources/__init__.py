@@ -1,6 +1,8 @@
 """The seat a provider plugs into: `SourceContext`, `Source`, `ProviderSpec` (see `base`)."""
 
 from .base import (
+    DemoPart,
+    DemoSetup,
     ProviderSpec,
     Routes,
     Source,
@@ -13,6 +15,6 @@ from .base import (
 )
 
 __all__ = [
-    "ProviderSpec", "Routes", "Source", "SourceContext", "WebhookAuth", "WebhookHandler", "WebhookReply",
-    "WebhookRequest", "json_reply",
+    "DemoPart", "DemoSetup", "ProviderSpec", "Routes", "Source", "SourceContext", "WebhookAuth",
+    "WebhookHandler", "WebhookReply", "WebhookRequest", "json_reply",
 ]

@@ -4,14 +4,15 @@ reports, polled with OAuth2 client credentials into a change feed.
 `wire` holds the wire format, `normalize` the pure mapping to the unified model,
 `changes` the events a listing emits, `oauth` the client-credentials token, `source`
 the poller, and `simulator` a HORISEN API on loopback (for the demo, the tests and
-the benchmarks). The seed's delivery step (XML over SFTP) is the `sftp` sink.
+the benchmarks); `demo` its part in `streamd demo`. The seed's delivery step (XML over
+SFTP) is the `sftp` sink.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ...sources import ProviderSpec, Source, SourceContext
+from ...sources import DemoPart, DemoSetup, ProviderSpec, Source, SourceContext
 from .config import HorisenConfig, validate
 
 
@@ -21,6 +22,12 @@ def _build(ctx: SourceContext, cfg: Any) -> Source:
     return HorisenSource(ctx, cfg)
 
 
-SPEC = ProviderSpec(config=HorisenConfig, build=_build, validate=validate, path_fields=("ca",))
+def _demo(setup: DemoSetup) -> DemoPart:
+    from .demo import HorisenDemo
+
+    return HorisenDemo(setup)
+
+
+SPEC = ProviderSpec(config=HorisenConfig, build=_build, validate=validate, path_fields=("ca",), demo=_demo)
 
 __all__ = ["SPEC", "HorisenConfig"]
