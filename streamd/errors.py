@@ -23,6 +23,7 @@ dead-letter, or stop" only ever looks at these types::
     ├── ReportsMissing         HORISEN has no traffic reports for an invoice yet: held
     ├── AuthFailed             the provider refused our credentials: the source waits for new ones
     │   └── TokenLost          a rotation the last run began spent the stored token: `streamd auth`
+    ├── AuthorizationFailed    `streamd auth` could not authorize a source: exit 1
     ├── DeliveryError          a sink could not deliver
     │   ├── Retryable          try the same batch again later (timeouts, 5xx, 429)
     │   └── Permanent          this batch will never succeed as is (4xx, bad data)
@@ -140,6 +141,11 @@ class AuthFailed(StreamdError):
 class TokenLost(AuthFailed):
     """The stored refresh token was spent by a rotation the last run began and never
     committed: only `streamd auth` can help."""
+
+
+class AuthorizationFailed(StreamdError):
+    """`streamd auth` could not authorize a source: the provider refused, the browser never
+    came back, or the redirect address cannot be bound. Said to the person at the terminal."""
 
 
 class DeliveryError(StreamdError):

@@ -22,7 +22,8 @@ HTTP listener starts, then starts `source.run()` in its task group. The
 
 Beside `build`, a `ProviderSpec` may carry hooks for the command line, so that it names
 no provider: `demo` makes the provider's part in `streamd demo` (a `DemoPart`: its
-simulator, its source table, its platform at work).
+simulator, its source table, its platform at work), and `authorize` signs a source in
+for `streamd auth <source>` (an `Authorization` says which, and how).
 
 A source's `run` handles its peer's failures itself (retry with `retry.Backoff`)
 and returns only when cancelled. `renormalize` re-runs the pure normalizer on a
@@ -170,6 +171,18 @@ class DemoPart(Protocol):
 
 
 @dataclass(frozen=True)
+class Authorization:
+    """What `streamd auth <source>` hands a provider's `authorize` hook."""
+
+    store: StoreConfig  # where the credentials go (`store.write_state`: sealed when a key is set)
+    source: str  # the `[sources.<name>]` to authorize
+    config: Any  # its table: the provider's own SourceConfig
+    refresh_token: str | None  # one obtained elsewhere, to import instead of signing in
+    timeout: float  # seconds to wait for the person to finish signing in
+    say: Callable[[str], None]  # a message for the person at the terminal (never a token)
+
+
+@dataclass(frozen=True)
 class ProviderSpec:
     config: type[SourceConfig]
     build: Callable[[SourceContext, Any], Source]
@@ -180,6 +193,9 @@ class ProviderSpec:
     keeps_credentials: bool = False
     # Its part in `streamd demo` (a provider without one is left out of the demo).
     demo: Callable[[DemoSetup], DemoPart] | None = None
+    # `streamd auth <source>`: sign in once and keep the credentials in the store. Raises
+    # AuthorizationFailed with a message for the person at the terminal.
+    authorize: Callable[[Authorization], Awaitable[None]] | None = None
 
 
 def json_reply(status: int, **body: Any) -> WebhookReply:
