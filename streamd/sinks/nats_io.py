@@ -32,7 +32,7 @@ from nats.js.api import StreamConfig, StreamInfo
 
 from ..errors import JetStreamRefused, Retryable
 from ..secrets import redact
-from .nats import Message, Stored
+from .nats_messages import Message, Stored
 
 log = logging.getLogger("streamd.sink")
 
