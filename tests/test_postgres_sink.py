@@ -554,7 +554,8 @@ def test_config_refuses_a_passfile_others_can_read_and_a_password_with_it(tmp_pa
 
 
 def test_sslmode_defaults_to_verify_full_off_this_machine_and_warns_when_weaker() -> None:
-    from streamd.sinks.postgres import SPEC, sslmode
+    from streamd.sinks.postgres import SPEC
+    from streamd.sinks.postgres.config import sslmode
 
     def cfg(**keys: Any) -> Any:
         return parse(sink(**keys)).sinks["pg"]

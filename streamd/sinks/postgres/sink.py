@@ -47,7 +47,7 @@ from ...errors import DeliveryError, Permanent, Retryable, SinkSchemaError
 from ...metrics import Metrics
 from ...store import FeedEvent
 from ..base import Sink
-from . import PostgresSinkConfig, sslmode, tls_context, where
+from .config import PostgresSinkConfig, sslmode, tls_context, where
 from .schema import drift, migrate, q
 
 log = logging.getLogger("streamd.sink")
