@@ -33,7 +33,7 @@ def add_parser(sub: Any, with_config: Any) -> None:
 def cmd_auth(args: argparse.Namespace) -> int:
     from ..providers import provider_spec
     from ..sources import Authorization
-    from . import load_config
+    from .common import load_config
 
     cfg = load_config(args.config)
     src = cfg.sources.get(args.source)
