@@ -32,6 +32,7 @@ import ast
 import importlib
 import importlib.util
 import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -271,6 +272,31 @@ def test_the_walk_sees_every_module_and_each_imports() -> None:
             continue
         module = importlib.import_module(name)
         assert module.__file__ is not None and Path(module.__file__) == path, name
+
+
+_DAEMON_IMPORTS = """
+import importlib, sys
+import streamd.cli, streamd.configfile, streamd.daemon
+from streamd.providers import PROVIDERS, provider_spec
+from streamd.sinks import SINKS, sink_spec
+for name, package in PROVIDERS.items():
+    provider_spec(name)
+    importlib.import_module(package + ".source")
+for kind in SINKS:
+    sink_spec(kind)
+import streamd.sinks.nats_io, streamd.sinks.postgres.sink
+print(" ".join(m for m in ("trustme", "streamd.certs", "streamd.simulated") if m in sys.modules))
+"""
+
+
+def test_the_daemon_never_imports_the_demo_kit() -> None:
+    """trustme is a dependency for `streamd demo` and the simulators alone (pyproject.toml,
+    README): the daemon, every source and every sink run without loading it."""
+    if os.environ.get("STREAMD_LAYERS_ROOT"):
+        pytest.skip("another tree: its modules are not the ones this interpreter imports")
+    out = subprocess.run([sys.executable, "-c", _DAEMON_IMPORTS], capture_output=True, text=True,
+                         timeout=60, check=True)
+    assert out.stdout.split() == []
 
 
 # ---------------------------------------------------------------- the checker, by data
