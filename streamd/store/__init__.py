@@ -1,8 +1,8 @@
 """The feed: one SQLite file (schema), one writer task (writer), many readers (reader);
 credentials kept in it sealed (sealed)."""
 
-from .reader import DeadLetterRow, FeedEvent, FeedReader, match_clause
-from .schema import SCHEMA_VERSION, classify, connect
+from .reader import FeedEvent, FeedReader
+from .schema import connect
 from .sealed import SECRET_PREFIX
 from .writer import (
     Batch,
@@ -15,7 +15,6 @@ from .writer import (
 )
 
 __all__ = [
-    "SCHEMA_VERSION", "SECRET_PREFIX", "Batch", "Committed", "DeadLetter", "DeadLetterRow",
-    "EntityState", "FeedEvent", "FeedReader", "Pending", "Writer", "classify", "connect", "match_clause",
-    "write_state",
+    "SECRET_PREFIX", "Batch", "Committed", "DeadLetter", "EntityState", "FeedEvent", "FeedReader",
+    "Pending", "Writer", "connect", "write_state",
 ]
