@@ -28,18 +28,28 @@ are called without asking, and a sink overrides only what it has:
   `held_offset()` rather than after the feed's copy, so a crash between the two commits
   redelivers nothing; and moves it with `reset_offset` when `streamd sink reset` asked
   for it.
+- `attach_state(load)` and `take_state()`: a sink that remembers what it delivered (the
+  sftp sink: each invoice's documents) is handed `load(keys)`, which reads what is
+  committed (key -> (seq, value)), and after each delivery gives up what it changed
+  (`SinkState` rows), which the dispatcher commits together with the offset that
+  delivery moved. A crash then loses both or neither: the batch delivered again finds
+  the sink remembering what it did before that batch, and decides the same. A delivery
+  that fails must change nothing it would give up.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ..config import SinkConfig, no_checks
 from ..metrics import Metrics
-from ..store import FeedEvent
+from ..store import FeedEvent, SinkState
+
+#: What `attach_state` is handed: the committed state of these keys, key -> (seq, value).
+StateLoader = Callable[[Sequence[str]], Awaitable[dict[str, tuple[int, bytes]]]]
 
 
 class Sink(ABC):
@@ -79,6 +89,16 @@ class Sink(ABC):
         """Called once with `[daemon] shard`, before the first delivery. By default a sink
         does not name this host to its peer."""
         return
+
+    def attach_state(self, load: StateLoader) -> None:
+        """Called once, before the first delivery, with what reads the state this sink
+        committed. By default a sink remembers nothing of what it delivered."""
+        return
+
+    def take_state(self) -> list[SinkState]:
+        """After each delivery: what it changed of its state, to commit with the offset that
+        delivery moved (and forget here). By default: nothing."""
+        return []
 
     def batch_size(self) -> int | None:
         """The most events the next batch should hold, asked before each read (the

@@ -96,6 +96,8 @@ class Dispatcher:
         self._replay_upto = 0  # stable batches: where the batch in flight at the last stop ended
         # A sink that counts its own work (the http sink's requests) is handed the metrics.
         sink.attach_metrics(metrics)
+        # A sink that remembers what it delivered: its state commits with its offset.
+        sink.attach_state(lambda keys: reader.sink_state(name, keys))
 
     @property
     def state(self) -> DispatcherState:
@@ -267,10 +269,14 @@ class Dispatcher:
             await self._settle_offset()
         queued = self._offset_inflight[1] if self._offset_inflight else self._committed_offset
         now = time.monotonic()
-        if self.offset != queued and (force or now - self._last_offset_commit >= OFFSET_IDLE_COMMIT):
+        states = self.sink.take_state()
+        if states or (self.offset != queued
+                      and (force or now - self._last_offset_commit >= OFFSET_IDLE_COMMIT)):
             await self._settle_offset()
             with self._on_store():
-                pending = await self.writer.enqueue(Batch(offsets={self.name: self.offset}))
+                pending = await self.writer.enqueue(Batch(
+                    offsets={self.name: self.offset},
+                    sink_states={self.name: states} if states else {}))
             self._offset_inflight = (pending, self.offset)
             self._last_offset_commit = now
         if wait:
@@ -405,7 +411,9 @@ class Dispatcher:
             return
         log.info("sink %s: dead letter %d (seq %s) delivered on retry", self.name, row.id,
                  row.event_seq)
-        await self._submit(Batch(resolved_dead_letters=[row.id]))
+        states = self.sink.take_state()
+        await self._submit(Batch(resolved_dead_letters=[row.id],
+                                 sink_states={self.name: states} if states else {}))
 
 
 def _from_line(row: DeadLetterRow) -> FeedEvent:

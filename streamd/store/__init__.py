@@ -10,11 +10,12 @@ from .writer import (
     DeadLetter,
     EntityState,
     Pending,
+    SinkState,
     Writer,
     write_state,
 )
 
 __all__ = [
     "SECRET_PREFIX", "Batch", "Committed", "DeadLetter", "EntityState", "FeedEvent", "FeedReader",
-    "Pending", "Writer", "connect", "write_state",
+    "Pending", "SinkState", "Writer", "connect", "write_state",
 ]
