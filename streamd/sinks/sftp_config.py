@@ -1,32 +1,19 @@
-"""The `sftp` sink's settings (`SftpSinkConfig`), the checks `streamd check` runs on them,
-and the file names its `filename` template gives (docs/sinks/sftp.md): apart from the
-sink (`sftp`), which connects and writes."""
+"""The `sftp` sink's settings (`SftpSinkConfig`) and the checks `streamd check` runs on
+them (docs/sinks/sftp.md): apart from the sink (`sftp`), which connects and writes, and
+from the format of its files (`invoice_files`), which makes them."""
 
 from __future__ import annotations
 
 import os
 import socket
 from pathlib import Path
-from typing import Any
 
 import asyncssh
 
 from ..config import Match, SinkConfig
-from ..model import Invoice
 from ..secrets import Secret
-from ..store import FeedEvent
 from ..units import Duration
-from .documents import Document
-from .filenames import Template
-
-FIELDS = ("tenant", "number", "documentNumber", "key", "id", "seq", "source", "op", "revision", "issued")
-#: One of these tells one invoice's file from another's; a template without any would
-#: give every invoice of a tenant (or of a day) one name.
-DISTINCT = ("number", "documentNumber", "key", "id", "seq")
-#: One of these tells an invoice's documents apart ({op} only with {id} or {seq}: one
-#: event may make an issue and a payment).
-PER_DOCUMENT = ("revision",)
-FILENAME = "{tenant}-{number}_r{revision}_{op}.xml"
+from .invoice_files import FILENAME, InvoiceDocuments
 
 
 class SftpSinkConfig(SinkConfig, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -50,44 +37,6 @@ class SftpSinkConfig(SinkConfig, frozen=True, forbid_unknown_fields=True, kw_onl
     timeout: Duration = Duration(30.0)
     concurrency: int = 8
     batch_max: int = 100
-
-
-# ---------------------------------------------------------------- file names
-
-def template_problem(template: str) -> str | None:
-    """Why a `filename` template cannot be used, or None."""
-    parsed = Template(template, FIELDS)
-    if parsed.problem:
-        return parsed.problem
-    used = {f.name for f in parsed.fields}
-    if not used & set(DISTINCT):
-        return ("needs one of " + ", ".join("{" + f + "}" for f in DISTINCT)
-                + ", or two invoices could get one name")
-    if not used & set(PER_DOCUMENT) and not ("op" in used and used & {"id", "seq"}):
-        return ("needs {revision} (or {op} with {id} or {seq}), or an invoice's documents (its "
-                "corrections, cancellation, payments) could get one name")
-    try:
-        parsed.render(_SAMPLE)
-    except (ValueError, TypeError) as exc:
-        return f"cannot be rendered ({exc})"
-    return None
-
-
-_SAMPLE: dict[str, Any] = {
-    "tenant": "acme", "number": "INV-1", "documentNumber": "INV-1", "key": "k1", "id": "0" * 32,
-    "seq": 1, "source": "horisen", "op": "issue", "revision": 1, "issued": "2026-01-01",
-}
-
-
-def file_name(template: str | Template, event: FeedEvent, invoice: Invoice, doc: Document) -> str:
-    # An invoice without a number is named by its key: an empty {number} would give every
-    # such invoice of a tenant one name.
-    number = invoice.number or event.key
-    parsed = template if isinstance(template, Template) else Template(template, FIELDS)
-    return parsed.render({
-        "tenant": event.tenant, "number": number, "documentNumber": number, "key": event.key,
-        "id": event.id, "seq": event.seq, "source": event.source, "op": doc.op,
-        "revision": doc.revision, "issued": invoice.issued.isoformat() if invoice.issued else ""})
 
 
 # ---------------------------------------------------------------- validation
@@ -121,7 +70,7 @@ def _validate(cfg: SftpSinkConfig) -> list[str]:
             problems.append(f"known_hosts: {problem}")
     if not cfg.directory:
         problems.append("directory: must not be empty (\".\" is the login directory)")
-    problem = template_problem(cfg.filename)
+    problem = InvoiceDocuments.template_problem(cfg.filename)
     if problem:
         problems.append(f"filename: {problem}")
     if cfg.timeout.seconds <= 0:
