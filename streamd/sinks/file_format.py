@@ -4,8 +4,11 @@ of a file already at a name whether it is the same file. The transport (`sftp`) 
 writes each file under a temporary name, renames it into place, skips a file that is
 already there and the same, and refuses one that is not.
 
-The format (docs/sinks/sftp.md): `invoice_files.InvoiceDocuments`, the documents an ERP
-books of HORISEN's invoices, as XML, one file per document.
+The formats (`format = ...` in the sink's table, docs/sinks/sftp.md):
+
+- `invoice_files.InvoiceDocuments` (`"invoice-xml"`, the default): the documents an ERP
+  books of HORISEN's invoices, as XML, one file per document.
+- `jsonl_files.JsonLines` (`"jsonl"`): each batch's feed lines, one file per batch.
 
 A format decides on copies and changes nothing it keeps until the transport says every
 file went (`Plan.done`), so a delivery that fails changes nothing.

@@ -1,5 +1,5 @@
-"""The SFTP sink's files: the documents an ERP books of HORISEN's invoices, one XML file
-each (docs/sinks/sftp.md).
+"""`format = "invoice-xml"` (the SFTP sink's default): the documents an ERP books of
+HORISEN's invoices, one XML file each (docs/sinks/sftp.md).
 
 For each `invoice` event it decides which documents it makes (`documents`: nothing for a
 draft, an issue when it becomes bookable, a correction, a cancellation, with `payments`

@@ -1,10 +1,11 @@
 """`type = "sftp"`: files on an SFTP server, for a system that picks them up from a
 directory (docs/sinks/sftp.md).
 
-This module is the transport; what the files hold is the sink's format (`file_format`):
-the documents an ERP books of HORISEN's invoices, as XML (`invoice_files`). The format
-turns a batch into files, in chains whose files go in order, and says whether a file
-already at a name is the one it would write.
+This module is the transport; what the files hold is the sink's `format`
+(`file_format`): by default the documents an ERP books of HORISEN's invoices, as XML
+(`invoice_files`), or each batch's feed lines (`jsonl_files`). The format turns a batch
+into files, in chains whose files go in order, and says whether a file already at a name
+is the one it would write.
 
 Names come from the `filename` template (`filenames`): escaped, never collapsed, so two
 files never share one. Each file is written as `.<name>.streamd-<sink>.part`, fsynced
@@ -45,6 +46,7 @@ from .base import Sink, SinkSpec, StateLoader
 from .file_format import FileFormat, OutFile
 from .filenames import is_own_part, part_name
 from .invoice_files import InvoiceDocuments
+from .jsonl_files import JsonLines
 from .sftp_config import (
     SftpSinkConfig,
     _import_key,
@@ -66,7 +68,9 @@ _COUNTED = 10_000  # conflicting files' identities remembered, so that each is c
 # ---------------------------------------------------------------- the sink
 
 def file_format(name: str, cfg: SftpSinkConfig) -> FileFormat:
-    """The format of this sink's files."""
+    """The format the sink's table chose (`sftp_config.FORMATS`), for this sink."""
+    if cfg.format == "jsonl":
+        return JsonLines(name, cfg.filename)
     # More than the two batches whose state may not be committed yet (`ledger`).
     return InvoiceDocuments(name, cfg.filename, payments=cfg.payments,
                             capacity=max(10_000, 4 * cfg.batch_max))

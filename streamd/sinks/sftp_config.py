@@ -1,19 +1,32 @@
 """The `sftp` sink's settings (`SftpSinkConfig`) and the checks `streamd check` runs on
 them (docs/sinks/sftp.md): apart from the sink (`sftp`), which connects and writes, and
-from the format of its files (`invoice_files`), which makes them."""
+from the formats it writes (`FORMATS`), which make the files.
+
+`format` chooses what the files hold, and with it the defaults of `filename` and `match`:
+`"invoice-xml"` takes HORISEN's invoices, `"jsonl"` every event.
+"""
 
 from __future__ import annotations
 
 import os
 import socket
 from pathlib import Path
+from typing import Literal
 
 import asyncssh
+import msgspec
 
 from ..config import Match, SinkConfig
 from ..secrets import Secret
 from ..units import Duration
-from .invoice_files import FILENAME, InvoiceDocuments
+from .file_format import FileFormat
+from .invoice_files import InvoiceDocuments
+from .jsonl_files import JsonLines
+
+Format = Literal["invoice-xml", "jsonl"]
+FORMATS: dict[str, type[FileFormat]] = {"invoice-xml": InvoiceDocuments, "jsonl": JsonLines}
+#: What an `invoice-xml` sink takes unless its table says otherwise; a `jsonl` one: everything.
+INVOICES = Match(provider=["horisen"], entity=["invoice"])
 
 
 class SftpSinkConfig(SinkConfig, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -27,8 +40,10 @@ class SftpSinkConfig(SinkConfig, frozen=True, forbid_unknown_fields=True, kw_onl
     # OpenSSH known_hosts file holding the server's host key; there is no way to skip it.
     known_hosts: str
     directory: str = "."
-    filename: str = FILENAME
-    match: Match = Match(provider=["horisen"], entity=["invoice"])
+    # What the files hold (FORMATS); the defaults of `filename` and `match` follow it.
+    format: Format = "invoice-xml"
+    filename: str = ""  # "": the format's (`{tenant}-{number}_r{revision}_{op}.xml` for invoice-xml)
+    match: Match = INVOICES
     # Write a `payment` document when what is paid of a booked invoice changes. Off: an ERP
     # that takes payments from its bank statement would book each one twice.
     payments: bool = False
@@ -37,6 +52,16 @@ class SftpSinkConfig(SinkConfig, frozen=True, forbid_unknown_fields=True, kw_onl
     timeout: Duration = Duration(30.0)
     concurrency: int = 8
     batch_max: int = 100
+
+    def __post_init__(self) -> None:
+        # The defaults that depend on `format`, filled in once, so that `streamd check`
+        # prints what the sink will do. `match` is the invoices' default by identity: a
+        # table that names those invoices itself keeps them, whatever the format.
+        fmt = FORMATS[self.format]
+        if not self.filename:
+            msgspec.structs.force_setattr(self, "filename", fmt.FILENAME)
+        if self.format != "invoice-xml" and self.match is INVOICES:
+            msgspec.structs.force_setattr(self, "match", Match())
 
 
 # ---------------------------------------------------------------- validation
@@ -70,7 +95,10 @@ def _validate(cfg: SftpSinkConfig) -> list[str]:
             problems.append(f"known_hosts: {problem}")
     if not cfg.directory:
         problems.append("directory: must not be empty (\".\" is the login directory)")
-    problem = InvoiceDocuments.template_problem(cfg.filename)
+    if cfg.payments and cfg.format != "invoice-xml":
+        problems.append(f"payments: payment documents are invoice-xml's; format {cfg.format!r} "
+                        "writes every event as it is")
+    problem = FORMATS[cfg.format].template_problem(cfg.filename)
     if problem:
         problems.append(f"filename: {problem}")
     if cfg.timeout.seconds <= 0:
