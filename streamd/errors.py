@@ -28,11 +28,12 @@ dead-letter, or stop" only ever looks at these types::
     │   ├── Retryable          try the same batch again later (timeouts, 5xx, 429)
     │   └── Permanent          this batch will never succeed as is (4xx, bad data)
     ├── JetStreamRefused       the nats sink's stream answered a batch with an error
-    └── SinkSchemaError        the postgres sink's tables cannot be used as they are
+    ├── SinkSchemaError        the postgres sink's tables cannot be used as they are
+    └── SinkStateUnreadable    what the sftp sink remembers of an invoice is not its own
 
-A sink maps its own errors (`JetStreamRefused`, `SinkSchemaError`) onto `Retryable` or
-`Permanent` inside `deliver`: the dispatcher only ever sees those two (anything else is
-logged with its traceback and retried).
+A sink maps its own errors (`JetStreamRefused`, `SinkSchemaError`, `SinkStateUnreadable`)
+onto `Retryable` or `Permanent` inside `deliver`: the dispatcher only ever sees those two
+(anything else is logged with its traceback and retried).
 
 Two kinds stay where they are raised, since no other module ever sees them: control
 flow private to one module (`web._BodyTooLarge`, `model.check._Bad`), and the
@@ -181,3 +182,8 @@ class JetStreamRefused(StreamdError):
 class SinkSchemaError(StreamdError):
     """The postgres sink's schema cannot be used as it is; the message says why and what
     to do."""
+
+
+class SinkStateUnreadable(StreamdError):
+    """What the store holds as a sink's state for a key (the sftp sink's history of an
+    invoice) is not what that sink wrote: the event it is needed for is refused."""

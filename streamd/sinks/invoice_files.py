@@ -19,7 +19,7 @@ from typing import Any
 
 import msgspec
 
-from ..errors import Permanent, Rejected
+from ..errors import Permanent, Rejected, SinkStateUnreadable
 from ..metrics import Metrics
 from ..model import Invoice
 from ..model.check import checked
@@ -30,7 +30,7 @@ from .base import StateLoader
 from .documents import OPS, Document, History, decide, state_key
 from .file_format import FileFormat, OutFile, Plan
 from .filenames import Template
-from .ledger import Ledger, Unreadable
+from .ledger import Ledger
 
 log = logging.getLogger("streamd.sink")
 
@@ -139,7 +139,7 @@ class InvoiceDocuments(FileFormat):
         keys = [state_key(e.provider, e.tenant, e.key) for e, _ in shown]
         try:
             before = await self._ledger.histories(keys)
-        except Unreadable as exc:
+        except SinkStateUnreadable as exc:
             raise Permanent(str(exc)) from None
         changed: dict[str, History] = {}
         chains: dict[str, list[OutFile]] = {}
