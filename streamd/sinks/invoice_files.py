@@ -27,7 +27,7 @@ from ..model.fields import DECODE_ERRORS
 from ..store import FeedEvent, SinkState
 from . import invoice_xml
 from .base import StateLoader
-from .documents import OPS, Document, History, decide, state_key
+from .documents import DOCUMENT_OPS, Document, History, decide, state_key
 from .file_format import FileFormat, OutFile, Plan
 from .filenames import Template
 from .ledger import Ledger
@@ -99,7 +99,7 @@ class InvoiceDocuments(FileFormat):
         return template_problem(template)
 
     def attach_metrics(self, metrics: Metrics) -> None:
-        self._written = {op: metrics.sink_sftp_documents.labels(self.sink, op) for op in OPS}
+        self._written = {op: metrics.sink_sftp_documents.labels(self.sink, op) for op in DOCUMENT_OPS}
 
     def attach_state(self, load: StateLoader) -> None:
         self._ledger.attach(load)
