@@ -76,8 +76,9 @@ def stamp(value: object) -> datetime | None:
         return None
     try:
         at = datetime.fromisoformat(value.strip())
+        # A stamp near the calendar's ends has no UTC (9999-12-31T23:59:59-05:00).
         return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
-    except (ValueError, OverflowError):  # 0001-01-01T00:00:00+01:00 is before year 1 in UTC
+    except (ValueError, OverflowError):
         return None
 
 
