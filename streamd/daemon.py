@@ -42,13 +42,14 @@ from .sinks import sink_spec
 from .sinks.dispatcher import Dispatcher
 from .sources import Source, SourceContext
 from .store import Batch, DeadLetter, FeedReader, Writer, connect
-from .store.reader import DeadLetterRow
+from .store.reader import DeadLetterRow, Lines
 from .web import BindError, Web
 
 log = logging.getLogger("streamd")
 
 PRUNE_CHUNK = 10_000
 DLQ_POLL = 2.0
+LINES_SHARED = 8 << 20  # bytes of rendered feed lines the sinks share (about 10,000 events)
 
 
 class StartupError(Exception):
@@ -75,6 +76,9 @@ class Daemon:
         self.sources: dict[str, Source] = {}
         self.dispatchers: dict[str, Dispatcher] = {}
         self._readers: list[FeedReader] = []
+        # Sinks' events share their rendered lines, so an event is encoded once, however
+        # many sinks send it (one sink has nothing to share it with).
+        self._lines = Lines(LINES_SHARED) if len(cfg.sinks) > 1 else None
         self.clean_exit = True
 
     def request_stop(self) -> None:
@@ -99,8 +103,8 @@ class Daemon:
                 await db.close()
             self.notifier.close()
 
-    async def _reader(self) -> FeedReader:
-        r = await FeedReader.open(self.cfg.store)
+    async def _reader(self, lines: Lines | None = None) -> FeedReader:
+        r = await FeedReader.open(self.cfg.store, lines)
         self._readers.append(r)
         return r
 
@@ -162,7 +166,8 @@ class Daemon:
         attach_shard = getattr(sink, "attach_shard", None)
         if callable(attach_shard):
             attach_shard(self.cfg.daemon.shard)
-        return Dispatcher(name, kcfg, sink, writer, await self._reader(), self.metrics, component)
+        return Dispatcher(name, kcfg, sink, writer, await self._reader(self._lines), self.metrics,
+                          component)
 
     async def _shutdown(self) -> None:
         assert self.writer is not None and self.web is not None

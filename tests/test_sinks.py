@@ -17,6 +17,7 @@ from streamd.model import Invoice, Party, make_event
 from streamd.sinks.dispatcher import Dispatcher
 from streamd.sinks.file import FileSink, FileSinkConfig
 from streamd.store import Batch, FeedEvent, FeedReader
+from streamd.store.reader import Lines
 from streamd.units import Duration, Size
 
 from .conftest import feed_lines, until
@@ -199,6 +200,42 @@ async def test_the_file_sink_writes_the_feed_lines(store: Store, tmp_path: Path)
         await run.caught_up()
     lines = (tmp_path / "out" / "feed.jsonl").read_bytes().splitlines(keepends=True)
     assert lines == [e.line for e in await store.reader.read(0, 100, 100)]
+
+
+async def test_the_file_sink_writes_each_line_byte_for_byte_as_pinned(store: Store, tmp_path: Path) -> None:
+    """The feed line's bytes are a contract (consumers hash and diff them): the envelope
+    around the stored data, field order, escaping, UTF-8 and the null tenant, pinned."""
+    ev = make_event(provider="synthetic", source="s", tenant="", entity="party", op="created",
+                    key='k "1" \u00fc/\u00e9\\', time=T0, data=Party(name="p"), version="v")
+    await store.writer.submit(Batch(source="s", events=[ev]))
+    async with dispatching(store, file_sink(tmp_path)) as run:
+        await run.caught_up()
+    written = (tmp_path / "out" / "feed.jsonl").read_bytes()
+    assert written == (
+        b'{"specversion":"1.0","id":"' + ev.id.encode() + b'","source":"/synthetic/s",'
+        b'"type":"party.created","subject":"party/k \\"1\\" \xc3\xbc/\xc3\xa9\\\\",'
+        b'"time":"2026-01-01T00:00:00.000Z","datacontenttype":"application/json","seq":1,'
+        b'"provider":"synthetic","tenant":null,"entity":"party","data":' + ev.data + b'}\n')
+
+
+async def test_an_event_read_by_two_sinks_is_rendered_once(store: Store) -> None:
+    """Encode once: readers sharing `Lines` hand every sink the same bytes, rendered by
+    the first to ask; asking again (a batch delivered again) renders nothing either."""
+    await store.writer.submit(Batch(source="s", events=events(3)))
+    lines = Lines()
+    a, b = (await FeedReader.open(store.cfg, lines), await FeedReader.open(store.cfg, lines))
+    try:
+        first, second = await a.read(0, 10, 10), await b.read(0, 10, 10)
+        assert all(e.rendered is None for e in first + second)  # nothing rendered by reading
+        sent = [e.line for e in first]
+        assert all(x.line is y for x, y in zip(second, sent, strict=True))
+        assert all(x.line is y for x, y in zip(first, sent, strict=True))
+        alone = await store.reader.read(0, 10, 10)  # a reader of its own renders the same bytes
+        assert [e.line for e in alone] == sent and all(x is not y for x, y in
+                                                       zip((e.line for e in alone), sent, strict=True))
+    finally:
+        await a.close()
+        await b.close()
 
 
 async def test_the_file_sink_repairs_a_torn_line_and_resumes_exactly(store: Store, tmp_path: Path) -> None:
