@@ -238,6 +238,30 @@ async def test_an_event_read_by_two_sinks_is_rendered_once(store: Store) -> None
         await b.close()
 
 
+async def test_the_next_batch_is_read_while_one_is_delivered(store: Store) -> None:
+    """The read of the next batch overlaps the delivery of this one (the postgres sink's
+    commit), and is delivered only after it returned, in order, the offset unchanged."""
+    await store.writer.submit(Batch(source="s", events=events(10)))
+    sink = Scripted()
+    sink.gate = anyio.Event()
+    reads: list[int] = []
+    async with dispatching(store, sink, batch_max=4) as run:
+        original = run.d.reader.read
+
+        async def read(after: int, upto: int, limit: int, match: Match | None = None) -> list[FeedEvent]:
+            reads.append(after)
+            return await original(after, upto, limit, match)
+
+        run.d.reader.read = read  # type: ignore[method-assign]
+        # The first batch is already in delivery (held at the gate): the second is read meanwhile.
+        await until(lambda: 4 in reads, 10, "the second batch to be read during the first delivery")
+        assert sink.calls == 1 and sink.got == [] and run.d.offset == 0
+        assert 8 not in reads  # one batch ahead, no more
+        sink.gate.set()
+        await run.caught_up()
+    assert [e.key for e in sink.got] == [f"k{i}" for i in range(10)] and sink.sizes == [4, 4, 2]
+
+
 async def test_the_file_sink_repairs_a_torn_line_and_resumes_exactly(store: Store, tmp_path: Path) -> None:
     await store.writer.submit(Batch(source="s", events=events(10)))
     async with dispatching(store, file_sink(tmp_path), batch_max=4) as run:
