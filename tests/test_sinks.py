@@ -11,7 +11,7 @@ import anyio
 import pytest
 
 from streamd.config import Backoff, Match, SinkConfig
-from streamd.errors import Permanent, Retryable
+from streamd.errors import Permanent, Retryable, StoreError
 from streamd.health import State
 from streamd.model import Invoice, Party, make_event
 from streamd.sinks.dispatcher import Dispatcher
@@ -260,6 +260,47 @@ async def test_the_next_batch_is_read_while_one_is_delivered(store: Store) -> No
         sink.gate.set()
         await run.caught_up()
     assert [e.key for e in sink.got] == [f"k{i}" for i in range(10)] and sink.sizes == [4, 4, 2]
+
+
+async def test_a_failed_read_ahead_never_cuts_the_delivery_short(store: Store) -> None:
+    """The read of the next batch fails while this one is delivered: the delivery still
+    completes and its offset moves; the failure surfaces after it, as a read's would."""
+    await store.writer.submit(Batch(source="s", events=events(10)))
+    sink = Scripted()
+    sink.gate = anyio.Event()
+    reader = await FeedReader.open(store.cfg)
+    original = reader.read
+    reads = 0
+
+    async def read(after: int, upto: int, limit: int, match: Match | None = None) -> list[FeedEvent]:
+        nonlocal reads
+        reads += 1
+        if reads == 2:
+            raise StoreError("disk I/O error")
+        return await original(after, upto, limit, match)
+
+    reader.read = read  # type: ignore[method-assign]
+    store.metrics.init_sink("scripted")
+    d = Dispatcher("scripted", SinkConfig(type="test", backoff=FAST, batch_max=4), sink,  # type: ignore[arg-type]
+                   store.writer, reader, store.metrics, store.health.add("sink", "scripted", grace=1))
+    failed: list[BaseException] = []
+
+    async def run() -> None:
+        try:
+            await d.run()
+        except StoreError as exc:
+            failed.append(exc)
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run)
+            await until(lambda: reads == 2, 10, "the read ahead to fail")
+            assert not failed and sink.calls == 1  # the delivery goes on
+            sink.gate.set()
+            await until(lambda: bool(failed), 10, "the failure to surface")
+    finally:
+        await reader.close()
+    assert [e.key for e in sink.got] == ["k0", "k1", "k2", "k3"] and d.offset == 4
 
 
 async def test_the_file_sink_repairs_a_torn_line_and_resumes_exactly(store: Store, tmp_path: Path) -> None:
