@@ -43,12 +43,13 @@ class Lines:
             self._bytes -= len(self._lines.pop(next(iter(self._lines))))
 
 
-class FeedEvent(msgspec.Struct):
+class FeedEvent(msgspec.Struct, eq=False):
     """One committed event as sinks see it: the columns, and its feed line, the CloudEvent
     bytes every sink sends. The line is rendered once, when first asked for (a sink that
     sends only `data` never pays for it), and kept: a batch delivered again, or by another
     sink through the same `Lines`, sends the same bytes without encoding them again.
-    Not frozen only so that the line can be kept; nothing else changes an event."""
+    Not frozen only so that the line can be kept; nothing else changes an event. Equal
+    when the columns are: whether the line was rendered yet is no part of an event."""
 
     seq: int
     id: str
@@ -83,6 +84,20 @@ class FeedEvent(msgspec.Struct):
                     shared.put(self.seq, line)
             self.rendered = line
         return line
+
+    def _columns(self) -> tuple[object, ...]:
+        return (self.seq, self.id, self.source, self.provider, self.tenant, self.entity, self.op,
+                self.key, self.time, self.received_ms, self.data)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, FeedEvent):
+            return NotImplemented
+        return self._columns() == other._columns()
+
+    def __ne__(self, other: object) -> bool:
+        if not isinstance(other, FeedEvent):
+            return NotImplemented
+        return self._columns() != other._columns()
 
 
 def _row_to_event(row: Sequence[Any], lines: Lines | None = None) -> FeedEvent:
