@@ -19,7 +19,7 @@ from typing import TypeVar
 import anyio
 import tenacity
 
-from . import config
+from .config import BackoffPolicy
 from .health import Component, State
 from .metrics import Metrics
 
@@ -30,7 +30,7 @@ _RNG = random.Random()
 RETRY_AFTER_CAP = 900.0  # a peer may ask for up to 15 minutes, never more
 
 
-def delay(policy: config.Backoff, attempt: int, retry_after: float | None = None,
+def delay(policy: BackoffPolicy, attempt: int, retry_after: float | None = None,
           rng: random.Random | None = None) -> float:
     """Wait before retry number `attempt` (1-based): equal jitter over a capped exponential,
     so waits grow but two clients never retry in lockstep; at least `retry_after`."""
@@ -59,7 +59,7 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
 class Backoff:
     """Delays for a long-lived loop (reconnects, polls): grows on failure, resets on success."""
 
-    def __init__(self, policy: config.Backoff) -> None:
+    def __init__(self, policy: BackoffPolicy) -> None:
         self.policy = policy
         self.failures = 0
 
@@ -72,7 +72,7 @@ class Backoff:
 
 
 class _Wait(tenacity.wait.wait_base):
-    def __init__(self, policy: config.Backoff) -> None:
+    def __init__(self, policy: BackoffPolicy) -> None:
         self.policy = policy
 
     def __call__(self, retry_state: tenacity.RetryCallState) -> float:
@@ -85,7 +85,7 @@ class _Wait(tenacity.wait.wait_base):
 async def retrying(
     op: Callable[[], Awaitable[T]],
     *,
-    policy: config.Backoff,
+    policy: BackoffPolicy,
     retry_on: Callable[[BaseException], bool],
     metrics: Metrics,
     component: Component,

@@ -17,12 +17,11 @@ from urllib.parse import urlsplit
 import anyio
 import httpx
 
-from ..config import Backoff
-from ..errors import StreamdError, Unavailable
+from ..config import BackoffPolicy
+from ..errors import AuthFailed, PollFailed, Unavailable
 from ..health import State
 from ..model import Event
-from ..retry import Backoff as Backoffs
-from ..retry import retry_after_seconds, retrying
+from ..retry import Backoff, retry_after_seconds, retrying
 from ..secrets import Secret
 from ..store import EntityState
 from ..units import Duration
@@ -32,16 +31,6 @@ from .changes import restamp, same_values
 log = logging.getLogger("streamd.source")
 
 T = TypeVar("T")
-
-
-class PollFailed(StreamdError):
-    """This poll cannot complete now: it is retried after a backoff, and what only a
-    complete poll may do (delete, move a cursor) is not done."""
-
-
-class AuthFailed(StreamdError):
-    """The provider refused our credentials, or a token it had just given: new ones are
-    needed. Fatal for the source, never for the daemon."""
 
 
 class Credentials(Protocol):
@@ -156,12 +145,12 @@ class PollHealth:
 
 
 async def poll_every(ctx: SourceContext, health: PollHealth, poll: Callable[[], Awaitable[None]], *,
-                     interval: float, policy: Backoff, where: str = "",
+                     interval: float, policy: BackoffPolicy, where: str = "",
                      complete: Callable[[], None] = lambda: None) -> None:
     """Run `poll` every `interval` (from the start of one to the start of the next), and
     after a `PollFailed` again after a capped backoff (never longer than `interval`).
     Counts polls, their duration and failures; returns only by an exception."""
-    backoff = Backoffs(policy)
+    backoff = Backoff(policy)
     m, name = ctx.metrics, ctx.name
     while True:
         started = anyio.current_time()
@@ -195,7 +184,7 @@ class ApiClient:
     provider's own description of the error (`describe`)."""
 
     def __init__(self, ctx: SourceContext, http: httpx.AsyncClient, tokens: Credentials, *,
-                 policy: Backoff, max_tries: int, describe: Callable[[httpx.Response], str]) -> None:
+                 policy: BackoffPolicy, max_tries: int, describe: Callable[[httpx.Response], str]) -> None:
         self.ctx = ctx
         self.http = http
         self.tokens = tokens

@@ -30,7 +30,7 @@ import httpx
 import msgspec
 from anyio.abc import TaskStatus
 
-from ...errors import Rejected
+from ...errors import AuthFailed, PollFailed, Rejected, TokenLost
 from ...health import State
 from ...model import Event, format_time
 from ...model.fields import DECODE_ERRORS
@@ -39,9 +39,7 @@ from ...sources import SourceContext
 from ...sources.changes import is_live, rejected_marker, same_content
 from ...sources.polling import (
     ApiClient,
-    AuthFailed,
     Gate,
-    PollFailed,
     PollHealth,
     changed_values,
     fan_out,
@@ -56,7 +54,7 @@ from .changes import deletion_event, record_event
 from .config import AsperionConfig, tenant_ids, tls_context
 from .deletions import Guard
 from .normalize import record_key
-from .oauth import TokenLost, Tokens
+from .oauth import Tokens
 
 log = logging.getLogger("streamd.source.asperion")
 

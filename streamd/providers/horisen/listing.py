@@ -9,32 +9,27 @@ import hashlib
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import msgspec
 
-from ...errors import Rejected, StreamdError
+from ...errors import AuthFailed, PollFailed, Rejected, ReportsMissing
 from ...model import Event, Invoice, TrafficLine, format_time
 from ...model.fields import DECODE_ERRORS
+from ...sources import SourceContext
 from ...sources.changes import rejected_marker, same_content
-from ...sources.polling import AuthFailed, PollFailed, changed_values, fan_out
+from ...sources.polling import changed_values, fan_out
 from ...store import Batch, DeadLetter, EntityState, Pending
 from .changes import invoice_event, party_event, restamped, same_document, unchanged
+from .config import HorisenConfig
 from .normalize import NormalizedDocument, document_key, normalize_document, normalize_traffic
 from .payments import OpenSet, listed
-
-if TYPE_CHECKING:
-    from .source import HorisenSource
 
 log = logging.getLogger("streamd.source.horisen")
 
 PROGRESS_KEY = "poll"
 # Pages whose commits are not yet confirmed, before the listing waits for the oldest.
 INFLIGHT = 4
-
-
-class ReportsMissing(StreamdError):
-    """404 INVOICE_NOTFOUND on an invoice's traffic reports."""
 
 
 @dataclass
@@ -78,10 +73,24 @@ class Tally:
         return len(self.keys) + len(self.unkeyed)
 
 
+class Poller(Protocol):
+    """What a listing reads of the source that runs it (`source.HorisenSource`), named
+    here so that this module does not import the source, which imports it."""
+
+    name: str
+    tenant: str
+    ctx: SourceContext
+    cfg: HorisenConfig
+
+    async def traffic(self, key: str) -> list[bytes]:
+        """An invoice's traffic reports, one raw row each; raises ReportsMissing on 404."""
+        ...
+
+
 class Listing:
     """One poll's documents, whichever listings of the poll they came from."""
 
-    def __init__(self, src: HorisenSource, state: PollState, now: datetime,
+    def __init__(self, src: Poller, state: PollState, now: datetime,
                  window: tuple[str, str]) -> None:
         self.src = src
         self.ctx = src.ctx
