@@ -60,6 +60,8 @@ from streamd.providers.asteria.simulator import AsteriaSimulator, Knobs
 
 OUT = Path(__file__).resolve().parent / "out"
 NODE_RED = OUT / "node-red" / "node_modules" / ".bin" / "node-red"
+SOURCE_KEYS: dict[str, str] = {}  # --source KEY=VALUE: extra keys of streamd's source (TOML values)
+STREAMD_ENV: dict[str, str] = {}  # --env NAME=VALUE: streamd's environment
 
 CONFIG = """
 [store]
@@ -122,14 +124,15 @@ class FileWatcher(threading.Thread):
 def start_streamd(workdir: Path, sim: AsteriaSimulator,
                   py_spy: Path | None = None) -> subprocess.Popen[bytes]:
     cfg = workdir / "config.toml"
-    cfg.write_text(CONFIG.format(source=sim.source_toml("gw")))
+    cfg.write_text(CONFIG.format(source=sim.source_toml("gw", **SOURCE_KEYS)))
     cmd = [sys.executable, "-m", "streamd", "run", "-c", str(cfg)]
     if py_spy is not None:
         # --threads: the event loop, SQLite's thread and the sink's file thread apart;
         # --nonblocking: py-spy does not pause the process it samples (it would slow it).
         cmd = [str(Path(sys.executable).parent / "py-spy"), "record", "--threads", "--nonblocking",
                "--rate", "100", "--format", "raw", "-o", str(py_spy.resolve()), "--", *cmd]
-    return subprocess.Popen(cmd, cwd=workdir, stderr=open(workdir / "streamd.log", "wb"))  # noqa: SIM115
+    return subprocess.Popen(cmd, cwd=workdir, env={**os.environ, **STREAMD_ENV},
+                            stderr=open(workdir / "streamd.log", "wb"))  # noqa: SIM115
 
 
 def node_red_flow(sim: AsteriaSimulator, out: Path) -> list[dict[str, object]]:
@@ -427,7 +430,13 @@ def main() -> None:
     ap.add_argument("--no-peers", action="store_true", help="streamd alone")
     ap.add_argument("--no-steady", action="store_true", help="skip the steady-rate latency run")
     ap.add_argument("--py-spy", type=Path, help="profile one more full-speed run into this file")
+    ap.add_argument("--source", action="append", default=[], metavar="KEY=VALUE",
+                    help="a key of streamd's source, e.g. inflight=4 (a TOML value)")
+    ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                    help="in streamd's environment, e.g. MALLOC_ARENA_MAX=2")
     args = ap.parse_args()
+    SOURCE_KEYS.update(kv.split("=", 1) for kv in args.source)
+    STREAMD_ENV.update(kv.split("=", 1) for kv in args.env)
     readers = ["streamd"]
     if not args.no_peers:
         readers += (["node-red"] if args.node_red else []) + ["websockets"]
@@ -453,6 +462,7 @@ def main() -> None:
     print(f"\ningest: Asteria simulator -> mTLS websocket, '{args.profile}' frames ({frame_bytes:,.0f} bytes "
           f"on average); streamd: feed (synchronous=full) -> file sink (fsync per batch); "
           f"{os.cpu_count()} cores; load average {load[0]:.2f} before, {load_after[0]:.2f} after; "
+          + "".join(f"{k} = {v}; " for k, v in {**SOURCE_KEYS, **STREAMD_ENV}.items()) +
           f"full speed: median of {args.repeat} runs [range]\n")
     print("| reader | events | events/s in the file | committed in the feed, events/s | peak RSS; CPU | "
           "streamd ÷ it |")
