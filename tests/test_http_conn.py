@@ -14,7 +14,7 @@ import pytest
 
 from streamd.errors import Retryable
 from streamd.sinks.http import HttpSink
-from streamd.sinks.http_conn import HEAD_LIMIT, AnswerError, Connection, Pool, Target
+from streamd.sinks.http_conn import BODY_LIMIT, HEAD_LIMIT, AnswerError, Connection, Pool, Target
 
 from .test_http_sink import feed_event, sink_config
 
@@ -48,8 +48,8 @@ class Scripted:
             while b"\r\n\r\n" not in buf:
                 buf += await stream.receive()
             head, _, buf = buf.partition(b"\r\n\r\n")
-            length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                          if line.lower().startswith(b"content-length:"))
+            length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                           if line.lower().startswith(b"content-length:")), 0)
             while len(buf) < length:
                 buf += await stream.receive()
             body, buf = buf[:length], buf[length:]
@@ -176,6 +176,38 @@ async def test_a_head_beyond_its_limit_or_not_http_is_an_error_and_the_connectio
         finally:
             await sink.aclose()
     assert srv.connections == 3
+
+
+async def test_an_answer_whose_body_never_ends_is_taken_for_its_status_without_reading_on() -> None:
+    """A receiver that says 200 and then sends body for ever: the status is the answer (the
+    event went through), the connection is dropped, and no timeout makes it be sent again."""
+    sent = 0
+
+    async def endless(stream: anyio.abc.SocketStream) -> None:
+        nonlocal sent
+        async with stream:
+            await stream.receive()
+            await stream.send(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+            chunk = b"%x\r\n%s\r\n" % (64 * 1024, b"x" * 64 * 1024)
+            try:
+                while True:  # until the client hangs up
+                    await stream.send(chunk)
+                    sent += 64 * 1024
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                pass
+
+    srv = Scripted()
+    srv.handle = endless  # type: ignore[method-assign]
+    async with scripted(srv):
+        conn = Connection(target(srv), keep=10)
+        try:
+            with anyio.fail_after(10):
+                answer = await conn.request(b"{}", {})
+            assert answer.status == 200 and answer.head == b"x" * 10
+            assert not conn.open, "the rest of that answer was not read: its connection is gone"
+        finally:
+            await conn.aclose()
+    assert sent >= BODY_LIMIT
 
 
 async def test_a_pool_holds_at_most_its_size_of_connections() -> None:

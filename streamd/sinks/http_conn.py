@@ -8,8 +8,11 @@ once (docs/benchmarks.md). The sink needs little of it: POST, a body it already 
 the status, two headers (`Retry-After`, `Location`) and the start of the answer's body.
 So the request is written whole in one send, and the answer is parsed by h11 (the
 parser the listener uses), bounded: a head larger than HEAD_LIMIT is an error, and of
-the body only the first `keep` bytes are kept (the rest is read and dropped, so the
-connection stays usable; the caller's timeout bounds how long that may take).
+the body only the first `keep` bytes are kept. The rest is read and dropped, so the
+connection stays usable, up to BODY_LIMIT: an answer whose body goes on beyond it is
+taken for its status and head, and its connection closed, rather than read for as long
+as the receiver cares to send (a 200 that never ends would otherwise time out, and the
+event be sent again and again).
 
 No redirects are followed, no proxy is used, no cookies are kept, a TLS receiver is
 always verified (the caller's context). A connection is reused while the receiver keeps
@@ -33,6 +36,7 @@ import anyio.abc
 import h11
 
 HEAD_LIMIT = 64 * 1024  # the answer's status line and headers
+BODY_LIMIT = 1024 * 1024  # the answer's body read (and dropped) to keep the connection
 READ_SIZE = 64 * 1024
 
 
@@ -176,6 +180,7 @@ class Connection:
         self.requests += 1
         answer: Answer | None = None
         kept = bytearray()
+        seen = 0  # bytes of the answer's body
         while True:
             try:
                 event = conn.next_event()
@@ -199,6 +204,11 @@ class Connection:
             elif isinstance(event, h11.Data):
                 if len(kept) < self.keep:
                     kept += event.data[:self.keep - len(kept)]
+                seen += len(event.data)
+                if seen > BODY_LIMIT and answer is not None:
+                    await self.aclose()  # the rest unread: this connection can carry no other
+                    answer.head = bytes(kept)
+                    return answer
             elif isinstance(event, h11.EndOfMessage):
                 break
             elif isinstance(event, h11.ConnectionClosed):
