@@ -15,6 +15,10 @@ Variants (`--variants`, comma-separated):
 - …-sniffio: the same as if `sniffio` were not installed (its import refused in that
   process): httpcore imports it on every lock it sets up, and a failed import is not
   cached, so each request searched sys.path for it again. streamd depends on it now;
+- httpx-get-prebuilt: the same GET with the URL (and its query) built once and the
+  headers set on the client: what fewer copies of URL and headers per request would save;
+- httpx-get-limit8: the pollers' GET with the pool limited to 8 connections (the
+  pollers' concurrency) instead of unlimited with 32 kept alive;
 - httpcore-post: httpcore's pool directly, without httpx's Request/Response layers;
 - h11-post: the request written and the answer parsed with h11 over one anyio stream,
   as the http sink does it (streamd.sinks.http_conn).
@@ -40,8 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 BODY = b'{"specversion":"1.0","id":"0123456789abcdef0123456789abcdef","source":"/synthetic/gen",' \
        b'"type":"invoice.created","seq":1,"data":{"total":"100.00","currency":"EUR"}}' + b" " * 500
-VARIANTS = ("httpx-get-sniffio", "httpx-get", "httpx-post-sniffio", "httpx-post", "httpcore-post",
-            "h11-post")
+VARIANTS = ("httpx-get-sniffio", "httpx-get", "httpx-get-prebuilt", "httpx-get-limit8", "httpx-post",
+            "httpcore-post", "h11-post")
 
 
 class NoSniffio(importlib.abc.MetaPathFinder):
@@ -91,14 +95,20 @@ async def client_main(variant: str, url: str, n: int) -> tuple[float, float]:
             for _ in range(n):
                 await one()
             return time.perf_counter() - t0, time.process_time() - c0
-    async with httpx.AsyncClient(timeout=10, follow_redirects=False, trust_env=False,
-                                 limits=httpx.Limits(max_connections=None, max_keepalive_connections=32)
-                                 ) as http:
-        if kind == "httpx-get":
+    limits = (httpx.Limits(max_connections=8, max_keepalive_connections=8) if kind == "httpx-get-limit8"
+              else httpx.Limits(max_connections=None, max_keepalive_connections=32))
+    auth = {"Authorization": "Bearer " + "t" * 40, "Accept": "application/json"}
+    async with httpx.AsyncClient(timeout=10, follow_redirects=False, trust_env=False, limits=limits,
+                                 headers=auth if kind == "httpx-get-prebuilt" else None) as http:
+        if kind == "httpx-get-prebuilt":
+            prebuilt = httpx.URL(url, params={"page_number": "1", "page_size": "100"})
+
             async def one() -> None:
-                r = await http.get(url, params={"page_number": "1", "page_size": "100"},
-                                   headers={"Authorization": "Bearer " + "t" * 40,
-                                            "Accept": "application/json"})
+                r = await http.get(prebuilt)
+                assert r.status_code == 200
+        elif kind in ("httpx-get", "httpx-get-limit8"):
+            async def one() -> None:
+                r = await http.get(url, params={"page_number": "1", "page_size": "100"}, headers=auth)
                 assert r.status_code == 200
         else:
             async def one() -> None:

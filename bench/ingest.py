@@ -5,6 +5,7 @@ and the same frames read by the peers in the same run.
     python bench/ingest.py --profile light --events 20000 --seconds 10
     python bench/ingest.py --repeat 5 --node-red bench/out/node-red/node_modules/.bin/node-red
     python bench/ingest.py --py-spy bench/out/ingest.pyspy --repeat 1 --no-steady
+    python bench/ingest.py --no-peers --no-steady --store 'cache="8MiB"' --env MALLOC_ARENA_MAX=2
 
 streamd runs as its own process with `synchronous = "full"` and a file sink that
 fsyncs every batch, exactly as deployed. This process runs the simulated gateway
@@ -61,12 +62,14 @@ from streamd.providers.asteria.simulator import AsteriaSimulator, Knobs
 OUT = Path(__file__).resolve().parent / "out"
 NODE_RED = OUT / "node-red" / "node_modules" / ".bin" / "node-red"
 SOURCE_KEYS: dict[str, str] = {}  # --source KEY=VALUE: extra keys of streamd's source (TOML values)
+STORE_KEYS: dict[str, str] = {}  # --store KEY=VALUE: extra keys of [store]
 STREAMD_ENV: dict[str, str] = {}  # --env NAME=VALUE: streamd's environment
 
 CONFIG = """
 [store]
 path = "feed.db"
 synchronous = "full"
+{store}
 [http]
 listen = "127.0.0.1:0"
 [daemon]
@@ -124,7 +127,8 @@ class FileWatcher(threading.Thread):
 def start_streamd(workdir: Path, sim: AsteriaSimulator,
                   py_spy: Path | None = None) -> subprocess.Popen[bytes]:
     cfg = workdir / "config.toml"
-    cfg.write_text(CONFIG.format(source=sim.source_toml("gw", **SOURCE_KEYS)))
+    store = "".join(f"{k} = {v}\n" for k, v in STORE_KEYS.items())
+    cfg.write_text(CONFIG.format(source=sim.source_toml("gw", **SOURCE_KEYS), store=store))
     cmd = [sys.executable, "-m", "streamd", "run", "-c", str(cfg)]
     if py_spy is not None:
         # --threads: the event loop, SQLite's thread and the sink's file thread apart;
@@ -432,11 +436,14 @@ def main() -> None:
     ap.add_argument("--py-spy", type=Path, help="profile one more full-speed run into this file")
     ap.add_argument("--source", action="append", default=[], metavar="KEY=VALUE",
                     help="a key of streamd's source, e.g. inflight=4 (a TOML value)")
+    ap.add_argument("--store", action="append", default=[], metavar="KEY=VALUE",
+                    help="a key of [store], e.g. cache='\"8MiB\"' (a TOML value)")
     ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                     help="in streamd's environment, e.g. MALLOC_ARENA_MAX=2")
     args = ap.parse_args()
     SOURCE_KEYS.update(kv.split("=", 1) for kv in args.source)
     STREAMD_ENV.update(kv.split("=", 1) for kv in args.env)
+    STORE_KEYS.update(kv.split("=", 1) for kv in args.store)
     readers = ["streamd"]
     if not args.no_peers:
         readers += (["node-red"] if args.node_red else []) + ["websockets"]
@@ -462,7 +469,7 @@ def main() -> None:
     print(f"\ningest: Asteria simulator -> mTLS websocket, '{args.profile}' frames ({frame_bytes:,.0f} bytes "
           f"on average); streamd: feed (synchronous=full) -> file sink (fsync per batch); "
           f"{os.cpu_count()} cores; load average {load[0]:.2f} before, {load_after[0]:.2f} after; "
-          + "".join(f"{k} = {v}; " for k, v in {**SOURCE_KEYS, **STREAMD_ENV}.items()) +
+          + "".join(f"{k} = {v}; " for k, v in {**STORE_KEYS, **SOURCE_KEYS, **STREAMD_ENV}.items()) +
           f"full speed: median of {args.repeat} runs [range]\n")
     print("| reader | events | events/s in the file | committed in the feed, events/s | peak RSS; CPU | "
           "streamd ÷ it |")

@@ -35,8 +35,8 @@ class Lookups(importlib.abc.MetaPathFinder):
 
 async def test_requests_do_not_search_for_sniffio_each_time() -> None:
     """httpcore imports sniffio on every lock it sets up; when it is not installed the
-    failed import is not remembered, and each request searched sys.path for it again (a
-    third of a poller's CPU, docs/benchmarks.md). streamd depends on it, so it is found."""
+    failed import is not remembered, and each request searched sys.path for it again
+    (84 searches in these 20 requests). streamd depends on it, so it is found once."""
     lookups = Lookups("sniffio")
     sys.meta_path.insert(0, lookups)
     try:
