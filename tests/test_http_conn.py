@@ -4,6 +4,7 @@ every legal way, and answers that must be refused."""
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -11,6 +12,8 @@ from dataclasses import dataclass, field
 import anyio
 import anyio.abc
 import pytest
+import trustme
+from anyio.streams.tls import TLSListener
 
 from streamd.errors import Retryable
 from streamd.sinks.http import HttpSink
@@ -61,9 +64,10 @@ class Scripted:
 
 
 @asynccontextmanager
-async def scripted(server: Scripted) -> AsyncIterator[Scripted]:
-    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
-    server.port = listener.extra(anyio.abc.SocketAttribute.local_port)
+async def scripted(server: Scripted, tls: ssl.SSLContext | None = None) -> AsyncIterator[Scripted]:
+    tcp = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    server.port = tcp.extra(anyio.abc.SocketAttribute.local_port)
+    listener: anyio.abc.Listener[anyio.abc.ByteStream] = tcp if tls is None else TLSListener(tcp, tls)
     async with listener, anyio.create_task_group() as tg:
         tg.start_soon(listener.serve, server.handle)
         try:
@@ -208,6 +212,29 @@ async def test_an_answer_whose_body_never_ends_is_taken_for_its_status_without_r
         finally:
             await conn.aclose()
     assert sent >= BODY_LIMIT
+
+
+async def test_a_tls_receiver_is_verified_by_its_ca_and_by_its_name() -> None:
+    """The sink's own client checks what httpx checked: a certificate from a CA it trusts,
+    issued for the host in the url. One for another name, from that same CA, is refused."""
+    ca = trustme.CA()
+    trusting = ssl.create_default_context()
+    ca.configure_trust(trusting)
+    for names, refused in ((["127.0.0.1"], False), (["other.example"], True)):
+        server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ca.issue_cert(*names).configure_cert(server_tls)
+        async with scripted(Scripted(), server_tls) as srv:
+            conn = Connection(Target.parse(f"https://127.0.0.1:{srv.port}/hook", trusting))
+            try:
+                if refused:
+                    with pytest.raises(ssl.SSLCertVerificationError, match="IP address mismatch"):
+                        await conn.request(b"{}", {})
+                    assert srv.requests == []
+                else:
+                    assert (await conn.request(b"{}", {})).status == 200
+                    assert len(srv.requests) == 1
+            finally:
+                await conn.aclose()
 
 
 async def test_a_pool_holds_at_most_its_size_of_connections() -> None:
