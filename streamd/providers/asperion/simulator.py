@@ -2,7 +2,7 @@
 `/connect/token`, and the REST API under `/v1`, over HTTPS with TLS 1.3 at least.
 Used by the demo and the tests of the Asperion source.
 
-Documented (seed `001_…`, ../shared/providers.md): TLS 1.3 minimum; the OAuth2
+Documented (the provider's own documents; see docs/providers/asperion.md): TLS 1.3 minimum; the OAuth2
 authorization-code flow with refresh tokens; `Authorization: Bearer` and
 `X-Tenant-Id` (also spelled `X-TenantId`) on every API call; `/v1/administrations`;
 lists with `page`, `pageSize`, `orderby` (`-field` descending), repeated query

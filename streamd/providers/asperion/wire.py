@@ -1,6 +1,6 @@
 """Asperion REST API v1 wire format: the list envelope, records, tokens, problem details.
 
-Documented (seed `001_…`, ../shared/providers.md): `_data` / `_meta` with absolute
+Documented (the provider's own documents; see docs/providers/asperion.md): `_data` / `_meta` with absolute
 `nextPage` URLs, `totalCount` and `pageCount`; `page`, `pageSize`, `orderby`;
 `X-Tenant-Id`; the OAuth2 token endpoint. Seen in third-party clients ([C]): the
 resource paths, the debtor and sales-invoice field names, the with-lines resource's

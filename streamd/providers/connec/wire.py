@@ -1,6 +1,6 @@
 """Maestrano Connec! (API v2) and Maestrano's account webhooks: the wire format.
 
-Documented (seed `003_…`, ../shared/providers.md) [D]: REST under
+Documented (the provider's own documents; see docs/providers/connec.md) [D]: REST under
 `/api/v2/{group_id}/{collection}` with HTTP Basic (api id / api key) and
 `Accept: application/vnd.api+json`; paging `$top`/`$skip`, `$orderby`, the filter
 `$filter=updated_at gt '2017-01-01T00:00:00Z'`; list answers `{"<collection>": [...],

@@ -2,7 +2,7 @@
 documents export and the traffic reports, in one uvicorn server over HTTPS (TLS 1.2 at
 least). Used by the demo, the benchmark and the tests of the HORISEN source.
 
-Documented (seed `002_…`, ../shared/providers.md) [D]: `POST /oauth2/access-token`
+Documented (the provider's own documents; see docs/providers/horisen.md) [D]: `POST /oauth2/access-token`
 with a form body `grant_type=client_credentials&client_id=…&client_secret=…` answering
 `{"access_token", "token_type": "Bearer", "expires_in"}`, no refresh token;
 `Authorization: Bearer` on every API call; `GET /finance/sit/v1/documents-export` with

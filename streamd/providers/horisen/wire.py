@@ -1,6 +1,6 @@
 """HORISEN's finance-documents and traffic-report APIs: the wire format.
 
-Documented (seed `002_…`, ../shared/providers.md) [D]: the client-credentials token
+Documented (the provider's own documents; see docs/providers/horisen.md) [D]: the client-credentials token
 (`POST …/oauth2/access-token`, form body, `{"access_token", "token_type": "Bearer",
 "expires_in"}`); `GET /finance/sit/v1/documents-export` with filters written
 `operator(field)=value` (`paymentStatus=open`, `between(documentDate)=A,B`,
