@@ -3,7 +3,7 @@
 What is documented (seed `000_…`): the topics of `PARTNER_WEBHOOK_ENUM`; webhook
 deliveries as `POST` with `x-asteria-topic: <TOPIC>` and a JSON body; the
 CLIENT_UPDATE, INVOICE_UPDATE and TRANSACTION_UPDATE bodies; `*_REMOVE` bodies
-holding only `{"_id": …}`. What is inferred ([I] in docs/providers/asteria.md) is
+holding only `{"_id": …}`. What is inferred ([inferred] in docs/providers/asteria.md) is
 marked here: the websocket framing, and the shapes of the other entities.
 
 Payload Structs accept unknown fields (Asteria adds fields freely); amounts are

@@ -2,7 +2,7 @@
 (one uvicorn server over HTTPS, TLS 1.2 at least), and the sender of Maestrano's webhooks
 (Connec! notifications, the account webhooks) that a test or the demo points at streamd.
 
-Documented (the provider's own documents; see docs/providers/connec.md) [D]: `GET /api/v2/{group_id}/{collection}`
+Documented (docs/providers/connec.md) [D]: `GET /api/v2/{group_id}/{collection}`
 with HTTP Basic (api id / api key); `$top`, `$skip`, `$orderby`, `$filter=updated_at gt
 '<RFC 3339>'`; the answer `{"<collection>": [...], "pagination": {"next": "<url>"}}`;
 entity ids as lists of `{"provider", "id", "realm"}`; the invoice fields; notifications
