@@ -1,10 +1,20 @@
-"""Retries: capped, jittered exponential backoff (tenacity), visible in metrics and health.
+"""Retries: capped, jittered exponential backoff, visible in metrics, health and the log.
 
-Every retry streamd makes goes through `retrying()` (one operation retried until
-it succeeds) or `Backoff` (a long-lived loop that resets after a success). Either
-way the delay is bounded (`backoff.max`, or a peer's `Retry-After` up to
-`RETRY_AFTER_CAP`), and each sleep is counted in `streamd_retries_total` and
-shown as `retrying` in `/readyz`.
+Every retry streamd makes is one step, `Retries.pause`: back off (a capped, jittered delay,
+at least a peer's `Retry-After` up to `RETRY_AFTER_CAP`), mark the component `retrying`,
+count the retry in `streamd_retries_total`, promise the watchdog to come back, log it,
+sleep. Two shapes use it:
+
+- a long-lived loop (a reconnect, a poll, a supervised restart, a commit) keeps one
+  `Retries`, calls `pause` after a failure and `reset` after a success, as websockets'
+  `connect.__aiter__` keeps its `backoff()` generator;
+- `retrying()` runs one operation until it succeeds, and `retry_on` decides, for each
+  error, whether it is worth another try (websockets' `process_exception`).
+
+What differs between loops is said where the loop builds its `Retries` (the log level and
+message, a cap such as a poller's interval, how the component is marked), never copied.
+A component marked `retrying` while already retrying keeps its `since` (`Component.set`),
+so /readyz measures the whole outage, however many retries it takes.
 """
 
 from __future__ import annotations
@@ -12,12 +22,11 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from email.utils import parsedate_to_datetime
 from typing import TypeVar
 
 import anyio
-import tenacity
 
 from . import config
 from .health import Component, State
@@ -28,6 +37,9 @@ log = logging.getLogger("streamd.retry")
 T = TypeVar("T")
 _RNG = random.Random()
 RETRY_AFTER_CAP = 900.0  # a peer may ask for up to 15 minutes, never more
+# A loop about to sleep `wait` promises the watchdog to beat again within wait + this:
+# room for the step after the sleep to reach its own beat.
+BEAT_SLACK = 60.0
 
 
 def delay(policy: config.Backoff, attempt: int, retry_after: float | None = None,
@@ -71,15 +83,59 @@ class Backoff:
         self.failures = 0
 
 
-class _Wait(tenacity.wait.wait_base):
-    def __init__(self, policy: config.Backoff) -> None:
-        self.policy = policy
+class Retries:
+    """The retries of one loop, each one the same step (`pause`).
 
-    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
-        exc = retry_state.outcome.exception() if retry_state.outcome else None
-        hint = getattr(exc, "retry_after", None)
-        return delay(self.policy, retry_state.attempt_number,
-                     float(hint) if isinstance(hint, (int, float)) else None)
+    `message` is a %-style template over `kind`, `name` (the component's), `reason`,
+    `attempt` (1-based since the last `reset`), `wait` and `fields`: the data stays out of
+    the template, so a reason holding `%` or `{` is logged as it is. `mark` says how a retry
+    shows: True marks the component `retrying` with the reason; a callable is called with
+    the reason instead (a poller's `PollHealth.fail`, which knows what else it holds);
+    False leaves the component as it is (one refused event retried while the sink goes on).
+    `cap` bounds every wait, a peer's `Retry-After` included (a poller never waits past
+    its next poll)."""
+
+    def __init__(self, policy: config.Backoff, *, metrics: Metrics, component: Component,
+                 message: str, logger: logging.Logger = log, level: int = logging.INFO,
+                 mark: bool | Callable[[str], None] = True, cap: float | None = None,
+                 fields: Mapping[str, object] | None = None) -> None:
+        self._backoff = Backoff(policy)
+        self._metrics = metrics
+        self._component = component
+        self._message = message
+        self._logger = logger
+        self._level = level
+        self._mark = mark
+        self._cap = cap
+        self._fields = dict(fields or {})
+
+    @property
+    def failures(self) -> int:
+        """Retries since the last `reset`."""
+        return self._backoff.failures
+
+    def reset(self) -> None:
+        """After a success: the next failure waits the shortest delay again."""
+        self._backoff.reset()
+
+    async def pause(self, reason: str, *, retry_after: float | None = None,
+                    exc_info: BaseException | None = None) -> float:
+        """Back off, mark, count, log, sleep. Returns the wait slept."""
+        wait = self._backoff.next(retry_after)
+        if self._cap is not None:
+            wait = min(self._cap, wait)
+        c = self._component
+        if self._mark is True:
+            c.set(State.RETRYING, reason)
+        elif self._mark:
+            self._mark(reason)
+        self._metrics.retried(c.kind, c.name, wait)
+        c.beat(wait + BEAT_SLACK)
+        self._logger.log(self._level, self._message, {
+            **self._fields, "kind": c.kind, "name": c.name, "reason": reason,
+            "attempt": self._backoff.failures, "wait": wait}, exc_info=exc_info)
+        await anyio.sleep(wait)
+        return wait
 
 
 async def retrying(
@@ -93,30 +149,17 @@ async def retrying(
     attempts: int | None = None,
 ) -> T:
     """Run `op` until it succeeds, raises something `retry_on` refuses, or has failed
-    `attempts` times (then its last error is raised)."""
-    labels = (component.kind, component.name)
-
-    def before_sleep(rs: tenacity.RetryCallState) -> None:
-        sleep = rs.next_action.sleep if rs.next_action else 0.0
-        exc = rs.outcome.exception() if rs.outcome else None
-        reason = f"{what}: {exc}" if exc else what
-        metrics.retried(*labels, sleep)
-        component.set(State.RETRYING, reason)
-        component.beat(sleep + 30.0)
-        log.info("%s %s: retry %d in %.1fs: %s", component.kind, component.name,
-                 rs.attempt_number, sleep, reason)
-
-    async def attempt() -> T:
-        # tenacity awaits only coroutine *functions*; a lambda returning a coroutine would
-        # be "called" and its coroutine dropped unawaited. Always hand it one.
-        return await op()
-
-    retryer = tenacity.AsyncRetrying(
-        sleep=anyio.sleep,
-        wait=_Wait(policy),
-        retry=tenacity.retry_if_exception(retry_on),
-        before_sleep=before_sleep,
-        stop=tenacity.stop_after_attempt(attempts) if attempts else tenacity.stop_never,
-        reraise=True,
-    )
-    return await retryer(attempt)
+    `attempts` times (then its last error is raised). An error's `retry_after` (seconds)
+    lengthens the wait before the next try. Cancellation is never an error to decide on:
+    it goes straight through."""
+    retries = Retries(policy, metrics=metrics, component=component,
+                      message="%(kind)s %(name)s: retry %(attempt)d in %(wait).1fs: %(reason)s")
+    while True:
+        try:
+            return await op()
+        except Exception as exc:
+            if not retry_on(exc) or (attempts and retries.failures + 1 >= attempts):
+                raise
+            hint = getattr(exc, "retry_after", None)
+            await retries.pause(f"{what}: {exc}",
+                                retry_after=float(hint) if isinstance(hint, (int, float)) else None)
