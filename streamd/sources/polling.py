@@ -21,8 +21,7 @@ from ..config import Backoff
 from ..errors import StreamdError, Unavailable
 from ..health import State
 from ..model import Event
-from ..retry import Backoff as Backoffs
-from ..retry import retry_after_seconds, retrying
+from ..retry import Retries, retry_after_seconds, retrying
 from ..secrets import Secret
 from ..store import EntityState
 from ..units import Duration
@@ -161,8 +160,12 @@ async def poll_every(ctx: SourceContext, health: PollHealth, poll: Callable[[], 
     """Run `poll` every `interval` (from the start of one to the start of the next), and
     after a `PollFailed` again after a capped backoff (never longer than `interval`).
     Counts polls, their duration and failures; returns only by an exception."""
-    backoff = Backoffs(policy)
     m, name = ctx.metrics, ctx.name
+    retries = Retries(policy, metrics=m, component=ctx.component, cap=interval,
+                      mark=lambda reason: health.fail(where, reason), logger=log, level=logging.WARNING,
+                      fields={"where": f" of {where}" if where else ""},
+                      message="source %(name)s: poll%(where)s failed (%(reason)s); "
+                              "retry %(attempt)d in %(wait).1fs")
     while True:
         started = anyio.current_time()
         t0 = time.perf_counter()
@@ -170,15 +173,10 @@ async def poll_every(ctx: SourceContext, health: PollHealth, poll: Callable[[], 
             await poll()
         except PollFailed as exc:
             m.source_polls.labels(name, "failed").inc()
-            health.fail(where, str(exc))
-            wait = min(interval, backoff.next())
             m.source_reconnects.labels(name).inc()
-            m.retried("source", name, wait)
-            log.warning("source %s: poll%s failed (%s); retry %d in %.1fs", name,
-                        f" of {where}" if where else "", exc, backoff.failures, wait)
-            await anyio.sleep(wait)
+            await retries.pause(str(exc))
             continue
-        backoff.reset()
+        retries.reset()
         m.source_polls.labels(name, "complete").inc()
         m.source_poll_duration.labels(name).observe(time.perf_counter() - t0)
         m.source_last_poll.labels(name).set(time.time())

@@ -34,7 +34,7 @@ from ...errors import Rejected
 from ...health import State
 from ...model import Event, format_time
 from ...model.fields import DECODE_ERRORS
-from ...retry import Backoff
+from ...retry import Retries
 from ...sources import SourceContext
 from ...sources.changes import is_live, rejected_marker, same_content
 from ...sources.polling import (
@@ -164,30 +164,31 @@ class AsperionSource:
         """No tenants configured: poll every administration the token reaches, and look for
         new ones every interval."""
         self._gates[""] = Gate(self.cfg.concurrency)
-        backoff = Backoff(self.cfg.backoff)
+        where = "*/administrations"
+        retries = Retries(self.cfg.backoff, metrics=self.ctx.metrics, component=self.ctx.component,
+                          cap=self.cfg.interval.seconds, mark=lambda reason: self.health.fail(where, reason),
+                          logger=log, level=logging.WARNING,
+                          message="source %(name)s: %(reason)s; retry %(attempt)d in %(wait).1fs")
         while True:
             try:
                 resp = await self._get("", f"{self.cfg.base_url}/administrations")
                 assert resp is not None
                 found = [str(a.id) for a in wire.administrations_decoder.decode(resp.content).data]
-                backoff.reset()
+                retries.reset()
             except AuthFailed as exc:
                 self._auth_failure = exc
                 tg.cancel_scope.cancel()
                 return
             except (PollFailed, *DECODE_ERRORS) as exc:
-                self.health.fail("*/administrations", f"listing administrations: {exc}")
-                wait = min(self.cfg.interval.seconds, backoff.next())
-                self.ctx.metrics.retried("source", self.name, wait)
-                await anyio.sleep(wait)
+                await retries.pause(f"listing administrations: {exc}")
                 continue
-            self.health.recovered("*/administrations")
+            self.health.recovered(where)
             for tenant in found:
                 if tenant not in self._gates:
                     log.info("source %s: polling administration %s", self.name, tenant)
                     self._start_tenant(tg, tenant)
             if not found:
-                self.health.fail("*/administrations", "the token reaches no administration")
+                self.health.fail(where, "the token reaches no administration")
             await anyio.sleep(self.cfg.interval.seconds)
 
     async def _poll_loop(self, tenant: str, resource: str) -> None:
