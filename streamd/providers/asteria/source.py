@@ -37,7 +37,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketExce
 from ...errors import Rejected
 from ...health import State
 from ...model import Event
-from ...retry import Backoff
+from ...retry import Retries
 from ...sources import SourceContext, WebhookReply, WebhookRequest, json_reply
 from ...store import Batch, DeadLetter, EntityState, Pending
 from . import wire
@@ -127,7 +127,8 @@ class AsteriaSource:
 
     async def _connect_loop(self, frames: MemoryObjectSendStream[bytes]) -> None:
         cfg = self.cfg
-        backoff = Backoff(cfg.backoff)
+        retries = Retries(cfg.backoff, metrics=self.ctx.metrics, component=self.ctx.component, logger=log,
+                          message="source %(name)s: %(reason)s; reconnect %(attempt)d in %(wait).1fs")
         component = self.ctx.component
         connected = self.ctx.metrics.source_connected.labels(self.name)
         while True:
@@ -161,16 +162,9 @@ class AsteriaSource:
             healthy = opened and (self._valid_since_open
                                   or time.monotonic() - opened >= cfg.healthy_after.seconds)
             if healthy:
-                backoff.reset()
-            wait = backoff.next()
-            if component.state is not State.RETRYING:
-                component.set(State.RETRYING, reason)
-            else:
-                component.reason = reason  # keep `since`: /readyz measures the whole outage
+                retries.reset()
             self.ctx.metrics.source_reconnects.labels(self.name).inc()
-            self.ctx.metrics.retried("source", self.name, wait)
-            log.info("source %s: %s; reconnect %d in %.1fs", self.name, reason, backoff.failures, wait)
-            await anyio.sleep(wait)
+            await retries.pause(reason)  # an outage keeps its `since` across reconnects
 
     async def _read(self, ws: ClientConnection, frames: MemoryObjectSendStream[bytes]) -> str:
         try:
