@@ -20,8 +20,8 @@ HTTP listener starts, then starts `source.run()` in its task group. The
 - `ctx.dead_letter(reason, raw, context)` builds a dead-letter row for a payload
   normalization refused; submit it in the same batch as the good events.
 
-A source's `run` handles its peer's failures itself (retry with `retry.Backoff`)
-and returns only when cancelled. `renormalize` re-runs the pure normalizer on a
+A source's `run` handles its peer's failures itself (each retry one `retry.Retries`
+step) and returns only when cancelled. `renormalize` re-runs the pure normalizer on a
 dead letter's raw bytes for `streamd dlq retry`.
 """
 
