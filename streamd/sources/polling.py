@@ -1,7 +1,8 @@
 """What the pollers share: a GET with a bearer token and bounded retries (`ApiClient`),
-a gate per peer, bounded fan-out of requests, URL pieces (for messages, and to keep a
-bearer token on its own origin), the TLS of a provider's API, and the look at stored
-state that keeps a changed digest from being taken for a changed record (`changed_values`)."""
+a gate per peer, bounded fan-out of requests, following next-page links (`paginate`:
+on the API's own origin, never in a loop), URL pieces, the TLS of a provider's API, and
+the look at stored state that keeps a changed digest from being taken for a changed
+record (`changed_values`)."""
 
 from __future__ import annotations
 
@@ -304,6 +305,37 @@ async def fan_out(jobs: Iterable[T], workers: int, job: Callable[[T], Awaitable[
             tg.start_soon(worker)
     if errors:
         raise next((e for e in errors if prefer is not None and isinstance(e, prefer)), errors[0])
+
+
+P = TypeVar("P")
+
+
+async def paginate(url: str | None, fetch: Callable[[str, dict[str, str] | None], Awaitable[P]],
+                   next_of: Callable[[P], str | None], take: Callable[[P], Awaitable[None]], *,
+                   base: str, params: dict[str, str] | None = None, limit: int | None = None,
+                   what: str = "the next page") -> None:
+    """Fetch `url` (with `params`; a next URL is complete), hand the page to `take`, then
+    follow the URL `next_of` finds in it, until there is none. A URL is followed only on
+    `base`'s origin (the credentials go with every request), never twice (a server that
+    hands out the same page again would be paged forever), and at most `limit` of them:
+    otherwise `PollFailed`, and the listing is incomplete."""
+    followed: set[str] = set()
+    home = origin(base)
+    while url is not None:
+        if origin(url) != home:
+            scheme, host, port = home
+            raise PollFailed(f"{what} {url} leaves {scheme}://{host}:{port}; not followed "
+                             "(the credentials would go with it)")
+        if url in followed:
+            raise PollFailed(f"pagination loops: {what} {url} was already fetched")
+        if limit is not None and len(followed) > limit:
+            raise PollFailed(f"pagination does not end: {what} {url} after {len(followed)} pages "
+                             f"(at most {limit} expected)")
+        followed.add(url)
+        page = await fetch(url, params)
+        params = None
+        await take(page)
+        url = next_of(page)
 
 
 def origin(url: str) -> tuple[str, str, int | None]:
