@@ -24,7 +24,6 @@ import hmac
 import logging
 import ssl
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
 from datetime import datetime
 
@@ -39,7 +38,8 @@ from ...health import State
 from ...model import Event
 from ...retry import Retries
 from ...sources import SourceContext, WebhookReply, WebhookRequest, json_reply
-from ...store import Batch, DeadLetter, EntityState, Pending
+from ...sources.window import CommitWindow
+from ...store import Batch, DeadLetter, EntityState
 from . import wire
 from .config import AsteriaConfig, tls_context
 from .normalize import normalize, normalize_frame, tenant_unknown
@@ -193,7 +193,7 @@ class AsteriaSource:
             await self._commit_frames(frames)
 
     async def _commit_frames(self, frames: MemoryObjectReceiveStream[bytes]) -> None:
-        inflight: deque[Pending] = deque()
+        window = CommitWindow(self.ctx.enqueue, self.cfg.inflight)
         limit = self.cfg.batch_max
         received = self.ctx.metrics.source_received.labels(self.name)
         async for first in frames:
@@ -207,18 +207,13 @@ class AsteriaSource:
             events, states, rejects = await self._normalize(batch, self.ctx.now())
             if events:
                 self._valid_since_open = True
-            inflight.append(await self.ctx.enqueue(Batch(events=events, entity_states=states,
-                                                         dead_letters=rejects)))
-            while inflight and (len(inflight) > self.cfg.inflight or inflight[0].done):
-                await inflight.popleft().committed()
+            await window.add(Batch(events=events, entity_states=states, dead_letters=rejects))
         if self._leftover is not None:
             received.inc()
             events, states, rejects = await self._normalize([self._leftover], self.ctx.now())
             self._leftover = None
-            inflight.append(await self.ctx.enqueue(Batch(events=events, entity_states=states,
-                                                         dead_letters=rejects)))
-        for pending in inflight:
-            await pending.committed()
+            await window.add(Batch(events=events, entity_states=states, dead_letters=rejects))
+        await window.settle()
 
     async def _normalize(self, batch: list[bytes], received_at: datetime
                          ) -> tuple[list[Event], list[EntityState], list[DeadLetter]]:
