@@ -15,7 +15,8 @@ A page's events and the entity states that produced them commit in one transacti
 (invariant 1): after a crash the next listing finds those records unchanged and
 emits only what was not committed. A listing that fails part-way deletes nothing.
 
-The pure half (versions, and the events a listing emits) is in `changes`.
+The pure half (each page diffed against the last listing, the records it no longer
+shows, the events) is in `changes`; this module fetches, confirms and commits.
 """
 
 from __future__ import annotations
@@ -30,13 +31,11 @@ import httpx
 import msgspec
 from anyio.abc import TaskStatus
 
-from ...errors import Rejected
 from ...health import State
 from ...model import Event, format_time
 from ...model.fields import DECODE_ERRORS
 from ...retry import Retries
 from ...sources import SourceContext
-from ...sources.changes import is_live, rejected_marker, same_content
 from ...sources.polling import (
     ApiClient,
     AuthFailed,
@@ -50,12 +49,12 @@ from ...sources.polling import (
     poll_every,
     url_path,
 )
-from ...store import Batch, DeadLetter, EntityState, Pending
+from ...sources.window import CommitWindow
+from ...store import Batch
 from . import wire
-from .changes import deletion_event, record_event
+from .changes import Listing, record_event
 from .config import AsperionConfig, tenant_ids, tls_context
 from .deletions import Guard
-from .normalize import record_key
 from .oauth import TokenLost, Tokens
 
 log = logging.getLogger("streamd.source.asperion")
@@ -261,114 +260,61 @@ class AsperionSource:
 
 
 class _Listing:
-    """One full listing of one tenant's resource, being diffed page by page."""
+    """One full listing of one tenant's resource: the pure diff (`changes.Listing`) fed
+    page by page, what it emits committed through a window, the records it no longer
+    shows confirmed gone one by one."""
 
     def __init__(self, src: AsperionSource, tenant: str, resource: str, known: dict[str, str]) -> None:
         self.src = src
         self.ctx = src.ctx
-        self.tenant = tenant
-        self.resource = resource
-        self.entity = wire.RESOURCES[resource]
-        self.known = known
-        self.known_live = sum(1 for v in known.values() if is_live(v))  # before this listing
-        self.seen: set[str] = set()
-        self.pending: list[Pending] = []
-        self.received_at = src.ctx.now()
-
-    def _diff(self, records: list[msgspec.Raw] | list[bytes]
-              ) -> tuple[list[Event], list[EntityState], list[DeadLetter], list[Event]]:
-        """The page's new and changed records, dead letters, and the records whose digest
-        differs from an emitted version's (`changed_values` looks at their stored state)."""
-        events: list[Event] = []
-        states: list[EntityState] = []
-        dls: list[DeadLetter] = []
-        differing: list[Event] = []
-        name, tenant = self.src.name, self.tenant
-        for item in records:
-            raw = bytes(item)
-            try:
-                key = record_key(raw)
-            except Rejected as exc:
-                dls.append(self.ctx.dead_letter(exc.reason, raw, self._context("")))
-                continue
-            self.seen.add(key)
-            previous = self.known.get(key, "")
-            try:
-                ev = record_event(self.resource, raw, source=name, tenant=tenant, previous=previous,
-                                  received_at=self.received_at, zone=self.src.cfg.zone)
-            except Rejected as exc:
-                marker = rejected_marker(raw, previous)
-                if marker != previous:  # not the same bad record as last time
-                    dls.append(self.ctx.dead_letter(exc.reason, raw, self._context(previous)))
-                    states.append(EntityState(tenant, self.entity, key, marker))
-                    self.known[key] = marker
-                continue
-            if same_content(previous, ev.version):
-                continue
-            if previous.startswith("poll:"):
-                differing.append(ev)
-                continue
-            events.append(ev)
-            states.append(EntityState(tenant, self.entity, key, ev.version, ev.data))
-            self.known[key] = ev.version
-        return events, states, dls, differing
-
-    def _context(self, previous: str) -> dict[str, str]:
-        return {"via": "poll", "tenant": self.tenant, "resource": self.resource, "previous": previous}
+        self.diff = Listing(source=src.name, tenant=tenant, resource=resource, known=known,
+                            received_at=src.ctx.now(), zone=src.cfg.zone)
+        self.window = CommitWindow(src.ctx.enqueue, INFLIGHT)
 
     async def take(self, records: list[msgspec.Raw] | list[bytes]) -> None:
         self.ctx.received(len(records))
-        events, states, dls, differing = self._diff(records)
-        if differing:
-            changed, restated = await changed_values(self.ctx, self.tenant, self.entity, differing,
-                                                     self.known)
+        diff = self.diff
+        page = diff.page(bytes(item) for item in records)
+        events, states = page.events, page.states
+        if page.differing:
+            changed, restated = await changed_values(self.ctx, diff.tenant, diff.entity, page.differing,
+                                                     diff.known)
             events += changed
             states += restated
+        dls = [self.ctx.dead_letter(*refusal) for refusal in page.refused]
         if events or states or dls:
-            self.pending.append(await self.ctx.enqueue(
-                Batch(events=events, entity_states=states, dead_letters=dls)))
-            while len(self.pending) > INFLIGHT or (self.pending and self.pending[0].done):
-                await self.pending.pop(0).committed()
+            await self.window.add(Batch(events=events, entity_states=states, dead_letters=dls))
 
     async def finish(self, url: str) -> None:
         """The listing is complete: records it did not see are gone, if the API agrees."""
-        for pending in self.pending:
-            await pending.committed()
-        self.pending = []
-        missing = [k for k, v in self.known.items() if is_live(v) and k not in self.seen]
+        await self.window.settle()
+        diff, tenant = self.diff, self.diff.tenant
+        missing = diff.missing()
         gone: list[str] = []
         if missing:
             # Offset pagination skips a record when one before it is deleted mid-listing:
             # a record is only deleted once its own URL says 404.
             async def confirm(key: str) -> None:
                 # The id as one path segment, whatever it holds ("a/b", "?", a line break).
-                resp = await self.src._get(self.tenant, f"{url}/{quote(key, safe='')}", missing_ok=True)
+                resp = await self.src._get(tenant, f"{url}/{quote(key, safe='')}", missing_ok=True)
                 if resp is None:
                     gone.append(key)
                 else:
                     await self.take([resp.content])  # its `_meta` is ignored like a list item's
 
             await fan_out(missing, self.src.cfg.concurrency, confirm, prefer=AuthFailed)
-        for pending in self.pending:
-            await pending.committed()
+        await self.window.settle()
         now = self.ctx.now()
-        delete, progress = await self.src.deletions.decide(self.tenant, self.resource, len(gone),
-                                                           self.known_live, now)
+        delete, progress = await self.src.deletions.decide(tenant, diff.resource, len(gone),
+                                                           diff.known_live, now)
         if not delete:
             gone = []
-        data = (await self.ctx.reader.entity_data(self.src.name, self.tenant, self.entity, gone)
+        data = (await self.ctx.reader.entity_data(self.src.name, tenant, diff.entity, gone)
                 if gone else {})
-        events = [deletion_event(source=self.src.name, tenant=self.tenant, entity=self.entity, key=k,
-                                 previous=self.known[k], data=data.get(k), received_at=now)
-                  for k in sorted(gone, key=_natural)]
-        states = [EntityState(self.tenant, self.entity, ev.key, ev.version) for ev in events]
-        progress[f"poll.{self.tenant}.{self.resource}"] = {
-            "completed": format_time(now), "records": len(self.seen), "deleted": len(events)}
+        events, states = diff.deleted(gone, data, now)
+        progress[f"poll.{tenant}.{diff.resource}"] = {
+            "completed": format_time(now), "records": len(diff.seen), "deleted": len(events)}
         await self.ctx.submit(Batch(events=events, entity_states=states, progress=progress))
-
-
-def _natural(key: str) -> tuple[int, str]:
-    return (int(key), "") if key.isdigit() else (1 << 62, key)
 
 
 def _problem(resp: httpx.Response) -> str:
