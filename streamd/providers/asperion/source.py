@@ -45,7 +45,7 @@ from ...sources.polling import (
     changed_values,
     fan_out,
     http_client,
-    origin,
+    paginate,
     poll_every,
     url_path,
 )
@@ -76,7 +76,6 @@ class AsperionSource:
         self.ctx = ctx
         self.cfg = cfg
         self._ssl = tls_context(cfg)
-        self._origin = origin(cfg.base_url)
         self._gates: dict[str, Gate] = {}
         self.health = PollHealth(ctx)
         self.deletions = Guard(ctx, cfg, self.health)
@@ -223,18 +222,11 @@ class AsperionSource:
 
             await fan_out(range(2, count + 1), self.cfg.concurrency, fetch, prefer=AuthFailed)
             next_url = last[0].meta.nextPage if last else None
-        seen_urls: set[str] = set()
-        guard = (first.meta.totalCount or 0) // size + 1000
-        while next_url:
-            if next_url in seen_urls or len(seen_urls) > guard:
-                raise PollFailed(f"pagination loops: nextPage {next_url} was already fetched")
-            seen_urls.add(next_url)
-            if origin(next_url) != self._origin:
-                raise PollFailed(f"nextPage {next_url} leaves {self._origin}; not followed "
-                                 "(the access token would go with it)")
-            page = await self._page(tenant, next_url, None)
-            await listing.take(page.data)
-            next_url = page.meta.nextPage
+        # nextPage on (there is one past the pages counted when records were added), to a
+        # bound well past what the count allows.
+        await paginate(next_url or None, lambda u, params: self._page(tenant, u, params), _next_page,
+                       lambda page: listing.take(page.data), base=self.cfg.base_url, what="nextPage",
+                       limit=(first.meta.totalCount or 0) // size + 1000)
         await listing.finish(url)
 
     async def _page(self, tenant: str, url: str, params: dict[str, str] | None) -> wire.Page:
@@ -315,6 +307,10 @@ class _Listing:
         progress[f"poll.{tenant}.{diff.resource}"] = {
             "completed": format_time(now), "records": len(diff.seen), "deleted": len(events)}
         await self.ctx.submit(Batch(events=events, entity_states=states, progress=progress))
+
+
+def _next_page(page: wire.Page) -> str | None:
+    return page.meta.nextPage or None
 
 
 def _problem(resp: httpx.Response) -> str:
