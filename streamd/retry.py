@@ -69,7 +69,8 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
 
 
 class Backoff:
-    """Delays for a long-lived loop (reconnects, polls): grows on failure, resets on success."""
+    """The delays of one loop's retries (websockets' `backoff()`): each failure's longer,
+    up to the policy's cap, until `reset` after a success."""
 
     def __init__(self, policy: config.Backoff) -> None:
         self.policy = policy
