@@ -4,7 +4,8 @@ metrics registry and a real health component, waits of milliseconds."""
 from __future__ import annotations
 
 import logging
-import random
+from collections.abc import Mapping
+from typing import Any, cast
 
 import anyio
 import pytest
@@ -33,11 +34,11 @@ def parts() -> tuple[Metrics, Health]:
     (2, 2.0, 4.0),
     (5, 16.0, 32.0),
     (6, 30.0, 60.0),   # capped at max
-    (40, 30.0, 60.0),  # the exponent stops growing; never an overflow
+    (40, 30.0, 60.0),
+    (5000, 30.0, 60.0),  # 2^4999 is past a float: still the cap, never an overflow
 ])
 def test_delays_grow_with_jitter_up_to_the_cap(attempt: int, low: float, high: float) -> None:
-    rng = random.Random(7)
-    waits = [delay(SLOW, attempt, rng=rng) for _ in range(200)]
+    waits = [delay(SLOW, attempt) for _ in range(200)]
     assert all(low <= w <= high for w in waits)
     assert max(waits) - min(waits) > (high - low) / 2, "jittered, not in lockstep"
 
@@ -46,7 +47,7 @@ def test_delays_grow_with_jitter_up_to_the_cap(attempt: int, low: float, high: f
     (None, 1.0), (0.0, 1.0), (-5.0, 1.0), (30.0, 30.0), (10_000.0, RETRY_AFTER_CAP)])
 def test_a_peers_retry_after_lengthens_the_wait_up_to_its_cap(retry_after: float | None,
                                                             at_least: float) -> None:
-    wait = delay(SLOW, 1, retry_after, rng=random.Random(1))
+    wait = delay(SLOW, 1, retry_after)
     assert at_least <= wait <= max(at_least, 2.0)
 
 
@@ -165,6 +166,32 @@ async def test_retrying_runs_until_success_counting_each_retry() -> None:
                           component=c, what="delivering") == "done"
     assert calls == 4 and sample(metrics, "streamd_retries_total", component="sink", name="out") == 3
     assert c.state is State.RETRYING and c.reason == "delivering: busy"
+
+
+async def test_retrying_waits_are_bounded_by_the_policy_and_each_counted(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Past the cap the waits stop growing: eight retries of a 1–4 ms policy, each logged with
+    its wait, each at most `max`, their sum the metric's."""
+    metrics, health = parts()
+    caplog.set_level(logging.INFO, logger="streamd.retry")
+    calls = 0
+
+    async def op() -> None:
+        nonlocal calls
+        calls += 1
+        if calls <= 8:
+            raise Busy()
+
+    await retrying(op, policy=TINY, retry_on=lambda e: isinstance(e, Busy), metrics=metrics,
+                   component=health.add("sink", "out"), what="delivering")
+    logged = [cast(Mapping[str, Any], r.args) for r in caplog.records]
+    assert [a["attempt"] for a in logged] == list(range(1, 9))
+    slept = [float(a["wait"]) for a in logged]
+    assert all(TINY.min.seconds / 2 <= w <= TINY.max.seconds for w in slept)
+    assert all(w >= TINY.max.seconds / 2 for w in slept[2:]), "from the 3rd retry on, at the cap"
+    assert sample(metrics, "streamd_retries_total", component="sink", name="out") == 8
+    assert sample(metrics, "streamd_retry_wait_seconds_total", component="sink",
+                  name="out") == pytest.approx(sum(slept))
 
 
 async def test_retrying_gives_up_after_its_attempts_with_the_last_error() -> None:
