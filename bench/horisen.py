@@ -1,40 +1,57 @@
 """HORISEN: simulator (HTTPS) → streamd's poller → feed → `sftp` sink → OpenSSH's sshd.
 
-    python bench/horisen.py                          # 10,000 documents, 5 ms per request
+    python bench/horisen.py                          # throughput: 10,000 documents, 5 ms per request
     python bench/horisen.py --documents 2000 --latency 0.02 --repeat 1
+    python bench/horisen.py payments                 # payment → event, requests per poll (~25 min)
+    python bench/horisen.py payments --interval 60 --payments 3
 
-streamd runs as its own process (`synchronous = "full"`), as deployed; this process
-runs the simulated HORISEN API in a thread and a real sshd (tests/sftp_server.py) on
-loopback. Per run, on a fresh feed and an empty remote directory:
+streamd runs as its own process (`synchronous = "full"`), as deployed; this process runs
+the simulated HORISEN API(s) in a thread and a real sshd (tests/sftp_server.py) on
+loopback.
 
+`throughput` (the default), per run, on a fresh feed and an empty remote directory:
 1. poll: streamd with the source only, from READY until every document's `created`
    (with its traffic reports: one request per document) is committed → documents/s;
-2. sink: streamd again with the `sftp` sink added, from READY until every invoice is a
-   file in the remote directory (rendered, uploaded, fsynced, renamed) → files/s.
-
+2. sink: streamd again with the `sftp` sink added, from READY until the sink's offset
+   is the feed's head (every bookable invoice's issue rendered, uploaded, fsynced,
+   renamed) → files/s.
 Prints a table (median of --repeat runs).
+
+`payments`: one streamd polling four simulated HORISENs of `--documents` documents
+each, at `--interval` (the default: the source's own, 10 minutes), one for each thing a
+payment may move: both stamps, only `paymentStatusDate`, neither; and one (both stamps)
+with `payment_check = false`, which polls as streamd did before it. After the first poll,
+`--payments` invoices of each are paid in full and as many in part (not on the one
+whose part payments move no stamp: no poll sees those but the daily full listing), at
+random moments over two intervals. Reports, per platform, the seconds from each
+payment at the simulator to its `invoice.updated` committed in the feed, and the API
+requests of each poll after the first: quiet polls, and polls that saw a payment.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import random
 import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections import defaultdict
+from concurrent.futures import Future
 from pathlib import Path
+from typing import Any
 
-from anyio.from_thread import start_blocking_portal
+from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from _common import free_port, up, wait  # noqa: E402
 
 from streamd.providers.horisen import simulator as sim_mod  # noqa: E402
-from streamd.providers.horisen.simulator import Knobs  # noqa: E402
+from streamd.providers.horisen.simulator import HorisenSimulator, Knobs  # noqa: E402
 from tests.sftp_server import running_sftp_server  # noqa: E402
 
 CONFIG = """
@@ -44,27 +61,27 @@ synchronous = "full"
 [http]
 listen = "127.0.0.1:{port}"
 [daemon]
-log_level = "warning"
+log_level = "{log_level}"
 {source}
 {sink}
 """
 
 
-
-
-
-
-
-
-def run_streamd(work: Path, config: str, port: int, done: object, timeout: float) -> float:
+def start_streamd(work: Path, config: str, port: int) -> subprocess.Popen[bytes]:
     (work / "config.toml").write_text(config)
     env = {**os.environ, "NOTIFY_SOCKET": ""}
+    log = open(work / "streamd.log", "ab")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen([sys.executable, "-m", "streamd", "run", "-c", str(work / "config.toml")],
-                            cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=log)
+    wait(lambda: up(port) or proc.poll() is not None, 30, "streamd's listener")
+    if proc.poll() is not None:
+        raise SystemExit(f"streamd exited: {(work / 'streamd.log').read_text()[-2000:]}")
+    return proc
+
+
+def run_streamd(work: Path, config: str, port: int, done: Any, timeout: float) -> float:
+    proc = start_streamd(work, config, port)
     try:
-        wait(lambda: up(port) or proc.poll() is not None, 30, "streamd's listener")
-        if proc.poll() is not None:
-            raise SystemExit(f"streamd exited: {proc.stderr.read().decode() if proc.stderr else ''}")
         t0 = time.monotonic()
         wait(done, timeout, "the run to complete")
         return time.monotonic() - t0
@@ -73,11 +90,27 @@ def run_streamd(work: Path, config: str, port: int, done: object, timeout: float
         proc.wait(60)
 
 
-def delivered(directory: Path) -> int:
-    if not directory.is_dir():
-        return 0
-    return sum(1 for p in directory.iterdir() if p.name.endswith(".xml") and not p.name.startswith("."))
+def query(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+    if not db.exists():
+        return []
+    c = sqlite3.connect(db, timeout=10)
+    try:
+        return c.execute(sql, params).fetchall()
+    finally:
+        c.close()
 
+
+def serve(portal: BlockingPortal, work: Path, name: str, knobs: Knobs,
+          serving: list[Future[Any]]) -> HorisenSimulator:
+    """A simulator serving in the portal's thread (cancel the futures in `serving` before
+    leaving the portal, or it waits for them)."""
+    sim = sim_mod.simulator(work / name, knobs)
+    serving.append(portal.start_task_soon(sim.serve))
+    wait(lambda: sim.url, 10, "the simulator")
+    return sim
+
+
+# ---------------------------------------------------------------- throughput
 
 def one_run(args: argparse.Namespace) -> tuple[float, float, int]:
     days = max(1, args.documents // args.per_day)
@@ -85,9 +118,8 @@ def one_run(args: argparse.Namespace) -> tuple[float, float, int]:
     with tempfile.TemporaryDirectory(prefix="streamd-bench-horisen-") as tmp, \
             start_blocking_portal() as portal, running_sftp_server(Path(tmp) / "sftp") as sftp:
         work = Path(tmp)
-        sim = sim_mod.simulator(work / "sim", knobs)
-        fut = portal.start_task_soon(sim.serve)
-        wait(lambda: sim.url, 10, "the simulator")
+        serving: list[Future[Any]] = []
+        sim = serve(portal, work, "sim", knobs, serving)
         want = len(sim.documents())
         port = free_port()
         source = sim.source_toml("hz", interval='"1h"', page_size=str(args.page_size),
@@ -95,37 +127,28 @@ def one_run(args: argparse.Namespace) -> tuple[float, float, int]:
         db = work / "feed.db"
 
         def polled() -> bool:
-            if not db.exists():
-                return False
-            c = sqlite3.connect(db, timeout=10)
-            try:
-                n = c.execute("SELECT count(*) FROM events WHERE entity = 'invoice'").fetchone()[0]
-                return bool(n >= want)
-            finally:
-                c.close()
+            rows = query(db, "SELECT count(*) FROM events WHERE entity = 'invoice'")
+            return bool(rows and rows[0][0] >= want)
+
+        def sunk() -> bool:
+            rows = query(db, "SELECT (SELECT max(seq) FROM events) = (SELECT seq FROM sink_offsets)")
+            return bool(rows and rows[0][0])
 
         try:
-            poll = run_streamd(work, CONFIG.format(port=port, source=source, sink=""), port, polled, 600)
+            poll = run_streamd(work, CONFIG.format(port=port, log_level="warning", source=source, sink=""),
+                               port, polled, 600)
             sink = sftp.sink_toml("erp", concurrency=args.sink_concurrency, batch_max=args.batch)
-            files = run_streamd(work, CONFIG.format(port=port, source=source, sink=sink), port,
-                                lambda: delivered(sftp.local_dir) >= want, 600)
-            requests = sum(1 for e in sim.log if e.status == 200)
+            files = run_streamd(work, CONFIG.format(port=port, log_level="warning", source=source, sink=sink),
+                                port, sunk, 600)
         finally:
-            fut.cancel()
-        return want / poll, want / files, requests
+            for fut in serving:
+                fut.cancel()
+        written = sum(1 for p in sftp.local_dir.iterdir() if not p.name.startswith("."))
+        requests = sum(1 for e in sim.log if e.status == 200)
+        return want / poll, written / files, requests
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
-    ap.add_argument("--documents", type=int, default=10_000)
-    ap.add_argument("--per-day", type=int, default=100, help="documents per day of history")
-    ap.add_argument("--latency", type=float, default=0.005, help="seconds added to every API request")
-    ap.add_argument("--page-size", type=int, default=100)
-    ap.add_argument("--concurrency", type=int, default=8, help="the source's requests in flight")
-    ap.add_argument("--sink-concurrency", type=int, default=8, help="the sink's files in flight")
-    ap.add_argument("--batch", type=int, default=100, help="the sink's batch_max")
-    ap.add_argument("--repeat", type=int, default=3, help="runs (median reported)")
-    args = ap.parse_args()
+def throughput(args: argparse.Namespace) -> None:
     runs = [one_run(args) for _ in range(args.repeat)]
     docs = statistics.median(r[0] for r in runs)
     files = statistics.median(r[1] for r in runs)
@@ -143,6 +166,163 @@ def main() -> None:
     floor = runs[0][2] * args.latency / args.concurrency
     print(f"| {'poll floor at this latency':<40} | {args.documents / floor if floor else 0:>10,.0f} | "
           f"{'documents/s (requests x latency / concurrency)':<30} |")
+
+
+# ---------------------------------------------------------------- payments
+
+#: name -> (what a payment moves, payment_check). The first is streamd before the payment
+#: check: the changed-since listing alone, as every poll was.
+PLATFORMS: dict[str, tuple[tuple[str, ...], bool]] = {
+    "both stamps, payment_check = false (before)": (("statusDt", "paymentStatusDate"), False),
+    "both stamps": (("statusDt", "paymentStatusDate"), True),
+    "only paymentStatusDate": (("paymentStatusDate",), True),
+    "neither": ((), True),
+}
+
+
+def kind_of(query_string: str, path: str) -> str:
+    """Which request of a poll this is."""
+    if "traffic-report" in path:
+        return "traffic report"
+    if "gte%28statusDt%29" in query_string:
+        return "changed since (statusDt)"
+    if "sort=-paymentStatusDate" in query_string:
+        return "payment check"
+    if "gte%28paymentStatusDate%29" in query_string:
+        return "payments listing"
+    if "paymentStatus=open" in query_string:
+        return "open listing"
+    if query_string.startswith("id=") or "&id=" in query_string:
+        return "by id"
+    return "whole window"
+
+
+def polls_of(sim: HorisenSimulator) -> list[list[str]]:
+    """The kinds of request of each poll after the first (each begins with its changed-since
+    listing's first page)."""
+    polled: list[list[str]] = []
+    for e in sim.log:
+        if not e.path.startswith("/finance") and "traffic" not in e.path:
+            continue
+        kind = kind_of(e.query, e.path)
+        if kind == "changed since (statusDt)" and "page_number=1" in e.query.split("&"):
+            polled.append([])
+        if polled:
+            polled[-1].append(kind)
+    return polled[:-1]  # the last may be under way
+
+
+def payments(args: argparse.Namespace) -> None:
+    days = max(1, args.documents // args.per_day)
+    rng = random.Random(args.seed)
+    with tempfile.TemporaryDirectory(prefix="streamd-bench-horisen-pay-") as tmp, \
+            start_blocking_portal() as portal:
+        work = Path(tmp)
+        serving: list[Future[Any]] = []
+        sims = {name: serve(portal, work, f"sim{i}", Knobs(days=days, documents_per_day=args.per_day,
+                                                            partners=200, payment_moves=moves, seed=i + 1),
+                            serving)
+                for i, (name, (moves, _)) in enumerate(PLATFORMS.items())}
+        names = {name: f"hz{i}" for i, name in enumerate(sims)}
+        sources = "\n".join(sim.source_toml(names[name], window=f'"{days + 5}d"',
+                                            payment_check="true" if PLATFORMS[name][1] else "false",
+                                            **({"interval": f'"{args.interval}s"'} if args.interval else {}))
+                            for name, sim in sims.items())
+        port = free_port()
+        db = work / "feed.db"
+        proc = start_streamd(work, CONFIG.format(port=port, log_level="info", source=sources, sink=""), port)
+        try:
+            want = {names[n]: len(s.documents()) for n, s in sims.items()}
+
+            def created() -> bool:
+                got = dict(query(db, "SELECT source, count(*) FROM events WHERE entity = 'invoice' "
+                                     "GROUP BY source"))
+                return all(got.get(src, 0) >= n for src, n in want.items())
+
+            t0 = time.monotonic()
+            wait(created, 1200, "every invoice created")
+            print(f"first poll of {sum(want.values()):,} documents: {time.monotonic() - t0:.0f}s",
+                  file=sys.stderr)
+            interval = args.interval or 600.0
+            plan = sorted((rng.uniform(0, 2 * interval), name, part)
+                          for name in sims for part in (False, True) for _ in range(args.payments)
+                          if not (part and name == "neither"))
+            paid: list[tuple[str, str, bool, float]] = []  # platform, document id, in part, when (unix)
+            start = time.monotonic()
+            for at, name, part in plan:
+                time.sleep(max(0.0, start + at - time.monotonic()))
+                m = portal.call(lambda n=name, p=part: sims[n].mutate(paid=int(not p), part_paid=int(p)))
+                (doc_id,) = m.part_paid if part else m.paid
+                paid.append((name, str(doc_id), part, time.time()))
+                print(f"{time.monotonic() - start:6.0f}s paid {'part of ' if part else ''}{name} {doc_id}",
+                      file=sys.stderr)
+
+            def seen(name: str, key: str, when: float) -> float | None:
+                rows = query(db, "SELECT min(received) FROM events WHERE source = ? AND key = ? AND op ="
+                                 " 'updated' AND received >= ?", (names[name], key, int(when * 1000) - 1000))
+                return rows[0][0] / 1000 - when if rows and rows[0][0] else None
+
+            wait(lambda: all(seen(n, k, w) is not None for n, k, _, w in paid), interval * 2 + 120,
+                 "every payment's event")  # the check off, a payment that moves statusDt is seen too
+            time.sleep(interval * 1.2)  # another poll, to count a quiet one after the last payment
+        finally:
+            proc.terminate()
+            proc.wait(60)
+            for fut in serving:
+                fut.cancel()
+        latency: dict[tuple[str, bool], list[float]] = defaultdict(list)
+        for name, key, part, when in paid:
+            value = seen(name, key, when)
+            assert value is not None
+            latency[name, part].append(value)
+        print(f"# HORISEN payments: {args.documents:,} documents a platform, interval {interval:g}s "
+              f"(page_size 100, lookback 1h, the defaults), {args.payments} payments of each kind at random "
+              f"moments over two intervals; {os.cpu_count()} cores")
+        print("| platform: a payment moves | payment | seconds to the event: each | max | "
+              "≤ interval (+ the poll) |")
+        print("|---|---|---|---:|---|")
+        for (name, part), values in latency.items():
+            print(f"| {name} | {'in part' if part else 'in full'} | "
+                  f"{', '.join(f'{v:.0f}' for v in sorted(values))} | {max(values):.0f} | "
+                  f"{'yes' if max(values) <= interval else 'NO'} |")
+        print()
+        print("| platform: a payment moves | polls | quiet poll: requests | poll after a payment: requests "
+              "(mean, max) | what those were |")
+        print("|---|---:|---:|---|---|")
+        for name, sim in sims.items():
+            polls = polls_of(sim)
+            quiet = [p for p in polls if set(p) <= {"changed since (statusDt)", "payment check"}]
+            busy = [p for p in polls if p not in quiet]
+            kinds: dict[str, int] = defaultdict(int)
+            for p in busy:
+                for k in p:
+                    kinds[k] += 1
+            print(f"| {name} | {len(polls)} | {statistics.mean(len(p) for p in quiet) if quiet else 0:.1f} | "
+                  f"{statistics.mean(len(p) for p in busy) if busy else 0:.1f}, "
+                  f"{max((len(p) for p in busy), default=0)} | "
+                  f"{', '.join(f'{k} {v / max(len(busy), 1):.1f}' for k, v in sorted(kinds.items()))} |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("what", nargs="?", choices=["throughput", "payments"], default="throughput")
+    ap.add_argument("--documents", type=int, default=10_000)
+    ap.add_argument("--per-day", type=int, default=100, help="documents per day of history")
+    ap.add_argument("--latency", type=float, default=0.005, help="seconds added to every API request")
+    ap.add_argument("--page-size", type=int, default=100)
+    ap.add_argument("--concurrency", type=int, default=8, help="the source's requests in flight")
+    ap.add_argument("--sink-concurrency", type=int, default=8, help="the sink's files in flight")
+    ap.add_argument("--batch", type=int, default=100, help="the sink's batch_max")
+    ap.add_argument("--repeat", type=int, default=3, help="throughput runs (median reported)")
+    ap.add_argument("--interval", type=float, default=0, help="payments: seconds between polls "
+                                                              "(0: the source's default, 10 minutes)")
+    ap.add_argument("--payments", type=int, default=3, help="payments: of each kind, per platform")
+    ap.add_argument("--seed", type=int, default=7)
+    args = ap.parse_args()
+    if args.what == "payments":
+        payments(args)
+    else:
+        throughput(args)
 
 
 if __name__ == "__main__":

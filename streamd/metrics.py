@@ -142,8 +142,8 @@ class Metrics:
             " or connection failure.", ["sink", "code"], registry=r)
         self.sink_sftp_name_conflicts = Counter(
             "streamd_sink_sftp_name_conflicts_total",
-            "Events an sftp sink refused because their file's name held another invoice's file,"
-            " or one streamd did not write (each once, however often it is tried).",
+            "Documents an sftp sink refused because their file's name held another document's"
+            " file, or one streamd did not write (each once, however often it is tried).",
             ["sink"], registry=r)
         self.sink_postgres_commit_seconds = Histogram(
             "streamd_sink_postgres_commit_duration_seconds",
@@ -168,6 +168,10 @@ class Metrics:
             "streamd_sink_nats_ack_delay_seconds",
             "From an event's commit in the feed to JetStream's ack of its batch.",
             ["sink"], buckets=_ACK_BUCKETS, registry=r)
+        self.sink_sftp_documents = Counter(
+            "streamd_sink_sftp_documents_total",
+            "Documents an sftp sink wrote, by op: issue, correction, cancellation, payment.",
+            ["sink", "op"], registry=r)
 
         # --- shared
         self.dead_letters = Counter(

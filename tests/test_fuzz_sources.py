@@ -603,7 +603,12 @@ class AsperionRig(PollerRig):
                                                                                records=3))
         await self.stack.enter_async_context(self.sim)
         await self.daemon(self.sim.source_toml(self.name, backoff='{ min = "20ms", max = "300ms" }',
-                                               interval='"200ms"', page_size="4"))
+                                               interval='"200ms"', page_size="4",
+                                               # Each example replaces the listing whole, so the
+                                               # previous example's records all vanish at once: the
+                                               # mass-delete bound (tested in test_asperion_deletions)
+                                               # would hold them and stall the source.
+                                               mass_delete_min="1000000"))
         await self.wait(lambda: len(self.feed_ids()) == 9 and len(self.listings()) == 3,
                         "the simulator's records")
 

@@ -7,6 +7,7 @@ import hashlib
 import json
 import sqlite3
 from collections import Counter
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -89,9 +90,10 @@ async def test_first_poll_creates_every_invoice_with_its_traffic_then_only_chang
                         == traffic_of(sim, key)
                 else:
                     assert inv["traffic"], key
-            # After the first poll, only what changed is listed (gte(statusDt)).
+            # After the first poll, only what changed is listed (gte(statusDt)), then one
+            # page of the open documents (the payment check).
             listings = [e for e in sim.log if e.path.endswith("documents-export")]
-            assert "statusDt" in listings[-1].query
+            assert "statusDt" in listings[-2].query and "paymentStatus=open" in listings[-1].query
             await rounds(d, 1)
             assert len(feed(d)) == 30 + 9
 
@@ -250,3 +252,35 @@ async def test_an_upgrade_leaves_unchanged_parties_unchanged(tmp_path: Path) -> 
             await rounds(d, 2)
             assert sorted(int(k) for op, k, _ in feed(d) if op == "updated") == sorted(m.paid)
             assert feed(d, "party") == parties
+async def test_every_correction_is_one_updated_and_noise_none(tmp_path: Path) -> None:
+    """Corrections HORISEN users make (each moving statusDt, as every change does), through
+    the real poller: one `updated` each, nothing for a re-poll or for what is no change."""
+    async with sim_mod.simulator(tmp_path / "sim", Knobs(days=10, documents_per_day=3)) as sim:
+        async with InProcess(config(tmp_path, sim, extra="traffic_reports = false\n")) as d:
+            await rounds(d, 1)
+            docs = sim.documents()
+            paid = next(i for i, x in docs.items() if x["paymentStatus"] == "paid")
+            ids = iter(i for i, x in sorted(docs.items()) if x["status"] == "approved" and i != paid)
+            first = docs[next(ids)]["items"][0]
+            corrections: dict[int, dict[str, Any]] = {
+                next(ids): {"dueDate": "2030-01-31"},
+                next(ids): {"currencyCode": "USD"},
+                next(ids): {"documentNumber": "INV-RENUMBERED-1"},
+                next(ids): {"domesticTotal": Decimal("1.23")},
+                next(ids): {"domesticCurrencyRate": Decimal("1.5")},
+                next(ids): {"items": [{**first, "quantity": first["quantity"] + 1}]},
+                paid: {"amountVat": Decimal("0.00"), "amountNoVat": docs[paid]["total"]},
+            }
+            noise = {next(ids): {"syncStatus": "pending"},
+                     next(ids): {"bizPartnerExternalRefId": "moved-in-the-erp"}}
+            before = len(feed(d))
+            for i, fields in {**corrections, **noise}.items():
+                sim.change(i, **fields)
+            await rounds(d, 2)
+            new = feed(d)[before:]
+            assert sorted(int(k) for op, k, _ in new if op == "updated") == sorted(corrections)
+            by_key = {int(k): inv for _, k, inv in new}
+            assert by_key[paid]["tax"] in ("0", "0.00") and by_key[paid]["status"] == "paid"
+            assert by_key[next(iter(corrections))]["due"] == "2030-01-31"
+            await rounds(d, 2)
+            assert len(feed(d)) == before + len(corrections), "a re-poll emits nothing"

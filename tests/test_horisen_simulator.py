@@ -373,8 +373,11 @@ def test_documents_are_deterministic_consistent_and_decode(tmp_path: Path) -> No
         if d["paymentStatus"] == "paid":
             assert d["status"] == "approved" and d["totalUnpaid"] == 0
             assert d["paymentStatusDate"] == d["statusDt"]
+        elif d["totalPaid"]:  # part paid
+            assert d["status"] == "approved" and 0 < d["totalPaid"] < d["total"]
+            assert d["paymentStatusDate"] == d["statusDt"] > d["insertDt"]
         else:
-            assert d["paymentStatusDate"] is None and d["statusDt"] == d["insertDt"] and d["totalPaid"] == 0
+            assert d["paymentStatusDate"] is None and d["statusDt"] == d["insertDt"]
         partner = (d["bizPartnerExternalRefId"], d["bizPartner"])
         assert partners.setdefault(d["bizPartnerId"], partner) == partner and 1 <= d["bizPartnerId"] <= 20
     assert b'"totalPaid":0.00' in b"".join(map(encode_document, docs.values()))  # 2 decimals, as numbers
@@ -385,8 +388,12 @@ def test_documents_are_deterministic_consistent_and_decode(tmp_path: Path) -> No
     unpaid = simulator(tmp_path / "d", Knobs(today=TODAY, paid_ratio=0.0, partners=2)).documents()
     assert {d["paymentStatus"] for d in unpaid.values()} == {"open"}
     assert {d["bizPartnerId"] for d in unpaid.values()} == {1, 2}
-    paid = simulator(tmp_path / "e", Knobs(today=TODAY, paid_ratio=1.0)).documents()
-    assert all(d["paymentStatus"] == "paid" for d in paid.values() if d["status"] == "approved")
+    paid = simulator(tmp_path / "e", Knobs(today=TODAY, paid_ratio=1.0, days=60)).documents()
+    # Paid once the moment drawn for it (up to 40 days after it was issued) has come.
+    approved = [d for d in paid.values() if d["status"] == "approved"]
+    due = [d for d in approved if d["documentDate"] < str(TODAY - timedelta(days=40))]
+    assert due and all(d["paymentStatus"] == "paid" for d in due)
+    assert any(d["paymentStatus"] == "paid" for d in approved)
 
 
 async def test_ten_thousand_documents_by_default_up_to_now(tmp_path: Path) -> None:

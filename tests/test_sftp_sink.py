@@ -37,8 +37,17 @@ from streamd.model import (
     render_line,
 )
 from streamd.sinks import invoice_xml
+from streamd.sinks.documents import Document
 from streamd.sinks.filenames import MAX_NAME, Template, is_own_part, part_name
-from streamd.sinks.sftp import FIELDS, SftpSink, SftpSinkConfig, _validate, file_name, template_problem
+from streamd.sinks.sftp import (
+    FIELDS,
+    FILENAME,
+    SftpSink,
+    SftpSinkConfig,
+    _validate,
+    file_name,
+    template_problem,
+)
 from streamd.store import FeedEvent
 from streamd.units import Duration
 
@@ -47,7 +56,7 @@ from .sftp_server import PASSPHRASE, SSHD, SftpServer, invoice, invoice_records,
 
 pytestmark = pytest.mark.anyio
 XSD = Path(__file__).resolve().parents[1] / "docs" / "horisen-invoice.xsd"
-NS = "{urn:streamd:horisen-invoice:1}"
+NS = "{urn:streamd:horisen-invoice:2}"
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
@@ -81,6 +90,16 @@ def invoice_events(n: int, start: int = 0, version: str = "v1", tenant: str = "a
             for i in range(start, start + n)]
 
 
+def issue(ev: FeedEvent) -> Document:
+    """The document an invoice's first event makes."""
+    return Document(ev.seq, 1, "issue", f"{ev.id}-issue", None, "c", "-")
+
+
+def name(i: int, revision: int = 1, op: str = "issue", tenant: str = "acme") -> str:
+    """The default file name of document `revision` of invoice `i` (`invoice(i)`)."""
+    return f"{tenant}-HZ-2026-{i:04d}_r{revision}_{op}.xml"
+
+
 @asynccontextmanager
 async def opened(server: SftpServer, **kw: Any) -> AsyncIterator[SftpSink]:
     s = SftpSink("erp", server.sink_config(**kw))
@@ -106,13 +125,15 @@ async def test_each_invoice_becomes_one_valid_xml_file(server: SftpServer, schem
         assert await s.recover() == 0
         await s.deliver(events)
     files = server.files()
-    assert sorted(files) == sorted(f"acme-HZ-2026-{i:04d}.xml" for i in range(20)), "no .part left"
+    assert sorted(files) == sorted(name(i) for i in range(20)), "no .part left"
     assert s.files_written == 20 and s.files_skipped == 0
-    for e in events:
+    for i, e in enumerate(events):
         inv = json.loads(e.data)
-        doc = etree.fromstring(files[f"acme-{inv['number']}.xml"])
+        doc = etree.fromstring(files[name(i)])
         schema.assertValid(doc)
         assert doc.tag == f"{NS}Invoice"
+        assert (doc.get("schemaVersion"), doc.get("documentId"), doc.get("op"), doc.get("revision"),
+                doc.get("supersedes")) == ("2", f"{e.id}-issue", "issue", "1", None)
         assert (doc.get("eventId"), doc.get("seq"), doc.get("tenant"), doc.get("key")) == \
             (e.id, str(e.seq), "acme", e.key)
         assert doc.findtext(f"{NS}Number") == inv["number"]
@@ -133,22 +154,22 @@ async def test_a_redelivered_batch_writes_nothing(server: SftpServer) -> None:
     async with opened(server) as again:
         await again.recover()
         await again.deliver(events)
-        await again.deliver(events[:5])
-    assert again.files_written == 0 and again.files_skipped == 12 + 5
+        await again.deliver(events[:5])  # taken already by this sink: not even looked for
+    assert again.files_written == 0 and again.files_skipped == 12
     assert mtimes(server) == before
 
 
-async def test_a_different_event_for_the_same_file_replaces_it(server: SftpServer) -> None:
-    old, new = invoice_events(1, version="v1"), invoice_events(1, version="v2")
-    assert old[0].id != new[0].id
+async def test_a_file_holding_another_document_of_the_invoice_is_never_replaced(server: SftpServer) -> None:
+    """What version 1 replaced (the same invoice, another event): a file is never replaced."""
+    (ev,) = invoice_events(1)
+    other = replace(invoice_events(1, version="v2")[0], seq=9)
+    server.local_dir.mkdir()
+    held = invoice_xml.render(other, invoice(0), issue(other))
+    (server.local_dir / name(0)).write_bytes(held)
     async with opened(server) as s:
-        await s.deliver(old)
-        await s.deliver(new)
-        # Two events for one file in the same batch: the later one is what stays.
-        await s.deliver([old[0], new[0]])
-    (data,) = xml_files(server).values()
-    assert etree.fromstring(data).get("eventId") == new[0].id
-    assert (s.files_written, s.files_skipped) == (2, 1)
+        with pytest.raises(Permanent, match=f"already holds document {other.id}-issue of event {other.id}"):
+            await s.deliver([ev])
+    assert xml_files(server) == {name(0): held}
 
 
 async def test_only_the_sinks_own_leftover_part_files_are_removed(server: SftpServer) -> None:
@@ -175,7 +196,8 @@ async def test_names_that_sanitizing_made_one_are_two_files(server: SftpServer) 
     async with opened(server) as s:
         await s.deliver(events)
     files = xml_files(server)
-    assert sorted(files) == sorted(["a%2Db-c.xml", "a-b-c.xml", "x%2Fy-1.xml", "x_y-1.xml"])
+    assert sorted(files) == sorted(["a%2Db-c_r1_issue.xml", "a-b-c_r1_issue.xml", "x%2Fy-1_r1_issue.xml",
+                                    "x_y-1_r1_issue.xml"])
     assert {etree.fromstring(d).get("eventId") for d in files.values()} == {e.id for e in events}
 
 
@@ -190,10 +212,10 @@ async def test_a_file_of_another_invoice_at_the_name_is_never_replaced(server: S
     other = feed_event(9, make_event(provider="horisen", source="hz2", tenant="acme", entity="invoice",
                                      op="created", key="inv-elsewhere", time=T0, data=invoice(0)))
     server.local_dir.mkdir()
-    taken = {"acme-HZ-2026-0000.xml": invoice_xml.render(other, invoice(0)),
-             "acme-HZ-2026-0001.xml": b"<order>the ERP's own</order>\n"}
-    for name, data in taken.items():
-        (server.local_dir / name).write_bytes(data)
+    taken = {name(0): invoice_xml.render(other, invoice(0), issue(other)),
+             name(1): b"<order>the ERP's own</order>\n"}
+    for held, data in taken.items():
+        (server.local_dir / held).write_bytes(data)
     before = mtimes(server)
     metrics = Metrics(CollectorRegistry())
     async with opened(server) as s:
@@ -201,38 +223,38 @@ async def test_a_file_of_another_invoice_at_the_name_is_never_replaced(server: S
         with pytest.raises(Permanent) as exc:
             await s.deliver(ours)
         assert str(exc.value).startswith(
-            f"event {ours[0].id} (seq 1): {server.directory}/acme-HZ-2026-0000.xml already holds the file "
-            f"of event {other.id}, another invoice; not replaced")
+            f"event {ours[0].id} (seq 1): {server.directory}/{name(0)} already holds document "
+            f"{other.id}-issue of event {other.id}; not replaced")
         assert str(exc.value).endswith("(and 1 more in this batch)")
         assert conflict_count(metrics) == 2
         # Split as the dispatcher does: each alone is refused, naming its file (counted once
         # already); the third is written.
-        with pytest.raises(Permanent, match="-0001.xml already holds a file streamd did not write"):
+        with pytest.raises(Permanent, match="-0001_r1_issue.xml already holds a file streamd did not write"):
             await s.deliver([ours[1]])
         await s.deliver([ours[2]])
         assert conflict_count(metrics) == 2
     files = server.files()
     assert {n: files[n] for n in taken} == taken and {n: mtimes(server)[n] for n in taken} == before
-    assert etree.fromstring(files["acme-HZ-2026-0002.xml"]).get("eventId") == ours[2].id
+    assert etree.fromstring(files[name(2)]).get("eventId") == ours[2].id
     assert not [n for n in files if n.startswith(".")], "no .part left behind"
 
 
 async def test_a_file_that_appeared_after_the_listing_is_not_replaced_either(server: SftpServer) -> None:
     async with opened(server) as s:
         await s.recover()  # lists the directory: empty
-        (server.local_dir / "acme-HZ-2026-0000.xml").write_bytes(b"another uploader's")
+        (server.local_dir / name(0)).write_bytes(b"another uploader's")
         with pytest.raises(Permanent, match="already holds a file streamd did not write"):
             await s.deliver(invoice_events(2))
-    assert server.files()["acme-HZ-2026-0000.xml"] == b"another uploader's"
-    assert sorted(server.files()) == ["acme-HZ-2026-0000.xml", "acme-HZ-2026-0001.xml"]
+    assert server.files()[name(0)] == b"another uploader's"
+    assert sorted(server.files()) == [name(0), name(1)]
 
 
 async def test_two_invoices_of_one_name_in_a_batch_write_the_first(server: SftpServer) -> None:
     a = invoice_events(1)[0]
     b = replace(invoice_events(1, tenant="other")[0], seq=2)
-    async with opened(server, filename="{number}.xml") as s:
-        with pytest.raises(Permanent, match=f"event {b.id} \\(seq 2\\): .*HZ-2026-0000.xml already holds "
-                                            f"the file of event {a.id} \\(seq 1, another invoice in this"):
+    async with opened(server, filename="{number}_r{revision}.xml") as s:
+        with pytest.raises(Permanent, match=f"event {b.id} \\(seq 2\\): .*HZ-2026-0000_r1.xml already holds "
+                                            f"document {a.id}-issue \\(seq 1, another in this batch"):
             await s.deliver([a, b])
     (data,) = xml_files(server).values()
     assert etree.fromstring(data).get("eventId") == a.id
@@ -248,16 +270,15 @@ async def test_an_event_with_an_amount_beyond_the_bounds_is_refused_not_rendered
     assert not server.files()
 
 
-async def test_without_the_fsync_and_posix_rename_extensions_it_still_replaces(server: SftpServer) -> None:
+async def test_without_the_fsync_extension_it_still_writes(server: SftpServer) -> None:
     async with opened(server) as s:
-        await s.deliver(invoice_events(2, version="v1"))
-        # A server that advertises neither (asyncssh's client decides from these flags).
-        handler = s._sftp._handler  # type: ignore[union-attr]
-        handler._supports_fsync = handler._supports_posix_rename = False
-        await s.deliver(invoice_events(2, version="v2"))
-        assert not s._fsync_ok and not s._posix_rename_ok
+        await s.deliver(invoice_events(2))
+        # A server that does not advertise it (asyncssh's client decides from this flag).
+        s._sftp._handler._supports_fsync = False  # type: ignore[union-attr]
+        await s.deliver(invoice_events(2, start=2))
+        assert not s._fsync_ok
     ids = {etree.fromstring(d).get("eventId") for d in xml_files(server).values()}
-    assert ids == {e.id for e in invoice_events(2, version="v2")}
+    assert ids == {e.id for e in invoice_events(4)}
 
 
 async def test_a_key_with_a_passphrase(server: SftpServer) -> None:
@@ -307,17 +328,17 @@ async def test_server_down_is_retryable_and_it_reconnects(server: SftpServer) ->
         with pytest.raises(Retryable, match="cannot connect"):
             await s.deliver(invoice_events(2, start=2))
         server.start()
-        await s.deliver(invoice_events(4))
+        await s.deliver(invoice_events(4))  # the first two were taken already: nothing for them
     assert len(xml_files(server)) == 4
-    assert (s.files_written, s.files_skipped) == (4, 2)
+    assert (s.files_written, s.files_skipped) == (4, 0)
 
 
 async def test_a_connection_the_server_closed_is_reopened_at_once(server: SftpServer) -> None:
     async with opened(server) as s:
         await s.deliver(invoice_events(1))
         server.drop_sessions()  # as a server does with idle connections
-        await s.deliver(invoice_events(2))  # no Retryable: reconnected, the batch written
-    assert (s.files_written, s.files_skipped) == (2, 1)
+        await s.deliver(invoice_events(1, start=1))  # no Retryable: reconnected, the batch written
+    assert (s.files_written, s.files_skipped) == (2, 0)
 
 
 async def test_an_unusable_directory_is_retryable_until_fixed(server: SftpServer) -> None:
@@ -336,17 +357,20 @@ async def test_an_unusable_directory_is_retryable_until_fixed(server: SftpServer
 
 def test_file_names_escape_what_is_unsafe_and_keep_common_names() -> None:
     (ev,) = invoice_events(1)
-    assert file_name("{tenant}-{number}.xml", ev, invoice(0)) == "acme-HZ-2026-0000.xml", "unchanged"
-    assert file_name("{tenant}-{number}.xml", ev, invoice(0, number="../2026/07 Ü%")) == \
+    doc = issue(ev)
+    assert file_name("{tenant}-{number}.xml", ev, invoice(0), doc) == "acme-HZ-2026-0000.xml", "unchanged"
+    assert file_name(FILENAME, ev, invoice(0), doc) == name(0)
+    assert file_name("{tenant}-{number}.xml", ev, invoice(0, number="../2026/07 Ü%"), doc) == \
         "acme-..%2F2026%2F07%20%C3%9C%25.xml"
-    assert file_name("{documentNumber}_{seq:06d}_{id}.xml", ev, invoice(3)) == \
+    assert file_name("{documentNumber}_{seq:06d}_{id}.xml", ev, invoice(3), doc) == \
         f"HZ-2026-0003_000001_{ev.id}.xml"
-    assert file_name("{source}/{op}/{issued}/{key}.xml", ev, invoice(3)) == "hz_created_2026-02-28_inv-0.xml"
-    assert file_name("{number}.xml", ev, invoice(1, number=None)) == "inv-0.xml", "no number: the key"
-    assert file_name("..{number}", ev, invoice(1)) == "__HZ-2026-0001", "the template's own text"
-    assert file_name("{number}", ev, invoice(1, number=".hidden")) == "%2Ehidden"
+    assert file_name("{source}/{op}/{issued}/{key}.xml", ev, invoice(3), doc) == \
+        "hz_issue_2026-02-28_inv-0.xml"
+    assert file_name("{number}.xml", ev, invoice(1, number=None), doc) == "inv-0.xml", "no number: the key"
+    assert file_name("..{number}", ev, invoice(1), doc) == "__HZ-2026-0001", "the template's own text"
+    assert file_name("{number}", ev, invoice(1, number=".hidden"), doc) == "%2Ehidden"
     # A field empty here, then a '.': the name would be hidden; '%' then '.' is no escape.
-    assert file_name("{tenant}.{number}.xml", replace(ev, tenant=""), invoice(1)) == "%.HZ-2026-0001.xml"
+    assert file_name("{tenant}.{number}.xml", replace(ev, tenant=""), invoice(1), doc) == "%.HZ-2026-0001.xml"
 
 
 #: The pairs the brief named: distinct invoices that sanitizing gave one name.
@@ -355,7 +379,7 @@ COLLIDING = [("a-b", "c"), ("a", "b-c"), ("x/y", "1"), ("x_y", "1")]
 
 def test_distinct_invoices_never_share_a_name() -> None:
     (ev,) = invoice_events(1)
-    names = {file_name("{tenant}-{number}.xml", replace(ev, tenant=t), invoice(0, number=n))
+    names = {file_name("{tenant}-{number}.xml", replace(ev, tenant=t), invoice(0, number=n), issue(ev))
              for t, n in COLLIDING}
     assert names == {"a%2Db-c.xml", "a-b-c.xml", "x%2Fy-1.xml", "x_y-1.xml"}
 
@@ -384,7 +408,8 @@ def test_names_are_injective(template: str, a: tuple[str, ...], b: tuple[str, ..
 
 def test_long_names_are_cut_keeping_their_extension_and_stay_distinct() -> None:
     (ev,) = invoice_events(1)
-    names = {file_name("{tenant}-{number}.xml", ev, invoice(0, number="ü" * 100 + str(i))) for i in range(3)}
+    names = {file_name("{tenant}-{number}.xml", ev, invoice(0, number="ü" * 100 + str(i)), issue(ev))
+             for i in range(3)}
     assert len(names) == 3
     for n in names:
         assert len(n) <= MAX_NAME and n.endswith(".xml") and "~" in n
@@ -398,13 +423,19 @@ def test_temporary_names_say_whose_they_are() -> None:
         assert not is_own_part(other, "erp"), other
 
 
-def test_templates_that_could_give_two_invoices_one_name_are_refused() -> None:
+def test_templates_that_could_give_two_documents_one_name_are_refused() -> None:
     assert template_problem("{tenant}{number}.xml") == \
         "{tenant} and {number} need text between them (such as '-'), or two invoices could get one name"
-    assert template_problem("{tenant}-{issued}.xml") == \
+    assert template_problem("{tenant}-{issued}_{revision}.xml") == \
         "needs one of {number}, {documentNumber}, {key}, {id}, {seq}, or two invoices could get one name"
     assert template_problem("invoice.xml") is not None
-    assert template_problem("{tenant}-{number}.xml") is None
+    # Version 1's default: an invoice's correction would get its issue's name.
+    assert template_problem("{tenant}-{number}.xml") == \
+        "needs {revision} (or {op} with {id} or {seq}), or an invoice's documents (its corrections, " \
+        "cancellation, payments) could get one name"
+    assert template_problem("{number}-{seq}.xml") is not None, "an event may make an issue and a payment"
+    for good in (FILENAME, "{key}.{revision}.xml", "{seq}-{op}.xml", "{number}_{id}_{op}.xml"):
+        assert template_problem(good) is None, good
 
 
 def base_toml(server: SftpServer, **extra: Any) -> str:
@@ -424,8 +455,9 @@ def test_a_good_config_and_its_defaults(server: SftpServer) -> None:
     assert isinstance(cfg, SftpSinkConfig)
     assert (cfg.port, cfg.fsync, cfg.concurrency, cfg.batch_max, cfg.timeout) == \
         (server.port, True, 8, 100, Duration(30))
-    assert SftpSinkConfig(type="sftp", host="h", username="u", known_hosts="k").match == \
-        Match(provider=["horisen"], type=["invoice.created"])
+    defaults = SftpSinkConfig(type="sftp", host="h", username="u", known_hosts="k")
+    assert defaults.match == Match(provider=["horisen"], entity=["invoice"]) and not defaults.payments
+    assert defaults.filename == "{tenant}-{number}_r{revision}_{op}.xml"
 
 
 def test_config_mistakes_are_named(server: SftpServer, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -515,9 +547,12 @@ token = "file:hook.token"
             await until(lambda: len(xml_files(server)) == 6, 10, "six files")
             await until(lambda: d.rows("SELECT seq FROM sink_offsets WHERE sink = 'erp'") == [(7,)], 10)
         before = mtimes(server)
-        # A crash before the offset commit: the next run redelivers, and writes nothing.
+        assert d.rows("SELECT count(*), max(seq) FROM sink_state WHERE sink = 'erp'") == [(6, 6)]
+        # A crash before the offset commit: what the sink remembers commits with the offset,
+        # so neither is there; the next run redelivers, decides the same, and writes nothing.
         db = sqlite3.connect(cfg.store.path)
         db.execute("UPDATE sink_offsets SET seq = 0 WHERE sink = 'erp'")
+        db.execute("DELETE FROM sink_state WHERE sink = 'erp'")
         db.commit()
         db.close()
         async with InProcess(cfg) as d:
@@ -536,15 +571,15 @@ def test_names_conflicts_and_part_files_through_streamd_run(
     counted; a connect removes the sink's own stale `.part`, not another uploader's."""
     with running_sftp_server(tmp_path / "sftp") as server:
         server.local_dir.mkdir()
-        stale, foreign = ".acme-HZ-2026-0009.xml.streamd-erp.part", ".x.part"
+        stale, foreign = f".{name(9)}.streamd-erp.part", ".x.part"
         (server.local_dir / stale).write_bytes(b"<Invoice half")
         (server.local_dir / foreign).write_bytes(b"another uploader's, under way")
         squatter = feed_event(77, make_event(provider="synthetic", source="elsewhere", tenant="acme",
                                              entity="invoice", op="created", key="not-ours", time=T0,
                                              data=invoice(5)))
-        held = invoice_xml.render(squatter, invoice(5))
-        (server.local_dir / "acme-HZ-2026-0005.xml").write_bytes(held)
-        held_mtime = mtimes(server)["acme-HZ-2026-0005.xml"]
+        held = invoice_xml.render(squatter, invoice(5), issue(squatter))
+        (server.local_dir / name(5)).write_bytes(held)
+        held_mtime = mtimes(server)[name(5)]
         d = streamd_proc(f"""
 [store]
 path = "feed.db"
@@ -570,8 +605,8 @@ token = "env:SFTP_HOOK_TOKEN"
         line = json.loads(raw)
         assert json.loads(context) == {"id": line["id"], "type": "invoice.created"}
         assert line["data"]["number"] == "HZ-2026-0005" and line["subject"].endswith("/inv-5")
-        assert f"{server.directory}/acme-HZ-2026-0005.xml already holds the file of event {squatter.id}" \
-            in reason, reason
+        assert f"{server.directory}/{name(5)} already holds document {squatter.id}-issue of event " \
+            f"{squatter.id}" in reason, reason
         wait_for(lambda: d.query("SELECT seq FROM sink_offsets WHERE sink = 'erp'") == [(5,)], 30,
                  "the sink past all five")
         metrics = httpx.get(f"{d.url}/metrics", timeout=10).text
@@ -580,10 +615,10 @@ token = "env:SFTP_HOOK_TOKEN"
         assert tries is not None and float(tries.group(1)) > 2
         assert 'streamd_sink_sftp_name_conflicts_total{sink="erp"} 1.0' in metrics
         files = server.files()
-        assert files["acme-HZ-2026-0005.xml"] == held
-        assert mtimes(server)["acme-HZ-2026-0005.xml"] == held_mtime
-        assert sorted(files) == sorted([foreign, "a%2Db-c.xml", "a-b-c.xml", "acme-HZ-2026-0005.xml",
-                                        "x%2Fy-1.xml", "x_y-1.xml"])
+        assert files[name(5)] == held
+        assert mtimes(server)[name(5)] == held_mtime
+        assert sorted(files) == sorted([foreign, "a%2Db-c_r1_issue.xml", "a-b-c_r1_issue.xml", name(5),
+                                        "x%2Fy-1_r1_issue.xml", "x_y-1_r1_issue.xml"])
         assert files[foreign] == b"another uploader's, under way"
         assert d.terminate() == 0
 
@@ -594,13 +629,18 @@ def _event(**kw: Any) -> FeedEvent:
     return replace(invoice_events(1)[0], **kw)
 
 
+def render(inv: Invoice, **kw: Any) -> bytes:
+    ev = _event(**kw)
+    return invoice_xml.render(ev, inv, issue(ev))
+
+
 def test_a_minimal_invoice_validates(schema: etree.XMLSchema) -> None:
-    data = invoice_xml.render(_event(), Invoice(direction="payable", currency="CHF", total=Decimal("0")))
+    data = render(Invoice(direction="payable", currency="CHF", total=Decimal("0")))
     assert data.startswith(b"<?xml version='1.0' encoding='utf-8'?>\n"
-                           b'<Invoice xmlns="urn:streamd:horisen-invoice:1"')
+                           b'<Invoice xmlns="urn:streamd:horisen-invoice:2" schemaVersion="2"')
     doc = etree.fromstring(data)
     schema.assertValid(doc)
-    assert [c.tag[len(NS):] for c in doc] == ["Status", "Currency", "Total"], "None is left out"
+    assert [c.tag[len(NS):] for c in doc] == ["Kind", "Status", "Currency", "Total"], "None is left out"
 
 
 def test_a_maximal_invoice_validates(schema: etree.XMLSchema) -> None:
@@ -609,21 +649,22 @@ def test_a_maximal_invoice_validates(schema: etree.XMLSchema) -> None:
                   lines=[InvoiceLine(description="SMS", quantity=Decimal("1007"), unit_price=Decimal("0.045"),
                                      net=Decimal("45.315"), tax=Decimal("3.49"), total=Decimal("48.805")),
                          InvoiceLine()])
-    doc = etree.fromstring(invoice_xml.render(_event(seq=123456), inv))
+    doc = etree.fromstring(render(inv, seq=123456))
     schema.assertValid(doc)
     assert [c.tag[len(NS):] for c in doc] == [
-        "Number", "Issued", "Due", "Status", "ProviderStatus", "Currency", "Net", "Tax", "Total", "Unpaid",
-        "Converted", "Party", "Description", "Lines", "TrafficReports"]
-    conv = doc.find(f"{NS}Converted")
-    assert (conv.get("currency"), conv.get("rate"), conv.text) == ("CHF", "0.94", "101.25")
+        "Kind", "Number", "Issued", "Due", "Status", "ProviderStatus", "Currency", "Net", "Tax", "VatRate",
+        "Total", "Payment", "Domestic", "Party", "Description", "Lines", "TrafficReports"]
+    conv = doc.find(f"{NS}Domestic")
+    assert (conv.get("currency"), conv.get("rate"), conv.get("direction"), conv.findtext(f"{NS}Total")) == \
+        ("CHF", "0.94", None, "101.25"), "107.70 x 0.94 is not 101.25: no direction, nothing derived"
     assert len(doc.findall(f"{NS}Lines/{NS}Line")) == 2
-    assert invoice_xml.event_id_of(invoice_xml.render(_event(), inv)[:4096]) == _event().id
+    assert invoice_xml.root_of(render(inv)[:4096]) == invoice_xml.Root(f"{_event().id}-issue", _event().id)
 
 
 def test_special_characters_are_escaped(schema: etree.XMLSchema) -> None:
     nasty = 'A&B <"quoted"> \'x\' ]]> \x01\x1f end'
     inv = invoice(1, number=nasty, description=nasty, party=PartyRef(key=nasty, name=nasty))
-    data = invoice_xml.render(_event(tenant=nasty, key=nasty), inv)
+    data = render(inv, tenant=nasty, key=nasty)
     doc = etree.fromstring(data)
     schema.assertValid(doc)
     clean = nasty.replace("\x01", "\ufffd").replace("\x1f", "\ufffd")
@@ -635,10 +676,10 @@ def test_special_characters_are_escaped(schema: etree.XMLSchema) -> None:
 def test_amounts_are_never_in_exponent_form(schema: etree.XMLSchema) -> None:
     inv = Invoice(direction="receivable", currency="EUR", total=Decimal("1E+3"), net=Decimal("1.5E-7"),
                   tax=Decimal("-0E-2"), lines=[InvoiceLine(unit_price=Decimal("12345678901234567890E-30"))])
-    data = invoice_xml.render(_event(), inv)
+    data = render(inv)
     schema.assertValid(etree.fromstring(data))
     assert b"E" not in data.split(b">", 2)[2].replace(b"EUR", b"")
     assert b"<Total>1000</Total>" in data and b"<Net>0.00000015</Net>" in data
     with pytest.raises(ValueError, match="not an amount"):
-        invoice_xml.render(_event(), Invoice(direction="receivable", currency="EUR", total=Decimal("NaN")))
+        render(Invoice(direction="receivable", currency="EUR", total=Decimal("NaN")))
 

@@ -249,7 +249,7 @@ async def test_upgrading_to_schema_2_places_the_records_asteria_already_sent(tmp
     await writer_db.close()
     db = sqlite3.connect(path)
     try:
-        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (2,)
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (3,)
         assert db.execute("SELECT source, tenant, entity, key, version FROM entity_state ORDER BY updated"
                           ).fetchall() == [
             ("gw", "5eafe37ddc7a940058c76479", "party", "5ef5add7c3cd659588c53242", "v1"),

@@ -13,8 +13,8 @@ listener every few seconds while its poller lists what changed.
 The sinks, every kind streamd has: stdout (the live feed), a JSONL file, `http` to
 a built-in webhook receiver (plain HTTP on loopback, requests signed the Standard
 Webhooks way and checked), and `sftp` to a built-in SFTP server (asyncssh, public-key
-auth with throwaway keys, host key pinned in a known_hosts file) that receives
-HORISEN's new invoices as one XML file each (streamd.demo). The summary gives per
+auth with throwaway keys, host key pinned in a known_hosts file) that receives the
+documents an ERP books of HORISEN's invoices as XML files (streamd.demo). The summary gives per
 provider the events by entity, duplicates dropped and dead letters; per sink the
 events delivered, its offset and lag, and what the receiver and the server got.
 """
@@ -261,7 +261,8 @@ async def _main(args: argparse.Namespace, workdir: Path) -> None:
                  f"http://{host}:{port}/maestrano/connec/notifications")
             _say(f"  feed {workdir / 'feed.db'}; file sink {workdir / 'feed.jsonl'}")
             _say(f"  http sink: CloudEvents batches, signed, to the demo's receiver at {receiver.endpoint}")
-            _say(f"  sftp sink: HORISEN's new invoices as XML files to the demo's SFTP server at {sftp.url}")
+            _say(f"  sftp sink: HORISEN invoices as XML documents for an ERP to the demo's SFTP server at "
+                 f"{sftp.url}")
             _say(f"    (public-key auth, host key in {sftp.known_hosts}); the files land in {sftp.local_dir}")
             _say(f"  metrics http://{host}:{port}/metrics   readiness http://{host}:{port}/readyz")
             _say(f"  in another shell: streamd tail --db {workdir / 'feed.db'} -f --type 'invoice.*'")

@@ -2,17 +2,19 @@
 or to skip (forwards).
 
 Only with the daemon stopped: a running daemon holds each sink's offset in memory and
-would write its own back. The offset and the sink's partial-batch marker change in one
-short transaction. What the sink itself checks at start still applies: the file sink
-resumes after the last line its file holds, and the sftp sink skips a file already there
-with the same event, so to deliver those again, move the file(s) away too. A sink that
-keeps its own offset (postgres, in its database) is told by a marker left here, and moves
-that offset too at the next start.
+would write its own back. The offset, the sink's partial-batch marker and what the sink
+remembers of the events after N (`sink_state`: the sftp sink's documents) change in one
+short transaction, so the sink decides again as it did then. What the sink itself checks
+at start still applies: the file sink resumes after the last line its file holds, and the
+sftp sink skips a file already there with the same document, so to deliver those again,
+move the file(s) away too. A sink that keeps its own offset (postgres, in its database)
+is told by a marker left here, and moves that offset too at the next start.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sqlite3
 import sys
@@ -53,6 +55,22 @@ def _running(meta: dict[str, str]) -> str | None:
     if pid.isdigit():
         return f"pid {pid} is alive"
     return None
+
+
+def _forget_after(db: sqlite3.Connection, sink: str, seq: int) -> int:
+    """Take back a sink's state entries made by events after `seq` (each entry's first item
+    is its event's seq); returns how many keys changed."""
+    if not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'sink_state'").fetchone():
+        return 0  # a feed from before sinks kept state
+    rows = db.execute("SELECT key, value FROM sink_state WHERE sink = ? AND seq > ?", (sink, seq)).fetchall()
+    for key, value in rows:
+        kept = [entry for entry in json.loads(value) if entry[0] <= seq]
+        if kept:
+            db.execute("UPDATE sink_state SET seq = ?, value = ? WHERE sink = ? AND key = ?",
+                       (seq, json.dumps(kept, separators=(",", ":")).encode(), sink, key))
+        else:
+            db.execute("DELETE FROM sink_state WHERE sink = ? AND key = ?", (sink, key))
+    return len(rows)
 
 
 def cmd_reset(args: argparse.Namespace) -> int:
@@ -96,6 +114,7 @@ def cmd_reset(args: argparse.Namespace) -> int:
         # For a sink that keeps its own offset: the dispatcher moves that one at the next start.
         db.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET "
                    "value = excluded.value", (f"sink.{args.name}.reset", str(args.to_seq)))
+        forgotten = _forget_after(db, args.name, args.to_seq)
         db.execute("COMMIT")
     except sqlite3.Error as exc:
         print(f"streamd sink: {path}: {exc}", file=sys.stderr)
@@ -105,6 +124,8 @@ def cmd_reset(args: argparse.Namespace) -> int:
     was = "none" if row is None else str(row[0])
     print(f"sink {args.name}: offset {was} -> {args.to_seq}; at the next start it delivers "
           f"seq {args.to_seq + 1}..{head} ({max(head - args.to_seq, 0)} events)")
+    if forgotten:
+        print(f"sink {args.name}: forgot what it delivered after seq {args.to_seq} for {forgotten} keys")
     if first and args.to_seq + 1 < first:
         print(f"note: events before seq {first} are no longer retained; it starts at {first}")
     return 0

@@ -1,5 +1,5 @@
-"""The demo's SFTP server: where the `sftp` sink writes HORISEN invoices as XML files
-(docs/sinks/sftp.md).
+"""The demo's SFTP server: where the `sftp` sink writes HORISEN invoices as XML documents
+for an ERP (docs/sinks/sftp.md).
 
 asyncssh's server on loopback, in the caller's event loop (`await tg.start(server.serve)`),
 with keys made for this run: a host key, whose public half goes into the `known_hosts`
@@ -51,7 +51,7 @@ class DemoSftpServer:
 
     def sink_toml(self, name: str) -> str:
         """A `[sinks.<name>]` table writing here (the sink's default `match`: HORISEN's
-        `invoice.created`)."""
+        invoices)."""
         fields = {"type": "sftp", "host": self.host, "port": self.port, "username": USERNAME,
                   "private_key": f"file:{self.client_key}", "known_hosts": str(self.known_hosts),
                   "directory": DIRECTORY}

@@ -16,10 +16,18 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 from msgspec import UNSET, UnsetType
+
+_T = TypeVar("_T")
+
+
+def given(value: _T | UnsetType) -> _T | None:
+    """A field added later, read as None when the event leaves it out (UNSET)."""
+    return None if isinstance(value, UnsetType) else value
+
 
 Currency = Annotated[str, msgspec.Meta(pattern="^[A-Z]{3}$", description="ISO 4217 code")]
 Country = Annotated[str, msgspec.Meta(pattern="^[A-Z]{2}$", description="ISO 3166-1 alpha-2")]
@@ -31,14 +39,6 @@ class _Entity(msgspec.Struct, frozen=True, kw_only=True):
     pass
 
 
-class PartyRef(_Entity, frozen=True, kw_only=True):
-    """A pointer from one entity to a party: the key, and what is known of it."""
-
-    key: str | None = None
-    name: str | None = None
-    number: str | None = None
-
-
 class Address(_Entity, frozen=True, kw_only=True):
     line1: str | None = None
     line2: str | None = None
@@ -46,6 +46,19 @@ class Address(_Entity, frozen=True, kw_only=True):
     city: str | None = None
     region: str | None = None
     country: Country | None = None
+
+
+class PartyRef(_Entity, frozen=True, kw_only=True):
+    """A pointer from one entity to a party: the key, and what is known of it."""
+
+    key: str | None = None
+    name: str | None = None
+    number: str | None = None
+    # What the referring record says of the party's tax identity and where it is (for VAT:
+    # reverse charge turns on the customer's country and VAT number). Added later: UNSET
+    # (left out) unless the provider says.
+    vat_number: str | None | UnsetType = UNSET
+    address: Address | None | UnsetType = UNSET
 
 
 class Party(_Entity, frozen=True, kw_only=True):
@@ -118,9 +131,15 @@ class Invoice(_Entity, frozen=True, kw_only=True):
     # receivable: we billed a customer (sales); payable: a supplier billed us (purchase)
     direction: Literal["receivable", "payable"]
     number: str | None = None
+    # The provider's globally unique id of the document (HORISEN's documentUuid). This
+    # and the other fields marked "later" are UNSET (left out) unless the provider says.
+    uuid: str | None | UnsetType = UNSET
     party: PartyRef | None = None
     issued: dt.date | None = None
     due: dt.date | None = None
+    # The service period the document bills, first and last day (later).
+    period_start: dt.date | None | UnsetType = UNSET
+    period_end: dt.date | None | UnsetType = UNSET
     paid: dt.date | None = None
     status: InvoiceStatus = "unknown"
     provider_status: str | None = None
@@ -129,6 +148,8 @@ class Invoice(_Entity, frozen=True, kw_only=True):
     tax: Decimal | None = None
     total: Decimal
     unpaid: Decimal | None = None
+    # Amount paid so far, as the provider sums it (later).
+    paid_amount: Decimal | None | UnsetType = UNSET
     converted_currency: Currency | None = None
     converted_net: Decimal | None = None
     converted_tax: Decimal | None = None
@@ -139,6 +160,9 @@ class Invoice(_Entity, frozen=True, kw_only=True):
     payments: list[PaymentRef] = []
     # Traffic billed by the invoice, where the provider reports it (HORISEN).
     traffic: list[TrafficLine] = []
+    # The provider has traffic reports for this invoice that could not be fetched (a
+    # dead-lettered invoice taken again): `traffic` is empty for that reason alone (later).
+    traffic_missing: bool | UnsetType = UNSET
     created_at: dt.datetime | None = None
     updated_at: dt.datetime | None = None
     # Added later: in the JSON only when the provider says (see the module's docstring).

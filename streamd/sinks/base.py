@@ -24,16 +24,26 @@ what it delivers (the postgres sink: in the same transaction as the rows) is the
 authority on where it stands. The dispatcher resumes after `held_offset()` rather than
 after the feed's copy, so a crash between the two commits redelivers nothing; and moves
 it with `reset_offset` when `streamd sink reset` asked for it.
+- `attach_state(load)` and `take_state()`: a sink that remembers what it delivered (the
+  sftp sink: each invoice's documents) is handed `load(keys)`, which reads what is
+  committed (key -> (seq, value)), and after each delivery gives up what it changed
+  (`SinkState` rows), which the dispatcher commits together with the offset that
+  delivery moved. A crash then loses both or neither: the batch delivered again finds
+  the sink remembering what it did before that batch, and decides the same. A delivery
+  that fails must change nothing it would give up.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from ..config import SinkConfig, no_checks
 from ..store import FeedEvent
+
+#: What `attach_state` is handed: the committed state of these keys, key -> (seq, value).
+StateLoader = Callable[[Sequence[str]], Awaitable[dict[str, tuple[int, bytes]]]]
 
 
 class Sink(Protocol):

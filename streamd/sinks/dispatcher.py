@@ -32,7 +32,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import anyio
 import msgspec
@@ -44,7 +44,7 @@ from ..health import Component, State
 from ..metrics import Metrics
 from ..model import CloudEvent
 from ..retry import Retries, retrying
-from ..store import Batch, DeadLetter, FeedEvent, FeedReader, Pending, Writer
+from ..store import Batch, DeadLetter, FeedEvent, FeedReader, Pending, SinkState, Writer
 from ..store.reader import DeadLetterRow
 from .base import HoldsOffset, Sink
 
@@ -88,6 +88,11 @@ class Dispatcher:
         attach = getattr(sink, "attach_metrics", None)
         if callable(attach):
             attach(metrics)
+        # A sink that remembers what it delivered: its state commits with its offset.
+        attach_state = getattr(sink, "attach_state", None)
+        if callable(attach_state):
+            attach_state(lambda keys: reader.sink_state(name, keys))
+        self._take_state: Callable[[], list[SinkState]] = getattr(sink, "take_state", list)
 
     def drain(self) -> None:
         """Deliver up to the writer's head (intake is closed by now), then return from `run`.
@@ -252,10 +257,14 @@ class Dispatcher:
             await self._settle_offset()
         queued = self._offset_inflight[1] if self._offset_inflight else self._committed_offset
         now = time.monotonic()
-        if self.offset != queued and (force or now - self._last_offset_commit >= OFFSET_IDLE_COMMIT):
+        states = self._take_state()
+        if states or (self.offset != queued
+                      and (force or now - self._last_offset_commit >= OFFSET_IDLE_COMMIT)):
             await self._settle_offset()
             with self._on_store():
-                pending = await self.writer.enqueue(Batch(offsets={self.name: self.offset}))
+                pending = await self.writer.enqueue(Batch(
+                    offsets={self.name: self.offset},
+                    sink_states={self.name: states} if states else {}))
             self._offset_inflight = (pending, self.offset)
             self._last_offset_commit = now
         if wait:
@@ -391,7 +400,9 @@ class Dispatcher:
             return
         log.info("sink %s: dead letter %d (seq %s) delivered on retry", self.name, row.id,
                  row.event_seq)
-        await self._submit(Batch(resolved_dead_letters=[row.id]))
+        states = self._take_state()
+        await self._submit(Batch(resolved_dead_letters=[row.id],
+                                 sink_states={self.name: states} if states else {}))
 
 
 def _from_line(row: DeadLetterRow) -> FeedEvent:

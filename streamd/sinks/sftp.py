@@ -1,25 +1,29 @@
-"""`type = "sftp"`: each invoice event as one XML file on an SFTP server (docs/sinks/sftp.md).
+"""`type = "sftp"`: the documents an ERP books, as XML files on an SFTP server
+(docs/sinks/sftp.md).
 
-Made for handing HORISEN invoices to an ERP that picks files up from a directory:
-by default the sink takes `invoice.created` events of the `horisen` provider, renders
-each as `docs/horisen-invoice.xsd` XML (`invoice_xml`) and writes it as
-`{tenant}-{number}.xml`.
+Made for handing HORISEN invoices to an ERP that picks files up from a directory: by
+default the sink takes the `invoice` events of the `horisen` provider, decides which
+documents each makes (`documents`: nothing for a draft, an issue when it becomes
+bookable, a correction, a cancellation, with `payments` a payment document), renders
+each as `docs/horisen-invoice.xsd` XML (`invoice_xml`) and writes it under a name of its
+own (`{tenant}-{number}_r{revision}_{op}.xml`). What went for each invoice is remembered
+(`ledger`) and committed with the sink's offset, so a batch delivered again after a
+crash is decided again the same way: the same documents, under the same names.
 
 Names come from the `filename` template (`filenames`): escaped, never collapsed, so two
-invoices never share one. Each file is written as `.<name>.streamd-<sink>.part`, fsynced
-(`fsync@openssh.com`, where the server has it) and renamed to `<name>`, so a reader never
-sees half a file. The rename is SFTP's own, which refuses an existing name: a file that
-appeared since the directory was listed is never replaced unseen. Up to `concurrency`
-files of a batch are in flight at once on the one SFTP channel; the batch is done when
-all are renamed, and otherwise fails whole.
+documents never share one. Each file is written as `.<name>.streamd-<sink>.part`,
+fsynced (`fsync@openssh.com`, where the server has it) and renamed to `<name>`, so a
+reader never sees half a file. The rename is SFTP's own, which refuses an existing name:
+no file is ever replaced. An invoice's documents are written in order, one after the
+other; up to `concurrency` invoices' at once on the one SFTP channel. The batch is done
+when all are renamed, and otherwise fails whole.
 
-What is at a name already decides what happens (its root's `eventId`, `provider`,
-`tenant` and `key`): the same event → skipped, so a redelivered batch (after a crash
-between the upload and the offset commit, or a retry after a partial failure) writes
-nothing twice; another event of the same invoice (an update, when `match` takes them) →
-replaced (`posix-rename@openssh.com`: atomic); anything else (another invoice's file, a
-file streamd did not write) → never touched: the event is refused (`Permanent`, so it
-ends in dead letters naming the file) and `streamd_sink_sftp_name_conflicts_total` counts it
+What is at a name already decides what happens (its root's `documentId`): the same
+document → skipped, so a redelivered batch (after a crash between the upload and the
+offset commit, or a retry after a partial failure) writes nothing twice; anything else
+(another document, a file streamd did not write) → never touched: the event is refused
+(`Permanent`, so it ends in dead letters naming the file), the invoice's later documents
+in the batch are not written, and `streamd_sink_sftp_name_conflicts_total` counts it
 once.
 
 Only the sink's own leftover `.part` files (of a crashed run) are removed on (re)connect;
@@ -31,174 +35,51 @@ backs off, keeps its offset, and the next attempt reconnects.
 from __future__ import annotations
 
 import logging
-import os
 import posixpath
-import socket
 from collections import OrderedDict
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
 import asyncssh
 import msgspec
 
-from ..config import Match, SinkConfig
 from ..errors import Permanent, Rejected, Retryable
 from ..metrics import Metrics
 from ..model import Invoice
 from ..model.check import checked
 from ..model.fields import DECODE_ERRORS
-from ..secrets import Secret
-from ..store import FeedEvent
-from ..units import Duration
+from ..store import FeedEvent, SinkState
 from . import invoice_xml
-from .base import SinkSpec
+from .base import SinkSpec, StateLoader
+from .documents import OPS, Document, History, decide, state_key
 from .filenames import Template, is_own_part, part_name
+from .ledger import Ledger, Unreadable
+from .sftp_config import (
+    DISTINCT,
+    FIELDS,
+    FILENAME,
+    PER_DOCUMENT,
+    SftpSinkConfig,
+    _import_key,
+    _load_known_hosts,
+    _os_reason,
+    _reason,
+    _validate,
+    file_name,
+    template_problem,
+)
+
+__all__ = ["DISTINCT", "FIELDS", "FILENAME", "PER_DOCUMENT", "SPEC", "SftpSink", "SftpSinkConfig",
+           "_validate", "file_name", "template_problem"]
 
 log = logging.getLogger("streamd.sink")
 
 T = TypeVar("T")
 
-FIELDS = ("tenant", "number", "documentNumber", "key", "id", "seq", "source", "op", "issued")
-#: One of these tells one invoice's file from another's; a template without any would
-#: give every invoice of a tenant (or of a day, an operation) one name.
-DISTINCT = ("number", "documentNumber", "key", "id", "seq")
 _HEAD = 4096  # bytes of an existing file read to find its root's attributes
 _COUNTED = 10_000  # conflicting event ids remembered, so that each is counted once
-
-
-class SftpSinkConfig(SinkConfig, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    host: str
-    port: int = 22
-    username: str
-    # The client key's text (OpenSSH or PEM), or a password: exactly one of the two.
-    private_key: Secret | None = None
-    passphrase: Secret | None = None
-    password: Secret | None = None
-    # OpenSSH known_hosts file holding the server's host key; there is no way to skip it.
-    known_hosts: str
-    directory: str = "."
-    filename: str = "{tenant}-{number}.xml"
-    match: Match = Match(provider=["horisen"], type=["invoice.created"])
-    fsync: bool = True
-    # Connecting, and each SFTP request after that.
-    timeout: Duration = Duration(30.0)
-    concurrency: int = 8
-    batch_max: int = 100
-
-
-# ---------------------------------------------------------------- file names
-
-def template_problem(template: str) -> str | None:
-    """Why a `filename` template cannot be used, or None."""
-    parsed = Template(template, FIELDS)
-    if parsed.problem:
-        return parsed.problem
-    if not any(f.name in DISTINCT for f in parsed.fields):
-        return ("needs one of " + ", ".join("{" + f + "}" for f in DISTINCT)
-                + ", or two invoices could get one name")
-    try:
-        parsed.render(_SAMPLE)
-    except (ValueError, TypeError) as exc:
-        return f"cannot be rendered ({exc})"
-    return None
-
-
-_SAMPLE: dict[str, Any] = {
-    "tenant": "acme", "number": "INV-1", "documentNumber": "INV-1", "key": "k1", "id": "0" * 32,
-    "seq": 1, "source": "horisen", "op": "created", "issued": "2026-01-01",
-}
-
-
-def file_name(template: str | Template, event: FeedEvent, invoice: Invoice) -> str:
-    # An invoice without a number is named by its key: an empty {number} would make
-    # every such invoice of a tenant overwrite the previous one.
-    number = invoice.number or event.key
-    parsed = template if isinstance(template, Template) else Template(template, FIELDS)
-    return parsed.render({
-        "tenant": event.tenant, "number": number, "documentNumber": number, "key": event.key,
-        "id": event.id, "seq": event.seq, "source": event.source, "op": event.op,
-        "issued": invoice.issued.isoformat() if invoice.issued else ""})
-
-
-# ---------------------------------------------------------------- validation
-
-def _validate(cfg: SftpSinkConfig) -> list[str]:
-    problems = []
-    if not cfg.host:
-        problems.append("host: must not be empty")
-    if not 1 <= cfg.port <= 65535:
-        problems.append("port: must be between 1 and 65535")
-    if not cfg.username:
-        problems.append("username: must not be empty")
-    if cfg.private_key is None and cfg.password is None:
-        problems.append("private_key: missing required key (or set password instead)")
-    elif cfg.private_key is not None and cfg.password is not None:
-        problems.append("private_key, password: set one of them, not both")
-    if cfg.passphrase is not None and cfg.private_key is None:
-        problems.append("passphrase: only used with private_key")
-    if cfg.private_key is not None:
-        try:
-            _import_key(cfg)
-        except (asyncssh.KeyImportError, ValueError) as exc:
-            # asyncssh's messages say what is wrong with the key, never what it holds.
-            problems.append(f"private_key: {cfg.private_key.reference} is not a private key "
-                            f"streamd can use ({_reason(exc)})")
-    if not cfg.known_hosts:
-        problems.append("known_hosts: must name an OpenSSH known_hosts file")
-    else:
-        problem = _known_hosts_problem(cfg.known_hosts)
-        if problem:
-            problems.append(f"known_hosts: {problem}")
-    if not cfg.directory:
-        problems.append("directory: must not be empty (\".\" is the login directory)")
-    problem = template_problem(cfg.filename)
-    if problem:
-        problems.append(f"filename: {problem}")
-    if cfg.timeout.seconds <= 0:
-        problems.append("timeout: must be more than 0")
-    if not 1 <= cfg.concurrency <= 64:
-        problems.append("concurrency: must be between 1 and 64")
-    return problems
-
-
-def _reason(exc: BaseException) -> str:
-    return str(exc) or type(exc).__name__
-
-
-def _os_reason(exc: OSError) -> str:
-    # asyncio says "Connect call failed ('10.0.0.1', 22)"; the errno says "Connection refused".
-    if not isinstance(exc, socket.gaierror) and exc.errno and exc.errno > 0:
-        return os.strerror(exc.errno)
-    return exc.strerror or _reason(exc)
-
-
-def _import_key(cfg: SftpSinkConfig) -> asyncssh.SSHKey:
-    assert cfg.private_key is not None
-    passphrase = cfg.passphrase.reveal() if cfg.passphrase is not None else None
-    return asyncssh.import_private_key(cfg.private_key.reveal(), passphrase)
-
-
-def _load_known_hosts(path: str) -> asyncssh.SSHKnownHosts:
-    text = Path(path).read_text(encoding="utf-8")
-    if not any(line.strip() and not line.lstrip().startswith("#") for line in text.splitlines()):
-        raise ValueError("holds no host key")
-    return asyncssh.import_known_hosts(text)
-
-
-def _known_hosts_problem(path: str) -> str | None:
-    hint = "(write it with `ssh-keyscan -p PORT HOST`, then check the fingerprint)"
-    try:
-        _load_known_hosts(path)
-    except FileNotFoundError:
-        return f"{path} does not exist {hint}"
-    except OSError as exc:
-        return f"{path} cannot be read ({exc.strerror or type(exc).__name__})"
-    except (ValueError, UnicodeDecodeError) as exc:
-        return f"{path} is not a usable known_hosts file ({_reason(exc)}) {hint}"
-    return None
 
 
 # ---------------------------------------------------------------- the sink
@@ -207,11 +88,8 @@ def _known_hosts_problem(path: str) -> str | None:
 class _File:
     name: str
     event: FeedEvent
+    doc: Document
     data: bytes
-
-
-def _same_invoice(a: FeedEvent, b: FeedEvent) -> bool:
-    return (a.provider, a.tenant, a.key) == (b.provider, b.tenant, b.key)
 
 
 class SftpSink:
@@ -226,13 +104,22 @@ class SftpSink:
         self._key: asyncssh.SSHKey | None = None
         self._present: set[str] = set()  # file names in the directory (listed, or written since)
         self._fsync_ok = True
-        self._posix_rename_ok = True
         self._conflicts: Any = None  # the metric's series, once attached
-        self._counted: OrderedDict[str, None] = OrderedDict()  # event ids counted in it, latest last
+        self._written: dict[str, Any] = {}  # documents written, by op (the metric's series)
+        self._counted: OrderedDict[str, None] = OrderedDict()  # document ids counted in it, latest last
         self._template = Template(cfg.filename, FIELDS)
+        # More than the two batches whose state may not be committed yet (`ledger`).
+        self._ledger = Ledger(max(10_000, 4 * cfg.batch_max))
 
     def attach_metrics(self, metrics: Metrics) -> None:
         self._conflicts = metrics.sink_sftp_name_conflicts.labels(self.name)
+        self._written = {op: metrics.sink_sftp_documents.labels(self.name, op) for op in OPS}
+
+    def attach_state(self, load: StateLoader) -> None:
+        self._ledger.attach(load)
+
+    def take_state(self) -> list[SinkState]:
+        return self._ledger.take()
 
     def __repr__(self) -> str:
         return f"SftpSink({self.name!r}, {self.cfg.username}@{self.where}:{self.cfg.directory})"
@@ -376,29 +263,62 @@ class SftpSink:
         await self._client()
         return 0
 
-    def _file(self, event: FeedEvent) -> _File:
+    def _invoice(self, event: FeedEvent) -> Invoice:
+        """The invoice an event shows (a deleted one: cancelled); `Permanent` for anything else."""
+        where = f"event {event.id} (seq {event.seq})"
         if event.entity != "invoice":
-            raise Permanent(f"event {event.id} (seq {event.seq}) is a {event.entity}, not an invoice")
+            raise Permanent(f"{where} is a {event.entity}, not an invoice")
         try:
             # The feed's checks again: an event appended before they bounded amounts could
             # hold `1E-999999999`, a billion zeros when written out.
-            invoice = checked(msgspec.json.decode(event.data, type=Invoice))
-            data = invoice_xml.render(event, invoice)
-            name = file_name(self._template, event, invoice)
+            invoice: Invoice = checked(msgspec.json.decode(event.data, type=Invoice))
         except Rejected as exc:
-            raise Permanent(f"event {event.id} (seq {event.seq}) holds no usable invoice: {exc.reason}") \
-                from None
+            raise Permanent(f"{where} holds no usable invoice: {exc.reason}") from None
         except (*DECODE_ERRORS, ValueError, TypeError) as exc:
+            raise Permanent(f"{where} holds no usable invoice: {exc}") from None
+        if event.op == "deleted":
+            invoice = msgspec.structs.replace(invoice, status="cancelled")
+        return invoice
+
+    def _file(self, event: FeedEvent, invoice: Invoice, doc: Document) -> _File:
+        try:
+            data = invoice_xml.render(event, invoice, doc)
+            name = file_name(self._template, event, invoice, doc)
+        except (ValueError, TypeError) as exc:
             raise Permanent(f"event {event.id} (seq {event.seq}) holds no usable invoice: {exc}") from None
-        return _File(name, event, data)
+        return _File(name, event, doc, data)
+
+    async def _plan(self, events: Sequence[FeedEvent]) -> tuple[dict[str, History], list[list[_File]]]:
+        """Each event's documents, decided in feed order against what went before: the
+        invoices' new histories, and each invoice's files in the order they must go."""
+        shown = [(event, self._invoice(event)) for event in events]
+        keys = [state_key(e.provider, e.tenant, e.key) for e, _ in shown]
+        try:
+            before = await self._ledger.histories(keys)
+        except Unreadable as exc:
+            raise Permanent(str(exc)) from None
+        changed: dict[str, History] = {}
+        chains: dict[str, list[_File]] = {}
+        for key, (event, invoice) in zip(keys, shown, strict=True):
+            history = changed.get(key) or before[key]
+            after, docs = decide(history, seq=event.seq, event_id=event.id, invoice=invoice,
+                                 payments=self.cfg.payments)
+            if after is history:
+                log.info("sink %s: event %s (seq %d) is older than what the sink took of invoice %s "
+                         "(seq %d): nothing to write", self.name, event.id, event.seq, event.key,
+                         history.seq)
+                continue
+            changed[key] = after
+            chains.setdefault(key, []).extend(self._file(event, invoice, doc) for doc in docs)
+        return changed, [chain for chain in chains.values() if chain]
 
     def _conflict(self, f: _File, held: str) -> str:
-        """Count an event not written because its name is taken, once however often it is
+        """Count a document not written because its name is taken, once however often it is
         tried (a refused batch is split, and the event retried); the reason it is refused."""
         reason = (f"event {f.event.id} (seq {f.event.seq}): {self._path(f.name)} already holds {held}; "
                   f"not replaced (the file names come from filename = {self.cfg.filename!r})")
-        if f.event.id not in self._counted:
-            self._counted[f.event.id] = None
+        if f.doc.document_id not in self._counted:
+            self._counted[f.doc.document_id] = None
             if len(self._counted) > _COUNTED:
                 self._counted.popitem(last=False)
             if self._conflicts is not None:
@@ -407,31 +327,35 @@ class SftpSink:
         return reason
 
     async def deliver(self, events: Sequence[FeedEvent]) -> None:
-        # Within a batch, a later event of the same invoice supersedes an earlier one; an
-        # event of another invoice with the same name is refused.
-        files: dict[str, _File] = {}
+        changed, chains = await self._plan(events)
+        # Two documents of one name in this batch: the later is refused, and what follows
+        # it of its invoice is not written.
+        names: dict[str, _File] = {}
         clashes: list[str] = []
-        for event in events:
-            f = self._file(event)
-            earlier = files.get(f.name)
-            if earlier is not None and not _same_invoice(earlier.event, event):
-                clashes.append(self._conflict(f, f"the file of event {earlier.event.id} (seq "
-                                                 f"{earlier.event.seq}, another invoice in this batch)"))
-                continue
-            files.pop(f.name, None)
-            files[f.name] = f
+        kept: list[list[_File]] = []
+        for chain in chains:
+            for i, f in enumerate(chain):
+                earlier = names.get(f.name)
+                if earlier is not None:
+                    clashes.append(self._conflict(f, f"document {earlier.doc.document_id} (seq "
+                                                     f"{earlier.event.seq}, another in this batch)"))
+                    chain = chain[:i]
+                    break
+                names[f.name] = f
+            if chain:
+                kept.append(chain)
         conflicts: list[str] = []
-        if files:
+        if kept:
             reused = self._sftp is not None
             sftp = await self._client()
-            failure = await self._write_all(sftp, list(files.values()), conflicts)
+            failure = await self._write_all(sftp, kept, conflicts)
             if failure is not None and failure[1] == "lost" and reused:
                 # Servers close idle connections: reconnect once at once (what is already
                 # there is skipped) rather than count a failure and back off.
                 log.info("sink %s: %s closed the connection; reconnecting", self.name, self.where)
                 await self._drop()
                 conflicts = []
-                failure = await self._write_all(await self._client(), list(files.values()), conflicts)
+                failure = await self._write_all(await self._client(), kept, conflicts)
             if failure is not None:
                 error, action = failure
                 if action != "keep":
@@ -441,63 +365,55 @@ class SftpSink:
         if refused:
             more = f" (and {len(refused) - 1} more in this batch)" if len(refused) > 1 else ""
             raise Permanent(refused[0] + more)
+        self._ledger.commit(changed)
 
-    async def _write_all(self, sftp: asyncssh.SFTPClient, files: list[_File],
+    async def _write_all(self, sftp: asyncssh.SFTPClient, chains: list[list[_File]],
                          conflicts: list[str]) -> tuple[Retryable, str] | None:
-        """Write every file, `concurrency` at a time, adding to `conflicts` those whose name
-        is taken; the first failure (the rest are cancelled), or None when all are done."""
-        pending = iter(files)
+        """Write every invoice's files in order, `concurrency` invoices at a time, adding to
+        `conflicts` the first of an invoice's whose name is taken (the rest of that
+        invoice's are not written); the first failure (the rest are cancelled), or None
+        when all are done."""
+        pending = iter(chains)
         failures: list[tuple[Retryable, str]] = []
 
         async def worker(scope: anyio.CancelScope) -> None:
-            for f in pending:
-                try:
-                    conflict = await self._put(sftp, f)
-                except Exception as exc:
-                    failures.append(self._failure(exc, f"writing {self._path(f.name)}"))
-                    scope.cancel()
-                    return
-                if conflict is not None:
-                    conflicts.append(conflict)
+            for chain in pending:
+                for f in chain:
+                    try:
+                        conflict = await self._put(sftp, f)
+                    except Exception as exc:
+                        failures.append(self._failure(exc, f"writing {self._path(f.name)}"))
+                        scope.cancel()
+                        return
+                    if conflict is not None:
+                        conflicts.append(conflict)
+                        break
 
         async with anyio.create_task_group() as tg:
-            for _ in range(min(self.cfg.concurrency, len(files))):
+            for _ in range(min(self.cfg.concurrency, len(chains))):
                 tg.start_soon(worker, tg.cancel_scope)
         return failures[0] if failures else None
-
-    def _verdict(self, f: _File, root: invoice_xml.Root | None) -> str | None:
-        """What to do with `f` where a file with this root is: "skip" (it is this event's),
-        "replace" (another event of the same invoice), or None (anything else: never touched)."""
-        if root is None:
-            return None
-        if root.event_id == f.event.id:
-            return "skip"
-        return "replace" if invoice_xml.same_invoice(root, f.event) else None
 
     def _held(self, root: invoice_xml.Root | None) -> str:
         if root is None:
             return "a file streamd did not write"
-        return f"the file of event {root.event_id}, another invoice"
+        return f"document {root.document_id or '(schema 1)'} of event {root.event_id}"
 
     def _skipped(self, f: _File) -> None:
         self.files_skipped += 1
-        log.info("sink %s: %s already holds %s for event %s; not written again",
-                 self.name, self.where, f.name, f.event.id)
+        log.info("sink %s: %s already holds %s (document %s); not written again",
+                 self.name, self.where, f.name, f.doc.document_id)
 
     async def _put(self, sftp: asyncssh.SFTPClient, f: _File) -> str | None:
-        """Write `f` unless its name is taken by another invoice's file: then the reason."""
+        """Write `f` unless its name is taken by another file: then the reason."""
         path = self._path(f.name)
-        replace = False
         if f.name in self._present:
             there, root = await self._existing(sftp, path)
             if there:  # else taken away since: write it again
-                verdict = self._verdict(f, root)
-                if verdict is None:
+                if root is None or root.document_id != f.doc.document_id:
                     return self._conflict(f, self._held(root))
-                if verdict == "skip":
-                    self._skipped(f)
-                    return None
-                replace = True
+                self._skipped(f)
+                return None
         tmp = self._path(part_name(f.name, self.name))
         handle = await self._op(sftp.open(tmp, "wb"))
         try:
@@ -513,46 +429,26 @@ class SftpSink:
             await self._close_quietly(handle)
             raise
         await self._op(handle.close())
-        if replace:
-            await self._replace(sftp, tmp, path)
-        else:
-            try:
-                # SFTP's own rename refuses an existing name: nothing that appeared since the
-                # listing (another uploader's file, the ERP's) is replaced unseen.
-                await self._op(sftp.rename(tmp, path))
-            except asyncssh.SFTPError:
-                there, root = await self._existing(sftp, path)
-                if not there:
-                    raise  # the rename failed for another reason
-                self._present.add(f.name)
-                verdict = self._verdict(f, root)
-                if verdict == "replace":
-                    await self._replace(sftp, tmp, path)
-                else:
-                    await self._remove_quietly(sftp, tmp)
-                    if verdict == "skip":
-                        self._skipped(f)
-                        return None
-                    return self._conflict(f, self._held(root))
+        try:
+            # SFTP's own rename refuses an existing name: nothing that appeared since the
+            # listing (another uploader's file, the ERP's) is replaced unseen, nor ever
+            # a document.
+            await self._op(sftp.rename(tmp, path))
+        except asyncssh.SFTPError:
+            there, root = await self._existing(sftp, path)
+            if not there:
+                raise  # the rename failed for another reason
+            self._present.add(f.name)
+            await self._remove_quietly(sftp, tmp)
+            if root is not None and root.document_id == f.doc.document_id:
+                self._skipped(f)
+                return None
+            return self._conflict(f, self._held(root))
         self._present.add(f.name)
         self.files_written += 1
+        if f.doc.op in self._written:
+            self._written[f.doc.op].inc()
         return None
-
-    async def _replace(self, sftp: asyncssh.SFTPClient, tmp: str, path: str) -> None:
-        if self._posix_rename_ok:
-            try:
-                await self._op(sftp.posix_rename(tmp, path))
-                return
-            except asyncssh.SFTPOpUnsupported:
-                self._posix_rename_ok = False
-                log.warning("sink %s: %s does not support posix-rename@openssh.com; replacing a "
-                            "file is remove + rename, not atomic", self.name, self.where)
-        # A plain SFTP rename refuses an existing target.
-        try:
-            await self._op(sftp.remove(path))
-        except asyncssh.SFTPNoSuchFile:
-            pass
-        await self._op(sftp.rename(tmp, path))
 
     async def _existing(self, sftp: asyncssh.SFTPClient,
                         path: str) -> tuple[bool, invoice_xml.Root | None]:

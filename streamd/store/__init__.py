@@ -10,6 +10,7 @@ from .writer import (
     DeadLetter,
     EntityState,
     Pending,
+    SinkState,
     Writer,
     WriterClosed,
     write_state,
@@ -17,6 +18,6 @@ from .writer import (
 
 __all__ = [
     "SCHEMA_VERSION", "SECRET_PREFIX", "Batch", "Committed", "DeadLetter", "DeadLetterRow",
-    "EntityState", "FeedEvent", "FeedReader", "Pending", "SecretUnreadable", "Writer",
+    "EntityState", "FeedEvent", "FeedReader", "Pending", "SecretUnreadable", "SinkState", "Writer",
     "WriterClosed", "classify", "connect", "match_clause", "write_state",
 ]

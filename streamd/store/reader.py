@@ -226,6 +226,16 @@ class FeedReader:
             out.update({k: t for k, t in rows})
         return out
 
+    async def sink_state(self, sink: str, keys: Sequence[str]) -> dict[str, tuple[int, bytes]]:
+        """What a sink remembers of these keys: key -> (seq, value)."""
+        out: dict[str, tuple[int, bytes]] = {}
+        for i in range(0, len(keys), 500):
+            chunk = list(keys[i:i + 500])
+            rows = await self._all("SELECT key, seq, value FROM sink_state WHERE sink = ? AND key IN"
+                                   f" ({','.join('?' * len(chunk))})", (sink, *chunk))
+            out.update({k: (int(seq), bytes(v)) for k, seq, v in rows})
+        return out
+
     async def dead_letters(self, *, origin: str | None = None, name: str | None = None,
                            status: str | None = None, ids: Sequence[int] = (),
                            limit: int = 1000) -> list[DeadLetterRow]:

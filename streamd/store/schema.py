@@ -109,6 +109,17 @@ MIGRATIONS: list[list[str]] = [
            ON CONFLICT (source, tenant, entity, key) DO UPDATE SET
              version = excluded.version, updated = excluded.updated""",
     ],
+    # 2 -> 3: what a sink remembers of what it delivered (the sftp sink: each invoice's
+    # documents), committed with its offset
+    [
+        """CREATE TABLE sink_state (
+            sink  TEXT    NOT NULL,
+            key   TEXT    NOT NULL,   -- what the sink keeps state about (an invoice)
+            seq   INTEGER NOT NULL,   -- the last event it took for that key
+            value BLOB    NOT NULL,   -- JSON array of entries, each [seq of its event, ...]
+            PRIMARY KEY (sink, key)
+        ) WITHOUT ROWID""",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 PAGE_SIZE = 4096

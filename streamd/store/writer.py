@@ -68,6 +68,16 @@ class EntityState(msgspec.Struct, frozen=True):
     data: bytes | None = None
 
 
+class SinkState(msgspec.Struct, frozen=True):
+    """What a sink remembers of one key after the event `seq`: `value` is a JSON array of
+    entries, each an array whose first item is the seq of the event that made it (so that
+    `streamd sink reset --to-seq N` can take back what came after N)."""
+
+    key: str
+    seq: int
+    value: bytes
+
+
 class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
     origin: Literal["source", "sink"]
     name: str
@@ -90,6 +100,8 @@ class Batch(msgspec.Struct, kw_only=True):
     dead_letters: Sequence[DeadLetter] = ()
     # sink name -> the seq it has passed
     offsets: Mapping[str, int] = {}
+    # sink name -> what it remembers, committed with its offset
+    sink_states: Mapping[str, Sequence[SinkState]] = {}
     # dead-letter rows handled (retried successfully or dropped)
     resolved_dead_letters: Sequence[int] = ()
     # retention: delete events with seq <= prune_upto
@@ -98,7 +110,8 @@ class Batch(msgspec.Struct, kw_only=True):
     meta: Mapping[str, str] = {}
 
     def size(self) -> int:
-        return len(self.events) + len(self.dead_letters) + len(self.entity_states) + 1
+        return (len(self.events) + len(self.dead_letters) + len(self.entity_states)
+                + sum(len(v) for v in self.sink_states.values()) + 1)
 
 
 class Committed(msgspec.Struct, frozen=True):
@@ -392,6 +405,12 @@ class Writer:
             await db.executemany(
                 "INSERT INTO sink_offsets (sink, seq, updated) VALUES (?,?,?) ON CONFLICT (sink)"
                 " DO UPDATE SET seq = excluded.seq, updated = excluded.updated", offsets)
+        kept = [(sink, st.key, st.seq, st.value) for item in group
+                for sink, states in item.batch.sink_states.items() for st in states]
+        if kept:
+            await db.executemany(
+                "INSERT INTO sink_state (sink, key, seq, value) VALUES (?,?,?,?) ON CONFLICT (sink, key)"
+                " DO UPDATE SET seq = excluded.seq, value = excluded.value", kept)
         resolved = [(i,) for item in group for i in item.batch.resolved_dead_letters]
         if resolved:
             await db.executemany("DELETE FROM dead_letters WHERE id = ?", resolved)

@@ -2,9 +2,12 @@
 reports, polled with OAuth2 client credentials into a change feed.
 
 `wire` holds the wire format, `normalize` the pure mapping to the unified model,
-`changes` the events a listing emits, `oauth` the client-credentials token, `source`
-the poller, and `simulator` a HORISEN API on loopback (for the demo, the tests and
-the benchmarks). The seed's delivery step (XML over SFTP) is the `sftp` sink.
+`changes` the events a listing emits (every change to a document, less named noise),
+`payments` how a payment is seen whichever stamp HORISEN moves, `oauth` the
+client-credentials token, `source` the poller and `listing` one poll's diff and
+progress, and `simulator` (with `records`) a HORISEN API on loopback (for the demo, the
+tests and the benchmarks). The seed's delivery step (XML over SFTP) is the `sftp`
+sink.
 """
 
 from __future__ import annotations

@@ -32,8 +32,11 @@ class HorisenConfig(SourceConfig, frozen=True, forbid_unknown_fields=True, kw_on
     lookback: Duration = Duration(3600.0)
     # ...and every `full_every` the whole window again, without that filter.
     full_every: Duration = Duration(86400.0)
-    # Only documents with this paymentStatus ("open"): a paid invoice then leaves the
-    # listing, so no `updated` is seen for it.
+    # After that listing, one page of the open documents: a payment is seen at this poll
+    # whether HORISEN moves statusDt, only paymentStatusDate, or neither (`payments`).
+    payment_check: bool = True
+    # Only documents with this paymentStatus ("open") in the listing above (the payment
+    # check still sees an invoice leave it when it is paid).
     payment_status: str | None = None
     page_size: int = 100
     # Fetch each new invoice's traffic reports and attach them to its `created` event.

@@ -6,15 +6,20 @@ docs/providers/horisen.md.
 
 - The key is the document's `id` (`document_key` reads it alone, so a document that does
   not normalize can still be tracked by the poller).
-- Stamps (`statusDt`, `insertDt`) are `YYYY-MM-DD HH:MM:SS` in UTC, or RFC 3339 with an
-  offset or `Z` (converted to UTC). A date is the date in the source's `timezone` (Zurich
-  unless configured): as written, unless it is a stamp with an offset (`model/fields.py`).
+- Stamps (`statusDt`, `insertDt`) are `YYYY-MM-DD HH:MM:SS`, read as UTC, or RFC 3339 with
+  an offset or `Z` (converted to UTC). HORISEN writes no zone and documents none; UTC is
+  what a server-side stamp without a zone most often is, and nothing streamd decides
+  depends on it being right: the poller's cursor compares HORISEN's stamps only with
+  each other, so a platform on local time shifts `time` and `updated_at` by its offset
+  and loses no change. A date is the date in the source's `timezone` (Zurich unless
+  configured): as written, unless it is a stamp with an offset (`model/fields.py`).
 - Kind and status follow `model/rules.py`, as for every provider: a negative `total` is a
   credit note; `paymentStatus` says paid or partially paid, else an open document with a
   `totalUnpaid` between 0 and `total` is partially paid.
 - `time` is `statusDt`, else `insertDt`, else when streamd received the document.
 - Amounts stay `Decimal` from the wire to the feed, as sent (`net + tax` that differs from
-  `total` is neither corrected nor refused).
+  `total` is neither corrected nor refused). A document whose `total` is below zero is a
+  credit note (HORISEN lists no document type).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
-from decimal import Decimal, localcontext
+from decimal import localcontext
 from typing import get_args
 from zoneinfo import ZoneInfo
 
@@ -55,7 +60,6 @@ ZONE = ZoneInfo(wire.TIMEZONE)
 _UNIFIED: dict[str, InvoiceStatus] = {s: s for s in get_args(InvoiceStatus)}
 #: `wire.DOCUMENT_STATUS`, typed (a unified status the model does not know fails at import).
 _STATUS: dict[str, InvoiceStatus] = {k: _UNIFIED[v] for k, v in wire.DOCUMENT_STATUS.items()}
-#: msgspec raises RecursionError for JSON nested deeper than it follows.
 
 
 class _Id(msgspec.Struct):
@@ -72,9 +76,6 @@ class NormalizedDocument:
     party: tuple[str, Party] | None  # (str(bizPartnerId), the customer); None without bizPartnerId
     time: datetime  # UTC: statusDt, else insertDt, else received_at
     status_dt: str | None  # `statusDt` as sent (the poller's changed-since cursor); None when blank
-    #: What a change is judged on: (status, paymentStatus, totalUnpaid as a normalized
-    #: decimal string, paymentStatusDate), "" for an absent one.
-    watch: tuple[str, ...]
 
 
 def document_key(raw: bytes) -> str:
@@ -111,17 +112,14 @@ def normalize_document(
                 lines.append(_traffic(row))
             except Rejected as exc:
                 raise Rejected(f"traffic[{i}]: {exc.reason}") from None
-        invoice, unpaid = _invoice(doc, lines, zone)
-        invoice = checked(invoice)
+        invoice = checked(_invoice(doc, lines, zone))
         party_key = _ident(doc.bizPartnerId)
         party = (party_key, checked(_party(doc))) if party_key is not None else None
     except Rejected as exc:
         raise Rejected(f"document {key}: {exc.reason}") from None
-    watch = (_text(doc.status) or "", _text(doc.paymentStatus) or "",
-             _canonical(unpaid), _text(doc.paymentStatusDate) or "")
     time = invoice.updated_at or invoice.created_at or _utc(received_at)
     return NormalizedDocument(key=key, invoice=invoice, party=party, time=time,
-                              status_dt=doc.statusDt if _text(doc.statusDt) else None, watch=watch)
+                              status_dt=doc.statusDt if _text(doc.statusDt) else None)
 
 
 def normalize_traffic(raw: bytes) -> TrafficLine:
@@ -144,8 +142,7 @@ def traffic_rows(raw: bytes) -> list[bytes]:
 
 # ---------------------------------------------------------------- builders
 
-def _invoice(doc: wire.Document, traffic: list[TrafficLine],
-             zone: tzinfo) -> tuple[Invoice, Decimal | None]:
+def _invoice(doc: wire.Document, traffic: list[TrafficLine], zone: tzinfo) -> Invoice:
     currency = _currency(doc.currencyCode, "currencyCode")
     if currency is None:
         raise Rejected("currencyCode missing")
@@ -163,25 +160,28 @@ def _invoice(doc: wire.Document, traffic: list[TrafficLine],
     start = _date(doc.periodStart, "periodStart", zone)
     end = _date(doc.periodEnd, "periodEnd", zone)
     party_key = _ident(doc.bizPartnerId)
+    party = None
+    if party_key is not None:
+        bp = doc.bizPartner or wire.BizPartner()
+        party = PartyRef(key=party_key, name=_text(bp.name), number=_text(doc.bizPartnerExternalRefId),
+                         vat_number=_text(bp.vatNumber), address=_address(bp))
     invoice = Invoice(
-        kind="invoice", direction="receivable", number=_text(doc.documentNumber),
-        party=PartyRef(key=party_key, name=_text(doc.bizPartner.name) if doc.bizPartner else None,
-                       number=_text(doc.bizPartnerExternalRefId)) if party_key is not None else None,
-        issued=_date(doc.documentDate, "documentDate", zone),
-        due=_date(doc.dueDate, "dueDate", zone),
-        paid=paid_on if paying == "paid" else None,
+        kind="invoice", direction="receivable",
+        number=_text(doc.documentNumber), uuid=_text(doc.documentUuid), party=party,
+        issued=_date(doc.documentDate, "documentDate", zone), due=_date(doc.dueDate, "dueDate", zone),
+        period_start=start, period_end=end, paid=paid_on if paying == "paid" else None,
         status=unified,
         provider_status=f"{status or '-'}/{payment or '-'}" if status or payment else None,
         currency=currency, net=_amount(doc.amountNoVat, "amountNoVat"),
         tax=_amount(doc.amountVat, "amountVat"), total=total, unpaid=unpaid,
-        converted_currency=converted,
+        paid_amount=_amount(doc.totalPaid, "totalPaid"), converted_currency=converted,
         converted_total=_amount(doc.domesticTotal, "domesticTotal") if converted else None,
         conversion_rate=_amount(doc.domesticCurrencyRate, "domesticCurrencyRate") if converted else None,
         description=f"Period {start.isoformat()} – {end.isoformat()}" if start and end else None,
         lines=[_line(item, f"items[{i}]") for i, item in enumerate(doc.items)],
         traffic=traffic,
         created_at=_instant(doc.insertDt, "insertDt"), updated_at=_instant(doc.statusDt, "statusDt"))
-    return rules.unified(invoice), unpaid
+    return rules.unified(invoice)
 
 
 def _line(item: wire.Item, at: str) -> InvoiceLine:
@@ -196,17 +196,20 @@ def _line(item: wire.Item, at: str) -> InvoiceLine:
         unit_price=_amount(item.price, f"{at}.price"), net=net, tax=tax, total=total)
 
 
-def _party(doc: wire.Document) -> Party:
-    bp = doc.bizPartner or wire.BizPartner()
+def _address(bp: wire.BizPartner) -> Address | None:
     line1, postal, city = _text(bp.address), _text(bp.zip), _text(bp.city)
     country = _code(bp.countryCode, "bizPartner.countryCode", _COUNTRY, "an ISO 3166-1 alpha-2 code")
-    address = None
     if line1 or postal or city or country:
-        address = Address(line1=line1, postal_code=postal, city=city, country=country)
+        return Address(line1=line1, postal_code=postal, city=city, country=country)
+    return None
+
+
+def _party(doc: wire.Document) -> Party:
+    bp = doc.bizPartner or wire.BizPartner()
     return Party(
         roles=["customer"], name=_text(bp.name), number=_text(doc.bizPartnerExternalRefId),
         email=_text(bp.email), vat_number=_text(bp.vatNumber),
-        registration_number=_text(bp.registrationNumber), address=address)
+        registration_number=_text(bp.registrationNumber), address=_address(bp))
 
 
 def _traffic(raw: bytes) -> TrafficLine:
@@ -222,36 +225,3 @@ def _traffic(raw: bytes) -> TrafficLine:
         messages=row.messageCount, unit_price=_amount(row.pricePerMessage, "pricePerMessage"),
         amount=_amount(row.totalAmount, "totalAmount"),
         currency=_currency(row.sellCurrencyCode, "sellCurrencyCode"))
-
-
-# ---------------------------------------------------------------- helpers
-
-
-
-
-
-
-
-
-
-
-
-
-
-def _canonical(value: Decimal | None) -> str:
-    """The same string for the same number: 10, 10.0 and 1E+1 are "10"; -0.00 is "0"."""
-    if value is None:
-        return ""
-    if not value:
-        return "0"
-    sign, digits, exponent = value.as_tuple()
-    assert isinstance(exponent, int)
-    end = len(digits)
-    while digits[end - 1] == 0:
-        end -= 1
-    return format(Decimal((sign, digits[:end], exponent + len(digits) - end)), "f")
-
-
-
-
-

@@ -131,12 +131,16 @@ class Records:
         return out
 
     def document(self, rng: random.Random, i: int, day: date, inserted: datetime, paid_ratio: float,
-                 horizon: datetime) -> dict[str, Any]:
+                 horizon: datetime, status: str | None = None) -> dict[str, Any]:
+        """Document `i`; its `status` drawn (`STATUSES`) unless given."""
         p = self.partners[rng.randrange(len(self.partners))]
-        status = rng.choices([s for s, _ in STATUSES], [w for _, w in STATUSES])[0]
+        drawn = rng.choices([s for s, _ in STATUSES], [w for _, w in STATUSES])[0]
+        status = status or drawn
         paid_at = None
         if status == "approved" and rng.random() < paid_ratio:
-            paid_at = min(inserted + timedelta(seconds=rng.randrange(3600, 40 * 86400)), horizon)
+            # Paid when that moment has come (not all at once at the horizon).
+            at = inserted + timedelta(seconds=rng.randrange(3600, 40 * 86400))
+            paid_at = at if at <= horizon else None
         items: list[dict[str, Any]] = []
         for n, cc in enumerate(rng.sample(_DESTINATIONS, rng.randint(1, 3)), 1):
             quantity = Decimal(rng.randrange(500, 200_001))
@@ -150,17 +154,28 @@ class Records:
         total = amount_no_vat + amount_vat
         rate = RATES[p.currency]
         period_end = day.replace(day=1) - timedelta(days=1)
+        paid = ZERO
+        part_at = None
+        if status == "approved" and not paid_at:
+            # Some open invoices are part paid: their own draw, so the rest of the history
+            # is what it was without them.
+            own = random.Random(f"{self.seed}/part/{i}")
+            at = inserted + timedelta(seconds=own.randrange(3600, 20 * 86400))
+            if own.random() < paid_ratio / 3 and at <= horizon:
+                paid = (amount_no_vat / 2).quantize(CENT, ROUND_HALF_UP)
+                part_at = at
         return {
             "id": i, "documentUuid": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
             "documentNumber": f"INV-{day.year}-{i:06d}", "documentDate": day.isoformat(),
             "dueDate": (day + PAYMENT_TERM).isoformat(), "periodStart": period_end.replace(day=1).isoformat(),
             "periodEnd": period_end.isoformat(), "currencyCode": p.currency, "amountNoVat": amount_no_vat,
-            "amountVat": amount_vat, "total": total, "totalUnpaid": ZERO if paid_at else total,
-            "totalPaid": total if paid_at else ZERO, "domesticCurrencyCode": DOMESTIC_CURRENCY,
+            "amountVat": amount_vat, "total": total, "totalUnpaid": ZERO if paid_at else total - paid,
+            "totalPaid": total if paid_at else paid, "domesticCurrencyCode": DOMESTIC_CURRENCY,
             "domesticCurrencyRate": rate, "domesticTotal": (total * rate).quantize(CENT, ROUND_HALF_UP),
             "status": status, "paymentStatus": "paid" if paid_at else "open",
-            "paymentStatusDate": stamp(paid_at) if paid_at else None,
-            "statusDt": stamp(paid_at or inserted), "insertDt": stamp(inserted), "bizPartnerId": p.id,
+            "paymentStatusDate": stamp(paid_on) if (paid_on := paid_at or part_at) else None,
+            "statusDt": stamp(paid_at or part_at or inserted), "insertDt": stamp(inserted),
+            "bizPartnerId": p.id,
             "bizPartnerExternalRefId": p.ref, "bizPartner": p.info, "syncStatus": "synced", "items": items,
         }
 
@@ -186,10 +201,60 @@ class Records:
         return rows
 
 
-def pay(doc: dict[str, Any], at: datetime) -> dict[str, Any]:
-    """`doc` paid in full at `at`, as a new dict (the old one is left as it was)."""
-    return {**doc, "totalUnpaid": ZERO, "totalPaid": doc["total"], "paymentStatus": "paid",
-            "paymentStatusDate": stamp(at), "statusDt": stamp(at)}
+#: The stamps a change of payment moves: what the platform does is not documented.
+STAMPS = ("statusDt", "paymentStatusDate")
+
+
+def _stamped(doc: dict[str, Any], at: datetime, moves: tuple[str, ...]) -> dict[str, Any]:
+    return {**doc, **{name: stamp(at) for name in moves}}
+
+
+def pay(doc: dict[str, Any], at: datetime, moves: tuple[str, ...] = STAMPS) -> dict[str, Any]:
+    """`doc` paid in full at `at`, moving the stamps in `moves`, as a new dict (the old one
+    is left as it was)."""
+    return _stamped({**doc, "totalUnpaid": ZERO, "totalPaid": doc["total"], "paymentStatus": "paid"},
+                    at, moves)
+
+
+def pay_part(doc: dict[str, Any], at: datetime, moves: tuple[str, ...] = STAMPS) -> dict[str, Any]:
+    """Half of what `doc` has open paid at `at` (to the cent): `paymentStatus` stays `open`."""
+    part = (doc["totalUnpaid"] / 2).quantize(CENT, ROUND_HALF_UP)
+    return _stamped({**doc, "totalUnpaid": doc["totalUnpaid"] - part, "totalPaid": doc["totalPaid"] + part},
+                    at, moves)
+
+
+#: How `correct` changes a document.
+CORRECTIONS = ("due", "vat", "quantity")
+
+
+def correct(doc: dict[str, Any], kind: str, at: datetime, vat_rate: Decimal) -> dict[str, Any]:
+    """`doc` corrected at `at` (`statusDt` moves), as a new dict: `due` moves the due date two
+    weeks on; `vat` bills the VAT as net (reverse charge found late: the total stays, and
+    what is unpaid); `quantity` bills 1,000 more messages on the first item at its price
+    and `vat_rate`, and what is more is unpaid."""
+    changed: dict[str, Any]
+    if kind == "due":
+        changed = {"dueDate": (date.fromisoformat(doc["dueDate"]) + timedelta(days=14)).isoformat()}
+    elif kind == "vat":
+        items = [{**it, "totalNoVat": it["totalNoVat"] + it["totalVat"], "totalVat": ZERO}
+                 for it in doc["items"]]
+        changed = {"items": items, "amountNoVat": doc["amountNoVat"] + doc["amountVat"], "amountVat": ZERO}
+    elif kind == "quantity":
+        first = doc["items"][0]
+        quantity = first["quantity"] + 1000
+        no_vat = (quantity * first["price"]).quantize(CENT, ROUND_HALF_UP)
+        vat = (no_vat * vat_rate).quantize(CENT, ROUND_HALF_UP)
+        items = [{**first, "quantity": quantity, "totalNoVat": no_vat, "totalVat": vat}, *doc["items"][1:]]
+        amount_no_vat = sum((it["totalNoVat"] for it in items), ZERO)
+        amount_vat = sum((it["totalVat"] for it in items), ZERO)
+        total = amount_no_vat + amount_vat
+        unpaid = total - doc["totalPaid"]
+        changed = {"items": items, "amountNoVat": amount_no_vat, "amountVat": amount_vat, "total": total,
+                   "totalUnpaid": unpaid, "paymentStatus": "paid" if unpaid <= 0 else "open",
+                   "domesticTotal": (total * doc["domesticCurrencyRate"]).quantize(CENT, ROUND_HALF_UP)}
+    else:
+        raise ValueError(f"no correction {kind!r} (known: {', '.join(CORRECTIONS)})")
+    return {**doc, **changed, "statusDt": stamp(at)}
 
 
 # ---------------------------------------------------------------- the export's query language

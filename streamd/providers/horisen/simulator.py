@@ -24,13 +24,18 @@ an API request: failure (500), bearer token (401), route (404), query (400).
 
 Documents are a pure function of the knobs (records.py) for a given `today` (default:
 the UTC date at construction; no stamp lies after the construction time). `mutate()`
-adds documents and pays open ones between polls, stamped now: `gte(statusDt)=` is a
-changed-since filter. Lists are paged by offset on the state at request time, like
-an SQL-backed API: a change between two page requests can shift documents between
-pages. Knobs (`Knobs`): the history's size and shape, latency, a 500 every J-th API
-request, the token lifetime, the credentials and the traffic-report path; all but
-the history's may be changed while serving. For tests, `raw_documents` and
-`raw_reports` serve documents and traffic-report answers exactly as given.
+changes documents between polls as a platform's users do (issues drafts, approves,
+corrects, cancels, pays in full or in part), stamped now: a change moves `statusDt`
+(`gte(statusDt)=` is a changed-since filter), a payment the stamps in
+`Knobs.payment_moves`. `change()` sets fields of one document. Lists are paged by
+offset on the state at request time, like an SQL-backed API: a change between two page
+requests can shift documents between pages; documents without the sort field come
+last in a descending sort (first in an ascending one). Knobs (`Knobs`): the history's
+size and shape, latency, a 500 every J-th API request, the token lifetime, the
+credentials, the traffic-report path, the stamps a payment moves and the fields it
+cannot filter or sort by; all but the history's may be changed while serving. For
+tests, `raw_documents` and `raw_reports` serve documents and traffic-report answers
+exactly as given.
 """
 
 from __future__ import annotations
@@ -88,6 +93,10 @@ class Knobs:
     client_id: str = "streamd-demo"
     client_secret: str = "horisen-demo-secret"
     traffic_reports_path: str = wire.TRAFFIC_REPORTS_PATH  # with `{invoice_id}`
+    # The stamps a payment moves: both, only ("paymentStatusDate",), or neither (()).
+    payment_moves: tuple[str, ...] = records.STAMPS
+    # Fields the export can neither filter nor sort by here: 400 BAD_PARAM_FILTER / _SORT.
+    unsupported: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -103,6 +112,11 @@ class Logged:
 class Mutation:
     created: list[int] = field(default_factory=list)
     paid: list[int] = field(default_factory=list)
+    part_paid: list[int] = field(default_factory=list)
+    drafted: list[int] = field(default_factory=list)
+    approved: list[int] = field(default_factory=list)
+    corrected: dict[int, str] = field(default_factory=dict)  # id -> records.CORRECTIONS kind
+    cancelled: list[int] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------- HTTP plumbing
@@ -224,35 +238,64 @@ class HorisenSimulator(SimulatedServer):
         KeyError for an unknown id."""
         return self._records.reports(self._docs[invoice_id])
 
-    def mutate(self, new: int = 0, paid: int = 0) -> Mutation:
-        """Add `new` open documents dated today (`Knobs.today` if set) and pay `paid` open
-        approved ones in full, all stamped now. Which ones are paid is a function of the seed
-        and the number of calls so far; ValueError (and no change) if too few are open."""
-        if new < 0 or paid < 0:
-            raise ValueError("new and paid are counts")
-        open_ids = [i for i, d in self._docs.items()
-                    if d["status"] == "approved" and d["paymentStatus"] == "open"]
-        if paid > len(open_ids):
-            raise ValueError(f"cannot pay {paid} documents: {len(open_ids)} are open")
+    def mutate(self, new: int = 0, paid: int = 0, *, part_paid: int = 0, drafts: int = 0, approve: int = 0,
+               correct: int = 0, cancel: int = 0) -> Mutation:
+        """Between two polls, stamped now: `new` documents dated today (`Knobs.today` if set,
+        statuses drawn as the history's) and `drafts` more as drafts; `approve` drafts
+        approved; `correct` approved documents corrected (`records.correct`, a kind drawn);
+        `cancel` unpaid approved ones cancelled; `paid` open approved ones paid in full and
+        `part_paid` others half paid. Which ones is a function of the seed and the number of
+        calls so far; ValueError (and no change) if too few qualify."""
+        counts = (new, paid, part_paid, drafts, approve, correct, cancel)
+        if any(n < 0 for n in counts):
+            raise ValueError("the arguments are counts")
+        docs = self._docs.values()
+        open_ids = [d["id"] for d in docs if d["status"] == "approved" and d["paymentStatus"] == "open"]
+        unpaid = [i for i in open_ids if self._docs[i]["totalPaid"] == 0]
+        draft_ids = [d["id"] for d in docs if d["status"] == "draft"]
+        approved = [d["id"] for d in docs if d["status"] == "approved"]
+        for want, have, what in ((paid + part_paid, open_ids, "open"), (cancel, unpaid, "unpaid"),
+                                 (approve, draft_ids, "draft"), (correct, approved, "approved")):
+            if want > len(have):
+                raise ValueError(f"cannot change {want} documents: {len(have)} are {what}")
         self._mutations += 1
         rng = random.Random(f"{self.knobs.seed}/mutation/{self._mutations}")
         now = _utcnow()
+        moves = self.knobs.payment_moves
         out = Mutation()
-        for i in sorted(rng.sample(open_ids, paid)):
-            self._docs[i] = records.pay(self._docs[i], now)
-            self._bytes.pop(i, None)
+        chosen = rng.sample(open_ids, paid + part_paid)
+        for i in sorted(chosen[:paid]):
+            self._docs[i] = records.pay(self._docs[i], now, moves)
             out.paid.append(i)
-        for _ in range(new):
-            i, self._next_id = self._next_id, self._next_id + 1
-            self._docs[i] = self._records.document(rng, i, self.knobs.today or now.date(), now, 0.0, now)
-            out.created.append(i)
+        for i in sorted(chosen[paid:]):
+            self._docs[i] = records.pay_part(self._docs[i], now, moves)
+            out.part_paid.append(i)
+        for i in sorted(rng.sample(draft_ids, approve)):
+            self._docs[i] = {**self._docs[i], "status": "approved", "statusDt": records.stamp(now)}
+            out.approved.append(i)
+        for i in sorted(rng.sample(approved, correct)):
+            kind = rng.choice(records.CORRECTIONS)
+            rate = self._records.partners[self._docs[i]["bizPartnerId"] - 1].vat_rate
+            self._docs[i] = records.correct(self._docs[i], kind, now, rate)
+            out.corrected[i] = kind
+        for i in sorted(rng.sample([i for i in unpaid if i not in chosen], min(cancel, len(unpaid)))):
+            self._docs[i] = {**self._docs[i], "status": "canceled", "statusDt": records.stamp(now)}
+            out.cancelled.append(i)
+        for status, n, into in ((None, new, out.created), ("draft", drafts, out.drafted)):
+            for _ in range(n):
+                i, self._next_id = self._next_id, self._next_id + 1
+                self._docs[i] = self._records.document(rng, i, self.knobs.today or now.date(), now, 0.0, now,
+                                                       status)
+                into.append(i)
+        for i in (*out.paid, *out.part_paid, *out.approved, *out.corrected, *out.cancelled):
+            self._bytes.pop(i, None)
+            self._reports.pop(i, None)
         self._sorted.clear()
         return out
 
-    def corrupt(self, doc_id: int, **fields: Any) -> None:
-        """Serve a broken document from now on (a bad currency, a missing field: `None`
-        removes one); its `statusDt` moves, so a changed-since listing shows it."""
-        doc = {**self._docs[doc_id], "statusDt": _utcnow().strftime(STAMP)}
+    def change(self, doc_id: int, *, stamps: tuple[str, ...] = ("statusDt",), **fields: Any) -> None:
+        """Set fields of a document from now on (`None` removes one), moving the `stamps`."""
+        doc = {**self._docs[doc_id], **{name: _utcnow().strftime(STAMP) for name in stamps}}
         for name, value in fields.items():
             if value is None:
                 doc.pop(name, None)
@@ -260,7 +303,13 @@ class HorisenSimulator(SimulatedServer):
                 doc[name] = value
         self._docs[doc_id] = doc
         self._bytes.pop(doc_id, None)
+        self._reports.pop(doc_id, None)
         self._sorted.clear()
+
+    def corrupt(self, doc_id: int, **fields: Any) -> None:
+        """Serve a broken document from now on (a bad currency, a missing field: `None`
+        removes one); its `statusDt` moves, so a changed-since listing shows it."""
+        self.change(doc_id, **fields)
 
     def _encoded(self, doc: dict[str, Any]) -> bytes:
         data = self._bytes.get(doc["id"])
@@ -361,13 +410,17 @@ class HorisenSimulator(SimulatedServer):
             return _error(400, wire.BAD_PARAM_PAGE_SIZE, f"page_size must be an integer from 1 to "
                           f"{wire.MAX_PAGE_SIZE}, not {query.get('page_size')!r}.")
         sort = query.get("sort") or "id"
-        if any(key.removeprefix("-") not in records.SCALAR_FIELDS for key in sort.split(",")):
+        unsupported = set(self.knobs.unsupported)
+        if any(key.removeprefix("-") not in records.SCALAR_FIELDS - unsupported for key in sort.split(",")):
             return _error(400, BAD_PARAM_SORT, f"Cannot sort by {sort!r}.")
         try:
             tests = [records.predicate(name, value) for name, value in query.multi_items()
                      if name not in _RESERVED]
         except records.BadFilter as exc:
             return _error(400, BAD_PARAM_FILTER, str(exc))
+        refused = [name for name, _ in query.multi_items() if any(f in name for f in unsupported)]
+        if refused:
+            return _error(400, BAD_PARAM_FILTER, f"cannot filter on {refused[0]!r}")
         rows = self._sorted_by(sort)
         if tests:
             rows = [doc for doc in rows if all(test(doc) for test in tests)]

@@ -6,9 +6,13 @@ Every `interval`:
     statusDt since the last poll's newest minus `lookback`), page by page, sorted by id
        │   each page: normalize, diff against entity_state
        │     new invoice  ──► its traffic reports (`concurrency` in flight) ──► `created`
-       │     watched fields changed (status, paymentStatus, totalUnpaid) ──► `updated`
+       │     any change to the document (`changes.NOISE` aside) ──► `updated`
        │     new or changed bizPartner ──► party `created` / `updated`
        │   commit the page's events + entity states together
+       ▼
+    the payment check (`payments`): one page of the open documents; when HORISEN's count
+    of them is not streamd's, list gte(paymentStatusDate), then every open document and
+    each one that left by its id
        ▼
     listing complete (every document the API counted was seen) ──► progress: cursor
 
@@ -28,80 +32,47 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
 from urllib.parse import quote
 
 import anyio
 import httpx
-import msgspec
 from anyio.abc import TaskStatus
 
-from ...errors import Rejected, StreamdError
 from ...health import State
-from ...model import Event, Invoice, TrafficLine, format_time
+from ...model import Event
 from ...model.fields import DECODE_ERRORS
 from ...sources import SourceContext
-from ...sources.changes import rejected_marker, same_content
 from ...sources.polling import (
     ApiClient,
     AuthFailed,
     Gate,
     PollFailed,
     PollHealth,
-    changed_values,
     fan_out,
     http_client,
     poll_every,
     server_tls,
     url_path,
 )
-from ...store import Batch, DeadLetter, EntityState, Pending
 from . import wire
-from .changes import invoice_event, party_event, renormalized, unchanged
+from .changes import renormalized
 from .config import HorisenConfig
-from .normalize import NormalizedDocument, document_key, normalize_document, normalize_traffic, traffic_rows
+from .listing import PROGRESS_KEY, Listing, PollState, ReportsMissing, Tally, parse_stamp
+from .normalize import traffic_rows
 from .oauth import ClientToken
+from .payments import PROBE_SIZE, listed, probe_covers, undated_order
 
 log = logging.getLogger("streamd.source.horisen")
 
-PROGRESS_KEY = "poll"
 #: The format of `statusDt` in a filter [I] (UTC).
 STAMP_FORMAT = "%Y-%m-%d %H:%M:%S"
-# Pages whose commits are not yet confirmed, before the listing waits for the oldest.
-INFLIGHT = 4
 # A listing that missed documents (offset paging shifted by a change) is run again
 # at once at most this often; then the cursor stays and the next poll repeats it.
 RELISTS = 3
 # After the credentials were refused, try again this long after (a fixed secret file
 # may have been replaced; HORISEN may have had a glitch).
 AUTH_RETRY = 300.0
-
-
-class ReportsMissing(StreamdError):
-    """404 INVOICE_NOTFOUND on an invoice's traffic reports."""
-
-
-@dataclass
-class Held:
-    tries: int  # polls that answered 404 for its traffic reports
-    since: str | None  # its statusDt (UTC, RFC 3339): the cursor does not pass it
-
-
-@dataclass
-class PollState:
-    cursor: str | None = None  # newest statusDt a complete listing saw (UTC, RFC 3339)
-    full_at: str | None = None  # when the last listing without the statusDt filter began
-    held: dict[str, Held] = field(default_factory=dict)
-
-    @classmethod
-    def load(cls, value: Any) -> PollState:
-        try:
-            return msgspec.convert(value, cls) if value else cls()
-        except msgspec.ValidationError:
-            log.warning("horisen: unreadable poll progress %r; listing the whole window", value)
-            return cls()
 
 
 class HorisenSource:
@@ -123,7 +94,7 @@ class HorisenSource:
     def renormalize(self, raw: bytes, context: Mapping[str, str], received_at: datetime) -> list[Event]:
         return renormalized(raw, source=self.name, tenant=context.get("tenant", self.tenant),
                             previous=context.get("previous", ""), received_at=received_at,
-                            zone=self.cfg.zone)
+                            zone=self.cfg.zone, reports=self.cfg.traffic_reports)
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -156,44 +127,134 @@ class HorisenSource:
         state = PollState.load((await self.ctx.progress()).get(PROGRESS_KEY))
         now = self.ctx.now()
         full = (state.cursor is None or state.full_at is None
-                or now - _parse(state.full_at) >= timedelta(seconds=self.cfg.full_every.seconds))
+                or (state.open is None and self.cfg.payment_check)
+                or now - parse_stamp(state.full_at) >= timedelta(seconds=self.cfg.full_every.seconds))
         today = now.astimezone(UTC).date()
         # +1 day: the platform's "today" may be ahead of UTC.
-        params = {"between(documentDate)": f"{today - timedelta(seconds=self.cfg.window.seconds)},"
-                                           f"{today + timedelta(days=1)}",
-                  "sort": "id", "page_size": str(self.cfg.page_size)}
+        low, high = today - timedelta(seconds=self.cfg.window.seconds), today + timedelta(days=1)
+        base = {"between(documentDate)": f"{low},{high}", "sort": "id",
+                "page_size": str(self.cfg.page_size)}
+        params = dict(base)
         if self.cfg.payment_status:
             params["paymentStatus"] = self.cfg.payment_status
         if not full and state.cursor is not None:
-            since = _parse(state.cursor) - timedelta(seconds=self.cfg.lookback.seconds)
+            since = parse_stamp(state.cursor) - timedelta(seconds=self.cfg.lookback.seconds)
             params["gte(statusDt)"] = since.astimezone(UTC).strftime(STAMP_FORMAT)
-        listing = _Listing(self, state, now)
+        listing = Listing(self, state, now, (low.isoformat(), high.isoformat()))
         await listing.load()
-        for attempt in range(1, RELISTS + 1):
-            total = await self._list(params, listing)
-            if listing.count >= total:
-                break
-            log.info("source %s: listing saw %d of %d documents (one moved mid-listing); "
-                     "listing again (%d/%d)", self.name, listing.count, total, attempt, RELISTS)
-        await listing.finish(complete=listing.count >= total, full=full)
+        complete = await self._relist(params, listing, "listing")
+        failed: PollFailed | None = None
+        if complete and self.cfg.payment_check:
+            try:
+                if full:
+                    # Every document of the window was listed: one streamd knew as open and
+                    # did not see is gone from it (deleted, or filtered out by `payment_status`).
+                    await self._look_up(listing.gone(listing.seen), listing)
+                else:
+                    await self._check_payments(base, listing)
+            except PollFailed as exc:
+                # What the listing saw stands (its cursor moves); the check runs again next poll.
+                failed = exc
+        await listing.finish(complete=complete, full=full)
+        if failed is not None:
+            raise PollFailed(f"the payment check failed ({failed}); it runs again at the next poll "
+                             "(payment_check = false turns it off, if your HORISEN refuses it)")
 
-    async def _list(self, params: dict[str, str], listing: _Listing) -> int:
+    async def _relist(self, params: dict[str, str], listing: Listing, what: str,
+                      tally: Tally | None = None) -> bool:
+        """List every page, again while the listing saw fewer documents than the API counted
+        (offset paging shifted by a change); whether it saw them all (into `tally`)."""
+        tally = Tally() if tally is None else tally
+        for attempt in range(1, RELISTS + 1):
+            total = await self._list(params, listing, tally)
+            if len(tally) >= total:
+                return True
+            log.info("source %s: %s saw %d of %d documents (one moved mid-listing); "
+                     "listing again (%d/%d)", self.name, what, len(tally), total, attempt, RELISTS)
+        return False
+
+    async def _list(self, params: dict[str, str], listing: Listing, tally: Tally) -> int:
         """One pass over every page; returns the API's `total` on the last page fetched."""
         url = self.cfg.api_url.rstrip("/") + wire.DOCUMENTS_PATH
         first = await self._page(url, {**params, "page_number": "1"})
-        await listing.take(first.data)
+        await listing.take(first.data, tally)
         pages = first.meta.pagination.totalPages or 1
         totals = [first.meta.pagination.total or len(first.data)]
 
         async def fetch(n: int) -> None:
             page = await self._page(url, {**params, "page_number": str(n)})
-            await listing.take(page.data)
+            await listing.take(page.data, tally)
             if page.meta.pagination.total is not None:
                 totals.append(page.meta.pagination.total)
 
         await fan_out(range(2, pages + 1), self.cfg.concurrency, fetch, prefer=AuthFailed)
         await listing.settle()
         return max(totals)
+
+    # ---------------------------------------------------------------- payments
+
+    async def _check_payments(self, base: dict[str, str], listing: Listing) -> None:
+        """See every payment of this interval, whichever stamp HORISEN moved (`payments`)."""
+        url = self.cfg.api_url.rstrip("/") + wire.DOCUMENTS_PATH
+        window = {"between(documentDate)": base["between(documentDate)"], "paymentStatus": "open"}
+        since = listing.paid_since()
+        probe = await self._page(url, {**window, "sort": "-paymentStatusDate",
+                                       "page_size": str(PROBE_SIZE), "page_number": "1"})
+        await listing.take(probe.data)
+        await listing.settle()
+        counted = probe.meta.pagination.total
+        stamps = [listed(bytes(raw)).paid_at for raw in probe.data]
+        order = undated_order(stamps)
+        if order is not None:
+            listing.undated_last = order
+        covered = probe_covers(stamps, full=len(probe.data) >= PROBE_SIZE, since=since,
+                               undated_last=listing.undated_last)
+        known = len(listing.open_now())
+        if covered and counted == known:
+            return
+        start = since or listing.started - timedelta(seconds=self.cfg.lookback.seconds)
+        # A date (or a stamp in another zone) may be a day behind: from the day before then.
+        bound = start.astimezone(UTC).strftime(STAMP_FORMAT) if listing.payments_timed else \
+            (start - timedelta(days=1)).date().isoformat()
+        log.info("source %s: HORISEN counts %s open documents, streamd %d%s: listing payments since %s",
+                 self.name, counted, known, "" if covered else " (and more moved than one page shows)", bound)
+        complete = await self._relist({**base, "gte(paymentStatusDate)": bound}, listing,
+                                      "the payments listing")
+        known = len(listing.open_now())
+        if complete and counted == known:
+            return
+        log.info("source %s: HORISEN counts %s open documents, streamd %d: listing every open one",
+                 self.name, counted, known)
+        tally = Tally()
+        if await self._relist({**base, "paymentStatus": "open"}, listing, "the open listing", tally):
+            await self._look_up(listing.gone(tally.keys), listing)
+
+    async def _look_up(self, keys: set[str], listing: Listing) -> None:
+        """Fetch, by id, each document streamd knew as open and did not see open again."""
+        if not keys:
+            return
+        log.info("source %s: %d documents known as open were not listed open; fetching each by id",
+                 self.name, len(keys))
+        url = self.cfg.api_url.rstrip("/") + wire.DOCUMENTS_PATH
+
+        async def fetch(key: str) -> None:
+            try:
+                page = await self._page(url, {"id": key, "page_size": "1", "page_number": "1"})
+            except PollFailed as exc:
+                # Not this poll's failure: the next full listing sees the document again.
+                log.warning("source %s: document %s cannot be fetched by its id (%s); its payment "
+                            "shows at the next full listing", self.name, key, exc)
+                listing.open.forget(key)
+                return
+            found = Tally()
+            await listing.take(page.data, found)
+            if key not in found.keys:
+                log.info("source %s: document %s is no longer listed (deleted at HORISEN?)",
+                         self.name, key)
+                listing.open.forget(key)
+
+        await fan_out(sorted(keys), self.cfg.concurrency, fetch, prefer=AuthFailed)
+        await listing.settle()
 
     async def _page(self, url: str, params: dict[str, str]) -> wire.Page:
         assert self.client is not None
@@ -212,215 +273,6 @@ class HorisenSource:
         if resp.status_code == 404:
             raise ReportsMissing(f"{url_path(url)}: HTTP 404 {_error(resp)}")
         return traffic_rows(resp.content)
-
-    # ---------------------------------------------------------------- HTTP
-
-class _Listing:
-    """One poll's documents, diffed page by page against what the last poll left."""
-
-    def __init__(self, src: HorisenSource, state: PollState, now: datetime) -> None:
-        self.src = src
-        self.ctx = src.ctx
-        self.state = state
-        self.started = now
-        self.received_at = now
-        self.invoices: dict[str, str] = {}
-        self.parties: dict[str, str] = {}
-        self.seen: set[str] = set()
-        self.unkeyed: set[bytes] = set()  # documents without a usable id (dead-lettered)
-        self.newest: datetime | None = None  # newest statusDt among documents settled
-        self.held: dict[str, Held] = {}
-        self.pending: list[Pending] = []
-
-    @property
-    def count(self) -> int:
-        """Distinct documents seen, to hold against the API's `total`."""
-        return len(self.seen) + len(self.unkeyed)
-
-    async def load(self) -> None:
-        self.invoices = await self.ctx.entity_versions(self.src.tenant, "invoice")
-        self.parties = await self.ctx.entity_versions(self.src.tenant, "party")
-
-    def _context(self, previous: str) -> dict[str, str]:
-        return {"via": "poll", "tenant": self.src.tenant, "previous": previous}
-
-    async def take(self, records: list[msgspec.Raw]) -> None:
-        self.ctx.received(len(records))
-        src, tenant = self.src, self.src.tenant
-        events: list[Event] = []
-        states: list[EntityState] = []
-        dls: list[DeadLetter] = []
-        new: list[tuple[bytes, NormalizedDocument]] = []
-        updated: list[tuple[NormalizedDocument, str]] = []
-        parties: dict[str, Event] = {}  # emitted before, under another digest
-        for item in records:
-            raw = bytes(item)
-            try:
-                key = document_key(raw)
-            except Rejected as exc:
-                dls.append(self.ctx.dead_letter(exc.reason, raw, self._context("")))
-                self.unkeyed.add(raw)
-                continue
-            self.seen.add(key)
-            previous = self.invoices.get(key, "")
-            try:
-                n = normalize_document(raw, None, received_at=self.received_at, zone=src.cfg.zone)
-            except Rejected as exc:
-                marker = rejected_marker(raw, previous)
-                if marker != previous:  # not the same bad document as last time
-                    dls.append(self.ctx.dead_letter(exc.reason, raw, self._context(previous)))
-                    states.append(EntityState(tenant, "invoice", key, marker))
-                    self.invoices[key] = marker
-                continue
-            self._party(n, events, states, parties)
-            if unchanged(previous, n):
-                self._settled(n)
-            elif previous.startswith("poll:"):
-                updated.append((n, previous))
-            elif src.cfg.traffic_reports:
-                new.append((raw, n))
-            else:
-                self._emit(invoice_event(n, source=src.name, tenant=tenant, previous=previous),
-                           n, events, states)
-        if parties:
-            changed, restated = await changed_values(self.ctx, tenant, "party", list(parties.values()),
-                                                     self.parties)
-            events += changed
-            states += restated
-        if updated:
-            keys = [n.key for n, _ in updated]
-            stored = await self.ctx.reader.entity_data(src.name, tenant, "invoice", keys)
-            for n, previous in updated:
-                self._emit(invoice_event(n, source=src.name, tenant=tenant, previous=previous,
-                                         traffic=_traffic_of(stored.get(n.key))), n, events, states)
-        if new:
-            await self._with_reports(new, events, states, dls)
-        if events or states or dls:
-            self.pending.append(await self.ctx.enqueue(
-                Batch(events=events, entity_states=states, dead_letters=dls)))
-            while len(self.pending) > INFLIGHT or (self.pending and self.pending[0].done):
-                await self.pending.pop(0).committed()
-
-    def _party(self, n: NormalizedDocument, events: list[Event], states: list[EntityState],
-               differing: dict[str, Event]) -> None:
-        if n.party is None:
-            return
-        key = n.party[0]
-        previous = self.parties.get(key, "")
-        ev = party_event(n, source=self.src.name, tenant=self.src.tenant, previous=previous)
-        if ev is None or same_content(previous, ev.version):
-            return
-        if previous.startswith("poll:"):  # `changed_values` decides, from the stored state
-            differing[key] = ev
-            return
-        events.append(ev)
-        states.append(EntityState(self.src.tenant, "party", key, ev.version, ev.data))
-        self.parties[key] = ev.version
-
-    def _emit(self, ev: Event, n: NormalizedDocument, events: list[Event], states: list[EntityState]) -> None:
-        events.append(ev)
-        states.append(EntityState(self.src.tenant, "invoice", n.key, ev.version, ev.data))
-        self.invoices[n.key] = ev.version
-        self._settled(n)
-
-    def _settled(self, n: NormalizedDocument) -> None:
-        self.held.pop(n.key, None)
-        at = n.invoice.updated_at
-        if at is not None and (self.newest is None or at > self.newest):
-            self.newest = at
-
-    async def _with_reports(self, new: list[tuple[bytes, NormalizedDocument]], events: list[Event],
-                            states: list[EntityState], dls: list[DeadLetter]) -> None:
-        """Fetch the new invoices' traffic reports concurrently; emit those that came."""
-        src, tenant = self.src, self.src.tenant
-        results: dict[str, list[TrafficLine] | BaseException] = {}
-
-        async def fetch(item: tuple[bytes, NormalizedDocument]) -> None:
-            key = item[1].key
-            try:
-                rows = await src.traffic(key)
-                results[key] = [normalize_traffic(row) for row in rows]
-            except (ReportsMissing, PollFailed, Rejected) as exc:
-                results[key] = exc
-
-        await fan_out(new, src.cfg.concurrency, fetch, prefer=AuthFailed)
-        for raw, n in new:
-            got = results[n.key]
-            previous = self.invoices.get(n.key, "")
-            if not isinstance(got, BaseException):
-                self._emit(invoice_event(n, source=src.name, tenant=tenant, previous=previous,
-                                         traffic=got), n, events, states)
-                continue
-            if isinstance(got, Rejected):
-                # The reports came but do not normalize: that is the document's fault too.
-                marker = rejected_marker(raw, previous)
-                if marker != previous:
-                    dls.append(self.ctx.dead_letter(f"traffic reports: {got.reason}", raw,
-                                                    self._context(previous)))
-                    states.append(EntityState(tenant, "invoice", n.key, marker))
-                    self.invoices[n.key] = marker
-                continue
-            before = self.state.held.get(n.key)
-            tries = (before.tries if before else 0) + (1 if isinstance(got, ReportsMissing) else 0)
-            if tries >= src.cfg.report_tries:
-                log.error("source %s: invoice %s: no traffic reports after %d polls (%s); moved to "
-                          "dead letters", src.name, n.key, tries, got)
-                dls.append(self.ctx.dead_letter(
-                    f"traffic reports not found after {tries} polls: {got}", raw,
-                    {**self._context(previous), "invoice": n.key}))
-                states.append(EntityState(tenant, "invoice", n.key, rejected_marker(raw, previous)))
-                self.invoices[n.key] = rejected_marker(raw, previous)
-                continue
-            log.warning("source %s: invoice %s held until the next poll: traffic reports: %s",
-                        src.name, n.key, got)
-            at = n.invoice.updated_at
-            self.held[n.key] = Held(tries, format_time(at) if at else None)
-
-    async def settle(self) -> None:
-        for pending in self.pending:
-            await pending.committed()
-        self.pending = []
-
-    async def finish(self, *, complete: bool, full: bool) -> None:
-        await self.settle()
-        state = self.state
-        cursor = state.cursor
-        if complete and self.newest is not None and (cursor is None or self.newest > _parse(cursor)):
-            cursor = format_time(self.newest)
-        if cursor is not None and _parse(cursor) > self.started:
-            # A statusDt from the future (a bad stamp; a clock ahead): a cursor past now would
-            # hide every real change until the next full listing. Listing from now instead
-            # shows that document again, unchanged: nothing is emitted twice.
-            cursor = format_time(self.started)
-        # Held invoices this listing did not show again (out of the window now) stay held.
-        held = {k: v for k, v in state.held.items() if k not in self.seen} if complete else dict(state.held)
-        held.update(self.held)
-        oldest = min((_parse(h.since) for h in held.values() if h.since), default=None)
-        if oldest is not None and cursor is not None and oldest < _parse(cursor):
-            cursor = format_time(oldest)  # the next listing must show them again
-        progress = PollState(cursor=cursor, held=held,
-                             full_at=format_time(self.started) if full and complete else state.full_at)
-        self.ctx.metrics.source_held.labels(self.src.name).set(len(held))
-        await self.ctx.submit(Batch(progress={PROGRESS_KEY: msgspec.to_builtins(progress) | {
-            "completed": format_time(self.ctx.now()), "documents": len(self.seen)}}))
-        if not complete:
-            raise PollFailed(f"the listing kept moving: saw {len(self.seen)} documents, fewer than "
-                             "the API counted; the cursor stays")
-
-
-def _traffic_of(data: bytes | None) -> list[TrafficLine] | None:
-    if not data:
-        return None
-    try:
-        return msgspec.json.decode(data, type=Invoice).traffic
-    except DECODE_ERRORS:
-        return None
-
-
-def _parse(stamp: str) -> datetime:
-    at = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-    return at if at.tzinfo else at.replace(tzinfo=UTC)
-
 
 def _error(resp: httpx.Response) -> str:
     try:

@@ -10,9 +10,12 @@ traffic-report rows' `countryName`, `operatorName`, `mcc`, `mnc`,
 `sellCurrencyCode`; the error codes. Inferred [I], each one constant or one Struct
 field here: the error body (`ErrorBody`), the traffic-report envelope and the names
 of its count, price, amount and pricing-condition fields, the largest page size,
-the format of `statusDt`/`insertDt` (UTC when no offset is written), and that a
-change of `paymentStatus` moves `statusDt` (what makes `gte(statusDt)` a
-changed-since filter).
+the format of `statusDt`/`insertDt` (UTC when no offset is written), that a
+document's change moves `statusDt` (what makes `gte(statusDt)` a changed-since
+filter), the `sort` of any field, and `id=<id>` (the documented `field=value`) to
+fetch one document. Whether a payment moves `statusDt`, `paymentStatusDate` or
+neither is not known: the poller sees a payment within one poll whichever it is
+(docs/providers/horisen.md, "Payments").
 
 Structs accept unknown fields (HORISEN may add some); amounts are `Decimal`, read
 digit for digit, never through a float.
@@ -39,14 +42,15 @@ MAX_PAGE_SIZE = 500
 DEFAULT_PAGE_SIZE = 50  # [I]
 
 #: Document `status` values [D] -> the unified invoice status (`paymentStatus` decides
-#: between open / partially_paid / paid for the ones that stand).
+#: between open / partially_paid / paid for the ones that stand). What each means is
+#: not documented; the reasons are in docs/providers/horisen.md ("Status").
 DOCUMENT_STATUS: dict[str, str] = {
-    "draft": "draft",
-    "approved": "open",
-    "imported": "open",
-    "archived": "open",
-    "rejected": "cancelled",
-    "canceled": "cancelled",
+    "draft": "draft",  # not issued yet: it may still change or be thrown away
+    "approved": "open",  # issued
+    "imported": "open",  # issued elsewhere and brought into HORISEN: a claim all the same
+    "archived": "open",  # issued and filed away: filing a claim away does not settle it
+    "rejected": "cancelled",  # refused in approval: never a claim
+    "canceled": "cancelled",  # withdrawn after issue
 }
 #: `paymentStatus` values: `open` is documented, the others are [I].
 PAYMENT_STATUS = ("open", "partially_paid", "paid")
@@ -112,6 +116,16 @@ class DocumentId(msgspec.Struct, kw_only=True):
 
     id: int | str
     statusDt: str | None = None  # noqa: N815
+
+
+class Listed(msgspec.Struct, kw_only=True):
+    """What the poller reads of every listed document, whether or not it normalizes (each
+    field any JSON; one of another type counts as absent): whether HORISEN counts it
+    among `paymentStatus=open`, in which window, and its payment stamp."""
+
+    paymentStatus: object = None  # noqa: N815
+    paymentStatusDate: object = None  # noqa: N815
+    documentDate: object = None  # noqa: N815
 
 
 class BizPartner(msgspec.Struct, kw_only=True):
@@ -196,6 +210,7 @@ token_error_decoder = msgspec.json.Decoder(TokenError)
 error_decoder = msgspec.json.Decoder(ErrorBody)
 page_decoder = msgspec.json.Decoder(Page)
 document_id_decoder = msgspec.json.Decoder(DocumentId)
+listed_decoder = msgspec.json.Decoder(Listed)
 document_decoder = msgspec.json.Decoder(Document)
 traffic_reports_decoder = msgspec.json.Decoder(TrafficReports)
 traffic_report_decoder = msgspec.json.Decoder(TrafficReport)
