@@ -18,7 +18,8 @@ from ...model import Event, Invoice, TrafficLine, format_time
 from ...model.fields import DECODE_ERRORS
 from ...sources.changes import rejected_marker, same_content
 from ...sources.polling import AuthFailed, PollFailed, changed_values, fan_out
-from ...store import Batch, DeadLetter, EntityState, Pending
+from ...sources.window import CommitWindow
+from ...store import Batch, DeadLetter, EntityState
 from .changes import invoice_event, party_event, restamped, same_document, unchanged
 from .normalize import NormalizedDocument, document_key, normalize_document, normalize_traffic
 from .payments import OpenSet, listed
@@ -100,7 +101,7 @@ class Listing:
         self.undated_last = state.undated_last
         self.payments_timed = state.payments_timed
         self.held: dict[str, Held] = {}
-        self.pending: list[Pending] = []
+        self.commits = CommitWindow(self.ctx.enqueue, INFLIGHT)
 
     async def load(self) -> None:
         self.invoices = await self.ctx.entity_versions(self.src.tenant, "invoice")
@@ -188,10 +189,7 @@ class Listing:
         if new:
             await self._with_reports(new, events, states, dls)
         if events or states or dls:
-            self.pending.append(await self.ctx.enqueue(
-                Batch(events=events, entity_states=states, dead_letters=dls)))
-            while len(self.pending) > INFLIGHT or (self.pending and self.pending[0].done):
-                await self.pending.pop(0).committed()
+            await self.commits.add(Batch(events=events, entity_states=states, dead_letters=dls))
 
     def _payment(self, key: str, raw: bytes) -> None:
         doc = listed(raw)
@@ -297,9 +295,8 @@ class Listing:
             self.held[n.key] = Held(tries, format_time(at) if at else None)
 
     async def settle(self) -> None:
-        for pending in self.pending:
-            await pending.committed()
-        self.pending = []
+        """Wait until every page taken so far is committed."""
+        await self.commits.settle()
 
     # ------------------------------------------------------------ the end
 
