@@ -9,24 +9,23 @@ import hashlib
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import msgspec
 
 from ...errors import Rejected, StreamdError
 from ...model import Event, Invoice, TrafficLine, format_time
 from ...model.fields import DECODE_ERRORS
+from ...sources import SourceContext
 from ...sources.changes import rejected_marker, same_content
 from ...sources.polling import AuthFailed, PollFailed, changed_values, fan_out
 from ...sources.window import CommitWindow
 from ...store import Batch, DeadLetter, EntityState
 from .changes import invoice_event, party_event, restamped, same_document, unchanged
+from .config import HorisenConfig
 from .normalize import NormalizedDocument, document_key, normalize_document, normalize_traffic
 from .payments import OpenSet, listed
 from .progress import PROGRESS_KEY, Held, PollState, advance, parse_stamp
-
-if TYPE_CHECKING:
-    from .source import HorisenSource
 
 log = logging.getLogger("streamd.source.horisen")
 
@@ -49,10 +48,28 @@ class Tally:
         return len(self.keys) + len(self.unkeyed)
 
 
+class Poller(Protocol):
+    """What a listing reads of its source (`source.HorisenSource`): named here, so that
+    the source imports the listing and not the other way round as well."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def ctx(self) -> SourceContext: ...
+    @property
+    def cfg(self) -> HorisenConfig: ...
+    @property
+    def tenant(self) -> str: ...
+
+    async def traffic(self, key: str) -> list[bytes]:
+        """An invoice's traffic report rows; `ReportsMissing` when HORISEN has none."""
+        ...
+
+
 class Listing:
     """One poll's documents, whichever listings of the poll they came from."""
 
-    def __init__(self, src: HorisenSource, state: PollState, now: datetime,
+    def __init__(self, src: Poller, state: PollState, now: datetime,
                  window: tuple[str, str]) -> None:
         self.src = src
         self.ctx = src.ctx
