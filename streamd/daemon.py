@@ -1,5 +1,9 @@
 """The daemon: one task group over the store writer, the sinks, the HTTP listener and
 the sources, started in that order, each ready before the next (`await tg.start`).
+Once all are ready (READY=1), three more: the watchdog and status line (`_supervise`),
+retention (`store/retention.py`) and the retry of source dead letters
+(`sources/dead_letters.py`). A source or sink loop that crashes is started again after
+its backoff (`_restarting`); a store error stops the daemon.
 
 Shutdown (SIGTERM/SIGINT, or `request_stop()`), in phases under
 `daemon.shutdown_timeout`:
@@ -18,6 +22,7 @@ The process stops with an error only for a bad config (78) or an unusable store 
 
 from __future__ import annotations
 
+import enum
 import logging
 import os
 import signal
@@ -30,29 +35,35 @@ import anyio
 from anyio.abc import TaskStatus
 
 from . import __version__
-from .config import Backoff as BackoffPolicy
-from .config import Config, SinkConfig, SourceConfig
-from .errors import Rejected, StoreError, StoreFatal
+from .config import BackoffPolicy, Config, SinkConfig, SourceConfig
+from .errors import StartupError, StoreError, StoreFatal
 from .health import Component, Health, State
 from .metrics import Metrics
 from .notify import Notifier
 from .providers import provider_spec
 from .retry import Retries
 from .sinks import sink_spec
-from .sinks.dispatcher import Dispatcher
+from .sinks.dispatcher import Dispatcher, DispatcherState
 from .sources import Source, SourceContext
-from .store import Batch, DeadLetter, FeedReader, Writer, connect
-from .store.reader import DeadLetterRow
-from .web import BindError, Web
+from .sources.dead_letters import SourceDeadLetters
+from .store import Batch, FeedReader, Writer, connect
+from .store.retention import Retention
+from .web import Web
 
 log = logging.getLogger("streamd")
 
-PRUNE_CHUNK = 10_000
-DLQ_POLL = 2.0
+class DaemonState(enum.Enum):
+    """One way: NEW -> STARTING -> RUNNING (ready) -> STOPPING -> STOPPED, or CUT_SHORT when
+    the shutdown deadline passed (sinks resume from their offsets next start). A run that
+    ends any other way (the store unusable, a port taken, cancelled) ends ABORTED."""
 
-
-class StartupError(Exception):
-    """Something outside the config and the store stops the start (e.g. the port is taken)."""
+    NEW = "new"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    CUT_SHORT = "cut short"
+    ABORTED = "aborted"
 
 
 class Daemon:
@@ -72,10 +83,12 @@ class Daemon:
         self._sources_done = anyio.Event()
         self.writer: Writer | None = None
         self.web: Web | None = None
+        self.retention: Retention | None = None
+        self.dead_letters: SourceDeadLetters | None = None
         self.sources: dict[str, Source] = {}
         self.dispatchers: dict[str, Dispatcher] = {}
         self._readers: list[FeedReader] = []
-        self.clean_exit = True
+        self.state = DaemonState.NEW
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -83,7 +96,10 @@ class Daemon:
     # ---------------------------------------------------------------- lifecycle
 
     async def run(self) -> None:
-        """Run until stopped. Raises StoreFatal (exit 1) or StartupError (exit 1)."""
+        """Run until stopped. Raises StoreFatal (exit 1) or StartupError (exit 1). Once."""
+        if self.state is not DaemonState.NEW:
+            raise RuntimeError(f"this daemon is {self.state.value}: a Daemon runs once")
+        self.state = DaemonState.STARTING
         cfg = self.cfg
         log.info("streamd %s starting: store %s, %d sources, %d sinks", __version__,
                  cfg.store.path, len(cfg.sources), len(cfg.sinks))
@@ -93,6 +109,8 @@ class Daemon:
         except BaseExceptionGroup as eg:
             raise _unwrap(eg) from None
         finally:
+            if self.state not in (DaemonState.STOPPED, DaemonState.CUT_SHORT):
+                self.state = DaemonState.ABORTED
             with anyio.CancelScope(shield=True):
                 for r in self._readers:
                     await r.close()
@@ -117,10 +135,9 @@ class Daemon:
         for name, kcfg in cfg.sinks.items():
             self.dispatchers[name] = await self._build_sink(name, kcfg, writer)
         aux = await self._reader()
-        try:
-            web.bind()
-        except BindError as exc:
-            raise StartupError(str(exc)) from None
+        self.retention = retention = Retention(cfg.store, writer, aux, list(cfg.sinks), self._clock)
+        self.dead_letters = dead_letters = SourceDeadLetters(writer, aux, self.sources)
+        web.bind()  # a BindError is a StartupError: exit 1
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._signals)
@@ -137,11 +154,12 @@ class Daemon:
                 "daemon.version": __version__, "daemon.started": datetime.now(UTC).isoformat()}))
             status = self.status_line()
             self.notifier.ready(status)
+            self.state = DaemonState.RUNNING
             self.ready.set()
             log.info("streamd ready: http on %s:%d; %s", *(web.address or ("?", 0)), status)
             tg.start_soon(self._supervise)
-            tg.start_soon(self._retention, aux)
-            tg.start_soon(self._dlq_retry, aux)
+            tg.start_soon(retention.run)
+            tg.start_soon(dead_letters.run)
             await self._stop.wait()
             await self._shutdown()
             tg.cancel_scope.cancel()
@@ -159,14 +177,13 @@ class Daemon:
         component = self.health.add("sink", name, grace=kcfg.backoff.max.seconds, watched=True)
         sink = sink_spec(kcfg.type).build(name, kcfg)
         # A sink that names this host to its peer (the nats sink's subjects) is told the shard.
-        attach_shard = getattr(sink, "attach_shard", None)
-        if callable(attach_shard):
-            attach_shard(self.cfg.daemon.shard)
+        sink.attach_shard(self.cfg.daemon.shard)
         return Dispatcher(name, kcfg, sink, writer, await self._reader(), self.metrics, component)
 
     async def _shutdown(self) -> None:
         assert self.writer is not None and self.web is not None
         deadline = self.cfg.daemon.shutdown_timeout.seconds
+        self.state = DaemonState.STOPPING
         self.notifier.stopping("stopping: draining")
         log.info("stopping: intake closed; committing and draining sinks (deadline %.0fs)", deadline)
         with anyio.move_on_after(deadline) as scope:
@@ -182,18 +199,18 @@ class Daemon:
             self.writer.close()
             await self.writer.finished.wait()
         if scope.cancelled_caught:
-            self.clean_exit = False
             late = [n for n, d in self.dispatchers.items() if not d.done.is_set()]
             log.warning("stopping: deadline of %.0fs passed; sinks %s resume from their offsets "
                         "next start", deadline, ", ".join(late) or "-")
         else:
-            late = [n for n, d in self.dispatchers.items() if d.gave_up]
+            late = [n for n, d in self.dispatchers.items() if d.state is DispatcherState.GAVE_UP]
             log.info("stopping: feed committed at seq %d; %s", self.writer.head,
                      f"sinks {', '.join(late)} not drained (failing); they resume from their offsets"
                      if late else "every sink drained")
         self.web.stop()
         with anyio.move_on_after(5):
             await self.web.finished.wait()
+        self.state = DaemonState.CUT_SHORT if scope.cancelled_caught else DaemonState.STOPPED
 
     async def _signals(self) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -301,64 +318,6 @@ class Daemon:
                 last_status = status
             await anyio.sleep(tick)
 
-    # ---------------------------------------------------------------- retention
-
-    async def _retention(self, reader: FeedReader) -> None:
-        period = min(max(self.cfg.store.retention.seconds / 10, 1.0), 300.0)
-        while True:
-            await anyio.sleep(period)
-            await self.prune(reader)
-
-    async def prune(self, reader: FeedReader) -> int:
-        """Delete events every configured sink has passed and that are older than
-        `store.retention`, in chunks. Returns the number of seqs pruned."""
-        assert self.writer is not None
-        offsets = await reader.offsets()
-        head = self.writer.head
-        floor = min((offsets.get(n, 0) for n in self.dispatchers), default=head)
-        cutoff_ms = int((self._clock() - self.cfg.store.retention.seconds) * 1000)
-        upto = min(floor, await reader.seq_at(cutoff_ms))
-        first = await reader.first_seq()
-        pruned = 0
-        while first <= upto:
-            end = min(upto, first + PRUNE_CHUNK - 1)
-            await self.writer.submit(Batch(prune_upto=end))
-            pruned += end - first + 1
-            first = end + 1
-        if pruned:
-            log.info("retention: pruned events up to seq %d", upto)
-        return pruned
-
-    # ---------------------------------------------------------------- dead letters
-
-    async def _dlq_retry(self, reader: FeedReader) -> None:
-        while True:
-            await anyio.sleep(DLQ_POLL)
-            for row in await reader.dead_letters(origin="source", status="retry", limit=500):
-                await self.retry_dead_letter(row)
-
-    async def retry_dead_letter(self, row: DeadLetterRow) -> None:
-        """Normalize a source dead letter's raw bytes again (after `streamd dlq retry`)."""
-        assert self.writer is not None
-        source = self.sources.get(row.name)
-        if source is None or row.raw is None:
-            reason = "no such source in the config" if source is None else "no raw payload"
-            log.warning("dead letter %d: cannot retry (%s); left as is", row.id, reason)
-            await self.writer.submit(Batch(resolved_dead_letters=[row.id], dead_letters=[
-                _again(row, f"retry impossible: {reason}")]))
-            return
-        try:
-            events = source.renormalize(row.raw, row.context, datetime.now(UTC))
-        except Rejected as exc:
-            log.info("dead letter %d: still rejected: %s", row.id, exc.reason)
-            await self.writer.submit(Batch(resolved_dead_letters=[row.id],
-                                           dead_letters=[_again(row, exc.reason)]))
-            return
-        done = await self.writer.submit(Batch(source=row.name, events=events,
-                                              resolved_dead_letters=[row.id]))
-        log.info("dead letter %d: re-normalized into %d events (%d new)", row.id, len(events),
-                 done.appended)
-
 
 class _Once:
     """A TaskStatus that forwards only the first `started()`: a supervised task that
@@ -372,11 +331,6 @@ class _Once:
         if not self._done:
             self._done = True
             self._outer.started()
-
-
-def _again(row: DeadLetterRow, reason: str) -> DeadLetter:
-    return DeadLetter(origin="source", name=row.name, provider=row.provider, reason=reason,
-                      raw=row.raw, context=row.context, attempts=row.attempts + 1)
 
 
 def _unwrap(eg: BaseExceptionGroup[Any]) -> BaseException:

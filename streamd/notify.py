@@ -34,10 +34,6 @@ class Notifier:
             # systemd's advice: ping at half the timeout.
             self.watchdog_interval = int(usec) / 1_000_000 / 2
 
-    @property
-    def enabled(self) -> bool:
-        return self._sock is not None
-
     def send(self, *fields: str) -> bool:
         if self._sock is None or self._addr is None:
             return False

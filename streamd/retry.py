@@ -30,7 +30,7 @@ from typing import TypeVar
 import anyio
 import tenacity
 
-from . import config
+from .config import BackoffPolicy
 from .health import Component, State
 from .metrics import Metrics
 
@@ -43,7 +43,7 @@ RETRY_AFTER_CAP = 900.0  # a peer may ask for up to 15 minutes, never more
 BEAT_SLACK = 60.0
 
 
-def waits(policy: config.Backoff) -> tenacity.wait.wait_base:
+def waits(policy: BackoffPolicy) -> tenacity.wait.wait_base:
     """The policy's waits as tenacity's strategy: equal jitter over a capped exponential.
     The n-th wait is cap/2 plus a random part up to cap/2, cap = min(max, min * 2^(n-1)),
     so waits grow but two clients never retry in lockstep, and none is longer than `max`
@@ -60,7 +60,7 @@ def at_least_retry_after(wait: float, retry_after: float | None) -> float:
     return wait
 
 
-def delay(policy: config.Backoff, attempt: int, retry_after: float | None = None) -> float:
+def delay(policy: BackoffPolicy, attempt: int, retry_after: float | None = None) -> float:
     """The wait before retry number `attempt` (1-based), as `Retries` and `retrying()`
     compute it."""
     state = tenacity.RetryCallState(tenacity.AsyncRetrying(), None, (), {})
@@ -99,7 +99,7 @@ class Retries:
     (one refused event retried while the sink goes on). `cap` bounds every wait, a peer's
     `Retry-After` included (a poller never waits past its next poll)."""
 
-    def __init__(self, policy: config.Backoff, *, metrics: Metrics, component: Component,
+    def __init__(self, policy: BackoffPolicy, *, metrics: Metrics, component: Component,
                  message: str, logger: logging.Logger = log, level: int = logging.INFO,
                  mark: bool | Callable[[str], None] = True, cap: float | None = None,
                  fields: Mapping[str, object] | None = None) -> None:
@@ -187,7 +187,7 @@ class Retries:
 async def retrying(
     op: Callable[[], Awaitable[T]],
     *,
-    policy: config.Backoff,
+    policy: BackoffPolicy,
     retry_on: Callable[[BaseException], bool],
     metrics: Metrics,
     component: Component,

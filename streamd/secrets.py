@@ -6,7 +6,8 @@
 
 A `Secret` prints as its reference (`env:NAME`), never as its value: it is safe
 in logs, `repr`, exceptions and `streamd check` output. Code that must send the
-value calls `reveal()` at the last moment.
+value calls `reveal()` at the last moment. A TLS key given as a reference reaches ssl
+through `key_file` (ssl loads keys only from files).
 
 Some secrets are not `Secret`s: a token in a URL's query string (receivers that
 authenticate that way), a password before its `@`, key material pasted where a path
@@ -18,8 +19,13 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from .errors import SecretError
 
 _SCHEMES = ("env", "file", "credential")
 
@@ -42,10 +48,6 @@ def split_reference(value: str) -> tuple[str, str] | None:
 def is_key_material(value: str) -> bool:
     """Whether a value holds a PEM block (a private key, or a certificate pasted inline)."""
     return "-----BEGIN" in value
-
-
-class SecretError(ValueError):
-    """A reference that cannot be resolved. Never carries the secret itself."""
 
 
 class Secret:
@@ -126,6 +128,29 @@ def _read(path: Path, what: str) -> str:
     if not text:
         raise SecretError(f"{what} is empty")
     return text
+
+
+@contextmanager
+def key_file(key: str) -> Iterator[str]:
+    """A path ssl can load the key from: the path itself, the file a reference names, or
+    (for env:) a private temporary file that is gone as soon as the key is loaded."""
+    if not is_reference(key):
+        yield key
+        return
+    scheme, _, target = key.partition(":")
+    if scheme == "file":
+        yield target
+        return
+    if scheme == "credential":
+        yield str(Path(os.environ.get("CREDENTIALS_DIRECTORY", "")) / target)
+        return
+    pem = Secret.resolve(key).reveal()
+    with tempfile.TemporaryDirectory(prefix="streamd-key-") as tmp:
+        path = Path(tmp) / "key.pem"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(pem)
+        yield str(path)
 
 
 # ---------------------------------------------------------------- redaction

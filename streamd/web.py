@@ -36,7 +36,7 @@ from starlette.routing import Route
 
 from .asgi import bind
 from .config import HttpConfig
-from .errors import StoreError
+from .errors import BindError, StoreError
 from .escape import escape
 from .health import Health
 from .listener import FD_RESERVE, Limits, Listener, connection_of, raise_fd_limit
@@ -50,10 +50,6 @@ _CLOSE = {"Connection": "close"}
 
 class _BodyTooLarge(Exception):
     pass
-
-
-class BindError(Exception):
-    """A listen address cannot be bound (taken, not local); the message names the key."""
 
 
 def parse_listen(listen: str) -> tuple[str, int]:

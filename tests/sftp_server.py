@@ -176,7 +176,7 @@ class SftpServer:
 
     def sink_config(self, **extra: Any) -> Any:
         """The `SftpSinkConfig` that `sink_toml` describes (secrets resolved), unvalidated."""
-        from streamd.config import convert
+        from streamd.configfile import convert
         from streamd.sinks.sftp import SftpSinkConfig
 
         problems: list[str] = []

@@ -19,7 +19,7 @@ import anyio
 import httpx
 import pytest
 
-from streamd.config import parse
+from streamd.configfile import parse
 from streamd.errors import ConfigError
 from streamd.providers.asperion import simulator as sim_mod
 from streamd.providers.asperion import source as source_mod

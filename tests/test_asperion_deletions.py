@@ -18,7 +18,8 @@ import anyio
 import httpx
 import pytest
 
-from streamd.config import StoreConfig, parse
+from streamd.config import StoreConfig
+from streamd.configfile import parse
 from streamd.providers.asperion import simulator as sim_mod
 from streamd.providers.asperion.changes import mass_delete
 from streamd.providers.asperion.oauth import TokenState, save

@@ -15,7 +15,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus, WebSocketException
 
-from streamd.config import parse
+from streamd.configfile import parse
 from streamd.model import Event
 from streamd.providers.asteria import simulator as sim_mod
 from streamd.providers.asteria.normalize import normalize
@@ -248,3 +248,23 @@ async def test_stopping_commits_every_frame_already_read(tmp_path: Path) -> None
                       for k in ("appended", "duplicate", "rejected"))
         assert settled == source.frames_read  # type: ignore[attr-defined]
         assert d.rows("SELECT count(*) FROM events") == [(source.frames_read,)]  # type: ignore[attr-defined]
+
+
+async def test_frames_left_when_the_reader_stops_are_committed_not_dropped(tmp_path: Path) -> None:
+    """The reader closes its end of the frame stream when it stops; frames still in the
+    stream then are one batch that must be committed. (The committer used to take the
+    closed stream's end for an error, mid-batch: that batch was gone, with a traceback.)"""
+    from streamd.providers.asteria import wire
+
+    sim = sim_mod.simulator(tmp_path / "certs", Knobs())
+    sim.url = "wss://127.0.0.1:1"  # nothing there: the source only ever retries; no frame comes
+    async with InProcess(config(tmp_path, sim)) as d:
+        source = d.daemon.sources["gw"]
+        send, receive = anyio.create_memory_object_stream[bytes](10)
+        for i in range(3):
+            send.send_nowait(wire.encode_frame(*sim.event(i)))
+        send.close()  # as `run` does when it stops, with frames still in the stream
+        with receive, anyio.fail_after(10):
+            await source._commit_frames(receive)  # type: ignore[attr-defined]
+        assert set(feed_ids(d)) == expected_ids(sim, 3)
+

@@ -8,9 +8,9 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from streamd.config import parse, render
-from streamd.errors import EX_CONFIG, ConfigError
-from streamd.secrets import Secret, SecretError
+from streamd.configfile import parse, render
+from streamd.errors import EX_CONFIG, ConfigError, SecretError
+from streamd.secrets import Secret
 from streamd.units import Duration, Size
 
 from .conftest import streamd_cli

@@ -14,12 +14,12 @@ from urllib.parse import unquote_plus
 import httpx
 import pytest
 
-from streamd.config import parse
+from streamd.configfile import parse
 from streamd.providers.connec import simulator as connec_sim
 from streamd.providers.connec import wire
-from streamd.providers.connec.samples import GROUP, INVOICE_ID, SAMPLES
 
 from .conftest import InProcess, Streamd, feed_lines, until, wait_for
+from .connec_samples import GROUP, INVOICE_ID, SAMPLES
 
 pytestmark = pytest.mark.anyio
 API_ID = "app-19op"

@@ -38,7 +38,8 @@ from streamd.providers.connec.normalize import (
     entity_tenant,
     split_body,
 )
-from streamd.providers.connec.samples import SAMPLES
+
+from .connec_samples import SAMPLES
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 GROUP = "cld-3f7x"

@@ -12,8 +12,11 @@ import anyio
 import httpx
 import pytest
 
-from streamd.config import Config, parse
+from streamd.config import Config
+from streamd.configfile import parse
+from streamd.daemon import DaemonState
 from streamd.providers.synthetic import wire
+from streamd.sinks.dispatcher import DispatcherState
 
 from .conftest import InProcess, feed_lines, until
 
@@ -196,7 +199,9 @@ async def test_readyz_names_an_unhealthy_sink(start: Callable[..., object], tmp_
         daemon = d.daemon
     # Stopping does not wait out the deadline for a sink that keeps failing: its offset
     # holds and it resumes next start.
-    assert daemon.clean_exit, "shutdown hit its 30s deadline"
+    assert daemon.state is DaemonState.STOPPED, "shutdown hit its 30s deadline"
+    assert daemon.dispatchers["broken"].state is DispatcherState.GAVE_UP
+    assert daemon.dispatchers["file"].state is DispatcherState.DRAINING
 
 
 async def test_stop_drains_every_sink(start: Callable[..., object], tmp_path: Path) -> None:
@@ -207,6 +212,19 @@ async def test_stop_drains_every_sink(start: Callable[..., object], tmp_path: Pa
     assert [json.loads(x)["seq"] for x in lines] == list(range(1, 101))
 
 
+async def test_a_daemon_runs_once(start: Callable[..., object]) -> None:
+    """Its lifecycle goes one way: once stopped, `run` is refused rather than starting a
+    second life on the first one's half-closed parts."""
+    async with start() as d:  # type: ignore[attr-defined]
+        daemon = d.daemon
+        assert daemon.state is DaemonState.RUNNING
+        with pytest.raises(RuntimeError, match="runs once"):
+            await daemon.run()
+    assert daemon.state is DaemonState.STOPPED
+    with pytest.raises(RuntimeError, match="a Daemon runs once"):
+        await daemon.run()
+
+
 async def test_retention_prunes_only_what_every_sink_passed(start: Callable[..., object],
                                                              tmp_path: Path) -> None:
     now = [1_000_000.0]
@@ -215,11 +233,10 @@ async def test_retention_prunes_only_what_every_sink_passed(start: Callable[...,
         assert (await d.post([rec(n) for n in range(10)])).status_code == 200
         dispatcher = d.daemon.dispatchers["file"]
         await until(lambda: dispatcher.offset == 10 and d.rows("SELECT seq FROM sink_offsets") == [(10,)])
-        reader = dispatcher.reader
-        assert await d.daemon.prune(reader) == 0, "nothing is older than the retention yet"
+        assert await d.daemon.retention.prune() == 0, "nothing is older than the retention yet"
         now[0] += 3601
         assert (await d.post([rec(n) for n in range(10, 15)])).status_code == 200
-        assert await d.daemon.prune(reader) == 10
+        assert await d.daemon.retention.prune() == 10
         assert d.rows("SELECT min(seq), max(seq) FROM events") == [(11, 15)]
         assert d.rows("SELECT count(*) FROM event_ids") == [(5,)]
 
@@ -238,7 +255,7 @@ async def test_a_lagging_sink_holds_retention_back(start: Callable[..., object],
         from streamd.store import Batch
         await d.daemon.writer.submit(Batch(offsets={"slow": 4}))
         now[0] += 7200
-        await d.daemon.prune(d.daemon.dispatchers["file"].reader)
+        await d.daemon.retention.prune()
         assert d.rows("SELECT min(seq) FROM events") == [(5,)]
 
 

@@ -43,7 +43,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from streamd.config import StoreConfig, parse
+from streamd.config import StoreConfig
+from streamd.configfile import parse
 from streamd.errors import DiskFull
 from streamd.health import Health, State
 from streamd.metrics import Metrics

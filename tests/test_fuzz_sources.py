@@ -42,7 +42,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
-from streamd.config import parse
+from streamd.configfile import parse
 from streamd.errors import Rejected
 from streamd.health import State
 from streamd.model import Event, Record, entity_type
@@ -56,7 +56,6 @@ from streamd.providers.asteria import wire as asteria_wire
 from streamd.providers.asteria.normalize import normalize, normalize_frame
 from streamd.providers.connec import simulator as connec_sim
 from streamd.providers.connec.normalize import entity_event, split_body
-from streamd.providers.connec.samples import GROUP, SAMPLES
 from streamd.providers.horisen import simulator as horisen_sim
 from streamd.providers.horisen import source as horisen_source
 from streamd.providers.horisen.changes import invoice_event
@@ -68,6 +67,7 @@ from streamd.providers.horisen.normalize import (
 )
 
 from .conftest import InProcess
+from .connec_samples import GROUP, SAMPLES
 from .test_connec_normalize import _paths
 
 pytestmark = pytest.mark.anyio

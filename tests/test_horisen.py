@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from streamd.config import parse
+from streamd.configfile import parse
 from streamd.providers.horisen import simulator as sim_mod
 from streamd.providers.horisen.simulator import HorisenSimulator, Knobs
 from streamd.secrets import Secret

@@ -27,7 +27,7 @@ from streamd.providers.horisen.normalize import normalize_document
 from streamd.providers.horisen.simulator import HorisenSimulator, Knobs, encode_document
 from streamd.sinks.documents import BOOKABLE, History, decide
 from streamd.sinks.filenames import Template
-from streamd.sinks.sftp import FIELDS, FILENAME
+from streamd.sinks.invoice_files import FIELDS, FILENAME
 
 from .conftest import Background, Streamd, wait_for
 from .sftp_server import SftpServer, running_sftp_server

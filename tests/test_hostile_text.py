@@ -29,9 +29,9 @@ import pytest
 from streamd import logs
 from streamd.errors import EX_CONFIG
 from streamd.escape import escape, escape_json
-from streamd.providers.connec.samples import GROUP, SAMPLES
 
 from .conftest import Background, Streamd, feed_lines, streamd_cli, wait_for
+from .connec_samples import GROUP, SAMPLES
 from .http_receiver import Receiver
 from .test_connec import API_ID, API_KEY, basic
 

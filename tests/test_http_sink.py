@@ -20,7 +20,8 @@ from typing import Any
 
 import pytest
 
-from streamd.config import Config, parse
+from streamd.config import Config
+from streamd.configfile import parse
 from streamd.errors import ConfigError
 from streamd.health import State
 from streamd.providers.synthetic import wire

@@ -11,8 +11,8 @@ import anyio
 import pytest
 
 from streamd import certs as certs_mod
-from streamd.config import parse
-from streamd.config import render as render_config
+from streamd.configfile import parse
+from streamd.configfile import render as render_config
 from streamd.errors import Permanent, Retryable
 from streamd.sinks.http import HttpSink, HttpSinkConfig
 from streamd.units import Duration

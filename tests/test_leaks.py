@@ -16,7 +16,7 @@ import pytest
 
 from streamd import certs as certs_mod
 from streamd import logs
-from streamd.config import parse, render
+from streamd.configfile import parse, render
 from streamd.errors import EX_CONFIG
 from streamd.health import Health, State
 from streamd.secrets import redact, redact_url

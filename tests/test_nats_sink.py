@@ -23,7 +23,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from streamd import certs
-from streamd.config import Config, Match, parse
+from streamd.config import Config, Match
+from streamd.configfile import parse
 from streamd.errors import EX_CONFIG, ConfigError
 from streamd.sinks.subjects import Template, covers, escape
 from streamd.store import FeedEvent, FeedReader

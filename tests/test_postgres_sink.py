@@ -21,7 +21,8 @@ import anyio
 import pytest
 import trustme
 
-from streamd.config import Config, parse
+from streamd.config import Config
+from streamd.configfile import parse
 from streamd.errors import ConfigError
 from streamd.health import State
 from streamd.sinks.postgres.sink import BatchSizer
@@ -553,7 +554,8 @@ def test_config_refuses_a_passfile_others_can_read_and_a_password_with_it(tmp_pa
 
 
 def test_sslmode_defaults_to_verify_full_off_this_machine_and_warns_when_weaker() -> None:
-    from streamd.sinks.postgres import SPEC, sslmode
+    from streamd.sinks.postgres import SPEC
+    from streamd.sinks.postgres.config import sslmode
 
     def cfg(**keys: Any) -> Any:
         return parse(sink(**keys)).sinks["pg"]

@@ -10,7 +10,7 @@ from typing import Any, cast
 import anyio
 import pytest
 
-from streamd.config import Backoff
+from streamd.config import BackoffPolicy
 from streamd.health import Health, State
 from streamd.metrics import Metrics
 from streamd.retry import BEAT_SLACK, RETRY_AFTER_CAP, Retries, delay, retrying
@@ -19,8 +19,8 @@ from streamd.units import Duration
 from .test_store import sample
 
 pytestmark = pytest.mark.anyio
-TINY = Backoff(min=Duration(0.001), max=Duration(0.004))
-SLOW = Backoff(min=Duration(2.0), max=Duration(60.0))
+TINY = BackoffPolicy(min=Duration(0.001), max=Duration(0.004))
+SLOW = BackoffPolicy(min=Duration(2.0), max=Duration(60.0))
 
 
 def parts() -> tuple[Metrics, Health]:

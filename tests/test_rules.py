@@ -18,9 +18,10 @@ from streamd.model import Invoice, PaymentRef, rules
 from streamd.providers.asperion.normalize import normalize_record
 from streamd.providers.asteria.normalize import normalize as asteria
 from streamd.providers.connec.normalize import entity_event
-from streamd.providers.connec.samples import SAMPLES
 from streamd.providers.horisen.normalize import normalize_document
 from streamd.providers.synthetic.normalize import normalize as synthetic
+
+from .connec_samples import SAMPLES
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 

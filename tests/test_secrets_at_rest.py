@@ -20,13 +20,14 @@ import anyio
 import httpx
 import pytest
 
-from streamd.config import StoreConfig, load
-from streamd.errors import EX_CONFIG
+from streamd.config import StoreConfig
+from streamd.configfile import load
+from streamd.errors import EX_CONFIG, SecretUnreadable
 from streamd.providers.asperion import simulator as sim_mod
 from streamd.providers.asperion.oauth import ROTATION_KEY, TOKEN_KEY, fingerprint
 from streamd.providers.asperion.simulator import AsperionSimulator, Knobs
 from streamd.providers.asperion.source import CREDENTIALS_CHECK
-from streamd.store import FeedReader, SecretUnreadable, connect, write_state
+from streamd.store import FeedReader, connect, write_state
 from streamd.store.sealed import Sealer, key_id, parse_key, seal_at_rest
 
 from .conftest import Background, Streamd, streamd_cli, wait_for

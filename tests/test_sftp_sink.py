@@ -21,8 +21,9 @@ from lxml import etree
 from msgspec.structs import replace
 from prometheus_client import CollectorRegistry
 
-from streamd.config import Match, parse
-from streamd.config import render as render_config
+from streamd.config import Match
+from streamd.configfile import parse
+from streamd.configfile import render as render_config
 from streamd.errors import ConfigError, Permanent, Retryable
 from streamd.health import State
 from streamd.metrics import Metrics
@@ -39,15 +40,8 @@ from streamd.model import (
 from streamd.sinks import invoice_xml
 from streamd.sinks.documents import Document
 from streamd.sinks.filenames import MAX_NAME, Template, is_own_part, part_name
-from streamd.sinks.sftp import (
-    FIELDS,
-    FILENAME,
-    SftpSink,
-    SftpSinkConfig,
-    _validate,
-    file_name,
-    template_problem,
-)
+from streamd.sinks.invoice_files import FIELDS, FILENAME, file_name, template_problem
+from streamd.sinks.sftp import SftpSink, SftpSinkConfig, _validate
 from streamd.store import FeedEvent
 from streamd.units import Duration
 

@@ -10,11 +10,12 @@ from pathlib import Path
 import anyio
 import pytest
 
-from streamd.config import Backoff, Match, SinkConfig
+from streamd.config import BackoffPolicy, Match, SinkConfig
 from streamd.errors import Permanent, Retryable
 from streamd.health import State
 from streamd.model import Invoice, Party, make_event
-from streamd.sinks.dispatcher import Dispatcher
+from streamd.sinks.base import Sink
+from streamd.sinks.dispatcher import Dispatcher, DispatcherState
 from streamd.sinks.file import FileSink, FileSinkConfig
 from streamd.store import Batch, FeedEvent, FeedReader
 from streamd.units import Duration, Size
@@ -24,7 +25,7 @@ from .test_store import Store, open_store, sample
 
 pytestmark = pytest.mark.anyio
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
-FAST = Backoff(min=Duration(0.01), max=Duration(0.05))
+FAST = BackoffPolicy(min=Duration(0.01), max=Duration(0.05))
 
 
 def events(n: int, start: int = 0, tenant: str = "t") -> list:  # type: ignore[type-arg]
@@ -40,7 +41,7 @@ def events(n: int, start: int = 0, tenant: str = "t") -> list:  # type: ignore[t
     return out
 
 
-class Scripted:
+class Scripted(Sink):
     """A sink whose failures the test decides; it records what it was given."""
 
     def __init__(self, name: str = "scripted") -> None:
@@ -70,6 +71,17 @@ class Scripted:
 
     async def aclose(self) -> None:
         pass
+
+
+def test_a_sink_declares_its_capabilities_or_takes_the_defaults() -> None:
+    """The dispatcher calls every capability without asking: a sink without them gets the
+    defaults that mean "not this sink", and one that says it holds its own offset but
+    cannot say where is refused when its class is made, not at its first delivery."""
+    sink = Scripted()
+    assert (sink.stable_batches, sink.holds_offset, sink.batch_size()) == (False, False, None)
+    with pytest.raises(TypeError, match="must define held_offset"):
+        class Claims(Scripted):
+            holds_offset = True
 
 
 class Running:
@@ -267,4 +279,5 @@ async def test_a_commit_landing_as_the_drain_begins_is_still_delivered(store: St
         sink.dispatcher = run.d
         sink.gate.set()
         await until(lambda: run.d.component.state is State.STOPPED, 10, "the drain to end")
+        assert run.d.state is DispatcherState.DRAINING, "drained, not given up on"
     assert [e.seq for e in sink.got] == list(range(1, 9))

@@ -10,9 +10,10 @@ import anyio
 import pytest
 
 from streamd.config import StoreConfig
+from streamd.errors import PollFailed
 from streamd.health import Health
 from streamd.metrics import Metrics
-from streamd.sources.polling import PollFailed, paginate
+from streamd.sources.polling import paginate
 from streamd.sources.window import CommitWindow
 from streamd.store import Batch, Writer, connect
 from streamd.units import Duration

@@ -12,12 +12,13 @@ import anyio
 import pytest
 
 from streamd.config import StoreConfig
-from streamd.errors import StoreFatal
+from streamd.errors import StoreFatal, WriterClosed
 from streamd.health import Health, State
 from streamd.metrics import Metrics
 from streamd.model import Event, Party, make_event
 from streamd.store import Batch, DeadLetter, EntityState, FeedReader, Writer, connect
 from streamd.store.schema import MIGRATIONS, SCHEMA_VERSION
+from streamd.store.writer import WriterState
 from streamd.units import Duration
 
 from .conftest import until
@@ -223,6 +224,26 @@ async def test_the_writer_queue_is_bounded(tmp_path: Path) -> None:
         writer.close()
     finally:
         await db.close()
+
+
+async def test_the_writer_runs_once_and_refuses_batches_once_closed(tmp_path: Path) -> None:
+    """Its lifecycle goes one way: a second `run` is refused, not a second task committing
+    beside the first; after `close()` a submitter hears WriterClosed at once."""
+    async with open_store(tmp_path / "feed.db") as store:
+        writer = store.writer
+        assert writer.state is WriterState.RUNNING
+        with pytest.raises(RuntimeError, match="runs once"):
+            await writer.run()
+        assert (await writer.submit(Batch(events=[ev("a")]))).appended == 1
+        writer.close()
+        assert writer.state is WriterState.CLOSING
+        with pytest.raises(WriterClosed):
+            await writer.submit(Batch(events=[ev("b")]))
+        with anyio.fail_after(10):
+            await writer.finished.wait()
+        assert writer.state is WriterState.CLOSED
+        writer.close()  # closing twice does nothing
+        assert writer.state is WriterState.CLOSED
 
 
 async def test_upgrading_to_schema_2_places_the_records_asteria_already_sent(tmp_path: Path) -> None:

@@ -11,40 +11,15 @@ import logging
 import os
 import sys
 import threading
-from pathlib import Path
 
 from .. import __version__
-from ..config import Config, load, render
-from ..errors import EX_CONFIG, EX_FAILURE, ConfigError, StoreError
+from ..config import Config
+from ..errors import EX_FAILURE, StartupError, StoreError
 from ..escape import escape
 from ..secrets import redact
+from .common import load_config
 
 log = logging.getLogger("streamd")
-
-
-def default_config() -> str:
-    """--config, else $STREAMD_CONFIG, else systemd's $CONFIGURATION_DIRECTORY/config.toml,
-    else ./config.toml, else /etc/streamd/config.toml."""
-    if os.environ.get("STREAMD_CONFIG"):
-        return os.environ["STREAMD_CONFIG"]
-    if os.environ.get("CONFIGURATION_DIRECTORY"):
-        return str(Path(os.environ["CONFIGURATION_DIRECTORY"].split(":")[0]) / "config.toml")
-    if Path("config.toml").exists():
-        return "config.toml"
-    return "/etc/streamd/config.toml"
-
-
-def load_config(path: str | None) -> Config:
-    """Load the config or exit 78, printing every problem with its key path. A problem
-    may quote a value: it is printed redacted (URLs, key material) and escaped."""
-    target = path or default_config()
-    try:
-        return load(target)
-    except ConfigError as exc:
-        print(f"streamd: config {escape(target)} refused:", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {escape(redact(problem))}", file=sys.stderr)
-        raise SystemExit(EX_CONFIG) from None
 
 
 def _finish(code: int) -> int:
@@ -62,7 +37,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import anyio
 
     from .. import logs
-    from ..daemon import Daemon, StartupError
+    from ..daemon import Daemon
 
     cfg = load_config(args.config)
     logs.setup(cfg.daemon.log_level, cfg.daemon.log_format)
@@ -92,6 +67,8 @@ def warnings(cfg: Config) -> list[str]:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from ..configfile import render
+
     cfg = load_config(args.config)
     print(f"{escape(cfg.origin)}: ok ({len(cfg.sources)} sources, {len(cfg.sinks)} sinks)")
     for warning in [*config_warnings(cfg), *warnings(cfg)]:

@@ -40,7 +40,7 @@ def add_parser(sub: Any, with_config: Callable[[argparse.ArgumentParser], argpar
 
 def _sources(args: argparse.Namespace) -> tuple[Any, list[str]] | int:
     from ..providers.asperion.config import AsperionConfig
-    from . import load_config
+    from .common import load_config
 
     cfg = load_config(args.config)
     names = [n for n, s in cfg.sources.items() if isinstance(s, AsperionConfig)]

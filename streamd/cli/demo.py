@@ -2,28 +2,24 @@
 in a temp dir, with zero configuration. Prints the live feed on stdout; on exit
 (Ctrl-C, or --duration), a summary per provider and per sink on stderr.
 
-The sources: the Asteria partner gateway (websocket over mutual TLS with throwaway
-certificates, plus its webhook delivering some of the same changes again),
-Asperion's API (HTTPS, OAuth2 with rotating refresh tokens), polled every 10
-seconds while its records change, and HORISEN's documents export with traffic
-reports (OAuth2 client credentials), polled every 10 seconds while invoices are
-issued and paid; and Maestrano Connec!, whose notifications arrive on the daemon's
-listener every few seconds while its poller lists what changed.
+The sources: every provider whose spec has a `demo` hook, each under its own name
+(`DemoPart` in `sources/base.py`): its simulator, its source table, and its platform at
+work while the demo runs, in the provider's `demo.py`. This module names no provider:
+a new provider joins the demo with its hook.
 
 The sinks, every kind streamd has: stdout (the live feed), a JSONL file, `http` to
 a built-in webhook receiver (plain HTTP on loopback, requests signed the Standard
 Webhooks way and checked), and `sftp` to a built-in SFTP server (asyncssh, public-key
 auth with throwaway keys, host key pinned in a known_hosts file) that receives the
-documents an ERP books of HORISEN's invoices as XML files (streamd.demo). The summary gives per
-provider the events by entity, duplicates dropped and dead letters; per sink the
-events delivered, its offset and lag, and what the receiver and the server got.
+documents an ERP books of HORISEN's invoices as XML files (streamd.demo). The summary
+gives per provider the events by entity, duplicates dropped and dead letters; per sink
+the events delivered, its offset and lag, and what the receiver and the server got.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
-import contextlib
 import json
 import logging
 import os
@@ -35,17 +31,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import httpx
 
 from .. import logs
-from ..config import parse
+from ..configfile import parse
 from ..daemon import Daemon
-from ..providers.asperion import simulator as asperion_sim
-from ..providers.asperion.oauth import TokenState, save
-from ..providers.asteria.simulator import AsteriaSimulator, Knobs, send_webhooks, simulator
-from ..providers.connec import simulator as connec_sim
-from ..providers.horisen import simulator as horisen_sim
+from ..providers import PROVIDERS, provider_spec
 from ..secrets import Secret
+from ..sources import DemoPart, DemoSetup
 from ..store import FeedReader
 
 if TYPE_CHECKING:  # imported when the demo runs: asyncssh would slow every command's start
@@ -163,89 +155,35 @@ async def _stop_when_stdout_closes(daemon: Daemon) -> None:
         await anyio.sleep(0.1)
 
 
-async def _webhooks(daemon: Daemon, sim: AsteriaSimulator, secret: str) -> None:
-    """Every few seconds, Asteria's webhook delivers a change the websocket already brought:
-    the feed keeps one copy (the summary counts the duplicates dropped)."""
-    assert daemon.web is not None and daemon.web.address is not None
-    host, port = daemon.web.address
-    url = f"http://{host}:{port}/webhooks/asteria"
-    async with httpx.AsyncClient(timeout=10) as http:
-        while True:
-            await anyio.sleep(3)
-            if sim.sent:
-                with contextlib.suppress(httpx.HTTPError):  # the listener closes as the demo stops
-                    await send_webhooks(url, [sim.sent[-1]], header="x-streamd-webhook-secret",
-                                        secret=secret, client=http)
-
-
-async def _asperion_changes(sim: asperion_sim.AsperionSimulator) -> None:
-    """An Asperion user at work: every few seconds a debtor, invoice or article is added,
-    changed (an invoice paid) or removed; the next poll turns that into events."""
-    while True:
-        await anyio.sleep(4)
-        sim.mutate(1, 2, 1)
-
-
-async def _horisen_changes(sim: horisen_sim.HorisenSimulator) -> None:
-    """A platform at work: every few seconds an invoice is issued and an open one is paid."""
-    while True:
-        await anyio.sleep(6)
-        sim.mutate(new=1, paid=1 if any(d["paymentStatus"] == "open" and d["status"] == "approved"
-                                         for d in sim.documents().values()) else 0)
-
-
-async def _connec_changes(daemon: Daemon, sim: connec_sim.ConnecSimulator) -> None:
-    """A Maestrano customer at work: every few seconds an entity is created and another
-    changed, and Maestrano's webhook tells streamd (the poller sees the same versions)."""
-    assert daemon.web is not None and daemon.web.address is not None
-    host, port = daemon.web.address
-    url = f"http://{host}:{port}/maestrano/connec/notifications"
-    async with httpx.AsyncClient(timeout=10) as http:
-        while True:
-            await anyio.sleep(5)
-            changes = sim.mutate(created=1, updated=1)
-            with contextlib.suppress(httpx.HTTPError):  # the listener closes as the demo stops
-                await connec_sim.notify(sim, url, changes, client=http)
+SOURCE_BACKOFF = '{ min = "200ms", max = "5s" }'  # a simulator restarting is back at once
 
 
 async def _main(args: argparse.Namespace, workdir: Path) -> None:
     from ..demo.receiver import DemoReceiver
     from ..demo.sftp import DemoSftpServer
 
-    sim = simulator(workdir / "certs", Knobs(count=0, rate=args.rate, drop_every=400, replay=10,
-                                             malformed_every=149, unknown_every=211,
-                                             client_id="streamd-demo", stamp_now=True))
-    secret = secrets.token_urlsafe(24)
-    os.environ["STREAMD_DEMO_WEBHOOK_SECRET"] = secret
+    parts: dict[str, DemoPart] = {}
+    for provider in PROVIDERS:
+        make = provider_spec(provider).demo
+        if make is not None:
+            parts[provider] = make(DemoSetup(name=provider, directory=workdir, rate=args.rate))
     os.environ["STREAMD_DEMO_SIGNING_SECRET"] = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
     signing = Secret.resolve("env:STREAMD_DEMO_SIGNING_SECRET")
-    asperion = asperion_sim.simulator(workdir / "asperion", asperion_sim.Knobs(records=10))
-    horisen = horisen_sim.simulator(workdir / "horisen", horisen_sim.Knobs(days=5, documents_per_day=4))
-    connec = connec_sim.simulator(workdir / "connec", connec_sim.Knobs(entities=3))
     receiver = DemoReceiver(signing)  # checks the signature the http sink makes with it
     sftp = DemoSftpServer(workdir / "sftp")
     async with anyio.create_task_group() as tg:
-        url = await tg.start(sim.serve)
-        await tg.start(asperion.serve)
-        await tg.start(horisen.serve)
-        await tg.start(connec.serve)
+        for part in parts.values():
+            await tg.start(part.serve)
         await tg.start(receiver.serve)
         await tg.start(sftp.serve)
-        source = sim.source_toml("asteria", webhook_secret='"env:STREAMD_DEMO_WEBHOOK_SECRET"',
-                                 backoff='{ min = "200ms", max = "5s" }')
-        source += "\n" + asperion.source_toml("asperion", interval='"10s"',
-                                              backoff='{ min = "200ms", max = "5s" }')
-        source += "\n" + horisen.source_toml("horisen", interval='"10s"',
-                                             backoff='{ min = "200ms", max = "5s" }')
-        source += "\n" + connec.source_toml("connec", interval='"10s"',
-                                            backoff='{ min = "200ms", max = "5s" }')
+        source = "\n".join(part.source_toml(SOURCE_BACKOFF) for part in parts.values())
         sinks = receiver.sink_toml("http", signing_secret=json.dumps(signing.reference),
                                    batch_linger='"250ms"')
         sinks += "\n" + sftp.sink_toml("sftp")
         await anyio.to_thread.run_sync(_secrets_key, workdir / "secrets.key")
         cfg = parse(DEMO_CONFIG.format(source=source, sinks=sinks), origin="<demo>", base_dir=workdir)
-        # What `streamd auth asperion` would leave behind after signing in.
-        await save(cfg.store, "asperion", TokenState(refresh_token=asperion.issue_refresh_token()))
+        for part in parts.values():
+            await part.prepare(cfg.store)
         logs.setup(cfg.daemon.log_level)
         daemon = Daemon(cfg)
 
@@ -253,24 +191,20 @@ async def _main(args: argparse.Namespace, workdir: Path) -> None:
             await daemon.ready.wait()
             assert daemon.web is not None and daemon.web.address is not None
             host, port = daemon.web.address
-            _say(f"streamd demo: the Asteria gateway simulator at {url} (mutual TLS, throwaway CA in "
-                 f"{workdir / 'certs'})")
-            _say(f"  the Asperion API simulator at {asperion.base_url} (OAuth2, TLS 1.3), polled every 10s")
-            _say(f"  the HORISEN API simulator at {horisen.api_url} (client credentials), polled every 10s")
-            _say(f"  the Connec! API simulator at {connec.api_url}; its webhooks post to "
-                 f"http://{host}:{port}/maestrano/connec/notifications")
+            listener = f"http://{host}:{port}"
+            lines = [line for part in parts.values() for line in part.banner(listener)]
+            for i, line in enumerate(lines):
+                _say(f"streamd demo: {line}" if i == 0 else f"  {line}")
             _say(f"  feed {workdir / 'feed.db'}; file sink {workdir / 'feed.jsonl'}")
             _say(f"  http sink: CloudEvents batches, signed, to the demo's receiver at {receiver.endpoint}")
             _say(f"  sftp sink: HORISEN invoices as XML documents for an ERP to the demo's SFTP server at "
                  f"{sftp.url}")
             _say(f"    (public-key auth, host key in {sftp.known_hosts}); the files land in {sftp.local_dir}")
-            _say(f"  metrics http://{host}:{port}/metrics   readiness http://{host}:{port}/readyz")
+            _say(f"  metrics {listener}/metrics   readiness {listener}/readyz")
             _say(f"  in another shell: streamd tail --db {workdir / 'feed.db'} -f --type 'invoice.*'")
             _say("  Ctrl-C stops (a summary follows)\n")
-            tg.start_soon(_webhooks, daemon, sim, secret)
-            tg.start_soon(_asperion_changes, asperion)
-            tg.start_soon(_horisen_changes, horisen)
-            tg.start_soon(_connec_changes, daemon, connec)
+            for part in parts.values():
+                tg.start_soon(part.activity, listener)
             if args.duration:
                 await anyio.sleep(args.duration)
                 daemon.request_stop()

@@ -79,7 +79,7 @@ def cmd_reset(args: argparse.Namespace) -> int:
         return 2
     cfg_sinks: set[str] | None = None
     if not getattr(args, "db", None):
-        from . import load_config
+        from .common import load_config
 
         cfg_sinks = set(load_config(args.config).sinks)
     if cfg_sinks is not None and args.name not in cfg_sinks:

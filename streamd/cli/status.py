@@ -47,7 +47,7 @@ async def _live(listen: str) -> dict[str, Any] | None:
 
 
 async def gather(args: argparse.Namespace) -> dict[str, Any]:
-    from . import load_config
+    from .common import load_config
 
     cfg = load_config(args.config)
     reader = await FeedReader.open(cfg.store)

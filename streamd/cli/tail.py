@@ -22,9 +22,8 @@ import anyio
 
 from ..config import Match
 from ..errors import StoreError
-from ..escape import escape_json
 from ..store import FeedReader
-from .common import add_db, add_filters, match_from, parse_since, store_config
+from .common import add_db, add_filters, for_terminal, match_from, parse_since, store_config
 
 POLL = 0.2
 READ = 1000
@@ -72,7 +71,7 @@ async def _tail(args: argparse.Namespace) -> None:
                 upto = min(head, after + 20 * READ)
                 events = await reader.read(after, upto, READ, match)
                 if events:
-                    out.write(b"".join(_for_terminal(e.line) if terminal else e.line
+                    out.write(b"".join(for_terminal(e.line) if terminal else e.line
                                        for e in events))
                 after = events[-1].seq if len(events) == READ else upto
             out.flush()
@@ -81,12 +80,6 @@ async def _tail(args: argparse.Namespace) -> None:
             await anyio.sleep(POLL)
     finally:
         await reader.close()
-
-
-def _for_terminal(line: bytes) -> bytes:
-    if line.isascii() and b"\x7f" not in line:
-        return line
-    return escape_json(line.decode("utf-8", "surrogateescape")).encode("utf-8", "surrogateescape")
 
 
 def run(args: argparse.Namespace) -> int:

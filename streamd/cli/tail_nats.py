@@ -21,8 +21,7 @@ import msgspec
 
 from ..config import Match
 from ..errors import Retryable
-from .common import match_from, parse_since
-from .tail import _for_terminal
+from .common import for_terminal, load_config, match_from, parse_since
 
 IDLE = 1.0  # seconds without a message after which a non-following tail looks again
 
@@ -56,7 +55,6 @@ async def tail_nats(args: argparse.Namespace) -> int:
     from ..escape import escape
     from ..sinks.nats import NatsSink, NatsSinkConfig
     from ..sinks.nats_io import Connection
-    from . import load_config
 
     cfg = load_config(args.config)
     sink_cfg = cfg.sinks.get(args.nats)
@@ -110,7 +108,7 @@ async def tail_nats(args: argparse.Namespace) -> int:
                       "break; not a streamd event, skipped", file=sys.stderr)
             elif _matches(match, msg.data):
                 line = msg.data + b"\n"
-                out.write(_for_terminal(line) if terminal else line)
+                out.write(for_terminal(line) if terminal else line)
                 out.flush()
             if not args.follow and msg.metadata.num_pending == 0:
                 return 0

@@ -30,8 +30,8 @@ from typing import Any
 import msgspec
 import msgspec.inspect
 
-from ..errors import Rejected
-from .fields import CURRENCY, NotAnAmount, bounded, is_currency
+from ..errors import NotAnAmount, Rejected
+from .fields import CURRENCY, bounded, is_currency
 
 
 class _Bad(Exception):

@@ -28,7 +28,7 @@ from decimal import Decimal
 
 import msgspec
 
-from ..errors import Rejected
+from ..errors import NotAnAmount, Rejected
 from .iso4217 import MINOR_UNITS
 
 MAX_INTEGER_DIGITS = 38
@@ -76,10 +76,6 @@ def currency(value: str | None, field: str) -> str | None:
 def is_currency(value: str) -> bool:
     """Whether `value` is a current ISO 4217 code, as written (upper case)."""
     return value in MINOR_UNITS
-
-
-class NotAnAmount(ValueError):
-    """Why a decimal is no amount the feed may carry (the caller adds the field)."""
 
 
 #: Longer than this, a refused value is shown by its ends and its length: a reason is

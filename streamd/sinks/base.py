@@ -6,7 +6,11 @@ moves the offset only after `deliver` returned. `deliver` raises `Retryable`
 (try the same batch later) or `Permanent` (this batch will never go through);
 anything else it raises is treated as retryable and logged with its traceback.
 
-Optional members a sink may have, which the dispatcher (and the daemon) look for:
+Every sink subclasses `Sink`. Beyond `recover`, `deliver` and `aclose`, a sink may have
+capabilities the dispatcher and the daemon use; `Sink` declares each one with the
+default that means "not this sink" (as anyio's stream classes declare theirs), so they
+are called without asking, and a sink overrides only what it has:
+
 - `stable_batches = True`: a redelivered batch must hold exactly the events it held the
   first time (its receiver dedupes by a key derived from them, as the http sink's
   Idempotency-Key is); the dispatcher then records where a partial batch ends before
@@ -18,12 +22,12 @@ Optional members a sink may have, which the dispatcher (and the daemon) look for
   postgres sink).
 - `attach_shard(shard)`: called once by the daemon with `[daemon] shard`, for a sink that
   names this host to its peer (the nats sink's subjects and headers).
-
-And one optional protocol, `HoldsOffset`: a sink that writes its offset atomically with
-what it delivers (the postgres sink: in the same transaction as the rows) is the
-authority on where it stands. The dispatcher resumes after `held_offset()` rather than
-after the feed's copy, so a crash between the two commits redelivers nothing; and moves
-it with `reset_offset` when `streamd sink reset` asked for it.
+- `holds_offset = True`, with `held_offset()` and `reset_offset()`: a sink that writes its
+  offset atomically with what it delivers (the postgres sink: in the same transaction
+  as the rows) is the authority on where it stands. The dispatcher resumes after
+  `held_offset()` rather than after the feed's copy, so a crash between the two commits
+  redelivers nothing; and moves it with `reset_offset` when `streamd sink reset` asked
+  for it.
 - `attach_state(load)` and `take_state()`: a sink that remembers what it delivered (the
   sftp sink: each invoice's documents) is handed `load(keys)`, which reads what is
   committed (key -> (seq, value)), and after each delivery gives up what it changed
@@ -35,43 +39,82 @@ it with `reset_offset` when `streamd sink reset` asked for it.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar
 
 from ..config import SinkConfig, no_checks
-from ..store import FeedEvent
+from ..metrics import Metrics
+from ..store import FeedEvent, SinkState
 
 #: What `attach_state` is handed: the committed state of these keys, key -> (seq, value).
 StateLoader = Callable[[Sequence[str]], Awaitable[dict[str, tuple[int, bytes]]]]
 
 
-class Sink(Protocol):
+class Sink(ABC):
     name: str
 
+    #: Its receiver dedupes a batch by a key derived from its events: a batch redelivered
+    #: after a crash must be the same batch.
+    stable_batches: bool = False
+    #: It keeps its own offset, written with what it delivers (`held_offset`, `reset_offset`).
+    holds_offset: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        inherited = cls.held_offset is Sink.held_offset or cls.reset_offset is Sink.reset_offset
+        if cls.holds_offset and inherited:
+            raise TypeError(f"{cls.__name__} says it holds its offset: it must define held_offset() "
+                            "and reset_offset()")
+
+    @abstractmethod
     async def recover(self) -> int:
         """Called once before the first delivery. Return the highest seq this sink
         knows it has durably delivered beyond its committed offset (0 if it cannot tell);
         delivery resumes after max(offset, recover())."""
-        ...
 
+    @abstractmethod
     async def deliver(self, events: Sequence[FeedEvent]) -> None: ...
 
+    @abstractmethod
     async def aclose(self) -> None: ...
 
+    def attach_metrics(self, metrics: Metrics) -> None:
+        """Called once with the daemon's metrics, before the first delivery. By default a
+        sink counts nothing beyond what the dispatcher counts for it."""
+        return
 
-@runtime_checkable
-class HoldsOffset(Protocol):
+    def attach_shard(self, shard: str) -> None:
+        """Called once with `[daemon] shard`, before the first delivery. By default a sink
+        does not name this host to its peer."""
+        return
+
+    def attach_state(self, load: StateLoader) -> None:
+        """Called once, before the first delivery, with what reads the state this sink
+        committed. By default a sink remembers nothing of what it delivered."""
+        return
+
+    def take_state(self) -> list[SinkState]:
+        """After each delivery: what it changed of its state, to commit with the offset that
+        delivery moved (and forget here). By default: nothing."""
+        return []
+
+    def batch_size(self) -> int | None:
+        """The most events the next batch should hold, asked before each read (the
+        dispatcher keeps it between 1 and `batch_max`). None, the default: `batch_max`."""
+        return None
+
     async def held_offset(self) -> tuple[int, str] | None:
-        """(seq, id) of the last event it holds, written with that event; None when it holds
-        none yet. The dispatcher checks the id against the feed's event at that seq, so an
-        offset another feed wrote is refused, not trusted."""
-        ...
+        """With `holds_offset`: (seq, id) of the last event it holds, written with that
+        event; None when it holds none yet. The dispatcher checks the id against the feed's
+        event at that seq, so an offset another feed wrote is refused, not trusted."""
+        raise NotImplementedError(f"{type(self).__name__} does not hold its offset")
 
     async def reset_offset(self, seq: int, event_id: str) -> None:
-        """Set its offset to `seq` (`event_id` the feed's event there, "" if none), backwards
-        too: `streamd sink reset` was run."""
-        ...
+        """With `holds_offset`: set its offset to `seq` (`event_id` the feed's event there,
+        "" if none), backwards too: `streamd sink reset` was run."""
+        raise NotImplementedError(f"{type(self).__name__} does not hold its offset")
 
 
 @dataclass(frozen=True)

@@ -29,10 +29,11 @@ marker that makes the dispatcher move the sink's own offset too, at the next sta
 from __future__ import annotations
 
 import contextlib
+import enum
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import anyio
 import msgspec
@@ -44,9 +45,9 @@ from ..health import Component, State
 from ..metrics import Metrics
 from ..model import CloudEvent
 from ..retry import Retries, retrying
-from ..store import Batch, DeadLetter, FeedEvent, FeedReader, Pending, SinkState, Writer
+from ..store import Batch, DeadLetter, FeedEvent, FeedReader, Pending, Writer
 from ..store.reader import DeadLetterRow
-from .base import HoldsOffset, Sink
+from .base import Sink
 
 log = logging.getLogger("streamd.sink")
 
@@ -54,6 +55,16 @@ SCAN_WINDOW = 20_000  # seqs examined per read, so a narrow filter never scans t
 IDLE_WAIT = 1.0
 OFFSET_IDLE_COMMIT = 2.0  # commit a scan-only offset (nothing matched) at most this often
 _DLQ_CHECK = 2.0
+
+
+class DispatcherState(enum.Enum):
+    """Where a dispatcher stands in the daemon's life: RUNNING until shutdown asks it to
+    drain; DRAINING until it has delivered up to the head; GAVE_UP if its sink was failing
+    then (it is cancelled, and resumes from its committed offset at the next start)."""
+
+    RUNNING = "running"
+    DRAINING = "draining"
+    GAVE_UP = "gave up"
 
 
 class Dispatcher:
@@ -67,7 +78,7 @@ class Dispatcher:
         self.metrics = metrics
         self.component = component
         self.offset = 0
-        self._draining = False
+        self._state = DispatcherState.RUNNING
         self._last_offset_commit = 0.0
         self._committed_offset = 0
         # At most one offset commit in flight: the next batch is read and delivered while
@@ -76,34 +87,35 @@ class Dispatcher:
         self._last_dlq_check = 0.0
         self.done = anyio.Event()
         self._scope = anyio.CancelScope()
-        self.gave_up = False
         # Commit time (unix ms) of the first event past the offset, which lag_seconds is
         # measured from; refreshed when the offset moves, so publishing lag costs nothing.
         self._pending_since_ms: int | None = None
         self._pending_for = -1
         self._linger = cfg.batch_linger.seconds
-        self._stable = bool(getattr(sink, "stable_batches", False))
+        self._stable = sink.stable_batches
         self._replay_upto = 0  # stable batches: where the batch in flight at the last stop ended
         # A sink that counts its own work (the http sink's requests) is handed the metrics.
-        attach = getattr(sink, "attach_metrics", None)
-        if callable(attach):
-            attach(metrics)
+        sink.attach_metrics(metrics)
         # A sink that remembers what it delivered: its state commits with its offset.
-        attach_state = getattr(sink, "attach_state", None)
-        if callable(attach_state):
-            attach_state(lambda keys: reader.sink_state(name, keys))
-        self._take_state: Callable[[], list[SinkState]] = getattr(sink, "take_state", list)
+        sink.attach_state(lambda keys: reader.sink_state(name, keys))
+
+    @property
+    def state(self) -> DispatcherState:
+        return self._state
 
     def drain(self) -> None:
         """Deliver up to the writer's head (intake is closed by now), then return from `run`.
-        A sink that is failing is not waited for: its offset holds, it resumes next start."""
-        self._draining = True
+        A sink that is failing is not waited for: its offset holds, it resumes next start.
+        Asked again (a second signal), it does nothing."""
+        if self._state is not DispatcherState.RUNNING:
+            return
+        self._state = DispatcherState.DRAINING
         self.writer.wake()
         if self.component.state is State.RETRYING:
             self._give_up_draining()
 
     def _give_up_draining(self) -> None:
-        self.gave_up = True
+        self._state = DispatcherState.GAVE_UP
         log.warning("sink %s: not drained (delivery failing: %s); resumes after seq %d next start",
                     self.name, self.component.reason, self._committed_offset)
         self._scope.cancel()
@@ -145,7 +157,7 @@ class Dispatcher:
         against the feed; after the feed's offset when it holds none, or was just reset."""
         recovered = await self.sink.recover()
         sink = self.sink
-        if not isinstance(sink, HoldsOffset):
+        if not sink.holds_offset:
             if recovered > stored:
                 log.info("sink %s: already holds events up to seq %d (offset was %d); resuming "
                          "after it", self.name, recovered, stored)
@@ -185,10 +197,10 @@ class Dispatcher:
     def _batch_max(self) -> int:
         """The most events to read for the next batch: `batch_max`, or less when the sink
         sizes its batches itself (`batch_size`, the postgres sink's commit-time target)."""
-        size = getattr(self.sink, "batch_size", None)
-        if callable(size):
-            return max(1, min(self.cfg.batch_max, int(size())))
-        return self.cfg.batch_max
+        size = self.sink.batch_size()
+        if size is None:
+            return self.cfg.batch_max
+        return max(1, min(self.cfg.batch_max, size))
 
     async def _loop(self) -> None:
         while True:
@@ -200,12 +212,12 @@ class Dispatcher:
                 await self._commit_offset(force=True, wait=True)
                 if self.offset < self.writer.head:
                     continue  # committed while we waited (shutdown's last commit, say)
-                if self._draining:
+                if self._state is not DispatcherState.RUNNING:
                     return
                 with anyio.move_on_after(IDLE_WAIT):
                     await self.writer.wait_head(self.offset)
                 continue
-            if self._linger and not self._draining and head - self.offset < batch_max:
+            if self._linger and self._state is DispatcherState.RUNNING and head - self.offset < batch_max:
                 head = await self._linger_for(head, batch_max)
             upto = min(head, self.offset + SCAN_WINDOW)
             replay = self._replay_upto > self.offset
@@ -235,7 +247,7 @@ class Dispatcher:
         """Wait up to `batch_linger` for a full batch past the offset; return the head."""
         self.component.beat(self._linger + IDLE_WAIT * 10)
         with anyio.move_on_after(self._linger):
-            while head - self.offset < batch_max and not self._draining:
+            while head - self.offset < batch_max and self._state is DispatcherState.RUNNING:
                 moved = await self.writer.wait_head(head)
                 if moved == head:  # woken without progress: draining, or the writer stopped
                     break
@@ -257,7 +269,7 @@ class Dispatcher:
             await self._settle_offset()
         queued = self._offset_inflight[1] if self._offset_inflight else self._committed_offset
         now = time.monotonic()
-        states = self._take_state()
+        states = self.sink.take_state()
         if states or (self.offset != queued
                       and (force or now - self._last_offset_commit >= OFFSET_IDLE_COMMIT)):
             await self._settle_offset()
@@ -318,7 +330,7 @@ class Dispatcher:
     def _failed(self, exc: BaseException) -> bool:
         kind = "permanent" if isinstance(exc, Permanent) else "retryable"
         self.metrics.sink_failures.labels(self.name, kind).inc()
-        if self._draining and not self._scope.cancel_called:
+        if self._state is DispatcherState.DRAINING:
             self._give_up_draining()
         return isinstance(exc, Retryable)
 
@@ -400,7 +412,7 @@ class Dispatcher:
             return
         log.info("sink %s: dead letter %d (seq %s) delivered on retry", self.name, row.id,
                  row.event_seq)
-        states = self._take_state()
+        states = self.sink.take_state()
         await self._submit(Batch(resolved_dead_letters=[row.id],
                                  sink_states={self.name: states} if states else {}))
 

@@ -38,7 +38,7 @@ from ..model import Invoice
 from ..model.entities import given
 
 Op = Literal["issue", "correction", "cancellation", "payment"]
-OPS: tuple[Op, ...] = ("issue", "correction", "cancellation", "payment")
+DOCUMENT_OPS: tuple[Op, ...] = ("issue", "correction", "cancellation", "payment")
 
 #: Unified statuses an ERP books. `draft`: not issued, may change or be thrown away;
 #: `unknown`: a provider status streamd cannot read (it goes once it reads as one of
@@ -82,7 +82,7 @@ class Document:
     @classmethod
     def from_entry(cls, entry: list[Any]) -> Document:
         seq, revision, op, document_id, supersedes, content, paid = entry
-        if op not in OPS:
+        if op not in DOCUMENT_OPS:
             raise ValueError(f"no document op {op!r}")
         return cls(int(seq), int(revision), op, str(document_id), supersedes, str(content), str(paid))
 

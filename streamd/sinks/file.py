@@ -24,7 +24,7 @@ from ..config import SinkConfig
 from ..errors import Retryable
 from ..store import FeedEvent
 from ..units import Size
-from .base import SinkSpec
+from .base import Sink, SinkSpec
 
 
 class FileSinkConfig(SinkConfig, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -81,7 +81,7 @@ def _last_seq(path: Path, *, repair: bool) -> int | None:
         return None
 
 
-class FileSink:
+class FileSink(Sink):
     def __init__(self, name: str, cfg: FileSinkConfig) -> None:
         self.name = name
         self.cfg = cfg

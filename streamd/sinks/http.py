@@ -46,13 +46,13 @@ import httpx
 
 from .. import __version__
 from ..config import SinkConfig
-from ..errors import ConfigError, DeliveryError, Permanent, Retryable
+from ..errors import ConfigError, DeliveryError, Permanent, Retryable, SecretError
 from ..metrics import Metrics
 from ..retry import retry_after_seconds
-from ..secrets import Secret, SecretError, redact, redact_url, split_reference
+from ..secrets import Secret, redact, redact_url, split_reference
 from ..store import FeedEvent
 from ..units import Duration
-from .base import SinkSpec
+from .base import Sink, SinkSpec
 
 log = logging.getLogger("streamd.sink")
 
@@ -264,7 +264,7 @@ def _combine(errors: list[DeliveryError], tried: int) -> DeliveryError:
     return Permanent(f"{errors[0]}{more}")
 
 
-class HttpSink:
+class HttpSink(Sink):
     def __init__(self, name: str, cfg: HttpSinkConfig) -> None:
         self.name = name
         self.cfg = cfg

@@ -16,15 +16,12 @@ import logging
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 
+from ..errors import SinkStateUnreadable
 from ..store import SinkState
 from .base import StateLoader
 from .documents import History
 
 log = logging.getLogger("streamd.sink")
-
-
-class Unreadable(Exception):
-    """What the store holds for an invoice is not a history this sink wrote."""
 
 
 class Ledger:
@@ -38,7 +35,8 @@ class Ledger:
         self._load = load
 
     async def histories(self, keys: Iterable[str]) -> dict[str, History]:
-        """The history of each invoice (empty for one never seen). Raises `Unreadable`."""
+        """The history of each invoice (empty for one never seen). Raises
+        `SinkStateUnreadable`."""
         wanted = set(keys)
         missing = sorted(k for k in wanted if k not in self._known)
         loaded = await self._load(missing) if missing and self._load is not None else {}
@@ -52,7 +50,7 @@ class Ledger:
                 try:
                     out[key] = History.decode(seq, value)
                 except ValueError as exc:
-                    raise Unreadable(f"what the sink remembers of invoice {key} cannot be read "
+                    raise SinkStateUnreadable(f"what the sink remembers of invoice {key} cannot be read "
                                      f"({exc})") from None
             else:
                 out[key] = History()

@@ -41,7 +41,6 @@ import socket
 import ssl
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
@@ -49,12 +48,13 @@ from urllib.parse import urlsplit
 import anyio
 
 from ..config import SinkConfig
-from ..errors import ConfigError, Permanent, Retryable
+from ..errors import ConfigError, JetStreamRefused, Permanent, Retryable, SecretError
 from ..metrics import Metrics
-from ..secrets import Secret, SecretError, is_key_material, is_reference
+from ..secrets import Secret, is_key_material, is_reference, key_file
 from ..store import FeedEvent
 from ..units import Duration, Size
-from .base import SinkSpec
+from .base import Sink, SinkSpec
+from .nats_messages import Message, Stored, header_lines
 from .subjects import MAX_SUBJECT, Template, covers, valid_pattern
 
 if TYPE_CHECKING:
@@ -124,8 +124,6 @@ def wants_tls(cfg: NatsSinkConfig) -> bool:
 def tls_context(cfg: NatsSinkConfig) -> ssl.SSLContext:
     """The servers verified against `ca`, else the system store (there is no way to turn
     verification off); the client certificate for mutual TLS when given."""
-    from ..providers.asteria.config import key_file
-
     ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=cfg.ca)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     if cfg.cert is not None and cfg.key is not None:
@@ -265,55 +263,9 @@ def default_shard() -> str:
     return socket.gethostname()
 
 
-# ---------------------------------------------------------------- messages
-
-@dataclass(frozen=True)
-class Message:
-    """One event as published: its feed seq, its id (Nats-Msg-Id), subject, its own header
-    lines (`Name: value\r\n`, encoded once), body, and when it was committed (unix ms)."""
-
-    seq: int
-    id: str
-    subject: str
-    head: bytes
-    body: bytes
-    committed_ms: int = 0
-
-    def with_header(self, name: str, value: str) -> Message:
-        return Message(self.seq, self.id, self.subject, self.head + f"{name}: {value}\r\n".encode(),
-                       self.body, self.committed_ms)
-
-    @property
-    def size(self) -> int:
-        """What NATS counts against max_payload: the header block (with the batch's own
-        headers, ~250 bytes) and the body."""
-        return len(self.head) + 250 + len(self.body)
-
-
-def header_lines(headers: dict[str, str]) -> bytes:
-    """`Name: value\r\n` lines. The values are the sink's own (ids, names from the config,
-    numbers): a line break in one would end the header block early, so it is refused."""
-    text = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-    if text.count("\n") != len(headers) or text.count("\r") != len(headers):
-        raise ValueError("a header value holds a line break")
-    return text.encode()
-
-
-@dataclass(frozen=True)
-class Stored:
-    """A message the stream holds: its stream seq and headers."""
-
-    seq: int
-    headers: dict[str, str]
-
-    def int_header(self, name: str) -> int:
-        value = self.headers.get(name, "")
-        return int(value) if value.isdigit() else 0
-
-
 # ---------------------------------------------------------------- the sink
 
-class NatsSink:
+class NatsSink(Sink):
     """One shard's publisher into one stream. What it knows of the stream: `_tail`, the
     stream seq and feed seq of the last message this shard stored (None: ask the stream);
     `_attempts`, the batches sent since then whose answer has not come (by batch id);
@@ -608,7 +560,7 @@ class NatsSink:
 
     async def _commit(self, conn: Connection, batch: list[Message]) -> None:
         """Store `batch` (after `_tail`), splitting it where the stream wants that."""
-        from .nats_io import DUPLICATE, MESSAGE_TOO_LARGE, TOO_LARGE_BATCH, WRONG_LAST, Refused
+        from .nats_io import DUPLICATE, MESSAGE_TOO_LARGE, TOO_LARGE_BATCH, WRONG_LAST
 
         for _ in range(3):
             batch = [m for m in batch if not self._is_held(m.seq)]
@@ -618,7 +570,7 @@ class NatsSink:
             try:
                 await self._send(conn, batch)
                 return
-            except Refused as exc:
+            except JetStreamRefused as exc:
                 if exc.code in (WRONG_LAST, DUPLICATE):
                     # Our own batch may be in the stream already (a straggler, an ack lost
                     # while we retried): ask before anything else.
@@ -647,14 +599,14 @@ class NatsSink:
     async def _split_duplicates(self, conn: Connection, batch: list[Message]) -> None:
         """The stream's dedupe holds ids of this batch (another shard published them within
         the duplicate window): halve it until each such event is alone, and skip those."""
-        from .nats_io import DUPLICATE, Refused
+        from .nats_io import DUPLICATE
 
         if not batch:
             return
         if len(batch) == 1:
             try:
                 await self._send(conn, batch)
-            except Refused as exc:
+            except JetStreamRefused as exc:
                 if exc.code != DUPLICATE:
                     raise Retryable(f"stream {self.cfg.stream} refused a batch: {exc}") from None
                 m = batch[0]
@@ -669,8 +621,6 @@ class NatsSink:
         await self._commit(conn, batch[half:])
 
     async def _send(self, conn: Connection, batch: list[Message]) -> None:
-        from .nats_io import Refused
-
         assert self._tail is not None
         name = secrets.token_hex(12)
         last = batch[-1]
@@ -680,7 +630,7 @@ class NatsSink:
         self._attempts[name] = batch
         try:
             seq = await conn.commit(name, batch, expect=self._tail[0], shard_subjects=self.filter)
-        except Refused:
+        except JetStreamRefused:
             self._attempts.pop(name, None)
             self._count("refused")
             raise

@@ -30,9 +30,9 @@ from nats.aio.client import Client, RawCredentials
 from nats.aio.msg import Msg
 from nats.js.api import StreamConfig, StreamInfo
 
-from ..errors import Retryable
+from ..errors import JetStreamRefused, Retryable
 from ..secrets import redact
-from .nats import Message, Stored
+from .nats_messages import Message, Stored
 
 log = logging.getLogger("streamd.sink")
 
@@ -51,15 +51,6 @@ class _Ack(msgspec.Struct):
     stream: str = ""
     seq: int = 0
     error: dict[str, Any] | None = None
-
-
-class Refused(Exception):
-    """JetStream answered a batch with an error: nothing of it was stored."""
-
-    def __init__(self, code: int, description: str) -> None:
-        super().__init__(f"{description} (err_code {code})")
-        self.code = code
-        self.description = description
 
 
 @dataclass(frozen=True)
@@ -280,7 +271,7 @@ class Connection:
                      shard_subjects: str) -> int:
         """Publish `messages` as one atomic batch that the stream stores only if the last
         message on `shard_subjects` is still at stream seq `expect`; return the stream seq
-        of its last message. Raises Refused (the stream said no: nothing stored),
+        of its last message. Raises JetStreamRefused (the stream said no: nothing stored),
         or Retryable when no answer came (stored, or not: the caller must ask)."""
         fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._acks[batch] = fut
@@ -306,6 +297,6 @@ class Connection:
                             " was the stream deleted?")
         ack = msgspec.json.decode(data, type=_Ack)
         if ack.error is not None:
-            raise Refused(int(ack.error.get("err_code", 0) or 0),
+            raise JetStreamRefused(int(ack.error.get("err_code", 0) or 0),
                           str(ack.error.get("description", "refused")))
         return ack.seq

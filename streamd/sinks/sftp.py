@@ -1,30 +1,26 @@
-"""`type = "sftp"`: the documents an ERP books, as XML files on an SFTP server
-(docs/sinks/sftp.md).
+"""`type = "sftp"`: files on an SFTP server, for a system that picks them up from a
+directory (docs/sinks/sftp.md).
 
-Made for handing HORISEN invoices to an ERP that picks files up from a directory: by
-default the sink takes the `invoice` events of the `horisen` provider, decides which
-documents each makes (`documents`: nothing for a draft, an issue when it becomes
-bookable, a correction, a cancellation, with `payments` a payment document), renders
-each as `docs/horisen-invoice.xsd` XML (`invoice_xml`) and writes it under a name of its
-own (`{tenant}-{number}_r{revision}_{op}.xml`). What went for each invoice is remembered
-(`ledger`) and committed with the sink's offset, so a batch delivered again after a
-crash is decided again the same way: the same documents, under the same names.
+This module is the transport; what the files hold is the sink's `format`
+(`file_format`): by default the documents an ERP books of HORISEN's invoices, as XML
+(`invoice_files`), or each batch's feed lines (`jsonl_files`). The format turns a batch
+into files, in chains whose files go in order, and says whether a file already at a name
+is the one it would write.
 
 Names come from the `filename` template (`filenames`): escaped, never collapsed, so two
-documents never share one. Each file is written as `.<name>.streamd-<sink>.part`,
-fsynced (`fsync@openssh.com`, where the server has it) and renamed to `<name>`, so a
-reader never sees half a file. The rename is SFTP's own, which refuses an existing name:
-no file is ever replaced. An invoice's documents are written in order, one after the
-other; up to `concurrency` invoices' at once on the one SFTP channel. The batch is done
-when all are renamed, and otherwise fails whole.
+files never share one. Each file is written as `.<name>.streamd-<sink>.part`, fsynced
+(`fsync@openssh.com`, where the server has it) and renamed to `<name>`, so a reader
+never sees half a file. The rename is SFTP's own, which refuses an existing name: no
+file is ever replaced. A chain's files are written in order, one after the other; up
+to `concurrency` chains at once on the one SFTP channel. The batch is done when all are
+renamed, and otherwise fails whole.
 
-What is at a name already decides what happens (its root's `documentId`): the same
-document → skipped, so a redelivered batch (after a crash between the upload and the
+What is at a name already decides what happens: the same file (the format reads its
+head) → skipped, so a redelivered batch (after a crash between the upload and the
 offset commit, or a retry after a partial failure) writes nothing twice; anything else
 (another document, a file streamd did not write) → never touched: the event is refused
-(`Permanent`, so it ends in dead letters naming the file), the invoice's later documents
-in the batch are not written, and `streamd_sink_sftp_name_conflicts_total` counts it
-once.
+(`Permanent`, so it ends in dead letters naming the file), the rest of its chain in the
+batch is not written, and `streamd_sink_sftp_name_conflicts_total` counts it once.
 
 Only the sink's own leftover `.part` files (of a crashed run) are removed on (re)connect;
 another uploader's are left alone. The server's host key is always verified against
@@ -38,61 +34,49 @@ import logging
 import posixpath
 from collections import OrderedDict
 from collections.abc import Awaitable, Sequence
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import anyio
 import asyncssh
-import msgspec
 
-from ..errors import Permanent, Rejected, Retryable
+from ..errors import Permanent, Retryable
 from ..metrics import Metrics
-from ..model import Invoice
-from ..model.check import checked
-from ..model.fields import DECODE_ERRORS
 from ..store import FeedEvent, SinkState
-from . import invoice_xml
-from .base import SinkSpec, StateLoader
-from .documents import OPS, Document, History, decide, state_key
-from .filenames import Template, is_own_part, part_name
-from .ledger import Ledger, Unreadable
+from .base import Sink, SinkSpec, StateLoader
+from .file_format import FileFormat, OutFile
+from .filenames import is_own_part, part_name
+from .invoice_files import InvoiceDocuments
+from .jsonl_files import JsonLines
 from .sftp_config import (
-    DISTINCT,
-    FIELDS,
-    FILENAME,
-    PER_DOCUMENT,
     SftpSinkConfig,
     _import_key,
     _load_known_hosts,
     _os_reason,
     _reason,
     _validate,
-    file_name,
-    template_problem,
 )
 
-__all__ = ["DISTINCT", "FIELDS", "FILENAME", "PER_DOCUMENT", "SPEC", "SftpSink", "SftpSinkConfig",
-           "_validate", "file_name", "template_problem"]
+__all__ = ["SPEC", "SftpSink", "SftpSinkConfig", "_validate"]
 
 log = logging.getLogger("streamd.sink")
 
 T = TypeVar("T")
 
-_HEAD = 4096  # bytes of an existing file read to find its root's attributes
-_COUNTED = 10_000  # conflicting event ids remembered, so that each is counted once
+_COUNTED = 10_000  # conflicting files' identities remembered, so that each is counted once
 
 
 # ---------------------------------------------------------------- the sink
 
-@dataclass(frozen=True)
-class _File:
-    name: str
-    event: FeedEvent
-    doc: Document
-    data: bytes
+def file_format(name: str, cfg: SftpSinkConfig) -> FileFormat:
+    """The format the sink's table chose (`sftp_config.FORMATS`), for this sink."""
+    if cfg.format == "jsonl":
+        return JsonLines(name, cfg.filename)
+    # More than the two batches whose state may not be committed yet (`ledger`).
+    return InvoiceDocuments(name, cfg.filename, payments=cfg.payments,
+                            capacity=max(10_000, 4 * cfg.batch_max))
 
 
-class SftpSink:
+class SftpSink(Sink):
     def __init__(self, name: str, cfg: SftpSinkConfig) -> None:
         self.name = name
         self.cfg = cfg
@@ -105,21 +89,19 @@ class SftpSink:
         self._present: set[str] = set()  # file names in the directory (listed, or written since)
         self._fsync_ok = True
         self._conflicts: Any = None  # the metric's series, once attached
-        self._written: dict[str, Any] = {}  # documents written, by op (the metric's series)
-        self._counted: OrderedDict[str, None] = OrderedDict()  # document ids counted in it, latest last
-        self._template = Template(cfg.filename, FIELDS)
-        # More than the two batches whose state may not be committed yet (`ledger`).
-        self._ledger = Ledger(max(10_000, 4 * cfg.batch_max))
+        self._counted: OrderedDict[str, None] = OrderedDict()  # identities counted in it, latest last
+        self.format = file_format(name, cfg)
+        self.stable_batches = self.format.stable_batches
 
     def attach_metrics(self, metrics: Metrics) -> None:
         self._conflicts = metrics.sink_sftp_name_conflicts.labels(self.name)
-        self._written = {op: metrics.sink_sftp_documents.labels(self.name, op) for op in OPS}
+        self.format.attach_metrics(metrics)
 
     def attach_state(self, load: StateLoader) -> None:
-        self._ledger.attach(load)
+        self.format.attach_state(load)
 
     def take_state(self) -> list[SinkState]:
-        return self._ledger.take()
+        return self.format.take_state()
 
     def __repr__(self) -> str:
         return f"SftpSink({self.name!r}, {self.cfg.username}@{self.where}:{self.cfg.directory})"
@@ -263,62 +245,13 @@ class SftpSink:
         await self._client()
         return 0
 
-    def _invoice(self, event: FeedEvent) -> Invoice:
-        """The invoice an event shows (a deleted one: cancelled); `Permanent` for anything else."""
-        where = f"event {event.id} (seq {event.seq})"
-        if event.entity != "invoice":
-            raise Permanent(f"{where} is a {event.entity}, not an invoice")
-        try:
-            # The feed's checks again: an event appended before they bounded amounts could
-            # hold `1E-999999999`, a billion zeros when written out.
-            invoice: Invoice = checked(msgspec.json.decode(event.data, type=Invoice))
-        except Rejected as exc:
-            raise Permanent(f"{where} holds no usable invoice: {exc.reason}") from None
-        except (*DECODE_ERRORS, ValueError, TypeError) as exc:
-            raise Permanent(f"{where} holds no usable invoice: {exc}") from None
-        if event.op == "deleted":
-            invoice = msgspec.structs.replace(invoice, status="cancelled")
-        return invoice
-
-    def _file(self, event: FeedEvent, invoice: Invoice, doc: Document) -> _File:
-        try:
-            data = invoice_xml.render(event, invoice, doc)
-            name = file_name(self._template, event, invoice, doc)
-        except (ValueError, TypeError) as exc:
-            raise Permanent(f"event {event.id} (seq {event.seq}) holds no usable invoice: {exc}") from None
-        return _File(name, event, doc, data)
-
-    async def _plan(self, events: Sequence[FeedEvent]) -> tuple[dict[str, History], list[list[_File]]]:
-        """Each event's documents, decided in feed order against what went before: the
-        invoices' new histories, and each invoice's files in the order they must go."""
-        shown = [(event, self._invoice(event)) for event in events]
-        keys = [state_key(e.provider, e.tenant, e.key) for e, _ in shown]
-        try:
-            before = await self._ledger.histories(keys)
-        except Unreadable as exc:
-            raise Permanent(str(exc)) from None
-        changed: dict[str, History] = {}
-        chains: dict[str, list[_File]] = {}
-        for key, (event, invoice) in zip(keys, shown, strict=True):
-            history = changed.get(key) or before[key]
-            after, docs = decide(history, seq=event.seq, event_id=event.id, invoice=invoice,
-                                 payments=self.cfg.payments)
-            if after is history:
-                log.info("sink %s: event %s (seq %d) is older than what the sink took of invoice %s "
-                         "(seq %d): nothing to write", self.name, event.id, event.seq, event.key,
-                         history.seq)
-                continue
-            changed[key] = after
-            chains.setdefault(key, []).extend(self._file(event, invoice, doc) for doc in docs)
-        return changed, [chain for chain in chains.values() if chain]
-
-    def _conflict(self, f: _File, held: str) -> str:
-        """Count a document not written because its name is taken, once however often it is
+    def _conflict(self, f: OutFile, held: str) -> str:
+        """Count a file not written because its name is taken, once however often it is
         tried (a refused batch is split, and the event retried); the reason it is refused."""
         reason = (f"event {f.event.id} (seq {f.event.seq}): {self._path(f.name)} already holds {held}; "
                   f"not replaced (the file names come from filename = {self.cfg.filename!r})")
-        if f.doc.document_id not in self._counted:
-            self._counted[f.doc.document_id] = None
+        if f.identity not in self._counted:
+            self._counted[f.identity] = None
             if len(self._counted) > _COUNTED:
                 self._counted.popitem(last=False)
             if self._conflicts is not None:
@@ -327,18 +260,19 @@ class SftpSink:
         return reason
 
     async def deliver(self, events: Sequence[FeedEvent]) -> None:
-        changed, chains = await self._plan(events)
-        # Two documents of one name in this batch: the later is refused, and what follows
-        # it of its invoice is not written.
-        names: dict[str, _File] = {}
+        plan = await self.format.plan(events)
+        chains = plan.chains
+        # Two files of one name in this batch: the later is refused, and what follows it
+        # in its chain is not written.
+        names: dict[str, OutFile] = {}
         clashes: list[str] = []
-        kept: list[list[_File]] = []
+        kept: list[list[OutFile]] = []
         for chain in chains:
             for i, f in enumerate(chain):
                 earlier = names.get(f.name)
                 if earlier is not None:
-                    clashes.append(self._conflict(f, f"document {earlier.doc.document_id} (seq "
-                                                     f"{earlier.event.seq}, another in this batch)"))
+                    clashes.append(self._conflict(f, f"{earlier.title} (seq {earlier.event.seq}, "
+                                                     "another in this batch)"))
                     chain = chain[:i]
                     break
                 names[f.name] = f
@@ -365,14 +299,14 @@ class SftpSink:
         if refused:
             more = f" (and {len(refused) - 1} more in this batch)" if len(refused) > 1 else ""
             raise Permanent(refused[0] + more)
-        self._ledger.commit(changed)
+        plan.done()
 
-    async def _write_all(self, sftp: asyncssh.SFTPClient, chains: list[list[_File]],
+    async def _write_all(self, sftp: asyncssh.SFTPClient, chains: list[list[OutFile]],
                          conflicts: list[str]) -> tuple[Retryable, str] | None:
-        """Write every invoice's files in order, `concurrency` invoices at a time, adding to
-        `conflicts` the first of an invoice's whose name is taken (the rest of that
-        invoice's are not written); the first failure (the rest are cancelled), or None
-        when all are done."""
+        """Write every chain's files in order, `concurrency` chains at a time, adding to
+        `conflicts` the first of a chain's whose name is taken (the rest of that chain's
+        are not written); the first failure (the rest are cancelled), or None when all
+        are done."""
         pending = iter(chains)
         failures: list[tuple[Retryable, str]] = []
 
@@ -394,24 +328,20 @@ class SftpSink:
                 tg.start_soon(worker, tg.cancel_scope)
         return failures[0] if failures else None
 
-    def _held(self, root: invoice_xml.Root | None) -> str:
-        if root is None:
-            return "a file streamd did not write"
-        return f"document {root.document_id or '(schema 1)'} of event {root.event_id}"
-
-    def _skipped(self, f: _File) -> None:
+    def _skipped(self, f: OutFile) -> None:
         self.files_skipped += 1
-        log.info("sink %s: %s already holds %s (document %s); not written again",
-                 self.name, self.where, f.name, f.doc.document_id)
+        log.info("sink %s: %s already holds %s (%s); not written again",
+                 self.name, self.where, f.name, f.title)
 
-    async def _put(self, sftp: asyncssh.SFTPClient, f: _File) -> str | None:
+    async def _put(self, sftp: asyncssh.SFTPClient, f: OutFile) -> str | None:
         """Write `f` unless its name is taken by another file: then the reason."""
         path = self._path(f.name)
         if f.name in self._present:
-            there, root = await self._existing(sftp, path)
-            if there:  # else taken away since: write it again
-                if root is None or root.document_id != f.doc.document_id:
-                    return self._conflict(f, self._held(root))
+            head = await self._existing(sftp, path, f)
+            if head is not None:  # else taken away since: write it again
+                held = self.format.held(head, f)
+                if held is not None:
+                    return self._conflict(f, held)
                 self._skipped(f)
                 return None
         tmp = self._path(part_name(f.name, self.name))
@@ -432,36 +362,36 @@ class SftpSink:
         try:
             # SFTP's own rename refuses an existing name: nothing that appeared since the
             # listing (another uploader's file, the ERP's) is replaced unseen, nor ever
-            # a document.
+            # a file this sink wrote.
             await self._op(sftp.rename(tmp, path))
         except asyncssh.SFTPError:
-            there, root = await self._existing(sftp, path)
-            if not there:
+            head = await self._existing(sftp, path, f)
+            if head is None:
                 raise  # the rename failed for another reason
             self._present.add(f.name)
             await self._remove_quietly(sftp, tmp)
-            if root is not None and root.document_id == f.doc.document_id:
+            held = self.format.held(head, f)
+            if held is None:
                 self._skipped(f)
                 return None
-            return self._conflict(f, self._held(root))
+            return self._conflict(f, held)
         self._present.add(f.name)
         self.files_written += 1
-        if f.doc.op in self._written:
-            self._written[f.doc.op].inc()
+        self.format.written(f)
         return None
 
-    async def _existing(self, sftp: asyncssh.SFTPClient,
-                        path: str) -> tuple[bool, invoice_xml.Root | None]:
-        """Whether `path` is there, and what its root says (None: not a file streamd wrote)."""
+    async def _existing(self, sftp: asyncssh.SFTPClient, path: str, f: OutFile) -> bytes | None:
+        """The head of the file at `path`, as much as the format needs to tell whether it
+        is `f`; None when there is none."""
         try:
             handle = await self._op(sftp.open(path, "rb"))
         except asyncssh.SFTPNoSuchFile:
-            return False, None
+            return None
         try:
-            head = await self._op(handle.read(_HEAD))
+            head = await self._op(handle.read(self.format.head_size(f)))
         finally:
             await self._close_quietly(handle)
-        return True, invoice_xml.root_of(head if isinstance(head, bytes) else head.encode())
+        return head if isinstance(head, bytes) else head.encode()
 
     async def _remove_quietly(self, sftp: asyncssh.SFTPClient, path: str) -> None:
         try:

@@ -1,32 +1,32 @@
-"""The `sftp` sink's settings (`SftpSinkConfig`), the checks `streamd check` runs on them,
-and the file names its `filename` template gives (docs/sinks/sftp.md): apart from the
-sink (`sftp`), which connects and writes."""
+"""The `sftp` sink's settings (`SftpSinkConfig`) and the checks `streamd check` runs on
+them (docs/sinks/sftp.md): apart from the sink (`sftp`), which connects and writes, and
+from the formats it writes (`FORMATS`), which make the files.
+
+`format` chooses what the files hold, and with it the defaults of `filename` and `match`:
+`"invoice-xml"` takes HORISEN's invoices, `"jsonl"` every event.
+"""
 
 from __future__ import annotations
 
 import os
 import socket
 from pathlib import Path
-from typing import Any
+from typing import Literal
 
 import asyncssh
+import msgspec
 
 from ..config import Match, SinkConfig
-from ..model import Invoice
 from ..secrets import Secret
-from ..store import FeedEvent
 from ..units import Duration
-from .documents import Document
-from .filenames import Template
+from .file_format import FileFormat
+from .invoice_files import InvoiceDocuments
+from .jsonl_files import JsonLines
 
-FIELDS = ("tenant", "number", "documentNumber", "key", "id", "seq", "source", "op", "revision", "issued")
-#: One of these tells one invoice's file from another's; a template without any would
-#: give every invoice of a tenant (or of a day) one name.
-DISTINCT = ("number", "documentNumber", "key", "id", "seq")
-#: One of these tells an invoice's documents apart ({op} only with {id} or {seq}: one
-#: event may make an issue and a payment).
-PER_DOCUMENT = ("revision",)
-FILENAME = "{tenant}-{number}_r{revision}_{op}.xml"
+Format = Literal["invoice-xml", "jsonl"]
+FORMATS: dict[str, type[FileFormat]] = {"invoice-xml": InvoiceDocuments, "jsonl": JsonLines}
+#: What an `invoice-xml` sink takes unless its table says otherwise; a `jsonl` one: everything.
+INVOICES = Match(provider=["horisen"], entity=["invoice"])
 
 
 class SftpSinkConfig(SinkConfig, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -40,8 +40,10 @@ class SftpSinkConfig(SinkConfig, frozen=True, forbid_unknown_fields=True, kw_onl
     # OpenSSH known_hosts file holding the server's host key; there is no way to skip it.
     known_hosts: str
     directory: str = "."
-    filename: str = FILENAME
-    match: Match = Match(provider=["horisen"], entity=["invoice"])
+    # What the files hold (FORMATS); the defaults of `filename` and `match` follow it.
+    format: Format = "invoice-xml"
+    filename: str = ""  # "": the format's (`{tenant}-{number}_r{revision}_{op}.xml` for invoice-xml)
+    match: Match = INVOICES
     # Write a `payment` document when what is paid of a booked invoice changes. Off: an ERP
     # that takes payments from its bank statement would book each one twice.
     payments: bool = False
@@ -51,43 +53,15 @@ class SftpSinkConfig(SinkConfig, frozen=True, forbid_unknown_fields=True, kw_onl
     concurrency: int = 8
     batch_max: int = 100
 
-
-# ---------------------------------------------------------------- file names
-
-def template_problem(template: str) -> str | None:
-    """Why a `filename` template cannot be used, or None."""
-    parsed = Template(template, FIELDS)
-    if parsed.problem:
-        return parsed.problem
-    used = {f.name for f in parsed.fields}
-    if not used & set(DISTINCT):
-        return ("needs one of " + ", ".join("{" + f + "}" for f in DISTINCT)
-                + ", or two invoices could get one name")
-    if not used & set(PER_DOCUMENT) and not ("op" in used and used & {"id", "seq"}):
-        return ("needs {revision} (or {op} with {id} or {seq}), or an invoice's documents (its "
-                "corrections, cancellation, payments) could get one name")
-    try:
-        parsed.render(_SAMPLE)
-    except (ValueError, TypeError) as exc:
-        return f"cannot be rendered ({exc})"
-    return None
-
-
-_SAMPLE: dict[str, Any] = {
-    "tenant": "acme", "number": "INV-1", "documentNumber": "INV-1", "key": "k1", "id": "0" * 32,
-    "seq": 1, "source": "horisen", "op": "issue", "revision": 1, "issued": "2026-01-01",
-}
-
-
-def file_name(template: str | Template, event: FeedEvent, invoice: Invoice, doc: Document) -> str:
-    # An invoice without a number is named by its key: an empty {number} would give every
-    # such invoice of a tenant one name.
-    number = invoice.number or event.key
-    parsed = template if isinstance(template, Template) else Template(template, FIELDS)
-    return parsed.render({
-        "tenant": event.tenant, "number": number, "documentNumber": number, "key": event.key,
-        "id": event.id, "seq": event.seq, "source": event.source, "op": doc.op,
-        "revision": doc.revision, "issued": invoice.issued.isoformat() if invoice.issued else ""})
+    def __post_init__(self) -> None:
+        # The defaults that depend on `format`, filled in once, so that `streamd check`
+        # prints what the sink will do. `match` is the invoices' default by identity: a
+        # table that names those invoices itself keeps them, whatever the format.
+        fmt = FORMATS[self.format]
+        if not self.filename:
+            msgspec.structs.force_setattr(self, "filename", fmt.FILENAME)
+        if self.format != "invoice-xml" and self.match is INVOICES:
+            msgspec.structs.force_setattr(self, "match", Match())
 
 
 # ---------------------------------------------------------------- validation
@@ -121,7 +95,10 @@ def _validate(cfg: SftpSinkConfig) -> list[str]:
             problems.append(f"known_hosts: {problem}")
     if not cfg.directory:
         problems.append("directory: must not be empty (\".\" is the login directory)")
-    problem = template_problem(cfg.filename)
+    if cfg.payments and cfg.format != "invoice-xml":
+        problems.append(f"payments: payment documents are invoice-xml's; format {cfg.format!r} "
+                        "writes every event as it is")
+    problem = FORMATS[cfg.format].template_problem(cfg.filename)
     if problem:
         problems.append(f"filename: {problem}")
     if cfg.timeout.seconds <= 0:

@@ -11,14 +11,14 @@ import anyio
 from ..config import SinkConfig
 from ..errors import Retryable
 from ..store import FeedEvent
-from .base import SinkSpec
+from .base import Sink, SinkSpec
 
 
 class StdoutSinkConfig(SinkConfig, frozen=True, forbid_unknown_fields=True, kw_only=True):
     pass
 
 
-class StdoutSink:
+class StdoutSink(Sink):
     def __init__(self, name: str, stream: BinaryIO | None = None) -> None:
         self.name = name
         self._stream = stream if stream is not None else sys.stdout.buffer

@@ -1,6 +1,9 @@
 """The seat a provider plugs into: `SourceContext`, `Source`, `ProviderSpec` (see `base`)."""
 
 from .base import (
+    Authorization,
+    DemoPart,
+    DemoSetup,
     ProviderSpec,
     Routes,
     Source,
@@ -13,6 +16,6 @@ from .base import (
 )
 
 __all__ = [
-    "ProviderSpec", "Routes", "Source", "SourceContext", "WebhookAuth", "WebhookHandler", "WebhookReply",
-    "WebhookRequest", "json_reply",
+    "Authorization", "DemoPart", "DemoSetup", "ProviderSpec", "Routes", "Source", "SourceContext",
+    "WebhookAuth", "WebhookHandler", "WebhookReply", "WebhookRequest", "json_reply",
 ]

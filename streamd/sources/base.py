@@ -20,6 +20,11 @@ HTTP listener starts, then starts `source.run()` in its task group. The
 - `ctx.dead_letter(reason, raw, context)` builds a dead-letter row for a payload
   normalization refused; submit it in the same batch as the good events.
 
+Beside `build`, a `ProviderSpec` may carry hooks for the command line, so that it names
+no provider: `demo` makes the provider's part in `streamd demo` (a `DemoPart`: its
+simulator, its source table, its platform at work), and `authorize` signs a source in
+for `streamd auth <source>` (an `Authorization` says which, and how).
+
 A source's `run` handles its peer's failures itself (each retry one `retry.Retries`
 step) and returns only when cancelled. `renormalize` re-runs the pure normalizer on a
 dead letter's raw bytes for `streamd dlq retry`.
@@ -30,12 +35,13 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 import msgspec
 from anyio.abc import TaskStatus
 
-from ..config import SourceConfig, no_checks
+from ..config import SourceConfig, StoreConfig, no_checks
 from ..health import Component
 from ..metrics import Metrics
 from ..model import Event
@@ -127,6 +133,56 @@ class Source(Protocol):
 
 
 @dataclass(frozen=True)
+class DemoSetup:
+    """What `streamd demo` tells a provider's `demo` hook."""
+
+    name: str  # the `[sources.<name>]` it gets (the provider's own name)
+    directory: Path  # the demo's directory: certificates, secrets, the simulator's files
+    rate: float  # `--rate`: events per second a simulator that streams should send
+
+
+class DemoPart(Protocol):
+    """A provider's part in `streamd demo`: its simulator on loopback, the source table that
+    points streamd at it, and its platform at work while the demo runs. The demo calls, in
+    this order: `serve` (started in its task group), `source_toml`, `prepare` with the
+    parsed config, and once the daemon is ready `banner` and `activity` (started in the
+    task group, cancelled when the demo ends)."""
+
+    async def serve(self, *, task_status: TaskStatus[Any]) -> None:
+        """Serve the simulator until cancelled; `task_status.started()` once it listens."""
+        ...
+
+    def source_toml(self, backoff: str) -> str:
+        """The `[sources.<name>]` table, with the `backoff` (TOML) every demo source gets."""
+        ...
+
+    async def prepare(self, store: StoreConfig) -> None:
+        """Before the daemon starts: leave in the store what a person would have done by
+        hand (Asperion's sign-in, `streamd auth`)."""
+        ...
+
+    def banner(self, listener: str) -> list[str]:
+        """Lines that say where the simulator is (`listener`: the daemon's http://host:port)."""
+        ...
+
+    async def activity(self, listener: str) -> None:
+        """The platform at work until cancelled: records change, webhooks arrive."""
+        ...
+
+
+@dataclass(frozen=True)
+class Authorization:
+    """What `streamd auth <source>` hands a provider's `authorize` hook."""
+
+    store: StoreConfig  # where the credentials go (`store.write_state`: sealed when a key is set)
+    source: str  # the `[sources.<name>]` to authorize
+    config: Any  # its table: the provider's own SourceConfig
+    refresh_token: str | None  # one obtained elsewhere, to import instead of signing in
+    timeout: float  # seconds to wait for the person to finish signing in
+    say: Callable[[str], None]  # a message for the person at the terminal (never a token)
+
+
+@dataclass(frozen=True)
 class ProviderSpec:
     config: type[SourceConfig]
     build: Callable[[SourceContext, Any], Source]
@@ -135,6 +191,11 @@ class ProviderSpec:
     # The source keeps credentials in the store (`secret.` progress): `streamd check`
     # warns when `[store] secrets_key` is not set to encrypt them.
     keeps_credentials: bool = False
+    # Its part in `streamd demo` (a provider without one is left out of the demo).
+    demo: Callable[[DemoSetup], DemoPart] | None = None
+    # `streamd auth <source>`: sign in once and keep the credentials in the store. Raises
+    # AuthorizationFailed with a message for the person at the terminal.
+    authorize: Callable[[Authorization], Awaitable[None]] | None = None
 
 
 def json_reply(status: int, **body: Any) -> WebhookReply:

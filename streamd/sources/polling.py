@@ -18,8 +18,8 @@ from urllib.parse import urlsplit
 import anyio
 import httpx
 
-from ..config import Backoff
-from ..errors import StreamdError, Unavailable
+from ..config import BackoffPolicy
+from ..errors import AuthFailed, PollFailed, Unavailable
 from ..health import State
 from ..model import Event
 from ..retry import Retries, retry_after_seconds, retrying
@@ -32,16 +32,6 @@ from .changes import restamp, same_values
 log = logging.getLogger("streamd.source")
 
 T = TypeVar("T")
-
-
-class PollFailed(StreamdError):
-    """This poll cannot complete now: it is retried after a backoff, and what only a
-    complete poll may do (delete, move a cursor) is not done."""
-
-
-class AuthFailed(StreamdError):
-    """The provider refused our credentials, or a token it had just given: new ones are
-    needed. Fatal for the source, never for the daemon."""
 
 
 class Credentials(Protocol):
@@ -156,7 +146,7 @@ class PollHealth:
 
 
 async def poll_every(ctx: SourceContext, health: PollHealth, poll: Callable[[], Awaitable[None]], *,
-                     interval: float, policy: Backoff, where: str = "",
+                     interval: float, policy: BackoffPolicy, where: str = "",
                      complete: Callable[[], None] = lambda: None) -> None:
     """Run `poll` every `interval` (from the start of one to the start of the next), and
     after a `PollFailed` again after a capped backoff (never longer than `interval`).
@@ -194,7 +184,7 @@ class ApiClient:
     provider's own description of the error (`describe`)."""
 
     def __init__(self, ctx: SourceContext, http: httpx.AsyncClient, tokens: Credentials, *,
-                 policy: Backoff, max_tries: int, describe: Callable[[httpx.Response], str]) -> None:
+                 policy: BackoffPolicy, max_tries: int, describe: Callable[[httpx.Response], str]) -> None:
         self.ctx = ctx
         self.http = http
         self.tokens = tokens

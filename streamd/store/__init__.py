@@ -1,9 +1,9 @@
 """The feed: one SQLite file (schema), one writer task (writer), many readers (reader);
 credentials kept in it sealed (sealed)."""
 
-from .reader import DeadLetterRow, FeedEvent, FeedReader, match_clause
-from .schema import SCHEMA_VERSION, classify, connect
-from .sealed import SECRET_PREFIX, SecretUnreadable
+from .reader import FeedEvent, FeedReader
+from .schema import connect
+from .sealed import SECRET_PREFIX
 from .writer import (
     Batch,
     Committed,
@@ -12,12 +12,10 @@ from .writer import (
     Pending,
     SinkState,
     Writer,
-    WriterClosed,
     write_state,
 )
 
 __all__ = [
-    "SCHEMA_VERSION", "SECRET_PREFIX", "Batch", "Committed", "DeadLetter", "DeadLetterRow",
-    "EntityState", "FeedEvent", "FeedReader", "Pending", "SecretUnreadable", "SinkState", "Writer",
-    "WriterClosed", "classify", "connect", "match_clause", "write_state",
+    "SECRET_PREFIX", "Batch", "Committed", "DeadLetter", "EntityState", "FeedEvent", "FeedReader",
+    "Pending", "SinkState", "Writer", "connect", "write_state",
 ]

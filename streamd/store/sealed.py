@@ -35,7 +35,7 @@ import msgspec
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from ..errors import ConfigError, StreamdError
+from ..errors import ConfigError, SecretUnreadable
 
 if TYPE_CHECKING:
     from ..config import StoreConfig
@@ -53,12 +53,6 @@ _ID_BYTES = 4
 _NONCE_BYTES = 12
 _TAG_BYTES = 16
 _json = msgspec.json.Encoder(decimal_format="string")
-
-
-class SecretUnreadable(StreamdError):
-    """A sealed credential that cannot be opened here (no key, another key, altered, a
-    newer format). Fatal for the one source that owns it, never for the daemon. The
-    message names the row and the key ids, never a key or a value."""
 
 
 def parse_key(text: str) -> bytes:

@@ -22,6 +22,7 @@ places that write `source_state`.
 
 from __future__ import annotations
 
+import enum
 import logging
 import sqlite3
 import time
@@ -33,9 +34,8 @@ import anyio
 import msgspec
 from anyio.abc import TaskStatus
 
-from ..config import Backoff as BackoffPolicy
-from ..config import StoreConfig
-from ..errors import DiskFull, StoreBusy, StoreError, StoreFatal
+from ..config import BackoffPolicy, StoreConfig
+from ..errors import DiskFull, StoreBusy, StoreError, StoreFatal, WriterClosed
 from ..health import Component, State
 from ..metrics import Metrics
 from ..model import Event, dedupe_bucket
@@ -122,8 +122,15 @@ class Committed(msgspec.Struct, frozen=True):
     head: int
 
 
-class WriterClosed(StoreError):
-    """The writer is stopping (shutdown) or stopped; nothing more is accepted."""
+class WriterState(enum.Enum):
+    """The writer's lifecycle, one way only: NEW -> STARTING -> RUNNING -> CLOSING -> CLOSED.
+    A writer closed before it ran goes from NEW (or STARTING) straight to CLOSED."""
+
+    NEW = "new"  # built: batches may queue, nothing commits yet
+    STARTING = "starting"  # `run` reads the head and seals credentials at rest
+    RUNNING = "running"  # committing
+    CLOSING = "closing"  # `close()`: what is queued still commits; nothing more is accepted
+    CLOSED = "closed"  # `run` returned, or never ran: nothing is accepted or committed
 
 
 class _Item:
@@ -172,18 +179,21 @@ class Writer:
         self.head = 0
         self._last_ms = 0
         self._changed = anyio.Event()
-        self.finished = anyio.Event()
-        self._closing = False
+        self.finished = anyio.Event()  # set once the state is CLOSED after `run`
+        self._state = WriterState.NEW
         self._inflight: list[_Item] = []
-        self._running = False
         self._pruned = 0
         self._sealer = Sealer.from_config(cfg)
+
+    @property
+    def state(self) -> WriterState:
+        return self._state
 
     # ---------------------------------------------------------------- submitters
 
     async def enqueue(self, batch: Batch) -> Pending:
         """Queue a batch (waits while the queue is full) without waiting for its commit."""
-        if self._closing:
+        if self._state in (WriterState.CLOSING, WriterState.CLOSED):
             raise WriterClosed("the store writer is shutting down")
         item = _Item(batch)
         try:
@@ -198,10 +208,13 @@ class Writer:
         return await (await self.enqueue(batch)).committed()
 
     def close(self) -> None:
-        """Accept nothing more; the writer commits what is queued, then `run` returns."""
-        self._closing = True
+        """Accept nothing more; the writer commits what is queued, then `run` returns. A
+        writer that is not running yet fails what is queued. Closing twice does nothing."""
         self._send.close()
-        if not self._running:
+        if self._state is WriterState.RUNNING:
+            self._state = WriterState.CLOSING
+        elif self._state in (WriterState.NEW, WriterState.STARTING):
+            self._state = WriterState.CLOSED
             self._fail_queued(WriterClosed("the store writer never started"))
             self._recv.close()
 
@@ -215,6 +228,9 @@ class Writer:
     # ---------------------------------------------------------------- the task
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        if self._state is not WriterState.NEW:
+            raise RuntimeError(f"the store writer is {self._state.value}: it runs once")
+        self._state = WriterState.STARTING
         try:
             self.head = await self._read_head()
             await seal_at_rest(self._db, self._sealer, self._cfg.path)
@@ -223,7 +239,8 @@ class Writer:
         self._last_ms = await self._read_last_received()
         self._metrics.head.set(self.head)
         self.component.ok()
-        self._running = True
+        if self._state is WriterState.STARTING:  # not closed meanwhile
+            self._state = WriterState.RUNNING
         task_status.started()
         try:
             async with self._recv:
@@ -238,7 +255,7 @@ class Writer:
             self._fail_queued(exc)
             raise
         finally:
-            self._closing = True
+            self._state = WriterState.CLOSED
             self._send.close()
             self.component.set(State.STOPPED)
             self.finished.set()
@@ -470,7 +487,6 @@ class Writer:
 
     def _fail_queued(self, exc: BaseException) -> None:
         err = exc if isinstance(exc, StoreError) else WriterClosed("the store writer stopped")
-        self._closing = True
         for item in self._inflight:
             if not item.done.is_set():
                 item.error = err

@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import secrets
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import parse_qsl, unquote_plus, urlencode, urlsplit, urlunsplit
 
 import anyio
@@ -22,9 +22,6 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from ...simulated import AccessTokens
-
-if TYPE_CHECKING:
-    from .simulator import Knobs
 
 SCOPE = "asperion-api offline_access"  # granted to every token [D, seed]
 CODE_TTL = 60.0  # seconds an authorization code can be exchanged [I]
@@ -38,6 +35,20 @@ def _oauth_json(body: Any, status: int = 200, headers: dict[str, str] | None = N
 def _oauth_error(status: int, error: str, description: str | None = None) -> Response:
     body = {"error": error} if description is None else {"error": error, "error_description": description}
     return _oauth_json(body, status, {"Cache-Control": "no-store"})
+
+
+class Knobs(Protocol):
+    """What the identity server reads of the simulator's knobs (`simulator.Knobs`), at
+    each request, so a test may change them while it runs."""
+
+    @property
+    def client_id(self) -> str: ...
+    @property
+    def client_secret(self) -> str: ...
+    @property
+    def token_ttl(self) -> float: ...
+    @property
+    def refresh_answer_delay(self) -> float: ...
 
 
 class Identity:

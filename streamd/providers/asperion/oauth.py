@@ -36,13 +36,12 @@ import httpx
 import msgspec
 
 from ...config import StoreConfig
-from ...errors import Unavailable
+from ...errors import AuthFailed, SecretUnreadable, TokenLost, TokenUnavailable
 from ...model import format_time
 from ...model.fields import DECODE_ERRORS
 from ...retry import retry_after_seconds, retrying
 from ...sources import SourceContext
-from ...sources.polling import AuthFailed
-from ...store import SECRET_PREFIX, Batch, SecretUnreadable, write_state
+from ...store import SECRET_PREFIX, Batch, write_state
 from . import wire
 from .config import AsperionConfig
 
@@ -59,20 +58,11 @@ def fingerprint(refresh_token: str) -> str:
     return hashlib.sha256(b"streamd refresh token\0" + refresh_token.encode()).hexdigest()[:16]
 
 
-class TokenLost(AuthFailed):
-    """The stored refresh token was spent by a rotation the last run began and never
-    committed: only `streamd auth` can help."""
-
-
 class TokenState(msgspec.Struct, frozen=True, kw_only=True):
     refresh_token: str
     access_token: str | None = None
     expires_at: float = 0.0  # unix time the access token expires
     obtained_at: float = 0.0
-
-
-class TokenUnavailable(Unavailable):
-    """The identity server could not be reached or answered 5xx/429: retried."""
 
 
 def authorize_url(cfg: AsperionConfig, state: str) -> str:

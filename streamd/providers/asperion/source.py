@@ -31,6 +31,7 @@ import httpx
 import msgspec
 from anyio.abc import TaskStatus
 
+from ...errors import AuthFailed, PollFailed, TokenLost
 from ...health import State
 from ...model import Event, format_time
 from ...model.fields import DECODE_ERRORS
@@ -38,9 +39,7 @@ from ...retry import Retries
 from ...sources import SourceContext
 from ...sources.polling import (
     ApiClient,
-    AuthFailed,
     Gate,
-    PollFailed,
     PollHealth,
     changed_values,
     fan_out,
@@ -55,7 +54,7 @@ from . import wire
 from .changes import Listing, record_event
 from .config import AsperionConfig, tenant_ids, tls_context
 from .deletions import Guard
-from .oauth import TokenLost, Tokens
+from .oauth import Tokens
 
 log = logging.getLogger("streamd.source.asperion")
 

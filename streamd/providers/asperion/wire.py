@@ -74,10 +74,6 @@ INVOICE_STATUS: dict[int, tuple[str, str]] = {
 
 # ---------------------------------------------------------------- the list envelope
 
-class ItemMeta(msgspec.Struct, kw_only=True):
-    self: str | None = None
-
-
 class PageMeta(msgspec.Struct, kw_only=True):
     previousPage: str | None = None  # noqa: N815 - Asperion's field names
     nextPage: str | None = None  # noqa: N815

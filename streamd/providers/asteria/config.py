@@ -1,16 +1,13 @@
 from __future__ import annotations
 
-import os
 import re
 import ssl
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from ...config import SourceConfig
-from ...secrets import Secret, SecretError, is_key_material, is_reference
+from ...errors import SecretError
+from ...secrets import Secret, is_key_material, is_reference, key_file
 from ...units import Duration, Size
 from . import wire
 
@@ -50,29 +47,6 @@ class AsteriaConfig(SourceConfig, frozen=True, forbid_unknown_fields=True, kw_on
 
 
 _HEADER = re.compile(r"^[A-Za-z0-9-]+$")
-
-
-@contextmanager
-def key_file(key: str) -> Iterator[str]:
-    """A path ssl can load the key from: the path itself, the file a reference names, or
-    (for env:) a private temporary file that is gone as soon as the key is loaded."""
-    if not is_reference(key):
-        yield key
-        return
-    scheme, _, target = key.partition(":")
-    if scheme == "file":
-        yield target
-        return
-    if scheme == "credential":
-        yield str(Path(os.environ.get("CREDENTIALS_DIRECTORY", "")) / target)
-        return
-    pem = Secret.resolve(key).reveal()
-    with tempfile.TemporaryDirectory(prefix="streamd-key-") as tmp:
-        path = Path(tmp) / "key.pem"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(pem)
-        yield str(path)
 
 
 def tls_context(cfg: AsteriaConfig) -> ssl.SSLContext:

@@ -61,7 +61,8 @@ from ...model.fields import (
 from . import wire
 
 PROVIDER = "asteria"
-OPS: dict[str, Op] = {"CREATE": "created", "UPDATE": "updated", "REMOVE": "deleted"}
+#: A topic's action → the op of its events (`model.OPS` are the ops themselves).
+ACTIONS: dict[str, Op] = {"CREATE": "created", "UPDATE": "updated", "REMOVE": "deleted"}
 #: The business time zone when the source configures none.
 ZONE = ZoneInfo(wire.TIMEZONE)
 #: (entity, key) → the tenant the source knows the record by, or None.
@@ -92,7 +93,7 @@ def normalize(topic: str, data: bytes, *, source: str, received_at: datetime, zo
     if topic not in wire.TOPIC_SET:
         raise Rejected(f"unknown topic {topic!r}")
     family, action = wire.split_topic(topic)
-    op = OPS[action]
+    op = ACTIONS[action]
     try:
         if op == "deleted":
             return [_removed_event(family, _removed.decode(data), data, source, received_at, tenant_of)]

@@ -201,7 +201,9 @@ class AsteriaSource:
             while len(batch) < limit:
                 try:
                     batch.append(frames.receive_nowait())
-                except anyio.WouldBlock:
+                except (anyio.WouldBlock, anyio.EndOfStream):
+                    # EndOfStream: the reader stopped (closed its end) and the rest is in
+                    # this batch; it is committed, and the loop ends after it.
                     break
             received.inc(len(batch))
             events, states, rejects = await self._normalize(batch, self.ctx.now())

@@ -4,14 +4,15 @@ Connec! API v2.
 
 `wire` holds the wire format, `normalize` the pure mapping to the unified model,
 `source` the webhooks and the poller, and `simulator` a Connec! API and a sender of
-its webhooks (for the demo, the tests and the benchmarks).
+its webhooks (for the demo, the tests and the benchmarks); `demo` its part in
+`streamd demo`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ...sources import ProviderSpec, Source, SourceContext
+from ...sources import DemoPart, DemoSetup, ProviderSpec, Source, SourceContext
 from .config import ConnecConfig, validate
 
 
@@ -21,6 +22,12 @@ def _build(ctx: SourceContext, cfg: Any) -> Source:
     return ConnecSource(ctx, cfg)
 
 
-SPEC = ProviderSpec(config=ConnecConfig, build=_build, validate=validate, path_fields=("ca",))
+def _demo(setup: DemoSetup) -> DemoPart:
+    from .demo import ConnecDemo
+
+    return ConnecDemo(setup)
+
+
+SPEC = ProviderSpec(config=ConnecConfig, build=_build, validate=validate, path_fields=("ca",), demo=_demo)
 
 __all__ = ["SPEC", "ConnecConfig"]

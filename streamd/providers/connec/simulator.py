@@ -199,9 +199,6 @@ class ConnecSimulator(SimulatedServer):
     def groups(self) -> tuple[str, ...]:
         return self.knobs.groups
 
-    def list_url(self, group: str, collection: str) -> str:
-        return self.url + wire.API_PATH.format(group_id=group, collection=collection)
-
     # ------------------------------------------------------------ data
 
     def entities(self, group: str, collection: str) -> dict[str, Entity]:

@@ -34,17 +34,15 @@ import anyio
 import msgspec
 from anyio.abc import TaskStatus
 
-from ...errors import Rejected
+from ...errors import AuthFailed, PollFailed, Rejected
 from ...health import State
 from ...model import Event
 from ...model.fields import DECODE_ERRORS
 from ...sources import SourceContext, WebhookReply, WebhookRequest, json_reply
 from ...sources.polling import (
     ApiClient,
-    AuthFailed,
     BasicAuth,
     Gate,
-    PollFailed,
     PollHealth,
     http_client,
     paginate,

@@ -5,16 +5,16 @@ reports, polled with OAuth2 client credentials into a change feed.
 `changes` the events a listing emits (every change to a document, less named noise),
 `payments` how a payment is seen whichever stamp HORISEN moves, `oauth` the
 client-credentials token, `source` the poller, `listing` one poll's diff and
-`progress` (pure) where its cursor moves, and `simulator` (with `records`) a HORISEN
-API on loopback (for the demo, the tests and the benchmarks). The seed's delivery step
-(XML over SFTP) is the `sftp` sink.
+`progress` (pure) where its cursor moves, `simulator` (with `records`) a HORISEN API on
+loopback (for the demo, the tests and the benchmarks), and `demo` its part in
+`streamd demo`. The seed's delivery step (XML over SFTP) is the `sftp` sink.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ...sources import ProviderSpec, Source, SourceContext
+from ...sources import DemoPart, DemoSetup, ProviderSpec, Source, SourceContext
 from .config import HorisenConfig, validate
 
 
@@ -24,6 +24,12 @@ def _build(ctx: SourceContext, cfg: Any) -> Source:
     return HorisenSource(ctx, cfg)
 
 
-SPEC = ProviderSpec(config=HorisenConfig, build=_build, validate=validate, path_fields=("ca",))
+def _demo(setup: DemoSetup) -> DemoPart:
+    from .demo import HorisenDemo
+
+    return HorisenDemo(setup)
+
+
+SPEC = ProviderSpec(config=HorisenConfig, build=_build, validate=validate, path_fields=("ca",), demo=_demo)
 
 __all__ = ["SPEC", "HorisenConfig"]

@@ -13,12 +13,12 @@ from typing import Protocol
 
 import msgspec
 
-from ...errors import Rejected, StreamdError
+from ...errors import AuthFailed, PollFailed, Rejected, ReportsMissing
 from ...model import Event, Invoice, TrafficLine, format_time
 from ...model.fields import DECODE_ERRORS
 from ...sources import SourceContext
 from ...sources.changes import rejected_marker, same_content
-from ...sources.polling import AuthFailed, PollFailed, changed_values, fan_out
+from ...sources.polling import changed_values, fan_out
 from ...sources.window import CommitWindow
 from ...store import Batch, DeadLetter, EntityState
 from .changes import invoice_event, party_event, restamped, same_document, unchanged
@@ -33,10 +33,6 @@ log = logging.getLogger("streamd.source.horisen")
 INFLIGHT = 4
 
 
-class ReportsMissing(StreamdError):
-    """404 INVOICE_NOTFOUND on an invoice's traffic reports."""
-
-
 @dataclass
 class Tally:
     """The distinct documents one listing saw, to hold against the API's `total`."""
@@ -49,20 +45,16 @@ class Tally:
 
 
 class Poller(Protocol):
-    """What a listing reads of its source (`source.HorisenSource`): named here, so that
-    the source imports the listing and not the other way round as well."""
+    """What a listing reads of the source that runs it (`source.HorisenSource`), named
+    here so that this module does not import the source, which imports it."""
 
-    @property
-    def name(self) -> str: ...
-    @property
-    def ctx(self) -> SourceContext: ...
-    @property
-    def cfg(self) -> HorisenConfig: ...
-    @property
-    def tenant(self) -> str: ...
+    name: str
+    tenant: str
+    ctx: SourceContext
+    cfg: HorisenConfig
 
     async def traffic(self, key: str) -> list[bytes]:
-        """An invoice's traffic report rows; `ReportsMissing` when HORISEN has none."""
+        """An invoice's traffic reports, one raw row each; raises ReportsMissing on 404."""
         ...
 
 

@@ -15,11 +15,10 @@ from dataclasses import dataclass
 import anyio
 import httpx
 
-from ...errors import Unavailable
+from ...errors import AuthFailed, Unavailable
 from ...model.fields import DECODE_ERRORS
 from ...retry import retry_after_seconds, retrying
 from ...sources import SourceContext
-from ...sources.polling import AuthFailed
 from . import wire
 from .config import HorisenConfig
 

@@ -39,15 +39,14 @@ import anyio
 import httpx
 from anyio.abc import TaskStatus
 
+from ...errors import AuthFailed, PollFailed, ReportsMissing
 from ...health import State
 from ...model import Event
 from ...model.fields import DECODE_ERRORS
 from ...sources import SourceContext
 from ...sources.polling import (
     ApiClient,
-    AuthFailed,
     Gate,
-    PollFailed,
     PollHealth,
     fan_out,
     http_client,
@@ -58,7 +57,7 @@ from ...sources.polling import (
 from . import wire
 from .changes import renormalized
 from .config import HorisenConfig
-from .listing import Listing, ReportsMissing, Tally
+from .listing import Listing, Tally
 from .normalize import traffic_rows
 from .oauth import ClientToken
 from .payments import PROBE_SIZE, listed, probe_covers, undated_order

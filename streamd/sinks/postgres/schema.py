@@ -25,6 +25,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ...errors import SinkSchemaError
+
 if TYPE_CHECKING:
     import asyncpg
 
@@ -119,10 +121,6 @@ EXPECTED: dict[str, tuple[list[tuple[str, str]], list[str]]] = {
 }
 
 
-class SchemaError(Exception):
-    """The schema cannot be used as it is; the message says why and what to do."""
-
-
 def q(name: str) -> str:
     """A quoted identifier (schema names are checked to be plain, quoted all the same)."""
     return '"' + name.replace('"', '""') + '"'
@@ -146,14 +144,14 @@ async def migrate(conn: asyncpg.Connection, schema: str) -> tuple[int, int]:
             version = int(await conn.fetchval(
                 f"SELECT coalesce(max(version), 0) FROM {s}.{_MIGRATIONS_TABLE}"))
         elif theirs := sorted(tables & set(TABLES)):
-            raise SchemaError(f"schema {schema} holds {', '.join(theirs)} but no "
+            raise SinkSchemaError(f"schema {schema} holds {', '.join(theirs)} but no "
                               f"{_MIGRATIONS_TABLE}: tables streamd did not create; give the sink "
                               "another schema")
         else:
             await conn.execute(f"CREATE TABLE {s}.{_MIGRATIONS_TABLE} (version integer PRIMARY KEY, "
                                "applied_at timestamptz NOT NULL DEFAULT now())")
         if version > SCHEMA_VERSION:
-            raise SchemaError(f"schema {schema} was written by a newer streamd (version {version}; this "
+            raise SinkSchemaError(f"schema {schema} was written by a newer streamd (version {version}; this "
                               f"streamd knows up to {SCHEMA_VERSION}): upgrade streamd")
         found = version
         while version < SCHEMA_VERSION:

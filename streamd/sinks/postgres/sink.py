@@ -43,11 +43,12 @@ from urllib.parse import parse_qsl, urlsplit
 import anyio
 import asyncpg
 
-from ...errors import DeliveryError, Permanent, Retryable
+from ...errors import DeliveryError, Permanent, Retryable, SinkSchemaError
 from ...metrics import Metrics
 from ...store import FeedEvent
-from . import PostgresSinkConfig, sslmode, tls_context, where
-from .schema import SchemaError, drift, migrate, q
+from ..base import Sink
+from .config import PostgresSinkConfig, sslmode, tls_context, where
+from .schema import drift, migrate, q
 
 log = logging.getLogger("streamd.sink")
 
@@ -103,7 +104,9 @@ def _said(exc: asyncpg.PostgresError) -> str:
     return f"{text} [SQLSTATE {exc.sqlstate}]"
 
 
-class PostgresSink:
+class PostgresSink(Sink):
+    holds_offset = True  # in sink_offsets, in the transaction that loads the rows
+
     def __init__(self, name: str, cfg: PostgresSinkConfig) -> None:
         self.name = name
         self.cfg = cfg
@@ -194,7 +197,7 @@ class PostgresSink:
     async def _check(self, conn: asyncpg.Connection) -> None:
         try:
             found, now = await migrate(conn, self.schema)
-        except SchemaError as exc:
+        except SinkSchemaError as exc:
             raise Retryable(f"{self.where}: {exc}") from None
         problems = await drift(conn, self.schema)
         if problems:

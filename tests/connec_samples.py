@@ -1,7 +1,7 @@
 """One realistic Connec! entity per collection (`wire.COLLECTIONS`), as the API v2 and the
-notifications send them, for the simulator and the tests. They belong to one group and
-refer to each other: the invoice bills the organization (with the person as its
-contact) for the item, and the payment settles the invoice. Amounts are JSON numbers,
+notifications send them, for the tests (the simulator makes its own). They belong to one
+group and refer to each other: the invoice bills the organization (with the person as
+its contact) for the item, and the payment settles the invoice. Amounts are JSON numbers,
 as Connec! writes them; each one here is exact in its shortest repr (`json.dumps` writes
 `0.05` as `0.05`), so it reaches the normalizer digit for digit.
 
