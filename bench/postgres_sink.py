@@ -151,8 +151,27 @@ def clear_run(pg: Postgres) -> None:
     pg.sql("CHECKPOINT", "bench")
 
 
-def sink_run(pg: Postgres, feed: Path, events: int, want: int) -> tuple[float, str]:
-    """events/s from READY until PostgreSQL's offset is the feed's head; the batch size at the end."""
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU a process has used (0 when there is none: not connected yet)."""
+    if not pid:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def backend_pid(pg: Postgres) -> int | None:
+    """The PostgreSQL backend serving the sink's connection."""
+    out = pg.sql("SELECT pid FROM pg_stat_activity WHERE application_name = 'streamd sink pg'", "bench")
+    return int(out.split()[0]) if out else None
+
+
+def sink_run(pg: Postgres, feed: Path, events: int, want: int) -> tuple[float, str, float, float]:
+    """events/s from READY until PostgreSQL's offset is the feed's head; the batch size at the
+    end; CPU µs per event of the sink's PostgreSQL backend and of streamd's process meanwhile
+    (what each costs, whatever else the machine runs)."""
     with tempfile.TemporaryDirectory(prefix="streamd-bench-pg-") as tmp:
         work, port = Path(tmp), free_port()
         shutil.copy(feed, work / "feed.db")
@@ -161,9 +180,12 @@ def sink_run(pg: Postgres, feed: Path, events: int, want: int) -> tuple[float, s
         proc = start_streamd(work, CONFIG.format(port=port, events=events, sink=sink), port)
         try:
             t0 = time.monotonic()
+            ours0 = cpu_seconds(proc.pid)
+            backend: list[int | None] = [None]
 
             def done() -> bool:
                 try:
+                    backend[0] = backend[0] or backend_pid(pg)
                     at = pg.sql("SELECT seq FROM streamd.sink_offsets WHERE sink = 'pg'", "bench")
                     return at == str(want)
                 except subprocess.CalledProcessError:
@@ -171,6 +193,7 @@ def sink_run(pg: Postgres, feed: Path, events: int, want: int) -> tuple[float, s
 
             wait(done, 900, "the sink to load every event")
             elapsed = time.monotonic() - t0
+            theirs, ours = cpu_seconds(backend[0]), cpu_seconds(proc.pid) - ours0
             import httpx
 
             metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
@@ -180,7 +203,7 @@ def sink_run(pg: Postgres, feed: Path, events: int, want: int) -> tuple[float, s
             stop_streamd(proc)
     rows = int(pg.sql("SELECT count(*) FROM streamd.events WHERE source = 'gen'", "bench"))
     assert rows == want, f"{rows} rows loaded, {want} expected"
-    return want / elapsed, size
+    return want / elapsed, size, theirs / want * 1e6, ours / want * 1e6
 
 
 def feed_rows(feed: Path, n: int) -> list[dict[str, Any]]:
@@ -279,6 +302,11 @@ def psycopg_run(pg: Postgres, events: list[dict[str, Any]], db: str) -> float:
     return len(events) / (time.monotonic() - t0)
 
 
+def _cpu(runs: list[tuple[float, float]]) -> str:
+    return (f"CPU per event: PostgreSQL backend {statistics.median(r[0] for r in runs):.0f} µs, "
+            f"streamd {statistics.median(r[1] for r in runs):.0f} µs")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
     ap.add_argument("--events", type=int, default=200_000, help="events in the feed")
@@ -297,24 +325,27 @@ def main() -> None:
     try:
         settings = pg.sql("SELECT string_agg(name || ' = ' || setting, ', ' ORDER BY name) FROM pg_settings "
                           "WHERE name IN ('fsync', 'synchronous_commit', 'shared_buffers', 'server_version')")
-        empty, sizes = [], []
+        empty, sizes, cpu = [], [], []
         for _ in range(args.repeat):
             pg.sql("DROP DATABASE bench")
             pg.sql("CREATE DATABASE bench")
-            rate, size = sink_run(pg, feed, args.events, want)
+            rate, size, theirs, ours = sink_run(pg, feed, args.events, want)
             empty.append(rate)
             sizes.append(size)
-        results.append(("streamd postgres sink, empty tables", want, empty, f"batch size {sizes[-1]}"))
+            cpu.append((theirs, ours))
+        results.append(("streamd postgres sink, empty tables", want, empty,
+                        f"batch size {sizes[-1]}; {_cpu(cpu)}"))
         pg.sql("DROP DATABASE bench")
         pg.sql("CREATE DATABASE bench")
         prefill_rows(pg, feed, args.prefill_rows)
-        full = []
+        full, cpu = [], []
         for _ in range(args.repeat):
-            rate, size = sink_run(pg, feed, args.events, want)
+            rate, size, theirs, ours = sink_run(pg, feed, args.events, want)
             full.append(rate)
+            cpu.append((theirs, ours))
             clear_run(pg)
         results.append((f"streamd postgres sink, {args.prefill_rows:,} rows already there", want, full,
-                        f"batch size {size}"))
+                        f"batch size {size}; {_cpu(cpu)}"))
         alt = feed_rows(feed, args.alt_events)
         if args.singer_target:
             runs = [singer_run(pg, args.singer_target, alt, "singer") for _ in range(args.repeat)]
@@ -332,7 +363,8 @@ def main() -> None:
         pg.close()
     base = statistics.median(empty)
     print(f"# postgres sink: a prefilled feed loaded by streamd into PostgreSQL on loopback ({settings}); "
-          f"streamd synchronous = \"full\"; {os.cpu_count()} cores; median of {args.repeat} runs")
+          f"streamd synchronous = \"full\"; {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} "
+          f"at the end; median of {args.repeat} runs")
     print(f"| {'how':<52} | {'events':>8} | {'events/s':>9} | {'sink / it':>9} | {'runs':<26} | note |")
     print(f"|{'-' * 54}|{'-' * 9}:|{'-' * 10}:|{'-' * 10}:|{'-' * 28}|------|")
     for label, n, runs, note in results:

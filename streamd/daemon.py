@@ -47,10 +47,13 @@ from .sinks.dispatcher import Dispatcher, DispatcherState
 from .sources import Source, SourceContext
 from .sources.dead_letters import SourceDeadLetters
 from .store import Batch, FeedReader, Writer, connect
+from .store.reader import Lines
 from .store.retention import Retention
 from .web import Web
 
 log = logging.getLogger("streamd")
+
+LINES_SHARED = 8 << 20  # bytes of rendered feed lines the sinks share (about 10,000 events)
 
 class DaemonState(enum.Enum):
     """One way: NEW -> STARTING -> RUNNING (ready) -> STOPPING -> STOPPED, or CUT_SHORT when
@@ -89,6 +92,9 @@ class Daemon:
         self.dispatchers: dict[str, Dispatcher] = {}
         self._readers: list[FeedReader] = []
         self.state = DaemonState.NEW
+        # Sinks' events share their rendered lines, so an event is encoded once, however
+        # many sinks send it (one sink has nothing to share it with).
+        self._lines = Lines(LINES_SHARED) if len(cfg.sinks) > 1 else None
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -117,8 +123,8 @@ class Daemon:
                 await db.close()
             self.notifier.close()
 
-    async def _reader(self) -> FeedReader:
-        r = await FeedReader.open(self.cfg.store)
+    async def _reader(self, lines: Lines | None = None) -> FeedReader:
+        r = await FeedReader.open(self.cfg.store, lines)
         self._readers.append(r)
         return r
 
@@ -178,7 +184,8 @@ class Daemon:
         sink = sink_spec(kcfg.type).build(name, kcfg)
         # A sink that names this host to its peer (the nats sink's subjects) is told the shard.
         sink.attach_shard(self.cfg.daemon.shard)
-        return Dispatcher(name, kcfg, sink, writer, await self._reader(), self.metrics, component)
+        return Dispatcher(name, kcfg, sink, writer, await self._reader(self._lines), self.metrics,
+                          component)
 
     async def _shutdown(self) -> None:
         assert self.writer is not None and self.web is not None

@@ -58,6 +58,14 @@ def test_what_the_check_reads_of_a_document() -> None:
     assert known.kept("2026-02-01") == {"3": "2026-03-01"}
 
 
+@pytest.mark.parametrize("edge", ["9999-12-31T23:59:59-05:00", "0001-01-01T00:00:00+01:00"])
+def test_a_stamp_beyond_utc_is_unreadable_not_a_crash(edge: str) -> None:
+    """Found by the fuzz rig: a stamp whose UTC is outside the calendar crashed the poll."""
+    assert stamp(edge) is None
+    doc = listed(b'{"id": 1, "paymentStatus": "open", "paymentStatusDate": "%s"}' % edge.encode())
+    assert doc.open and doc.paid_at is None and not doc.timed
+
+
 # ---------------------------------------------------------------- the poller
 
 def listings(sim: HorisenSimulator, since: int) -> list[str]:

@@ -11,13 +11,14 @@ import anyio
 import pytest
 
 from streamd.config import BackoffPolicy, Match, SinkConfig
-from streamd.errors import Permanent, Retryable
+from streamd.errors import Permanent, Retryable, StoreError
 from streamd.health import State
 from streamd.model import Invoice, Party, make_event
 from streamd.sinks.base import Sink
 from streamd.sinks.dispatcher import Dispatcher, DispatcherState
 from streamd.sinks.file import FileSink, FileSinkConfig
 from streamd.store import Batch, FeedEvent, FeedReader
+from streamd.store.reader import Lines
 from streamd.units import Duration, Size
 
 from .conftest import feed_lines, until
@@ -211,6 +212,108 @@ async def test_the_file_sink_writes_the_feed_lines(store: Store, tmp_path: Path)
         await run.caught_up()
     lines = (tmp_path / "out" / "feed.jsonl").read_bytes().splitlines(keepends=True)
     assert lines == [e.line for e in await store.reader.read(0, 100, 100)]
+
+
+async def test_the_file_sink_writes_each_line_byte_for_byte_as_pinned(store: Store, tmp_path: Path) -> None:
+    """The feed line's bytes are a contract (consumers hash and diff them): the envelope
+    around the stored data, field order, escaping, UTF-8 and the null tenant, pinned."""
+    ev = make_event(provider="synthetic", source="s", tenant="", entity="party", op="created",
+                    key='k "1" \u00fc/\u00e9\\', time=T0, data=Party(name="p"), version="v")
+    await store.writer.submit(Batch(source="s", events=[ev]))
+    async with dispatching(store, file_sink(tmp_path)) as run:
+        await run.caught_up()
+    written = (tmp_path / "out" / "feed.jsonl").read_bytes()
+    assert written == (
+        b'{"specversion":"1.0","id":"' + ev.id.encode() + b'","source":"/synthetic/s",'
+        b'"type":"party.created","subject":"party/k \\"1\\" \xc3\xbc/\xc3\xa9\\\\",'
+        b'"time":"2026-01-01T00:00:00.000Z","datacontenttype":"application/json","seq":1,'
+        b'"provider":"synthetic","tenant":null,"entity":"party","data":' + ev.data + b'}\n')
+
+
+async def test_an_event_read_by_two_sinks_is_rendered_once(store: Store) -> None:
+    """Encode once: readers sharing `Lines` hand every sink the same bytes, rendered by
+    the first to ask; asking again (a batch delivered again) renders nothing either."""
+    await store.writer.submit(Batch(source="s", events=events(3)))
+    lines = Lines()
+    a, b = (await FeedReader.open(store.cfg, lines), await FeedReader.open(store.cfg, lines))
+    try:
+        first, second = await a.read(0, 10, 10), await b.read(0, 10, 10)
+        assert all(e.rendered is None for e in first + second)  # nothing rendered by reading
+        sent = [e.line for e in first]
+        assert all(x.line is y for x, y in zip(second, sent, strict=True))
+        assert all(x.line is y for x, y in zip(first, sent, strict=True))
+        alone = await store.reader.read(0, 10, 10)  # a reader of its own renders the same bytes
+        assert alone == first  # equal events, whether their line was rendered yet or not
+        assert [e.line for e in alone] == sent and all(x is not y for x, y in
+                                                       zip((e.line for e in alone), sent, strict=True))
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_the_next_batch_is_read_while_one_is_delivered(store: Store) -> None:
+    """The read of the next batch overlaps the delivery of this one (the postgres sink's
+    commit), and is delivered only after it returned, in order, the offset unchanged."""
+    await store.writer.submit(Batch(source="s", events=events(10)))
+    sink = Scripted()
+    sink.gate = anyio.Event()
+    reads: list[int] = []
+    async with dispatching(store, sink, batch_max=4) as run:
+        original = run.d.reader.read
+
+        async def read(after: int, upto: int, limit: int, match: Match | None = None) -> list[FeedEvent]:
+            reads.append(after)
+            return await original(after, upto, limit, match)
+
+        run.d.reader.read = read  # type: ignore[method-assign]
+        # The first batch is already in delivery (held at the gate): the second is read meanwhile.
+        await until(lambda: 4 in reads, 10, "the second batch to be read during the first delivery")
+        assert sink.calls == 1 and sink.got == [] and run.d.offset == 0
+        assert 8 not in reads  # one batch ahead, no more
+        sink.gate.set()
+        await run.caught_up()
+    assert [e.key for e in sink.got] == [f"k{i}" for i in range(10)] and sink.sizes == [4, 4, 2]
+
+
+async def test_a_failed_read_ahead_never_cuts_the_delivery_short(store: Store) -> None:
+    """The read of the next batch fails while this one is delivered: the delivery still
+    completes and its offset moves; the failure surfaces after it, as a read's would."""
+    await store.writer.submit(Batch(source="s", events=events(10)))
+    sink = Scripted()
+    sink.gate = anyio.Event()
+    reader = await FeedReader.open(store.cfg)
+    original = reader.read
+    reads = 0
+
+    async def read(after: int, upto: int, limit: int, match: Match | None = None) -> list[FeedEvent]:
+        nonlocal reads
+        reads += 1
+        if reads == 2:
+            raise StoreError("disk I/O error")
+        return await original(after, upto, limit, match)
+
+    reader.read = read  # type: ignore[method-assign]
+    store.metrics.init_sink("scripted")
+    d = Dispatcher("scripted", SinkConfig(type="test", backoff=FAST, batch_max=4), sink,  # type: ignore[arg-type]
+                   store.writer, reader, store.metrics, store.health.add("sink", "scripted", grace=1))
+    failed: list[BaseException] = []
+
+    async def run() -> None:
+        try:
+            await d.run()
+        except StoreError as exc:
+            failed.append(exc)
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run)
+            await until(lambda: reads == 2, 10, "the read ahead to fail")
+            assert not failed and sink.calls == 1  # the delivery goes on
+            sink.gate.set()
+            await until(lambda: bool(failed), 10, "the failure to surface")
+    finally:
+        await reader.close()
+    assert [e.key for e in sink.got] == ["k0", "k1", "k2", "k3"] and d.offset == 4
 
 
 async def test_the_file_sink_repairs_a_torn_line_and_resumes_exactly(store: Store, tmp_path: Path) -> None:

@@ -11,7 +11,9 @@ Failures:
   event that still fails after `max_tries` goes to dead letters with its feed line,
   and the sink moves on.
 
-Backlog stays on disk: the dispatcher holds at most one batch in memory.
+Backlog stays on disk: the dispatcher holds at most two batches in memory, the one
+being delivered and the next, read from the feed meanwhile (so the sink's wait and the
+read overlap; the next is delivered only after the first returned, as before).
 
 Batches: up to `batch_max` events; with `batch_linger`, a partial batch waits that long
 to fill first. A sink with `stable_batches = True` (its receiver dedupes
@@ -33,7 +35,7 @@ import enum
 import logging
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 
 import anyio
 import msgspec
@@ -203,37 +205,69 @@ class Dispatcher:
         return max(1, min(self.cfg.batch_max, size))
 
     async def _loop(self) -> None:
+        ahead: _Prefetch | None = None
         while True:
             batch_max = self._batch_max()
             self.component.beat(IDLE_WAIT * 10)
             await self._retry_dead_letters()
-            head = self.writer.head
-            if self.offset >= head:
-                await self._commit_offset(force=True, wait=True)
-                if self.offset < self.writer.head:
-                    continue  # committed while we waited (shutdown's last commit, say)
-                if self._state is not DispatcherState.RUNNING:
-                    return
-                with anyio.move_on_after(IDLE_WAIT):
-                    await self.writer.wait_head(self.offset)
-                continue
-            if self._linger and self._state is DispatcherState.RUNNING and head - self.offset < batch_max:
-                head = await self._linger_for(head, batch_max)
-            upto = min(head, self.offset + SCAN_WINDOW)
-            replay = self._replay_upto > self.offset
-            if replay:
-                upto = min(upto, self._replay_upto)
-            events = await self.reader.read(self.offset, upto, batch_max, self.cfg.match)
-            scanned = events[-1].seq if len(events) == batch_max else upto
+            if ahead is not None:
+                read, ahead = ahead.result(), None
+            else:
+                head = self.writer.head
+                if self.offset >= head:
+                    await self._commit_offset(force=True, wait=True)
+                    if self.offset < self.writer.head:
+                        continue  # committed while we waited (shutdown's last commit, say)
+                    if self._state is not DispatcherState.RUNNING:
+                        return
+                    with anyio.move_on_after(IDLE_WAIT):
+                        await self.writer.wait_head(self.offset)
+                    continue
+                if self._linger and self._state is DispatcherState.RUNNING and head - self.offset < batch_max:
+                    head = await self._linger_for(head, batch_max)
+                read = await self._read(self.offset, head, batch_max)
+            events, scanned, replay, batch_max = read
             if events:
                 if self._stable and not replay and len(events) < batch_max:
                     # A full batch is the same on every read from this offset; a partial one
                     # is not (the head moves): remember where it ends before sending it.
                     await self._submit(Batch(meta={self._batch_key: str(scanned)}))
-                await self._deliver(events)
+                ahead = self._prefetch(scanned)
+                if ahead is None:
+                    await self._deliver(events)
+                else:
+                    # The next batch is read from the feed while this one is delivered: the
+                    # sink's wait (a commit, a round trip) and the read overlap. Its events
+                    # are delivered only after this delivery returned, as they always were.
+                    async with anyio.create_task_group() as tg:
+                        tg.start_soon(ahead.run)
+                        await self._deliver(events)
             self.offset = scanned
             self.metrics.sink_offset.labels(self.name).set(scanned)
             await self._commit_offset(force=bool(events))
+
+    async def _read(self, offset: int, head: int, batch_max: int) -> _Read:
+        """The next batch past `offset`: its events, where the scan ended, whether it
+        replays the batch in flight at the last stop (stable batches), and the size asked."""
+        upto = min(head, offset + SCAN_WINDOW)
+        replay = self._replay_upto > offset
+        if replay:
+            upto = min(upto, self._replay_upto)
+        events = await self.reader.read(offset, upto, batch_max, self.cfg.match)
+        scanned = events[-1].seq if len(events) == batch_max else upto
+        return events, scanned, replay, batch_max
+
+    def _prefetch(self, offset: int) -> _Prefetch | None:
+        """A read of the batch after `offset`, to run while the current one is delivered;
+        None when the loop should wait for events instead (none committed past it yet, or
+        fewer than a batch while `batch_linger` asks to wait for a full one). One batch
+        ahead at most: two batches in memory, never more."""
+        head = self.writer.head
+        batch_max = self._batch_max()
+        lingering = self._linger and self._state is DispatcherState.RUNNING
+        if offset >= head or (lingering and head - offset < batch_max):
+            return None
+        return _Prefetch(lambda: self._read(offset, head, batch_max))
 
     @property
     def _batch_key(self) -> str:
@@ -415,6 +449,32 @@ class Dispatcher:
         states = self.sink.take_state()
         await self._submit(Batch(resolved_dead_letters=[row.id],
                                  sink_states={self.name: states} if states else {}))
+
+
+_Read = tuple[list[FeedEvent], int, bool, int]  # events, the seq scanned to, a replay, batch_max
+
+
+class _Prefetch:
+    """One read run beside a delivery. Its failure (the store unreadable) is kept and
+    raised when its result is asked for, after the delivery: a failing read must not
+    cancel a delivery half done."""
+
+    def __init__(self, read: Callable[[], Awaitable[_Read]]) -> None:
+        self._read = read
+        self._result: _Read | None = None
+        self._error: BaseException | None = None
+
+    async def run(self) -> None:
+        try:
+            self._result = await self._read()
+        except Exception as exc:
+            self._error = exc
+
+    def result(self) -> _Read:
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None
+        return self._result
 
 
 def _from_line(row: DeadLetterRow) -> FeedEvent:

@@ -19,8 +19,37 @@ from .sealed import SECRET_PREFIX, Sealer
 _COLUMNS = "seq, id, source, provider, tenant, entity, op, key, time, received, data"
 
 
-class FeedEvent(msgspec.Struct, frozen=True):
-    """One committed event as sinks see it: the columns, and its rendered feed line."""
+class Lines:
+    """Feed lines already rendered, by seq, shared by the readers of one daemon's sinks:
+    an event committed once is rendered once, however many sinks send it. A seq never
+    names another event (the feed's seq is AUTOINCREMENT and events are never rewritten),
+    so a line kept is never stale. Bounded by `budget` bytes, oldest first out: sinks
+    near the head (the usual case) share it; one far behind renders its own."""
+
+    def __init__(self, budget: int = 4 << 20) -> None:
+        self.budget = budget
+        self._lines: dict[int, bytes] = {}
+        self._bytes = 0
+
+    def get(self, seq: int) -> bytes | None:
+        return self._lines.get(seq)
+
+    def put(self, seq: int, line: bytes) -> None:
+        if seq in self._lines:
+            return
+        self._lines[seq] = line
+        self._bytes += len(line)
+        while self._bytes > self.budget:
+            self._bytes -= len(self._lines.pop(next(iter(self._lines))))
+
+
+class FeedEvent(msgspec.Struct, eq=False):
+    """One committed event as sinks see it: the columns, and its feed line, the CloudEvent
+    bytes every sink sends. The line is rendered once, when first asked for (a sink that
+    sends only `data` never pays for it), and kept: a batch delivered again, or by another
+    sink through the same `Lines`, sends the same bytes without encoding them again.
+    Not frozen only so that the line can be kept; nothing else changes an event. Equal
+    when the columns are: whether the line was rendered yet is no part of an event."""
 
     seq: int
     id: str
@@ -33,21 +62,48 @@ class FeedEvent(msgspec.Struct, frozen=True):
     time: str
     received_ms: int
     data: bytes
-    line: bytes
+    rendered: bytes | None = None  # the line, once rendered (or given)
+    lines: Lines | None = None  # where lines are shared with other sinks' readers
 
     @property
     def type(self) -> str:
         return f"{self.entity}.{self.op}"
 
+    @property
+    def line(self) -> bytes:
+        line = self.rendered
+        if line is None:
+            shared = self.lines
+            line = shared.get(self.seq) if shared is not None else None
+            if line is None:
+                line = render_line(cloudevent(
+                    seq=self.seq, id=self.id, source=self.source, provider=self.provider,
+                    tenant=self.tenant, entity=self.entity, op=self.op, key=self.key,
+                    time=self.time, data=self.data))
+                if shared is not None:
+                    shared.put(self.seq, line)
+            self.rendered = line
+        return line
 
-def _row_to_event(row: Sequence[Any]) -> FeedEvent:
+    def _columns(self) -> tuple[object, ...]:
+        return (self.seq, self.id, self.source, self.provider, self.tenant, self.entity, self.op,
+                self.key, self.time, self.received_ms, self.data)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, FeedEvent):
+            return NotImplemented
+        return self._columns() == other._columns()
+
+    def __ne__(self, other: object) -> bool:
+        if not isinstance(other, FeedEvent):
+            return NotImplemented
+        return self._columns() != other._columns()
+
+
+def _row_to_event(row: Sequence[Any], lines: Lines | None = None) -> FeedEvent:
     seq, idb, source, provider, tenant, entity, op, key, time, received, data = row
-    ident = bytes(idb).hex()
-    line = render_line(cloudevent(seq=seq, id=ident, source=source, provider=provider,
-                                  tenant=tenant, entity=entity, op=op, key=key, time=time,
-                                  data=bytes(data)))
-    return FeedEvent(seq, ident, source, provider, tenant, entity, op, key, time, received,
-                     bytes(data), line)
+    return FeedEvent(seq, idb.hex(), source, provider, tenant, entity, op, key, time, received,
+                     data, None, lines)
 
 
 #: Whether an event's data is a forecast (`"forecast": true`, model.Invoice): only an
@@ -86,15 +142,18 @@ class DeadLetterRow(msgspec.Struct, frozen=True):
 
 
 class FeedReader:
-    def __init__(self, db: aiosqlite.Connection, path: str, sealer: Sealer | None = None) -> None:
+    def __init__(self, db: aiosqlite.Connection, path: str, sealer: Sealer | None = None,
+                 lines: Lines | None = None) -> None:
         self._db = db
         self.path = path
         self._sealer = sealer or Sealer()
+        self._lines = lines
 
     @classmethod
-    async def open(cls, cfg: StoreConfig) -> FeedReader:
+    async def open(cls, cfg: StoreConfig, lines: Lines | None = None) -> FeedReader:
+        """`lines`: the rendered lines this reader's events share with other readers'."""
         sealer = Sealer.from_config(cfg)
-        return cls(await connect(cfg, create=False, reader=True), cfg.path, sealer)
+        return cls(await connect(cfg, create=False, reader=True), cfg.path, sealer, lines)
 
     async def close(self) -> None:
         await self._db.close()
@@ -126,7 +185,8 @@ class FeedReader:
             sql += " AND " + where
         sql += " ORDER BY seq LIMIT ?"
         rows = await self._all(sql, [after, upto, *params, limit])
-        return [_row_to_event(r) for r in rows]
+        lines = self._lines
+        return [_row_to_event(r, lines) for r in rows]
 
     async def nth_last_seq(self, n: int, match: Match | None = None) -> int | None:
         """seq of the n-th last matching event (n=1: the last), None if there are fewer."""

@@ -7,7 +7,11 @@ holding only `{"_id": …}`. What is inferred ([I] in ../shared/providers.md) is
 marked here: the websocket framing, and the shapes of the other entities.
 
 Payload Structs accept unknown fields (Asteria adds fields freely); amounts are
-`Decimal`, so JSON numbers are read digit for digit, never through a float.
+`Decimal`, so JSON numbers are read digit for digit, never through a float. They are
+`gc=False`: decoded from JSON, they hold only strings, numbers, lists and other such
+Structs, so they can never be part of a reference cycle, and the collector need not
+track the many made per second (1 % fewer instructions per seed-shaped frame, counted
+with callgrind).
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ def split_topic(topic: str) -> tuple[str, str]:
 
 # ---------------------------------------------------------------- framing [I]
 
-class Frame(msgspec.Struct):
+class Frame(msgspec.Struct, gc=False):
     topic: str
     data: msgspec.Raw
 
@@ -71,7 +75,7 @@ def encode_frame(topic: str, data: bytes) -> bytes:
 
 # ---------------------------------------------------------------- payloads
 
-class Sum(msgspec.Struct, kw_only=True):
+class Sum(msgspec.Struct, kw_only=True, gc=False):
     total: Decimal | None = None
     invoiceTotal: Decimal | None = None  # noqa: N815 - Asteria's field names
     tax: Decimal | None = None
@@ -82,12 +86,12 @@ class Sum(msgspec.Struct, kw_only=True):
         return self.invoiceTotal if self.invoiceTotal is not None else self.total
 
 
-class Sums(msgspec.Struct, kw_only=True):
+class Sums(msgspec.Struct, kw_only=True, gc=False):
     original: Sum | None = None
     system: Sum | None = None
 
 
-class Base(msgspec.Struct, kw_only=True):
+class Base(msgspec.Struct, kw_only=True, gc=False):
     """What every entity payload has: Mongo-style ids, the company, the stamps."""
 
     mongo_id: str | None = msgspec.field(default=None, name="_id")
@@ -102,7 +106,7 @@ class Base(msgspec.Struct, kw_only=True):
         return self.mongo_id or self.id
 
 
-class Removed(msgspec.Struct):
+class Removed(msgspec.Struct, gc=False):
     """A `*_REMOVE` body: only the id (sometimes more, which is ignored)."""
 
     mongo_id: str | None = msgspec.field(default=None, name="_id")
@@ -115,7 +119,7 @@ class Removed(msgspec.Struct):
         return self.mongo_id or self.id
 
 
-class ClientMeta(msgspec.Struct):
+class ClientMeta(msgspec.Struct, gc=False):
     clientNumber: str | None = None  # noqa: N815
     source: str | None = None
 
@@ -131,33 +135,33 @@ class Client(Base, kw_only=True):
     orgNumber: str | None = None  # noqa: N815
 
 
-class InvoiceMeta(msgspec.Struct):
+class InvoiceMeta(msgspec.Struct, gc=False):
     invoiceNumber: str | None = None  # noqa: N815
     clientNumber: str | None = None  # noqa: N815
     source: str | None = None
 
 
-class InvoiceDates(msgspec.Struct):
+class InvoiceDates(msgspec.Struct, gc=False):
     invoiceSent: str | None = None  # noqa: N815
     invoiceDue: str | None = None  # noqa: N815
     invoicePaid: str | None = None  # noqa: N815
 
 
-class InvoiceInfo(msgspec.Struct):
+class InvoiceInfo(msgspec.Struct, gc=False):
     status: str | None = None
     isForecast: bool | None = None  # noqa: N815
 
 
-class ContactGeneral(msgspec.Struct):
+class ContactGeneral(msgspec.Struct, gc=False):
     name: str | None = None
     email: str | None = None
 
 
-class Contact(msgspec.Struct):
+class Contact(msgspec.Struct, gc=False):
     general: ContactGeneral | None = None
 
 
-class Payment(msgspec.Struct, kw_only=True):
+class Payment(msgspec.Struct, kw_only=True, gc=False):
     date: str | None = None
     total: Decimal | None = None
     currency: str | None = None
@@ -165,7 +169,7 @@ class Payment(msgspec.Struct, kw_only=True):
     rate: Decimal | None = None
 
 
-class Credit(msgspec.Struct, kw_only=True):
+class Credit(msgspec.Struct, kw_only=True, gc=False):
     """The import schema's `credits` item: an invoice number this invoice credits."""
 
     number: str | None = None
@@ -187,7 +191,7 @@ class Invoice(Base, kw_only=True):
     payments: list[Payment] = []
 
 
-class Link(msgspec.Struct, kw_only=True):
+class Link(msgspec.Struct, kw_only=True, gc=False):
     type: str | None = None
     id: str | None = None
     clientId: str | None = None  # noqa: N815
@@ -195,7 +199,7 @@ class Link(msgspec.Struct, kw_only=True):
     sums: Sums | None = None
 
 
-class TransactionMeta(msgspec.Struct):
+class TransactionMeta(msgspec.Struct, gc=False):
     tags: list[str] = []
     categories: list[str] = []
 

@@ -76,9 +76,10 @@ def stamp(value: object) -> datetime | None:
         return None
     try:
         at = datetime.fromisoformat(value.strip())
-    except ValueError:
+        # A stamp near the calendar's ends has no UTC (9999-12-31T23:59:59-05:00).
+        return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+    except (ValueError, OverflowError):
         return None
-    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
 
 
 def probe_covers(stamps: Sequence[datetime | None], *, full: bool, since: datetime | None,
