@@ -244,9 +244,12 @@ def main() -> None:
                     help="events in the feed (single runs to the slow receiver)")
     ap.add_argument("--latency", type=float, default=5.0, help="the slow receiver's ms per request")
     ap.add_argument("--repeat", type=int, default=3, help="runs (median reported)")
+    ap.add_argument("--only", help="the configurations to run, by their row number (1-7), e.g. 3,4,6,7")
     args = ap.parse_args()
+    rows = [int(x) for x in args.only.split(",")] if args.only else range(1, len(RUNS) + 1)
+    load = os.getloadavg()[0]
     results: list[tuple[str, float, int, list[tuple[float, int]]]] = []
-    for label, keys, which, slow in RUNS:
+    for label, keys, which, slow in (RUNS[i - 1] for i in rows):
         events = {"events": args.events, "single": args.single_events, "slow": args.slow_events}[which]
         feed = prefilled(events)
         db = sqlite3.connect(feed)
@@ -257,7 +260,7 @@ def main() -> None:
         results.append((label, latency, want, runs))
     print(f"# http sink: a prefilled feed drained by streamd into a local receiver (HTTP/1.1, "
           f"keep-alive, another process); synchronous = \"full\"; {os.cpu_count()} cores; "
-          f"median of {args.repeat} runs")
+          f"load average {load:.2f} before, {os.getloadavg()[0]:.2f} after; median of {args.repeat} runs")
     print(f"| {'format':<32} | {'receiver':>8} | {'events':>8} | {'events/s':>9} | {'requests':>8} | "
           f"{'runs':<28} |")
     print(f"|{'-' * 34}|{'-' * 9}:|{'-' * 9}:|{'-' * 10}:|{'-' * 9}:|{'-' * 30}|")

@@ -1,33 +1,56 @@
-"""Ingest end to end: Asteria simulator → streamd (mTLS websocket) → committed feed → file sink.
+"""Ingest end to end: Asteria simulator → streamd (mTLS websocket) → committed feed → file sink,
+and the same frames read by the peers in the same run.
 
-    python bench/ingest.py                       # 100,000 events at full speed; 30 s at 2,000/s
-    python bench/ingest.py --events 20000 --seconds 10
+    python bench/ingest.py                       # seed-shaped frames: 100,000 x3, then 30 s at 2,000/s
+    python bench/ingest.py --profile light --events 20000 --seconds 10
+    python bench/ingest.py --repeat 5 --node-red bench/out/node-red/node_modules/.bin/node-red
+    python bench/ingest.py --py-spy bench/out/ingest.pyspy --repeat 1 --no-steady
+    python bench/ingest.py --no-peers --no-steady --store 'cache="8MiB"' --env MALLOC_ARENA_MAX=2
 
 streamd runs as its own process with `synchronous = "full"` and a file sink that
 fsyncs every batch, exactly as deployed. This process runs the simulated gateway
-and watches the file sink's file. Two runs, each on a fresh feed:
+and watches the file the reader writes. Frames are the simulator's "seed" profile by
+default (full clients, invoices and transactions, 660 bytes on average) or its
+"light" one (every topic, 314 bytes). Runs, each on a fresh gateway and directory:
 
-1. full speed: N events made in advance, sent as fast as streamd takes them; the clock
-   runs from the first frame sent to the N-th line in the file (durable: committed to
-   the feed and fsynced in the file). The time to the feed's commit is shown too.
-2. steady 2,000 events/s: each event is stamped (updatedAt, hence the line's `time`)
-   when the simulator sends it; the latency is the moment its line appears in the file
-   minus that stamp. The first 2 seconds are left out (warm-up; a quarter of a short run).
+1. full speed, --repeat times, each reader in turn (streamd, then each peer): N events
+   made in advance, sent as fast as the reader takes them; the clock runs from the
+   upgrade to the N-th line in the file. For streamd that line is durable (committed to
+   the feed, fsynced in the file); the time to the feed's commit and the process's peak
+   RSS (VmHWM) are shown too.
+   The peers, same frames, same mutual TLS, same file watcher:
+   - Node-RED 4 (with --node-red, or if bench/out/node-red has it: `npm install --prefix
+     bench/out/node-red node-red@4`): a flow this script writes, `websocket in` (client,
+     a `tls-config` with the client certificate, key and CA, the server verified, the
+     `x-asteria-client` header) → `file` (append, one line per message). Not durable:
+     Node-RED's file node neither fsyncs nor keeps anything when it stops.
+   - websockets: the simplest Python reader (the `websockets` client, another process),
+     each frame written as a line to a buffered file; no parsing, no fsync. The ceiling.
+2. steady 2,000 events/s (streamd only): each event is stamped (updatedAt, hence the
+   line's `time`) when the simulator sends it; the latency is the moment its line
+   appears in the file minus that stamp. The first 2 seconds are left out (warm-up).
+3. with --py-spy FILE: one more full-speed run of streamd under `py-spy record --threads`
+   (100 samples a second, raw stacks to FILE), and the CPU broken down by what the samples were doing.
 
-Prints a table.
+Prints tables.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
+import shutil
 import sqlite3
+import ssl
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections import Counter
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -36,10 +59,17 @@ from anyio.from_thread import start_blocking_portal
 from streamd.providers.asteria import simulator as sim_mod
 from streamd.providers.asteria.simulator import AsteriaSimulator, Knobs
 
+OUT = Path(__file__).resolve().parent / "out"
+NODE_RED = OUT / "node-red" / "node_modules" / ".bin" / "node-red"
+SOURCE_KEYS: dict[str, str] = {}  # --source KEY=VALUE: extra keys of streamd's source (TOML values)
+STORE_KEYS: dict[str, str] = {}  # --store KEY=VALUE: extra keys of [store]
+STREAMD_ENV: dict[str, str] = {}  # --env NAME=VALUE: streamd's environment
+
 CONFIG = """
 [store]
 path = "feed.db"
 synchronous = "full"
+{store}
 [http]
 listen = "127.0.0.1:0"
 [daemon]
@@ -54,7 +84,7 @@ fsync = true
 
 
 class FileWatcher(threading.Thread):
-    """Reads the file sink's file as it grows; notes when each line appeared."""
+    """Reads the reader's file as it grows; notes when each line appeared."""
 
     def __init__(self, path: Path, latency: bool) -> None:
         super().__init__(daemon=True)
@@ -86,18 +116,93 @@ class FileWatcher(threading.Thread):
                 buf += chunk
                 *complete, buf = buf.split(b"\n")
                 self.lines += len(complete)
-                if self.latency:
-                    for line in complete:
-                        t = json.loads(line)["time"]
-                        sent = datetime.fromisoformat(t.replace("Z", "+00:00")).timestamp()
-                        self.samples.append((now, sent))
+                for line in complete:
+                    t = json.loads(line)["time"]
+                    sent = datetime.fromisoformat(t.replace("Z", "+00:00")).timestamp()
+                    self.samples.append((now, sent))
 
 
-def start_streamd(workdir: Path, sim: AsteriaSimulator) -> subprocess.Popen[bytes]:
+# ---------------------------------------------------------------- the readers
+
+def start_streamd(workdir: Path, sim: AsteriaSimulator,
+                  py_spy: Path | None = None) -> subprocess.Popen[bytes]:
     cfg = workdir / "config.toml"
-    cfg.write_text(CONFIG.format(source=sim.source_toml("gw")))
-    return subprocess.Popen([sys.executable, "-m", "streamd", "run", "-c", str(cfg)], cwd=workdir,
+    store = "".join(f"{k} = {v}\n" for k, v in STORE_KEYS.items())
+    cfg.write_text(CONFIG.format(source=sim.source_toml("gw", **SOURCE_KEYS), store=store))
+    cmd = [sys.executable, "-m", "streamd", "run", "-c", str(cfg)]
+    if py_spy is not None:
+        # --threads: the event loop, SQLite's thread and the sink's file thread apart;
+        # --nonblocking: py-spy does not pause the process it samples (it would slow it).
+        cmd = [str(Path(sys.executable).parent / "py-spy"), "record", "--threads", "--nonblocking",
+               "--rate", "100", "--format", "raw", "-o", str(py_spy.resolve()), "--", *cmd]
+    return subprocess.Popen(cmd, cwd=workdir, env={**os.environ, **STREAMD_ENV},
                             stderr=open(workdir / "streamd.log", "wb"))  # noqa: SIM115
+
+
+def node_red_flow(sim: AsteriaSimulator, out: Path) -> list[dict[str, object]]:
+    """websocket in (client, mutual TLS, the x-asteria-client header) → file (append)."""
+    c = sim.certs
+    return [
+        {"id": "tab", "type": "tab", "label": "asteria"},
+        {"id": "tls", "type": "tls-config", "name": "asteria", "cert": str(c.client_cert),
+         "key": str(c.client_key), "ca": str(c.ca), "certname": "", "keyname": "", "caname": "",
+         "servername": "", "verifyservercert": True, "alpnprotocol": ""},
+        {"id": "gw", "type": "websocket-client", "path": sim.url, "tls": "tls", "wholemsg": "false",
+         "hb": "0", "subprotocol": "",
+         "headers": [{"keyType": "other", "keyValue": "x-asteria-client", "valueType": "other",
+                      "valueValue": sim.knobs.client_id}]},
+        {"id": "in", "type": "websocket in", "z": "tab", "name": "", "server": "", "client": "gw",
+         "x": 100, "y": 100, "wires": [["file"]]},
+        {"id": "file", "type": "file", "z": "tab", "name": "", "filename": str(out), "filenameType": "str",
+         "appendNewline": True, "createDir": True, "overwriteFile": "false", "encoding": "none",
+         "x": 300, "y": 100, "wires": [[]]},
+    ]
+
+
+def start_node_red(workdir: Path, sim: AsteriaSimulator, node_red: Path) -> subprocess.Popen[bytes]:
+    user = workdir / "node-red"
+    user.mkdir()
+    (user / "flows.json").write_text(json.dumps(node_red_flow(sim, workdir / "feed.jsonl")))
+    # The editor and admin API off: only the flow runs.
+    (user / "settings.js").write_text("module.exports = { httpAdminRoot: false, httpNodeRoot: false, "
+                                      "uiPort: 0, logging: { console: { level: 'warn' } } };\n")
+    return subprocess.Popen([str(node_red), "--userDir", str(user), "--settings", str(user / "settings.js"),
+                             str(user / "flows.json")], cwd=workdir,
+                            stdout=open(workdir / "node-red.log", "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
+
+
+def reader_main(url: str, certs: str, client_id: str, out: str, n: int) -> None:
+    """The ceiling: websockets over the same mutual TLS, each frame a line in a buffered
+    file, nothing parsed, nothing fsynced."""
+    from websockets.asyncio.client import connect
+
+    async def main() -> None:
+        ctx = ssl.create_default_context(cafile=f"{certs}/ca.pem")
+        ctx.load_cert_chain(f"{certs}/client.pem", f"{certs}/client.key")
+        async with connect(url, ssl=ctx, additional_headers={"x-asteria-client": client_id},
+                           compression=None, ping_interval=None, max_size=1 << 20, max_queue=16) as ws:
+            got = 0
+            # Blocking writes on the loop, to a buffered file: what the simplest reader does.
+            with open(out, "wb") as f:  # noqa: ASYNC230
+                async for message in ws:
+                    f.write(message.encode() if isinstance(message, str) else message)
+                    f.write(b"\n")
+                    got += 1
+                    if got >= n:
+                        break
+
+    asyncio.run(main())
+
+
+def start_reader(workdir: Path, sim: AsteriaSimulator, n: int) -> subprocess.Popen[bytes]:
+    certs = workdir / "reader-certs"  # the names reader_main expects
+    certs.mkdir()
+    c = sim.certs
+    for src, name in ((c.ca, "ca.pem"), (c.client_cert, "client.pem"), (c.client_key, "client.key")):
+        shutil.copy(src, certs / name)
+    return subprocess.Popen([sys.executable, __file__, "--reader", sim.url, str(certs), sim.knobs.client_id,
+                             str(workdir / "feed.jsonl"), str(n)], cwd=workdir,
+                            stderr=open(workdir / "reader.log", "wb"))  # noqa: SIM115
 
 
 def head(db: Path) -> int:
@@ -113,74 +218,287 @@ def head(db: Path) -> int:
         con.close()
 
 
-def run(workdir: Path, knobs: Knobs, n: int, prepare: bool) -> dict[str, float]:
+def peak_rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+@dataclass
+class Result:
+    reader: str
+    events: int
+    seconds: float
+    commit_seconds: float = 0.0
+    peak_rss: float = 0.0
+    p50: float = 0.0
+    p99: float = 0.0
+    max: float = 0.0
+    cpu: dict[int, float] = field(default_factory=dict)  # CPU seconds per thread, upgrade -> last line
+
+
+def run(workdir: Path, knobs: Knobs, n: int, prepared: list[tuple[str, bytes]] | None, reader: str,
+        node_red: Path | None = None, py_spy: Path | None = None) -> Result:
     workdir.mkdir(parents=True)
     sim = sim_mod.simulator(workdir / "certs", knobs)
-    if prepare:
-        sim.prepared = [sim_mod.event(i) for i in range(n)]
+    sim.prepared = prepared
     with start_blocking_portal() as portal:
         fut = portal.start_task_soon(sim.serve)
         while not sim.url:
             time.sleep(0.01)
-        watcher = FileWatcher(workdir / "feed.jsonl", latency=not prepare)
+        watcher = FileWatcher(workdir / "feed.jsonl", latency=prepared is None)
         watcher.start()
-        proc = start_streamd(workdir, sim)
+        if reader == "streamd":
+            proc = start_streamd(workdir, sim, py_spy)
+        elif reader == "node-red":
+            assert node_red is not None
+            proc = start_node_red(workdir, sim, node_red)
+        else:
+            proc = start_reader(workdir, sim, n)
+        committed_at = peak = 0.0
+        pid = proc.pid
+        cpu: dict[int, float] = {}
         try:
+            deadline = time.monotonic() + 120
             while sim.upgrades == 0:
                 time.sleep(0.001)
-                if proc.poll() is not None:
-                    raise SystemExit((workdir / "streamd.log").read_text())
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    logs = "\n".join(p.read_text() for p in workdir.glob("*.log"))
+                    raise SystemExit(f"{reader} did not connect:\n{logs}")
             t0 = time.time()
-            committed_at = 0.0
+            if reader == "streamd" and py_spy is not None:
+                kids = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+                pid = int(kids[0]) if kids else pid
+            cpu0 = thread_cpu(pid) if reader == "streamd" else {}
             while watcher.lines < n:
-                if not committed_at and head(workdir / "feed.db") >= n:
+                if reader == "streamd" and not committed_at and head(workdir / "feed.db") >= n:
                     committed_at = time.time()
+                if proc.poll() is not None and reader != "websockets":
+                    raise SystemExit(f"{reader} exited with {proc.returncode}")
                 time.sleep(0.005)
             done_at = watcher.last_at
+            if reader == "streamd":  # (under py-spy, streamd is its child)
+                peak = peak_rss_mb(pid)
+                cpu = {tid: t - cpu0.get(tid, 0.0) for tid, t in thread_cpu(pid).items()}
         finally:
-            proc.terminate()
-            proc.wait(30)
+            if pid != proc.pid:
+                os.kill(pid, 15)  # streamd under py-spy: py-spy writes its file when it exits
+            elif proc.poll() is None:
+                proc.terminate()
+            proc.wait(60)
             watcher.stop.set()
             fut.cancel()
-    out = {"events": n, "seconds": done_at - t0, "commit_seconds": (committed_at or done_at) - t0}
-    if not prepare:
+    out = Result(reader, n, done_at - t0, (committed_at or done_at) - t0, peak,
+                 cpu=cpu if reader == "streamd" else {})
+    if prepared is None:
         cut = t0 + min(2.0, (done_at - t0) / 4)  # warm-up: 2 s, or a quarter of a short run
         lat = sorted(a - s for a, s in watcher.samples if s >= cut)
-        out["p50"] = lat[len(lat) // 2] * 1000
-        out["p99"] = lat[int(len(lat) * 0.99)] * 1000
-        out["max"] = lat[-1] * 1000
-        out["samples"] = len(lat)
+        out.p50 = lat[len(lat) // 2] * 1000
+        out.p99 = lat[int(len(lat) * 0.99)] * 1000
+        out.max = lat[-1] * 1000
     return out
 
 
+# ---------------------------------------------------------------- the profile's breakdown
+
+def _decode_lines() -> tuple[str, ...]:
+    """The lines of asteria/normalize.py that call a msgspec decoder: a sample there is in
+    msgspec's C code, decoding (py-spy shows the Python line that called it)."""
+    from streamd.providers.asteria import normalize
+    src = Path(normalize.__file__).read_text().splitlines()
+    return tuple(f"normalize.py:{i + 1})" for i, line in enumerate(src) if ".decode(data)" in line)
+
+
+#: (part, needles): a sample belongs to the part of its innermost frame that contains one
+#: of the needles (function name and file, as py-spy writes them); more specific first.
+PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("startup (imports, config; before the first frame)", ()),  # matched anywhere in the stack
+    ("decode (msgspec: the frame, then the payload into wire Structs)", ("parse_frame (",)),
+    ("id derivation (values digest, event_id's sha256)", ("event_id (", "_netstring (", "digest (",
+                                                          "canonical (", "_value (", "stamp (")),
+    ("normalize (map, check, the entity's JSON, time)", ("providers/asteria/normalize.py", "model/")),
+    ("writer: rows, batches, results (Python)", ("store/writer.py", "store/sealed.py")),
+    ("sink: reading the feed back (rows -> FeedEvent)", ("store/reader.py",)),
+    ("sink: CloudEvent encoding (cloudevent, render_line)", ("cloudevent (", "render_line (")),
+    ("sink: file writes and fsync", ("sinks/file.py",)),
+    ("sink: dispatcher", ("sinks/",)),
+    ("thread hand-offs (call_soon_threadsafe, the loop's wake-up pipe)",
+     ("_write_to_self (", "_read_from_self (", "call_soon_threadsafe (", "_process_self_data (")),
+    ("TLS + websocket framing", ("websockets/", "ssl.py", "sslproto.py", "selector_events.py")),
+    ("source: batching, tenants, metrics", ("providers/asteria/", "prometheus_client/")),
+    ("SQLite's C calls (statements, commit, fsync)", ("_connection_worker_thread (aiosqlite/core.py:63)",
+                                                      "Connection._execute", "Cursor.")),
+    ("aiosqlite: queue and hand-off to the loop", ("aiosqlite/",)),
+    ("waiting in epoll", ("EpollSelector.select (",)),
+    ("asyncio / anyio scheduling", ("asyncio/", "anyio/", "threading.py", "queue.py")),
+)
+_STARTUP = ("_find_and_load (", "build_parser (", "load_config", "Daemon.start", "open_store")
+
+
+def thread_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds (user + system) of each thread of `pid`, by thread id."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        out[int(task.name)] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def breakdown(raw: Path) -> tuple[dict[int, str], dict[int, Counter[str]]]:
+    """Thread names and samples per part, by thread id, from py-spy's raw output (one
+    `thread (tid): name;frame;frame… count` line per distinct stack)."""
+    decode_lines = _decode_lines()
+    names: dict[int, str] = {}
+    parts: dict[int, Counter[str]] = {}
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack.startswith("thread ("):
+            continue
+        frames = stack.split(";")
+        tid_text, _, name = frames[0][len("thread ("):].partition(")")
+        tid, name = int(tid_text), name.removeprefix(": ")
+        names[tid] = name
+        part = "other"
+        if any(n in f for f in frames for n in _STARTUP):
+            part = PARTS[0][0]
+        elif frames[-1].endswith(decode_lines):
+            part = PARTS[1][0]
+        else:
+            for f in reversed(frames[1:]):
+                hit = next((p for p, needles in PARTS[1:] if any(n in f for n in needles)), None)
+                if hit:
+                    part = hit
+                    break
+        parts.setdefault(tid, Counter())[part] += int(count)
+    return names, parts
+
+
+def print_breakdown(raw: Path, result: Result) -> None:
+    """streamd's CPU per thread (from /proc, between the upgrade and the last line), each
+    thread's split into parts by its py-spy samples."""
+    names, parts = breakdown(raw)
+    cpu = result.cpu
+    total = sum(cpu.values())
+    n = result.events
+    print(f"\nwhere streamd's CPU goes: {total:.2f} s of CPU for {n:,} events in {result.seconds:.1f} s "
+          f"({total / result.seconds:.2f} cores, {total * 1e6 / n:.1f} µs per event); per thread from "
+          "/proc, split by py-spy's samples (record --threads --rate 100)\n")
+    print("| thread | part | µs per event | share of streamd's CPU |")
+    print("|---|---|---:|---:|")
+    for tid, seconds in sorted(cpu.items(), key=lambda kv: -kv[1]):
+        if seconds * 1e6 / n < 0.05:
+            continue
+        name = names.get(tid, "?")
+        label = ("event loop (main thread)" if name == "MainThread"
+                 else f"SQLite thread ({name.partition(' ')[0]})" if "_connection_worker_thread" in name
+                 else "file sink's writes (AnyIO worker)" if "AnyIO worker" in name else name)
+        samples = parts.get(tid, Counter())
+        counted = sum(v for k, v in samples.items() if not k.startswith("startup"))
+        print(f"| **{label}** (tid {tid}) | all | **{seconds * 1e6 / n:.1f}** | "
+              f"**{100 * seconds / total:.1f} %** |")
+        for part, k in samples.most_common():
+            if part.startswith("startup") or not counted:
+                continue
+            share = seconds * k / counted
+            if share * 1e6 / n >= 0.05:
+                print(f"| | {part} | {share * 1e6 / n:.1f} | {100 * share / total:.1f} % |")
+
+
+# ---------------------------------------------------------------- main
+
+def rates(results: list[Result]) -> tuple[float, float, float]:
+    r = sorted(x.events / x.seconds for x in results)
+    return r[len(r) // 2], r[0], r[-1]
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    if len(sys.argv) == 7 and sys.argv[1] == "--reader":
+        reader_main(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], int(sys.argv[6]))
+        return
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
+    ap.add_argument("--profile", choices=sim_mod.PROFILES, default="seed", help="the simulator's frames")
     ap.add_argument("--events", type=int, default=100_000)
     ap.add_argument("--rate", type=float, default=2000.0)
     ap.add_argument("--seconds", type=float, default=30.0)
-    ap.add_argument("--repeat", type=int, default=3, help="full-speed runs (median reported)")
+    ap.add_argument("--repeat", type=int, default=3, help="full-speed runs of each reader (median reported)")
+    ap.add_argument("--node-red", type=Path, default=NODE_RED if NODE_RED.exists() else None,
+                    help="node-red's executable (Node-RED 4); default: bench/out/node-red's, if there")
+    ap.add_argument("--no-peers", action="store_true", help="streamd alone")
+    ap.add_argument("--no-steady", action="store_true", help="skip the steady-rate latency run")
+    ap.add_argument("--py-spy", type=Path, help="profile one more full-speed run into this file")
+    ap.add_argument("--source", action="append", default=[], metavar="KEY=VALUE",
+                    help="a key of streamd's source, e.g. inflight=4 (a TOML value)")
+    ap.add_argument("--store", action="append", default=[], metavar="KEY=VALUE",
+                    help="a key of [store], e.g. cache='\"8MiB\"' (a TOML value)")
+    ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                    help="in streamd's environment, e.g. MALLOC_ARENA_MAX=2")
     args = ap.parse_args()
+    SOURCE_KEYS.update(kv.split("=", 1) for kv in args.source)
+    STREAMD_ENV.update(kv.split("=", 1) for kv in args.env)
+    STORE_KEYS.update(kv.split("=", 1) for kv in args.store)
+    readers = ["streamd"]
+    if not args.no_peers:
+        readers += (["node-red"] if args.node_red else []) + ["websockets"]
+    knobs = Knobs(count=args.events, profile=args.profile)
+    prepared = [sim_mod.event(i, profile=args.profile) for i in range(args.events)]
+    frame_bytes = sum(len(d) for _, d in prepared) / len(prepared)
+    load = os.getloadavg()
+    results: dict[str, list[Result]] = {r: [] for r in readers}
     with tempfile.TemporaryDirectory(prefix="streamd-ingest-") as tmp:
-        fasts = sorted((run(Path(tmp) / f"fast{i}", Knobs(count=args.events), args.events, prepare=True)
-                        for i in range(args.repeat)), key=lambda r: r["seconds"], reverse=True)
-        steady_n = int(args.rate * args.seconds)
-        steady = run(Path(tmp) / "steady", Knobs(count=steady_n, rate=args.rate, stamp_now=True),
-                     steady_n, prepare=False)
-    print(f"\ningest: Asteria simulator -> streamd (mTLS websocket) -> feed (synchronous=full) -> "
-          f"file sink (fsync per batch); {os.cpu_count()} cores; full speed: median of {args.repeat} "
-          "runs [range]\n")
-    durable = [r["events"] / r["seconds"] for r in fasts]
-    committed = sorted(r["events"] / r["commit_seconds"] for r in fasts)
-    fast = fasts[len(fasts) // 2]
-    print("| run | events | durable events/s (in the file) | committed events/s (in the feed) | "
-          "latency p50 | latency p99 | latency max |")
-    print("|---|---|---|---|---|---|---|")
-    print(f"| full speed | {fast['events']:,} | {durable[len(durable) // 2]:,.0f} "
-          f"[{durable[0]:,.0f}-{durable[-1]:,.0f}] | {committed[len(committed) // 2]:,.0f} "
-          f"[{committed[0]:,.0f}-{committed[-1]:,.0f}] | - | - | - |")
-    rate = steady["events"] / steady["seconds"]
-    print(f"| steady {args.rate:,.0f}/s | {steady['events']:,} | {rate:,.0f} | "
-          f"- | {steady['p50']:.1f} ms | {steady['p99']:.1f} ms | {steady['max']:.1f} ms |")
+        for i in range(args.repeat):  # the readers in turn, so that a busy minute hits them all
+            for reader in readers:
+                results[reader].append(run(Path(tmp) / f"{reader}{i}", knobs, args.events, prepared, reader,
+                                           args.node_red))
+        steady = None
+        if not args.no_steady:
+            steady_n = int(args.rate * args.seconds)
+            steady = run(Path(tmp) / "steady", Knobs(count=steady_n, rate=args.rate, stamp_now=True,
+                                                     profile=args.profile), steady_n, None, "streamd")
+        profiled = None
+        if args.py_spy:
+            profiled = run(Path(tmp) / "py-spy", knobs, args.events, prepared, "streamd", py_spy=args.py_spy)
+    load_after = os.getloadavg()
+    print(f"\ningest: Asteria simulator -> mTLS websocket, '{args.profile}' frames ({frame_bytes:,.0f} bytes "
+          f"on average); streamd: feed (synchronous=full) -> file sink (fsync per batch); "
+          f"{os.cpu_count()} cores; load average {load[0]:.2f} before, {load_after[0]:.2f} after; "
+          + "".join(f"{k} = {v}; " for k, v in {**STORE_KEYS, **SOURCE_KEYS, **STREAMD_ENV}.items()) +
+          f"full speed: median of {args.repeat} runs [range]\n")
+    print("| reader | events | events/s in the file | committed in the feed, events/s | peak RSS; CPU | "
+          "streamd ÷ it |")
+    print("|---|---:|---|---|---:|---:|")
+    ours = rates(results["streamd"])[0] if args.repeat else 0.0
+    for reader in readers if args.repeat else ():
+        med, lo, hi = rates(results[reader])
+        committed = ""
+        rss = ""
+        if reader == "streamd":
+            c = sorted(x.events / x.commit_seconds for x in results[reader])
+            committed = f"{c[len(c) // 2]:,.0f} [{c[0]:,.0f}-{c[-1]:,.0f}]"
+            rss = f"{max(x.peak_rss for x in results[reader]):.0f} MB"
+            us = sorted(sum(x.cpu.values()) * 1e6 / x.events for x in results[reader])
+            rss += f"; CPU {us[len(us) // 2]:.0f} µs/event"
+        label = {"streamd": "streamd (durable)", "node-red": "Node-RED 4 websocket in -> file",
+                 "websockets": "websockets reader (no parsing, no fsync)"}[reader]
+        print(f"| {label} | {args.events:,} | {med:,.0f} [{lo:,.0f}-{hi:,.0f}] | {committed} | {rss} | "
+              f"{ours / med:.2f}x |")
+    if steady is not None:
+        rate = steady.events / steady.seconds
+        print("\n| steady run | events | events/s | latency p50 | latency p99 | latency max |")
+        print("|---|---:|---:|---:|---:|---:|")
+        print(f"| streamd, {args.rate:,.0f}/s | {steady.events:,} | {rate:,.0f} | {steady.p50:.1f} ms | "
+              f"{steady.p99:.1f} ms | {steady.max:.1f} ms |")
+    if profiled is not None:
+        print(f"\nprofiled run: {profiled.events / profiled.seconds:,.0f} events/s in the file "
+              "(py-spy's sampling costs some)")
+        print_breakdown(args.py_spy, profiled)
 
 
 if __name__ == "__main__":

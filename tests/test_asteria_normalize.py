@@ -160,6 +160,46 @@ def test_a_simulated_run_is_distinct_events() -> None:
     assert len(set(ids)) == 600
 
 
+def _shape(value: object) -> object:
+    """The keys of a JSON value, nested, in order: what a payload is made of, not its values."""
+    if isinstance(value, dict):
+        return [(k, _shape(v)) for k, v in value.items()]
+    if isinstance(value, list):
+        return [_shape(value[0])] if value else []
+    return None
+
+
+def test_the_seed_profile_is_the_seeds_three_examples_in_full() -> None:
+    """bench/ingest.py's frames: clients, invoices and transactions created and updated,
+    each with every field of the seed's example in the seed's order (the lists filled
+    where the example has them empty), each a distinct event of its entity."""
+    examples = {"CLIENT": CLIENT_UPDATE, "INVOICE": INVOICE_UPDATE, "TRANSACTION": TRANSACTION_UPDATE}
+    n = 600
+    seen: dict[str, int] = {}
+    ids = set()
+    for i in range(n):
+        topic, data = simulator.event(i, profile="seed")
+        family, action = wire.split_topic(topic)
+        body, example = json.loads(data), json.loads(examples[family])
+        assert list(body) == list(example), topic
+        for k in example:
+            if example[k] not in ([], None) and body[k] not in ([], None):
+                assert _shape(body[k]) == _shape(example[k]), (topic, k)
+        (ev,) = normalize(topic, data, source="s", received_at=NOW)
+        assert (ev.entity, ev.op) == ({"CLIENT": "party", "INVOICE": "invoice",
+                                       "TRANSACTION": "transaction"}[family],
+                                      {"CREATE": "created", "UPDATE": "updated"}[action])
+        ids.add(ev.id)
+        seen[topic] = seen.get(topic, 0) + 1
+    assert set(seen) == set(simulator.SEED_TOPICS) and len(set(seen.values())) == 1
+    assert len(ids) == n
+    sizes = [len(simulator.event(i, profile="seed")[1]) for i in range(n)]
+    light = [len(simulator.event(i)[1]) for i in range(n)]
+    assert sum(sizes) > 1.8 * sum(light), "as large as the seed shows them, twice the light ones"
+    with pytest.raises(ValueError, match="unknown profile"):
+        simulator.event(0, profile="heavy")
+
+
 @pytest.mark.parametrize("topic, data, reason", [
     ("INVOICE_FROBNICATE", b"{}", "unknown topic"),
     ("INVOICE_UPDATE", b"{not json", "INVOICE_UPDATE"),

@@ -42,7 +42,6 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 import anyio
-import httpx
 
 from .. import __version__
 from ..config import SinkConfig
@@ -53,6 +52,7 @@ from ..secrets import Secret, redact, redact_url, split_reference
 from ..store import FeedEvent
 from ..units import Duration
 from .base import Sink, SinkSpec
+from .http_conn import Answer, AnswerError, ConnectFailed, Pool, Target
 
 log = logging.getLogger("streamd.sink")
 
@@ -281,7 +281,7 @@ class HttpSink(Sink):
                 raise ConfigError(f"sinks.{name}.headers.{header}: {exc}") from None
             self._headers[header.lower()] = text + (secret.reveal() if secret else "")
         self._key = signing_key(cfg.signing_secret) if cfg.signing_secret is not None else None
-        self._client: httpx.AsyncClient | None = None
+        self._pool: Pool | None = None
         self._metrics: Metrics | None = None
         # Events of the batch being delivered that went through in an attempt that failed
         # as a whole (format = "single"): the retry does not send them again.
@@ -296,24 +296,22 @@ class HttpSink(Sink):
         self._metrics = metrics
         metrics.sink_http_requests.labels(self.name, "error")  # the family, from the first scrape
 
-    async def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
+    async def _http(self) -> Pool:
+        if self._pool is None:
             n = self.cfg.max_in_flight if self.cfg.format == "single" else 1
             # Loading a CA bundle reads files: not on the event loop.
             tls = await anyio.to_thread.run_sync(tls_context, self.cfg.ca)
-            if self._client is None:
-                self._client = httpx.AsyncClient(
-                    verify=tls, timeout=self.cfg.timeout.seconds, follow_redirects=False,
-                    trust_env=False, limits=httpx.Limits(max_connections=n, max_keepalive_connections=n))
-        return self._client
+            if self._pool is None:
+                self._pool = Pool(Target.parse(self.cfg.url, tls), n, keep=BODY_KEPT)
+        return self._pool
 
     async def recover(self) -> int:
         return 0  # a receiver cannot be asked what it holds; its idempotency keys dedupe
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            client, self._client = self._client, None
-            await client.aclose()
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.aclose()
 
     # ------------------------------------------------------------ delivery
 
@@ -378,34 +376,31 @@ class HttpSink(Sink):
     async def _post(self, body: bytes, key: str, content_type: str) -> None:
         headers = {**self._headers, "content-type": content_type, "idempotency-key": key}
         self._signed(headers, key, body)
-        client = await self._http()
-        head = bytearray()
+        pool = await self._http()
         try:
+            # The whole answer is read (so the connection is kept); only its start is kept.
             with anyio.fail_after(self.cfg.timeout.seconds):
-                async with client.stream("POST", self.cfg.url, content=body, headers=headers) as resp:
-                    # Read the whole answer (so the connection is kept), keep only its start.
-                    async for chunk in resp.aiter_bytes():
-                        if len(head) < BODY_KEPT:
-                            head += chunk[:BODY_KEPT - len(head)]
-        except (TimeoutError, httpx.TimeoutException):
+                answer = await pool.request(body, headers)
+        except TimeoutError:
             self._count("error")
             raise Retryable(f"no answer from {self.url} within {self.cfg.timeout}") from None
-        except httpx.HTTPError as exc:
+        except (OSError, AnswerError, anyio.BrokenResourceError, anyio.EndOfStream,
+                anyio.ClosedResourceError) as exc:
             self._count("error")
             raise Retryable(f"{self.url}: {_describe(exc)}") from None
-        self._count(str(resp.status_code))
-        self._judge(resp, bytes(head))
+        self._count(str(answer.status))
+        self._judge(answer)
 
-    def _judge(self, resp: httpx.Response, head: bytes) -> None:
-        status = resp.status_code
+    def _judge(self, answer: Answer) -> None:
+        status, head = answer.status, answer.head
         if 200 <= status < 300:
             if self._gone:
                 self._gone = False
                 log.warning("sink %s: the receiver takes deliveries again", self.name)
             return
         text = " ".join(head.decode("utf-8", "replace").split())
-        said = f"receiver answered {status} {resp.reason_phrase}".rstrip() + (f": {text}" if text else "")
-        hint = retry_after_seconds(resp.headers.get("retry-after"))
+        said = f"receiver answered {status} {answer.reason}".rstrip() + (f": {text}" if text else "")
+        hint = retry_after_seconds(answer.headers.get("retry-after"))
         if status == 410:
             every = self.cfg.backoff.max
             if not self._gone:
@@ -424,16 +419,18 @@ class HttpSink(Sink):
         if 400 <= status < 500:
             raise Permanent(said)
         if 300 <= status < 400:
-            where = resp.headers.get("location")
+            where = answer.headers.get("location")
             raise Retryable(f"{said}; redirects are not followed"
                             + (f": set url to {where}" if where else ""), retry_after=hint)
         raise Retryable(said + after, retry_after=hint)
 
 
-def _describe(exc: httpx.HTTPError) -> str:
+def _describe(exc: BaseException) -> str:
     text = redact(str(exc)) or type(exc).__name__
-    if isinstance(exc, httpx.ConnectError):
+    if isinstance(exc, ConnectFailed | ssl.SSLError):
         return f"cannot connect: {text}"
+    if isinstance(exc, AnswerError):
+        return text
     return f"{type(exc).__name__}: {text}" if str(exc) else text
 
 

@@ -49,6 +49,32 @@ log = logging.getLogger("streamd.store")
 _CHUNK = 8000  # (bucket, id) pairs per statement (SQLite allows 32766 parameters)
 _ROWS = 2000  # event rows per INSERT (13 parameters each)
 _EVENT_ROW = "(" + ",".join("?" * 13) + ")"
+
+
+def _chunks(n: int, most: int) -> list[tuple[int, int]]:
+    """(start, size) pieces of n rows: full pieces of `most`, the rest in powers of two.
+
+    Why not pieces of whatever size a group has: Python's sqlite3 keeps the last 128
+    statements it compiled, keyed by their text, and a multi-row INSERT of k rows is a
+    statement of its own for every k. Commit groups of ever-changing sizes filled that
+    cache with statements of up to 26,000 parameters, ~1.2 MB compiled per 1,000 rows:
+    tens of MB that stayed (docs/benchmarks.md, "Memory while the store is slow"). In
+    powers of two the texts are few (12 for 2,000 rows) and a group costs at most 11
+    more statements."""
+    out: list[tuple[int, int]] = []
+    i = 0
+    while n - i >= most:
+        out.append((i, most))
+        i += most
+    size = 1 << max(0, (n - i).bit_length() - 1)
+    while i < n:
+        if n - i >= size:
+            out.append((i, size))
+            i += size
+        size >>= 1
+    return out
+
+
 _IDLE_BEAT = 1.0
 # Disk full or locked: retry soon, and keep trying; the daemon stays up (invariant 5).
 _STORE_BACKOFF = BackoffPolicy(min=Duration(0.2), max=Duration(10.0))
@@ -351,9 +377,9 @@ class Writer:
                 row = await cur.fetchone()
             head = int(row[0]) if row else 0
             ids = [bytes.fromhex(ev.id) for ev in events]
-            for i in range(0, len(ids), _CHUNK):
+            for i, size in _chunks(len(ids), _CHUNK):
                 params: list[object] = []
-                for ev, idb in zip(events[i:i + _CHUNK], ids[i:i + _CHUNK], strict=True):
+                for ev, idb in zip(events[i:i + size], ids[i:i + size], strict=True):
                     params += (dedupe_bucket(ev.version), idb)
                 # One statement records the ids and says which were new.
                 rows = await db.execute_fetchall(
@@ -382,8 +408,8 @@ class Writer:
                 else:
                     dup += 1
             results.append(Committed(appended, dup, first, head if appended else 0, head))
-        for i in range(0, len(rows_out), _ROWS):
-            chunk_rows = rows_out[i:i + _ROWS]
+        for i, size in _chunks(len(rows_out), _ROWS):
+            chunk_rows = rows_out[i:i + size]
             await db.execute(
                 "INSERT INTO events (seq, id, source, provider, tenant, entity, op, key, version,"
                 " time, received, data, raw) VALUES " + ",".join([_EVENT_ROW] * len(chunk_rows)),

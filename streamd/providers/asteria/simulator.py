@@ -2,13 +2,22 @@
 a webhook sender. Used by `streamd demo`, the tests and `bench/ingest.py`.
 
 The gateway requires a client certificate (CERT_REQUIRED) and the `x-asteria-client`
-header at the upgrade (HTTP 401 otherwise), then sends seed-shaped events for every
-topic of PARTNER_WEBHOOK_ENUM, one `{"topic", "data"}` frame each (wire.encode_frame).
+header at the upgrade (HTTP 401 otherwise), then sends events one `{"topic", "data"}`
+frame each (wire.encode_frame), in one of two profiles (`Knobs.profile`):
 
-Event i is a pure function of (seed, i): tests recompute exactly which events a run
-must produce. Every round of len(TOPICS) events creates, updates and removes one
-entity of each kind. Knobs (`Knobs`): how many, how fast, drop the connection every
-K events (a clean close, code 1012), replay the last R events after a reconnect, a
+- "light" (the default): every topic of PARTNER_WEBHOOK_ENUM in turn; each round of
+  len(TOPICS) events creates, updates and removes one entity of each kind. A third of
+  them are `*_REMOVE` bodies of 40 bytes and most families are small: 314 bytes on
+  average, which is what the tests and the demo want.
+- "seed": only what the seed shows in full, clients, invoices and transactions, each
+  created then updated, with every field of the seed's CLIENT_UPDATE, INVOICE_UPDATE and
+  TRANSACTION_UPDATE examples in their order (about 415, 830 and 740 bytes: 660 on
+  average, twice the light profile): the business events a gateway exists for, as large
+  as the seed shows them, and what `bench/ingest.py` measures by default.
+
+Event i is a pure function of (profile, seed, i): tests recompute exactly which events a
+run must produce. Knobs (`Knobs`): the profile, how many, how fast, drop the connection
+every K events (a clean close, code 1012), replay the last R events after a reconnect, a
 malformed frame every M and an unknown topic every U (neither counts as an event),
 a server certificate from a CA the client does not trust, and `stamp_now` (updatedAt
 is the send time, for latency measurements).
@@ -53,9 +62,16 @@ COMPANIES = ("5eafe37ddc7a940058c76479", "5eafe37ddc7a940058c7647a")
 _enc = msgspec.json.Encoder(decimal_format="number")
 
 
+#: The seed profile's topics: every round creates and updates one of each.
+SEED_TOPICS: tuple[str, ...] = ("CLIENT_CREATE", "CLIENT_UPDATE", "INVOICE_CREATE", "INVOICE_UPDATE",
+                                "TRANSACTION_CREATE", "TRANSACTION_UPDATE")
+PROFILES = ("light", "seed")
+
+
 @dataclass
 class Knobs:
     count: int = 1000  # distinct events to send; 0 = endless
+    profile: str = "light"  # "light" | "seed" (see the module's docstring)
     rate: float = 0.0  # events per second; 0 = as fast as possible
     drop_every: int = 0
     replay: int = 0
@@ -78,8 +94,12 @@ def _stamp(t: datetime) -> str:
 
 
 def event(i: int, seed: int = 1, companies: tuple[str, ...] = COMPANIES,
-          now: datetime | None = None) -> tuple[str, bytes]:
+          now: datetime | None = None, profile: str = "light") -> tuple[str, bytes]:
     """The i-th event of a run: (topic, payload bytes), shaped like the seed's examples."""
+    if profile == "seed":
+        return seed_event(i, seed, companies, now)
+    if profile != "light":
+        raise ValueError(f"unknown profile {profile!r}: one of {', '.join(PROFILES)}")
     topic = wire.TOPICS[i % len(wire.TOPICS)]
     family, action = wire.split_topic(topic)
     rnd = i // len(wire.TOPICS)
@@ -152,6 +172,77 @@ def event(i: int, seed: int = 1, companies: tuple[str, ...] = COMPANIES,
     return topic, _enc.encode(body)
 
 
+_FIRST = ("Stanton", "Annabell", "Jaylan", "Maja", "Oskar", "Elsa", "Hugo", "Alice", "Liam", "Ebba")
+_LAST = ("Cruickshank", "Schuster", "Lindqvist", "Berg", "Holm", "Nyström", "Sandberg", "Ek", "Wallin")
+
+
+def seed_event(i: int, seed: int = 1, companies: tuple[str, ...] = COMPANIES,
+               now: datetime | None = None) -> tuple[str, bytes]:
+    """The i-th event of the "seed" profile: a client, an invoice or a transaction with
+    every field of the seed's example of its topic, in the seed's order."""
+    topic = SEED_TOPICS[i % len(SEED_TOPICS)]
+    family, action = wire.split_topic(topic)
+    rnd = i // len(SEED_TOPICS)
+    rng = random.Random(seed * 7_919 + i)
+    key = _oid(seed, "seed", family, rnd)
+    client = _oid(seed, "seed", "CLIENT", rnd)
+    source = _oid(seed, "source")
+    company = companies[rnd % len(companies)]
+    t = now or EPOCH + timedelta(milliseconds=i)
+    created = _stamp(EPOCH + timedelta(milliseconds=rnd * len(SEED_TOPICS)))
+    person = f"{_FIRST[rnd % len(_FIRST)]} {_LAST[rnd % len(_LAST)]}"
+    update = action == "UPDATE"
+    client_type = "CUSTOMER" if rnd % 3 else "SUPPLIER"
+    body: dict[str, Any]
+    if family == "CLIENT":
+        body = {"info": {"accounts": []}, "meta": {"clientNumber": str(rnd + 1), "source": source},
+                "analysis": {"dates": [], "trend": [], "seasonal": [], "remainder": []},
+                "active": True, "status": [], "_id": key, "companyId": company, "type": client_type,
+                "__v": 0, "createdAt": created,
+                "name": f"{person} AB" + (" (updated)" if update else ""), "updatedAt": _stamp(t),
+                "id": key}
+        return topic, _enc.encode(body)
+    currency = ("SEK", "EUR", "NOK", "USD")[rng.randrange(4)]
+    rate = Decimal("0.0875") if currency == "SEK" else Decimal("1")
+    amount = Decimal(rng.randrange(100, 2_000_000)) / 100
+    due = _stamp(EPOCH + timedelta(days=30 + rnd % 60, hours=18))
+    if family == "INVOICE":
+        tax = (amount * Decimal("0.25")).quantize(Decimal("0.01"))
+        total = amount + tax
+        body = {"meta": {"invoiceNumber": str(rnd + 1), "source": source, "clientNumber": str(rnd + 1)},
+                "dates": {"invoiceDue": due, "invoicePaid": _stamp(t) if update else None,
+                          "invoiceSent": created},
+                "info": {"status": "PAID" if update else "PROCESSING", "isForecast": False},
+                "contact": {"general": {"email": f"{person.split()[0]}{rnd}@example.com",
+                                        "name": person}},
+                "active": True, "type": "invoice", "canceled": False,
+                "credits": [str(rnd)] if rnd % 10 == 9 else [], "_id": key,
+                "clientType": client_type, "companyId": company, "clientId": client,
+                "createdAt": created,
+                "sums": {"original": {"tax": tax, "invoiceTotal": total, "currency": currency},
+                         "system": {"tax": (tax * rate).quantize(Decimal("0.01")),
+                                    "invoiceTotal": (total * rate).quantize(Decimal("0.01")),
+                                    "currency": "EUR"}},
+                "updatedAt": _stamp(t),
+                "payments": [{"date": _stamp(t), "total": total, "currency": currency}] if update else [],
+                "id": key}
+        return topic, _enc.encode(body)
+    original = {"total": amount, "currency": currency}
+    system = {"total": (amount * rate).quantize(Decimal("0.01")), "currency": "EUR"}
+    body = {"meta": {"tags": [_oid(seed, "TAG", rnd % 17)], "categories": [_oid(seed, "CATEGORY", rnd % 5)]},
+            "parentId": None, "manual": False, "active": True, "viewed": update,
+            "type": "DEPOSIT" if rnd % 2 else "WITHDRAWAL", "status": "PAID" if update else "UNPAID",
+            "_id": key, "companyId": company,
+            "links": [{"type": "INVOICE_PAYMENT", "id": _oid(seed, "seed", "INVOICE", rnd),
+                       "clientId": client, "reference": "initial",
+                       "sums": {"original": original, "system": system}}],
+            "__v": 0, "createdAt": created, "paymentDate": due,
+            "sums": {"original": {"currency": currency, "total": amount},
+                     "system": {"currency": "EUR", "total": system["total"]}},
+            "updatedAt": _stamp(t), "id": key}
+    return topic, _enc.encode(body)
+
+
 MALFORMED = b'{"topic": "INVOICE_UPDATE", "data": {"_id": "5ef5adfc'  # cut short
 UNKNOWN_TOPIC = "FORECAST_UPDATE"
 
@@ -187,7 +278,7 @@ class AsteriaSimulator:
 
     def event(self, i: int) -> tuple[str, bytes]:
         k = self.knobs
-        return event(i, k.seed, k.companies, datetime.now(UTC) if k.stamp_now else None)
+        return event(i, k.seed, k.companies, datetime.now(UTC) if k.stamp_now else None, k.profile)
 
     def send_raw(self, *frames: bytes | str) -> None:
         """Send `frames` exactly as given (str: a text frame, bytes: a binary one) once the
