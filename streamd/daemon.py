@@ -41,7 +41,7 @@ from .health import Component, Health, State
 from .metrics import Metrics
 from .notify import Notifier
 from .providers import provider_spec
-from .retry import Backoff
+from .retry import Retries
 from .sinks import sink_spec
 from .sinks.dispatcher import Dispatcher, DispatcherState
 from .sources import Source, SourceContext
@@ -252,7 +252,8 @@ class Daemon:
                           task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run a source or sink loop; if it crashes (a bug: peer failures it handles itself),
         log it and start it again after a backoff. Store errors stop the daemon."""
-        backoff = Backoff(policy)
+        retries = Retries(policy, metrics=self.metrics, component=component, logger=log,
+                          level=logging.ERROR, message="%(kind)s %(name)s crashed; restarting in %(wait).1fs")
         status = _Once(task_status)
         while True:
             try:
@@ -261,15 +262,10 @@ class Daemon:
             except StoreError:
                 raise
             except Exception as exc:
-                wait = backoff.next()
-                component.set(State.RETRYING, f"crashed: {type(exc).__name__}: {exc}")
-                component.beat(wait + 60.0)
-                self.metrics.retried(component.kind, component.name, wait)
                 if on_crash is not None:
                     on_crash()
-                log.exception("%s %s crashed; restarting in %.1fs", component.kind, component.name, wait)
                 status.started()
-                await anyio.sleep(wait)
+                await retries.pause(f"crashed: {type(exc).__name__}: {exc}", exc_info=exc)
 
     async def _supervise_source(self, name: str, source: Source, *,
                                 task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:

@@ -46,7 +46,7 @@ from ..errors import DeliveryError, Permanent, Retryable
 from ..health import Component, State
 from ..metrics import Metrics
 from ..model import CloudEvent
-from ..retry import Backoff, retrying
+from ..retry import Retries, retrying
 from ..store import Batch, DeadLetter, FeedEvent, FeedReader, Pending, Writer
 from ..store.reader import DeadLetterRow
 from .base import Sink
@@ -395,13 +395,14 @@ class Dispatcher:
     async def _poison(self, event: FeedEvent, error: Permanent, attempts: int = 1) -> bool:
         """Retry one refused event up to max_tries; dead-letter it if it never goes through.
         Returns whether it was delivered."""
-        backoff = Backoff(self.cfg.backoff)
+        # The sink is not retrying (it goes on once the event is dead-lettered): one event is.
+        retries = Retries(self.cfg.backoff, metrics=self.metrics, component=self.component, mark=False,
+                          logger=log, fields={"seq": event.seq},
+                          message="%(kind)s %(name)s: event seq %(seq)d refused (%(reason)s); "
+                                  "retry %(attempt)d in %(wait).1fs")
         last = error
         while attempts < self.cfg.max_tries:
-            wait = backoff.next()
-            self.metrics.retried("sink", self.name, wait)
-            self.component.beat(wait + 60.0)
-            await anyio.sleep(wait)
+            await retries.pause(str(last))
             attempts += 1
             try:
                 await self._deliver_retrying([event])

@@ -29,8 +29,8 @@ FIELDS = ("provider", "source", "tenant", "entity", "op", "type", "shard")
 #: hard limit, but a protocol line holds it, and a tenant id from outside is no reason
 #: to send kilobytes of subject.
 MAX_SUBJECT = 1024
-_LITERAL = re.compile(r"^[A-Za-z0-9_-]+$")
-_SAFE = re.compile(r"^[A-Za-z0-9_-]+$")
+_LITERAL = re.compile(r"[A-Za-z0-9_-]+\Z")  # \Z, not $: "$" also matches before a final "\n"
+_SAFE = re.compile(r"[A-Za-z0-9_-]+\Z")
 _SAFE_BYTES = frozenset((string.ascii_letters + string.digits + "_-").encode())
 
 

@@ -25,8 +25,8 @@ no provider: `demo` makes the provider's part in `streamd demo` (a `DemoPart`: i
 simulator, its source table, its platform at work), and `authorize` signs a source in
 for `streamd auth <source>` (an `Authorization` says which, and how).
 
-A source's `run` handles its peer's failures itself (retry with `retry.Backoff`)
-and returns only when cancelled. `renormalize` re-runs the pure normalizer on a
+A source's `run` handles its peer's failures itself (each retry one `retry.Retries`
+step) and returns only when cancelled. `renormalize` re-runs the pure normalizer on a
 dead letter's raw bytes for `streamd dlq retry`.
 """
 

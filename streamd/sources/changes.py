@@ -20,6 +20,7 @@ change at the provider, and looks at its stored state once.
 from __future__ import annotations
 
 import hashlib
+from typing import NamedTuple
 
 import msgspec
 
@@ -72,3 +73,12 @@ def rejected_marker(raw: bytes, previous: str) -> str:
     """The state of a record that does not normalize: its bytes' hash (the same bad record
     is dead-lettered once, not every poll) and whether an earlier version was emitted."""
     return f"rejected:{hashlib.sha256(raw).hexdigest()[:16]}:{'u' if was_emitted(previous) else 'c'}"
+
+
+class Refusal(NamedTuple):
+    """A record a listing could not take: the pure half says why and with what context; the
+    source makes it a dead letter with the record's bytes (`ctx.dead_letter(*refusal)`)."""
+
+    reason: str
+    raw: bytes
+    context: dict[str, str]

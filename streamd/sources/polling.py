@@ -1,7 +1,8 @@
 """What the pollers share: a GET with a bearer token and bounded retries (`ApiClient`),
-a gate per peer, bounded fan-out of requests, URL pieces (for messages, and to keep a
-bearer token on its own origin), the TLS of a provider's API, and the look at stored
-state that keeps a changed digest from being taken for a changed record (`changed_values`)."""
+a gate per peer, bounded fan-out of requests, following next-page links (`paginate`:
+on the API's own origin, never in a loop), URL pieces, the TLS of a provider's API, and
+the look at stored state that keeps a changed digest from being taken for a changed
+record (`changed_values`)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from ..config import BackoffPolicy
 from ..errors import AuthFailed, PollFailed, Unavailable
 from ..health import State
 from ..model import Event
-from ..retry import Backoff, retry_after_seconds, retrying
+from ..retry import Retries, retry_after_seconds, retrying
 from ..secrets import Secret
 from ..store import EntityState
 from ..units import Duration
@@ -150,8 +151,12 @@ async def poll_every(ctx: SourceContext, health: PollHealth, poll: Callable[[], 
     """Run `poll` every `interval` (from the start of one to the start of the next), and
     after a `PollFailed` again after a capped backoff (never longer than `interval`).
     Counts polls, their duration and failures; returns only by an exception."""
-    backoff = Backoff(policy)
     m, name = ctx.metrics, ctx.name
+    retries = Retries(policy, metrics=m, component=ctx.component, cap=interval,
+                      mark=lambda reason: health.fail(where, reason), logger=log, level=logging.WARNING,
+                      fields={"where": f" of {where}" if where else ""},
+                      message="source %(name)s: poll%(where)s failed (%(reason)s); "
+                              "retry %(attempt)d in %(wait).1fs")
     while True:
         started = anyio.current_time()
         t0 = time.perf_counter()
@@ -159,15 +164,10 @@ async def poll_every(ctx: SourceContext, health: PollHealth, poll: Callable[[], 
             await poll()
         except PollFailed as exc:
             m.source_polls.labels(name, "failed").inc()
-            health.fail(where, str(exc))
-            wait = min(interval, backoff.next())
             m.source_reconnects.labels(name).inc()
-            m.retried("source", name, wait)
-            log.warning("source %s: poll%s failed (%s); retry %d in %.1fs", name,
-                        f" of {where}" if where else "", exc, backoff.failures, wait)
-            await anyio.sleep(wait)
+            await retries.pause(str(exc))
             continue
-        backoff.reset()
+        retries.reset()
         m.source_polls.labels(name, "complete").inc()
         m.source_poll_duration.labels(name).observe(time.perf_counter() - t0)
         m.source_last_poll.labels(name).set(time.time())
@@ -295,6 +295,37 @@ async def fan_out(jobs: Iterable[T], workers: int, job: Callable[[T], Awaitable[
             tg.start_soon(worker)
     if errors:
         raise next((e for e in errors if prefer is not None and isinstance(e, prefer)), errors[0])
+
+
+P = TypeVar("P")
+
+
+async def paginate(url: str | None, fetch: Callable[[str, dict[str, str] | None], Awaitable[P]],
+                   next_of: Callable[[P], str | None], take: Callable[[P], Awaitable[None]], *,
+                   base: str, params: dict[str, str] | None = None, limit: int | None = None,
+                   what: str = "the next page") -> None:
+    """Fetch `url` (with `params`; a next URL is complete), hand the page to `take`, then
+    follow the URL `next_of` finds in it, until there is none. A URL is followed only on
+    `base`'s origin (the credentials go with every request), never twice (a server that
+    hands out the same page again would be paged forever), and at most `limit` of them:
+    otherwise `PollFailed`, and the listing is incomplete."""
+    followed: set[str] = set()
+    home = origin(base)
+    while url is not None:
+        if origin(url) != home:
+            scheme, host, port = home
+            raise PollFailed(f"{what} {url} leaves {scheme}://{host}:{port}; not followed "
+                             "(the credentials would go with it)")
+        if url in followed:
+            raise PollFailed(f"pagination loops: {what} {url} was already fetched")
+        if limit is not None and len(followed) > limit:
+            raise PollFailed(f"pagination does not end: {what} {url} after {len(followed)} pages "
+                             f"(at most {limit} expected)")
+        followed.add(url)
+        page = await fetch(url, params)
+        params = None
+        await take(page)
+        url = next_of(page)
 
 
 def origin(url: str) -> tuple[str, str, int | None]:

@@ -39,7 +39,7 @@ from ..errors import DiskFull, StoreBusy, StoreError, StoreFatal, WriterClosed
 from ..health import Component, State
 from ..metrics import Metrics
 from ..model import Event, dedupe_bucket
-from ..retry import Backoff
+from ..retry import Retries
 from ..units import Duration
 from .schema import classify, connect
 from .sealed import Sealer, encode_state, seal_at_rest
@@ -321,7 +321,9 @@ class Writer:
         return group
 
     async def _commit(self, group: list[_Item]) -> None:
-        backoff = Backoff(_STORE_BACKOFF)
+        retries = Retries(_STORE_BACKOFF, metrics=self._metrics, component=self.component, logger=log,
+                          level=logging.ERROR,
+                          message="store: %(reason)s; intake paused, retrying in %(wait).1fs")
         while True:
             self.component.beat(60.0)
             t0 = time.perf_counter()
@@ -331,15 +333,10 @@ class Writer:
                     results = await self._transaction(group)
             except StoreBusy as exc:
                 self._metrics.store_errors.labels("busy").inc()
-                wait = backoff.next()
-                self._metrics.retried("store", "writer", wait)
                 # A lock clears in moments: /readyz allows the store its grace. A full disk
                 # waits for the operator: unready at once, as webhooks get 503 meanwhile.
                 self.component.grace = 0.0 if isinstance(exc, DiskFull) else self._grace
-                self.component.set(State.RETRYING, str(exc))
-                self.component.beat(wait + 60.0)
-                log.error("store: %s; intake paused, retrying in %.1fs", exc, wait)
-                await anyio.sleep(wait)
+                await retries.pause(str(exc))
                 continue
             except StoreFatal:
                 self._metrics.store_errors.labels("fatal").inc()

@@ -15,7 +15,8 @@ A page's events and the entity states that produced them commit in one transacti
 (invariant 1): after a crash the next listing finds those records unchanged and
 emits only what was not committed. A listing that fails part-way deletes nothing.
 
-The pure half (versions, and the events a listing emits) is in `changes`.
+The pure half (each page diffed against the last listing, the records it no longer
+shows, the events) is in `changes`; this module fetches, confirms and commits.
 """
 
 from __future__ import annotations
@@ -30,13 +31,12 @@ import httpx
 import msgspec
 from anyio.abc import TaskStatus
 
-from ...errors import AuthFailed, PollFailed, Rejected, TokenLost
+from ...errors import AuthFailed, PollFailed, TokenLost
 from ...health import State
 from ...model import Event, format_time
 from ...model.fields import DECODE_ERRORS
-from ...retry import Backoff
+from ...retry import Retries
 from ...sources import SourceContext
-from ...sources.changes import is_live, rejected_marker, same_content
 from ...sources.polling import (
     ApiClient,
     Gate,
@@ -44,16 +44,16 @@ from ...sources.polling import (
     changed_values,
     fan_out,
     http_client,
-    origin,
+    paginate,
     poll_every,
     url_path,
 )
-from ...store import Batch, DeadLetter, EntityState, Pending
+from ...sources.window import CommitWindow
+from ...store import Batch
 from . import wire
-from .changes import deletion_event, record_event
+from .changes import Listing, record_event
 from .config import AsperionConfig, tenant_ids, tls_context
 from .deletions import Guard
-from .normalize import record_key
 from .oauth import Tokens
 
 log = logging.getLogger("streamd.source.asperion")
@@ -75,7 +75,6 @@ class AsperionSource:
         self.ctx = ctx
         self.cfg = cfg
         self._ssl = tls_context(cfg)
-        self._origin = origin(cfg.base_url)
         self._gates: dict[str, Gate] = {}
         self.health = PollHealth(ctx)
         self.deletions = Guard(ctx, cfg, self.health)
@@ -162,30 +161,31 @@ class AsperionSource:
         """No tenants configured: poll every administration the token reaches, and look for
         new ones every interval."""
         self._gates[""] = Gate(self.cfg.concurrency)
-        backoff = Backoff(self.cfg.backoff)
+        where = "*/administrations"
+        retries = Retries(self.cfg.backoff, metrics=self.ctx.metrics, component=self.ctx.component,
+                          cap=self.cfg.interval.seconds, mark=lambda reason: self.health.fail(where, reason),
+                          logger=log, level=logging.WARNING,
+                          message="source %(name)s: %(reason)s; retry %(attempt)d in %(wait).1fs")
         while True:
             try:
                 resp = await self._get("", f"{self.cfg.base_url}/administrations")
                 assert resp is not None
                 found = [str(a.id) for a in wire.administrations_decoder.decode(resp.content).data]
-                backoff.reset()
+                retries.reset()
             except AuthFailed as exc:
                 self._auth_failure = exc
                 tg.cancel_scope.cancel()
                 return
             except (PollFailed, *DECODE_ERRORS) as exc:
-                self.health.fail("*/administrations", f"listing administrations: {exc}")
-                wait = min(self.cfg.interval.seconds, backoff.next())
-                self.ctx.metrics.retried("source", self.name, wait)
-                await anyio.sleep(wait)
+                await retries.pause(f"listing administrations: {exc}")
                 continue
-            self.health.recovered("*/administrations")
+            self.health.recovered(where)
             for tenant in found:
                 if tenant not in self._gates:
                     log.info("source %s: polling administration %s", self.name, tenant)
                     self._start_tenant(tg, tenant)
             if not found:
-                self.health.fail("*/administrations", "the token reaches no administration")
+                self.health.fail(where, "the token reaches no administration")
             await anyio.sleep(self.cfg.interval.seconds)
 
     async def _poll_loop(self, tenant: str, resource: str) -> None:
@@ -221,18 +221,11 @@ class AsperionSource:
 
             await fan_out(range(2, count + 1), self.cfg.concurrency, fetch, prefer=AuthFailed)
             next_url = last[0].meta.nextPage if last else None
-        seen_urls: set[str] = set()
-        guard = (first.meta.totalCount or 0) // size + 1000
-        while next_url:
-            if next_url in seen_urls or len(seen_urls) > guard:
-                raise PollFailed(f"pagination loops: nextPage {next_url} was already fetched")
-            seen_urls.add(next_url)
-            if origin(next_url) != self._origin:
-                raise PollFailed(f"nextPage {next_url} leaves {self._origin}; not followed "
-                                 "(the access token would go with it)")
-            page = await self._page(tenant, next_url, None)
-            await listing.take(page.data)
-            next_url = page.meta.nextPage
+        # nextPage on (there is one past the pages counted when records were added), to a
+        # bound well past what the count allows.
+        await paginate(next_url or None, lambda u, params: self._page(tenant, u, params), _next_page,
+                       lambda page: listing.take(page.data), base=self.cfg.base_url, what="nextPage",
+                       limit=(first.meta.totalCount or 0) // size + 1000)
         await listing.finish(url)
 
     async def _page(self, tenant: str, url: str, params: dict[str, str] | None) -> wire.Page:
@@ -258,114 +251,65 @@ class AsperionSource:
 
 
 class _Listing:
-    """One full listing of one tenant's resource, being diffed page by page."""
+    """One full listing of one tenant's resource: the pure diff (`changes.Listing`) fed
+    page by page, what it emits committed through a window, the records it no longer
+    shows confirmed gone one by one."""
 
     def __init__(self, src: AsperionSource, tenant: str, resource: str, known: dict[str, str]) -> None:
         self.src = src
         self.ctx = src.ctx
-        self.tenant = tenant
-        self.resource = resource
-        self.entity = wire.RESOURCES[resource]
-        self.known = known
-        self.known_live = sum(1 for v in known.values() if is_live(v))  # before this listing
-        self.seen: set[str] = set()
-        self.pending: list[Pending] = []
-        self.received_at = src.ctx.now()
-
-    def _diff(self, records: list[msgspec.Raw] | list[bytes]
-              ) -> tuple[list[Event], list[EntityState], list[DeadLetter], list[Event]]:
-        """The page's new and changed records, dead letters, and the records whose digest
-        differs from an emitted version's (`changed_values` looks at their stored state)."""
-        events: list[Event] = []
-        states: list[EntityState] = []
-        dls: list[DeadLetter] = []
-        differing: list[Event] = []
-        name, tenant = self.src.name, self.tenant
-        for item in records:
-            raw = bytes(item)
-            try:
-                key = record_key(raw)
-            except Rejected as exc:
-                dls.append(self.ctx.dead_letter(exc.reason, raw, self._context("")))
-                continue
-            self.seen.add(key)
-            previous = self.known.get(key, "")
-            try:
-                ev = record_event(self.resource, raw, source=name, tenant=tenant, previous=previous,
-                                  received_at=self.received_at, zone=self.src.cfg.zone)
-            except Rejected as exc:
-                marker = rejected_marker(raw, previous)
-                if marker != previous:  # not the same bad record as last time
-                    dls.append(self.ctx.dead_letter(exc.reason, raw, self._context(previous)))
-                    states.append(EntityState(tenant, self.entity, key, marker))
-                    self.known[key] = marker
-                continue
-            if same_content(previous, ev.version):
-                continue
-            if previous.startswith("poll:"):
-                differing.append(ev)
-                continue
-            events.append(ev)
-            states.append(EntityState(tenant, self.entity, key, ev.version, ev.data))
-            self.known[key] = ev.version
-        return events, states, dls, differing
-
-    def _context(self, previous: str) -> dict[str, str]:
-        return {"via": "poll", "tenant": self.tenant, "resource": self.resource, "previous": previous}
+        self.diff = Listing(source=src.name, tenant=tenant, resource=resource, known=known,
+                            received_at=src.ctx.now(), zone=src.cfg.zone)
+        self.window = CommitWindow(src.ctx.enqueue, INFLIGHT)
 
     async def take(self, records: list[msgspec.Raw] | list[bytes]) -> None:
         self.ctx.received(len(records))
-        events, states, dls, differing = self._diff(records)
-        if differing:
-            changed, restated = await changed_values(self.ctx, self.tenant, self.entity, differing,
-                                                     self.known)
+        diff = self.diff
+        page = diff.page(bytes(item) for item in records)
+        events, states = page.events, page.states
+        if page.differing:
+            changed, restated = await changed_values(self.ctx, diff.tenant, diff.entity, page.differing,
+                                                     diff.known)
             events += changed
             states += restated
+        dls = [self.ctx.dead_letter(*refusal) for refusal in page.refused]
         if events or states or dls:
-            self.pending.append(await self.ctx.enqueue(
-                Batch(events=events, entity_states=states, dead_letters=dls)))
-            while len(self.pending) > INFLIGHT or (self.pending and self.pending[0].done):
-                await self.pending.pop(0).committed()
+            await self.window.add(Batch(events=events, entity_states=states, dead_letters=dls))
 
     async def finish(self, url: str) -> None:
         """The listing is complete: records it did not see are gone, if the API agrees."""
-        for pending in self.pending:
-            await pending.committed()
-        self.pending = []
-        missing = [k for k, v in self.known.items() if is_live(v) and k not in self.seen]
+        await self.window.settle()
+        diff, tenant = self.diff, self.diff.tenant
+        missing = diff.missing()
         gone: list[str] = []
         if missing:
             # Offset pagination skips a record when one before it is deleted mid-listing:
             # a record is only deleted once its own URL says 404.
             async def confirm(key: str) -> None:
                 # The id as one path segment, whatever it holds ("a/b", "?", a line break).
-                resp = await self.src._get(self.tenant, f"{url}/{quote(key, safe='')}", missing_ok=True)
+                resp = await self.src._get(tenant, f"{url}/{quote(key, safe='')}", missing_ok=True)
                 if resp is None:
                     gone.append(key)
                 else:
                     await self.take([resp.content])  # its `_meta` is ignored like a list item's
 
             await fan_out(missing, self.src.cfg.concurrency, confirm, prefer=AuthFailed)
-        for pending in self.pending:
-            await pending.committed()
+        await self.window.settle()
         now = self.ctx.now()
-        delete, progress = await self.src.deletions.decide(self.tenant, self.resource, len(gone),
-                                                           self.known_live, now)
+        delete, progress = await self.src.deletions.decide(tenant, diff.resource, len(gone),
+                                                           diff.known_live, now)
         if not delete:
             gone = []
-        data = (await self.ctx.reader.entity_data(self.src.name, self.tenant, self.entity, gone)
+        data = (await self.ctx.reader.entity_data(self.src.name, tenant, diff.entity, gone)
                 if gone else {})
-        events = [deletion_event(source=self.src.name, tenant=self.tenant, entity=self.entity, key=k,
-                                 previous=self.known[k], data=data.get(k), received_at=now)
-                  for k in sorted(gone, key=_natural)]
-        states = [EntityState(self.tenant, self.entity, ev.key, ev.version) for ev in events]
-        progress[f"poll.{self.tenant}.{self.resource}"] = {
-            "completed": format_time(now), "records": len(self.seen), "deleted": len(events)}
+        events, states = diff.deleted(gone, data, now)
+        progress[f"poll.{tenant}.{diff.resource}"] = {
+            "completed": format_time(now), "records": len(diff.seen), "deleted": len(events)}
         await self.ctx.submit(Batch(events=events, entity_states=states, progress=progress))
 
 
-def _natural(key: str) -> tuple[int, str]:
-    return (int(key), "") if key.isdigit() else (1 << 62, key)
+def _next_page(page: wire.Page) -> str | None:
+    return page.meta.nextPage or None
 
 
 def _problem(resp: httpx.Response) -> str:

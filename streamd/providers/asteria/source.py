@@ -24,7 +24,6 @@ import hmac
 import logging
 import ssl
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
 from datetime import datetime
 
@@ -37,9 +36,10 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketExce
 from ...errors import Rejected
 from ...health import State
 from ...model import Event
-from ...retry import Backoff
+from ...retry import Retries
 from ...sources import SourceContext, WebhookReply, WebhookRequest, json_reply
-from ...store import Batch, DeadLetter, EntityState, Pending
+from ...sources.window import CommitWindow
+from ...store import Batch, DeadLetter, EntityState
 from . import wire
 from .config import AsteriaConfig, tls_context
 from .normalize import normalize, normalize_frame, tenant_unknown
@@ -127,7 +127,8 @@ class AsteriaSource:
 
     async def _connect_loop(self, frames: MemoryObjectSendStream[bytes]) -> None:
         cfg = self.cfg
-        backoff = Backoff(cfg.backoff)
+        retries = Retries(cfg.backoff, metrics=self.ctx.metrics, component=self.ctx.component, logger=log,
+                          message="source %(name)s: %(reason)s; reconnect %(attempt)d in %(wait).1fs")
         component = self.ctx.component
         connected = self.ctx.metrics.source_connected.labels(self.name)
         while True:
@@ -161,16 +162,9 @@ class AsteriaSource:
             healthy = opened and (self._valid_since_open
                                   or time.monotonic() - opened >= cfg.healthy_after.seconds)
             if healthy:
-                backoff.reset()
-            wait = backoff.next()
-            if component.state is not State.RETRYING:
-                component.set(State.RETRYING, reason)
-            else:
-                component.reason = reason  # keep `since`: /readyz measures the whole outage
+                retries.reset()
             self.ctx.metrics.source_reconnects.labels(self.name).inc()
-            self.ctx.metrics.retried("source", self.name, wait)
-            log.info("source %s: %s; reconnect %d in %.1fs", self.name, reason, backoff.failures, wait)
-            await anyio.sleep(wait)
+            await retries.pause(reason)  # an outage keeps its `since` across reconnects
 
     async def _read(self, ws: ClientConnection, frames: MemoryObjectSendStream[bytes]) -> str:
         try:
@@ -199,7 +193,7 @@ class AsteriaSource:
             await self._commit_frames(frames)
 
     async def _commit_frames(self, frames: MemoryObjectReceiveStream[bytes]) -> None:
-        inflight: deque[Pending] = deque()
+        window = CommitWindow(self.ctx.enqueue, self.cfg.inflight)
         limit = self.cfg.batch_max
         received = self.ctx.metrics.source_received.labels(self.name)
         async for first in frames:
@@ -215,18 +209,13 @@ class AsteriaSource:
             events, states, rejects = await self._normalize(batch, self.ctx.now())
             if events:
                 self._valid_since_open = True
-            inflight.append(await self.ctx.enqueue(Batch(events=events, entity_states=states,
-                                                         dead_letters=rejects)))
-            while inflight and (len(inflight) > self.cfg.inflight or inflight[0].done):
-                await inflight.popleft().committed()
+            await window.add(Batch(events=events, entity_states=states, dead_letters=rejects))
         if self._leftover is not None:
             received.inc()
             events, states, rejects = await self._normalize([self._leftover], self.ctx.now())
             self._leftover = None
-            inflight.append(await self.ctx.enqueue(Batch(events=events, entity_states=states,
-                                                         dead_letters=rejects)))
-        for pending in inflight:
-            await pending.committed()
+            await window.add(Batch(events=events, entity_states=states, dead_letters=rejects))
+        await window.settle()
 
     async def _normalize(self, batch: list[bytes], received_at: datetime
                          ) -> tuple[list[Event], list[EntityState], list[DeadLetter]]:

@@ -16,7 +16,8 @@ as the API counted. When it saw fewer (an entity changed mid-listing and offset 
 skipped another), the cursor moves only to just before the first page's newest stamp,
 and the listing runs again from there (up to three times in one poll). Events are keyed
 by (entity, `updated_at`, content), so what the webhook and the poller both bring, and
-the overlap of two polls, is appended once.
+the overlap of two polls, is appended once. The listing and its cursor arithmetic are the
+pure `changes`; here are the requests and the commits.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import binascii
 import hmac
 import logging
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import anyio
@@ -35,7 +36,7 @@ from anyio.abc import TaskStatus
 
 from ...errors import AuthFailed, PollFailed, Rejected
 from ...health import State
-from ...model import Event, format_time
+from ...model import Event
 from ...model.fields import DECODE_ERRORS
 from ...sources import SourceContext, WebhookReply, WebhookRequest, json_reply
 from ...sources.polling import (
@@ -44,13 +45,15 @@ from ...sources.polling import (
     Gate,
     PollHealth,
     http_client,
-    origin,
+    paginate,
     poll_every,
     server_tls,
     url_path,
 )
-from ...store import Batch, DeadLetter, Pending
+from ...sources.window import CommitWindow
+from ...store import Batch, DeadLetter
 from . import wire
+from .changes import Listing, since_filter
 from .config import ConnecConfig
 from .normalize import account_event, entity_event, split_body
 
@@ -201,102 +204,48 @@ class ConnecSource:
         key = f"poll.{group}.{collection}"
         state: dict[str, Any] = (await self.ctx.progress()).get(key) or {}
         cursor = state.get("cursor")
+        listing = Listing(source=self.name, group=group, collection=collection,
+                          cursor=cursor if isinstance(cursor, str) else None,
+                          received_at=self.ctx.now(), zone=self.cfg.zone)
         params = {"$orderby": "updated_at asc", "$top": str(self.cfg.page_size)}
-        if isinstance(cursor, str):
-            since = _parse(cursor) - timedelta(seconds=self.cfg.lookback.seconds)
-            params["$filter"] = f"updated_at gt '{since.strftime('%Y-%m-%dT%H:%M:%SZ')}'"
+        since = since_filter(listing.cursor, timedelta(seconds=self.cfg.lookback.seconds))
+        if since is not None:
+            params["$filter"] = since
         api = self.cfg.api_url.rstrip("/")
-        url: str | None = api + wire.API_PATH.format(group_id=group, collection=collection)
-        query: dict[str, str] | None = params
-        seen: set[str] = set()
-        newest: str | None = cursor if isinstance(cursor, str) else None
-        total: int | None = None
-        pending: list[Pending] = []
-        fetched: set[str] = set()
-        first_page: str | None = None  # the newest stamp of the first page
-        now = self.ctx.now()
-        while url is not None:
-            if origin(url) != origin(api):
-                raise PollFailed(f"pagination.next {url} leaves {api}; not followed")
-            if url in fetched:
-                raise PollFailed(f"pagination loops: {url} was already fetched")
-            fetched.add(url)
+        window = CommitWindow(self.ctx.enqueue, INFLIGHT)
+        last = Batch()
+
+        async def fetch(url: str, query: dict[str, str] | None) -> tuple[list[msgspec.Raw], wire.Pagination]:
             resp = await client.get(url, query, gate=gate, headers={"Accept": wire.ACCEPT},
                                     what=f"{group}/{collection}")
-            query = None  # `next` is a complete URL
             try:
                 page = msgspec.json.decode(resp.content, type=dict[str, msgspec.Raw])
-                items = wire.list_decoder.decode(page.get(collection, b"[]"))
-                pagination = wire.pagination_decoder.decode(page.get("pagination", b"{}"))
+                return (wire.list_decoder.decode(page.get(collection, b"[]")),
+                        wire.pagination_decoder.decode(page.get("pagination", b"{}")))
             except DECODE_ERRORS as exc:  # nested too deeply for the decoder (RecursionError) too
                 raise PollFailed(f"{url_path(url)}: not a {collection} page ({exc})") from None
+
+        async def take(page: tuple[list[msgspec.Raw], wire.Pagination]) -> None:
+            nonlocal last
+            items, pagination = page
             self.ctx.received(len(items))
-            events: list[Event] = []
-            rejects: list[DeadLetter] = []
-            for item in items:
-                raw = bytes(item)
-                try:
-                    ev = entity_event(collection, raw, source=self.name, tenant=group, received_at=now,
-                                      zone=self.cfg.zone)
-                except Rejected as exc:
-                    seen.add(raw.hex()[:64])
-                    rejects.append(self.ctx.dead_letter(exc.reason, raw, {
-                        "via": "poll", "tenant": group, "collection": collection}))
-                    continue
-                seen.add(ev.key)
-                stamp = _stamp(raw)
-                if stamp is not None and (newest is None or _parse(stamp) > _parse(newest)):
-                    newest = stamp
-                events.append(ev)
-            total = pagination.total if pagination.total is not None else total
-            if not fetched - {url}:
-                first_page = newest
-            url = pagination.next
-            if url is None:
-                break
-            if events or rejects:
-                pending.append(await self.ctx.enqueue(Batch(events=events, dead_letters=rejects)))
-                while len(pending) > INFLIGHT or (pending and pending[0].done):
-                    await pending.pop(0).committed()
-        for p in pending:
-            await p.committed()
-        complete = total is None or len(seen) >= total
-        if not complete:
-            # An entity changed mid-listing moved to the end, and every entity after its old
-            # place moved up one: the first of a later page was skipped. The first page was
-            # read whole, so anything skipped is stamped no earlier than its newest: the
-            # cursor may move to one second (the stamps' precision) before that.
-            safe = format_time(_parse(first_page) - timedelta(seconds=1)) if first_page else None
-            newest = safe if safe and (cursor is None or _parse(safe) > _parse(cursor)) else cursor
-        if newest is not None and _parse(newest) > now:
-            # An updated_at from the future (a bad stamp; a clock ahead): a cursor past now
-            # would list no real change again. From now instead, that entity comes again,
-            # unchanged: the same id, a counted duplicate.
-            newest = format_time(now)
-        progress = {key: {"cursor": newest, "completed": format_time(now),
-                          "entities": len(seen)}}
+            events, refused = listing.page((bytes(item) for item in items), pagination.total)
+            batch = Batch(events=events, dead_letters=[self.ctx.dead_letter(*r) for r in refused])
+            if pagination.next is None:
+                last = batch  # committed with the cursor that covers it
+            elif events or refused:
+                await window.add(batch)
+
+        await paginate(api + wire.API_PATH.format(group_id=group, collection=collection), fetch,
+                       lambda page: page[1].next, take, base=api, params=params, what="pagination.next")
+        await window.settle()
         # The last page's events and the cursor that covers them: one commit.
-        await self.ctx.submit(Batch(events=events, dead_letters=rejects, progress=progress))
-        if not complete:
+        last.progress = {key: listing.progress()}
+        await self.ctx.submit(last)
+        if not listing.complete:
             log.info("source %s: %s/%s: saw %d of %d entities (the listing moved while paged); "
-                     "listing again", self.name, group, collection, len(seen), total)
-        return complete
-
-
-def _stamp(raw: bytes) -> str | None:
-    """The entity's `updated_at` (the normalizer has checked it is a stamp)."""
-    try:
-        stamp = wire.ids_decoder.decode(raw).updated_at
-        if stamp is not None:
-            _parse(stamp)
-        return stamp
-    except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
-        return None
-
-
-def _parse(stamp: str) -> datetime:
-    at = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-    return at.astimezone(UTC) if at.tzinfo else at.replace(tzinfo=UTC)
+                     "listing again", self.name, group, collection, len(listing.seen), listing.total)
+        return listing.complete
 
 
 def _error(resp: Any) -> str:

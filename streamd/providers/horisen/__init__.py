@@ -4,10 +4,10 @@ reports, polled with OAuth2 client credentials into a change feed.
 `wire` holds the wire format, `normalize` the pure mapping to the unified model,
 `changes` the events a listing emits (every change to a document, less named noise),
 `payments` how a payment is seen whichever stamp HORISEN moves, `oauth` the
-client-credentials token, `source` the poller and `listing` one poll's diff and
-progress, and `simulator` (with `records`) a HORISEN API on loopback (for the demo, the
-tests and the benchmarks); `demo` its part in `streamd demo`. The seed's delivery step
-(XML over SFTP) is the `sftp` sink.
+client-credentials token, `source` the poller, `listing` one poll's diff and
+`progress` (pure) where its cursor moves, `simulator` (with `records`) a HORISEN API on
+loopback (for the demo, the tests and the benchmarks), and `demo` its part in
+`streamd demo`. The seed's delivery step (XML over SFTP) is the `sftp` sink.
 """
 
 from __future__ import annotations

@@ -1,15 +1,15 @@
-"""One HORISEN poll's documents, diffed page by page against what the last poll left, and
-the progress a poll leaves (`PollState`). The source (`source`) fetches; this decides
-what each document is, commits page by page, and moves the cursor only after a complete
-listing."""
+"""One HORISEN poll's documents, diffed page by page against what the last poll left. The
+source (`source`) fetches; this decides what each document is, commits page by page, and
+at the end commits the progress `progress.advance` computes from what the poll saw (the
+cursor moves only after a complete listing)."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from datetime import datetime, timedelta
+from typing import Protocol
 
 import msgspec
 
@@ -19,47 +19,18 @@ from ...model.fields import DECODE_ERRORS
 from ...sources import SourceContext
 from ...sources.changes import rejected_marker, same_content
 from ...sources.polling import changed_values, fan_out
-from ...store import Batch, DeadLetter, EntityState, Pending
+from ...sources.window import CommitWindow
+from ...store import Batch, DeadLetter, EntityState
 from .changes import invoice_event, party_event, restamped, same_document, unchanged
 from .config import HorisenConfig
 from .normalize import NormalizedDocument, document_key, normalize_document, normalize_traffic
 from .payments import OpenSet, listed
+from .progress import PROGRESS_KEY, Held, PollState, advance, parse_stamp
 
 log = logging.getLogger("streamd.source.horisen")
 
-PROGRESS_KEY = "poll"
 # Pages whose commits are not yet confirmed, before the listing waits for the oldest.
 INFLIGHT = 4
-
-
-@dataclass
-class Held:
-    tries: int  # polls that answered 404 for its traffic reports
-    since: str | None  # its statusDt (UTC, RFC 3339): the cursor does not pass it
-
-
-@dataclass
-class PollState:
-    cursor: str | None = None  # newest statusDt a complete listing saw (UTC, RFC 3339)
-    full_at: str | None = None  # when the last listing without the statusDt filter began
-    held: dict[str, Held] = field(default_factory=dict)
-    # The documents HORISEN counts as paymentStatus=open (id -> documentDate), as streamd
-    # saw them; None before a full listing made it (`payments`).
-    open: dict[str, str] | None = None
-    paid_at: str | None = None  # newest paymentStatusDate seen (UTC, RFC 3339)
-    # Whether the API sorts documents without a paymentStatusDate last (`payments`); None
-    # until a page showed it.
-    undated_last: bool | None = None
-    # Whether paymentStatusDate has been seen with a time of day (a stamp, not a date).
-    payments_timed: bool = False
-
-    @classmethod
-    def load(cls, value: Any) -> PollState:
-        try:
-            return msgspec.convert(value, cls) if value else cls()
-        except msgspec.ValidationError:
-            log.warning("horisen: unreadable poll progress %r; listing the whole window", value)
-            return cls()
 
 
 @dataclass
@@ -104,12 +75,12 @@ class Listing:
         self.taken: dict[str, bytes] = {}  # id -> a digest of the bytes this poll took
         self.unkeyed: set[bytes] = set()
         self.newest: datetime | None = None  # newest statusDt among documents settled
-        self.paid_at = _parse(state.paid_at) if state.paid_at else None
+        self.paid_at = parse_stamp(state.paid_at) if state.paid_at else None
         self.open = OpenSet(state.open)
         self.undated_last = state.undated_last
         self.payments_timed = state.payments_timed
         self.held: dict[str, Held] = {}
-        self.pending: list[Pending] = []
+        self.commits = CommitWindow(self.ctx.enqueue, INFLIGHT)
 
     async def load(self) -> None:
         self.invoices = await self.ctx.entity_versions(self.src.tenant, "invoice")
@@ -131,7 +102,7 @@ class Listing:
     def paid_since(self) -> datetime | None:
         """From when a payment may be new to streamd: the newest stamp the last polls saw
         (HORISEN's clock, whichever it is), less `lookback`."""
-        stamps = [_parse(s) for s in (self.state.cursor, self.state.paid_at) if s]
+        stamps = [parse_stamp(s) for s in (self.state.cursor, self.state.paid_at) if s]
         if not stamps:
             return None
         return max(stamps) - timedelta(seconds=self.src.cfg.lookback.seconds)
@@ -197,10 +168,7 @@ class Listing:
         if new:
             await self._with_reports(new, events, states, dls)
         if events or states or dls:
-            self.pending.append(await self.ctx.enqueue(
-                Batch(events=events, entity_states=states, dead_letters=dls)))
-            while len(self.pending) > INFLIGHT or (self.pending and self.pending[0].done):
-                await self.pending.pop(0).committed()
+            await self.commits.add(Batch(events=events, entity_states=states, dead_letters=dls))
 
     def _payment(self, key: str, raw: bytes) -> None:
         doc = listed(raw)
@@ -306,36 +274,18 @@ class Listing:
             self.held[n.key] = Held(tries, format_time(at) if at else None)
 
     async def settle(self) -> None:
-        for pending in self.pending:
-            await pending.committed()
-        self.pending = []
+        """Wait until every page taken so far is committed."""
+        await self.commits.settle()
 
     # ------------------------------------------------------------ the end
 
     async def finish(self, *, complete: bool, full: bool) -> None:
         await self.settle()
-        state = self.state
-        cursor = state.cursor
-        if complete and self.newest is not None and (cursor is None or self.newest > _parse(cursor)):
-            cursor = format_time(self.newest)
-        if cursor is not None and _parse(cursor) > self.started:
-            # A statusDt from the future (a bad stamp; a clock ahead): a cursor past now would
-            # hide every real change until the next full listing. Listing from now instead
-            # shows that document again, unchanged: nothing is emitted twice.
-            cursor = format_time(self.started)
-        # Held invoices this listing did not show again (out of the window now) stay held.
-        held = {k: v for k, v in state.held.items() if k not in self.seen} if complete else dict(state.held)
-        held.update(self.held)
-        oldest = min((_parse(h.since) for h in held.values() if h.since), default=None)
-        if oldest is not None and cursor is not None and oldest < _parse(cursor):
-            cursor = format_time(oldest)  # the next listing must show them again
-        progress = PollState(
-            cursor=cursor, held=held,
-            full_at=format_time(self.started) if full and complete else state.full_at,
-            open=self.open.kept(self.window[0]) if complete else state.open,
-            paid_at=format_time(self.paid_at) if complete and self.paid_at else state.paid_at,
-            undated_last=self.undated_last, payments_timed=self.payments_timed)
-        self.ctx.metrics.source_held.labels(self.src.name).set(len(held))
+        progress = advance(self.state, started=self.started, complete=complete, full=full,
+                           newest=self.newest, seen=self.seen, held=self.held,
+                           open_kept=self.open.kept(self.window[0]), paid_at=self.paid_at,
+                           undated_last=self.undated_last, payments_timed=self.payments_timed)
+        self.ctx.metrics.source_held.labels(self.src.name).set(len(progress.held))
         await self.ctx.submit(Batch(progress={PROGRESS_KEY: msgspec.to_builtins(progress) | {
             "completed": format_time(self.ctx.now()), "documents": len(self.seen)}}))
         if not complete:
@@ -361,10 +311,3 @@ def _dead_lettered(previous: str, raw: bytes) -> bool:
     return previous.startswith("rejected:") and \
         previous.split(":")[1] == hashlib.sha256(raw).hexdigest()[:16]
 
-
-def _parse(stamp: str) -> datetime:
-    at = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-    return at if at.tzinfo else at.replace(tzinfo=UTC)
-
-
-parse_stamp = _parse

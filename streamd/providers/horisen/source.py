@@ -57,15 +57,14 @@ from ...sources.polling import (
 from . import wire
 from .changes import renormalized
 from .config import HorisenConfig
-from .listing import PROGRESS_KEY, Listing, PollState, Tally, parse_stamp
+from .listing import Listing, Tally
 from .normalize import traffic_rows
 from .oauth import ClientToken
 from .payments import PROBE_SIZE, listed, probe_covers, undated_order
+from .progress import PROGRESS_KEY, STAMP_FORMAT, PollState, changed_since, full_due
 
 log = logging.getLogger("streamd.source.horisen")
 
-#: The format of `statusDt` in a filter [I] (UTC).
-STAMP_FORMAT = "%Y-%m-%d %H:%M:%S"
 # A listing that missed documents (offset paging shifted by a change) is run again
 # at once at most this often; then the cursor stays and the next poll repeats it.
 RELISTS = 3
@@ -125,9 +124,8 @@ class HorisenSource:
     async def poll(self) -> None:
         state = PollState.load((await self.ctx.progress()).get(PROGRESS_KEY))
         now = self.ctx.now()
-        full = (state.cursor is None or state.full_at is None
-                or (state.open is None and self.cfg.payment_check)
-                or now - parse_stamp(state.full_at) >= timedelta(seconds=self.cfg.full_every.seconds))
+        full = full_due(state, now, full_every=timedelta(seconds=self.cfg.full_every.seconds),
+                        payment_check=self.cfg.payment_check)
         today = now.astimezone(UTC).date()
         # +1 day: the platform's "today" may be ahead of UTC.
         low, high = today - timedelta(seconds=self.cfg.window.seconds), today + timedelta(days=1)
@@ -137,8 +135,8 @@ class HorisenSource:
         if self.cfg.payment_status:
             params["paymentStatus"] = self.cfg.payment_status
         if not full and state.cursor is not None:
-            since = parse_stamp(state.cursor) - timedelta(seconds=self.cfg.lookback.seconds)
-            params["gte(statusDt)"] = since.astimezone(UTC).strftime(STAMP_FORMAT)
+            params["gte(statusDt)"] = changed_since(state.cursor,
+                                                    timedelta(seconds=self.cfg.lookback.seconds))
         listing = Listing(self, state, now, (low.isoformat(), high.isoformat()))
         await listing.load()
         complete = await self._relist(params, listing, "listing")
