@@ -39,8 +39,8 @@ from .sinks import SINKS, sink_spec
 from .store.sealed import parse_key
 from .units import Duration, Size
 
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-SHARD_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}\Z")
+SHARD_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")
 
 
 class _TopLevel(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -143,7 +143,7 @@ def digest(entity: Any) -> str:
 
 
 #: A stamp already written the canonical way (most of Asteria's and Connec!'s).
-_CANONICAL_STAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d*[1-9])?Z$")
+_CANONICAL_STAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d*[1-9])?Z\Z")
 
 
 def stamp(version: str) -> str:

@@ -29,8 +29,8 @@ def given(value: _T | UnsetType) -> _T | None:
     return None if isinstance(value, UnsetType) else value
 
 
-Currency = Annotated[str, msgspec.Meta(pattern="^[A-Z]{3}$", description="ISO 4217 code")]
-Country = Annotated[str, msgspec.Meta(pattern="^[A-Z]{2}$", description="ISO 3166-1 alpha-2")]
+Currency = Annotated[str, msgspec.Meta(pattern="^[A-Z]{3}\\Z", description="ISO 4217 code")]
+Country = Annotated[str, msgspec.Meta(pattern="^[A-Z]{2}\\Z", description="ISO 3166-1 alpha-2")]
 
 
 class _Entity(msgspec.Struct, frozen=True, kw_only=True):

@@ -33,10 +33,10 @@ from .iso4217 import MINOR_UNITS
 
 MAX_INTEGER_DIGITS = 38
 MAX_FRACTION_DIGITS = 38
-CURRENCY = re.compile(r"^[A-Z]{3}$")
-COUNTRY = re.compile(r"^[A-Z]{2}$")
-DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-STAMP = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:\d{2})?$")
+CURRENCY = re.compile(r"^[A-Z]{3}\Z")
+COUNTRY = re.compile(r"^[A-Z]{2}\Z")
+DATE = re.compile(r"^\d{4}-\d{2}-\d{2}\Z")
+STAMP = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:\d{2})?\Z")
 #: What decoding a provider's bytes can raise (deep nesting is a RecursionError).
 DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, RecursionError)
 

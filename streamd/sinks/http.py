@@ -73,7 +73,7 @@ SENSITIVE = ("auth", "token", "key", "secret", "signature", "cookie", "session",
 # Answers that refuse the endpoint or the credentials, not the events: dead-lettering the
 # whole feed over a wrong URL or an expired token would be worse than waiting for a fix.
 ENDPOINT_REFUSED = frozenset({401, 403, 404, 405, 407})
-_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
 
 
 class HttpSinkConfig(SinkConfig, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -46,7 +46,7 @@ class AsteriaConfig(SourceConfig, frozen=True, forbid_unknown_fields=True, kw_on
     webhook_header: str = "x-streamd-webhook-secret"
 
 
-_HEADER = re.compile(r"^[A-Za-z0-9-]+$")
+_HEADER = re.compile(r"^[A-Za-z0-9-]+\Z")
 
 
 def tls_context(cfg: AsteriaConfig) -> ssl.SSLContext:

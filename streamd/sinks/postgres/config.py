@@ -20,7 +20,7 @@ from ...units import Duration
 from ..http import is_loopback
 
 SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
-SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")
 # DSN parameters that have a key of their own here.
 _OWN_KEYS = {"password": "password or passfile", "passfile": "passfile", "sslmode": "sslmode",
              "sslrootcert": "ca"}
