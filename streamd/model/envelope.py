@@ -82,6 +82,11 @@ def content_version(data: Entity) -> str:
     return "sha256:" + digest(data)[:32]
 
 
+#: ".000Z" … ".999Z": the end of every `format_time`, made once.
+_MILLIS = tuple(f".{ms:03d}Z" for ms in range(1000))
+_instants = msgspec.json.Encoder()
+
+
 def format_time(t: datetime) -> str:
     """RFC 3339 in UTC with milliseconds, as Asteria writes it: 2020-06-26T08:12:44.119Z."""
     offset = t.utcoffset()
@@ -89,7 +94,9 @@ def format_time(t: datetime) -> str:
         t = t.replace(tzinfo=UTC)
     elif offset:
         t = t.astimezone(UTC)
-    return t.isoformat(timespec="milliseconds")[:23] + "Z"
+    # msgspec writes `"YYYY-MM-DDTHH:MM:SS…`: its seconds and a looked-up ending cost a
+    # tenth of `isoformat(timespec="milliseconds")`, which ran for every event.
+    return _instants.encode(t)[1:20].decode() + _MILLIS[t.microsecond // 1000]
 
 
 class Event(msgspec.Struct, frozen=True, kw_only=True):
