@@ -55,11 +55,19 @@ _ID_PREFIX = hashlib.sha256(_netstring("streamd-event/1"))
 
 def event_id(provider: str, tenant: str, entity: str, key: str, version: str) -> str:
     # One update of the five netstrings joined: the same bytes hashed as five updates,
-    # without a hash call per part (this runs for every event).
-    p, t, e, k, v = (s.encode() for s in (provider, tenant, entity, key, version))
+    # without a hash call per part (this runs for every event). The netstrings are built
+    # as text when it is ASCII (nearly always: then a length in characters is one in
+    # bytes), which costs half of encoding each part and formatting bytes.
+    text = (f"{len(provider)}:{provider},{len(tenant)}:{tenant},{len(entity)}:{entity},"
+            f"{len(key)}:{key},{len(version)}:{version},")
+    if text.isascii():
+        joined = text.encode()
+    else:
+        p, t, e, k, v = (s.encode() for s in (provider, tenant, entity, key, version))
+        joined = b"%d:%s,%d:%s,%d:%s,%d:%s,%d:%s," % (len(p), p, len(t), t, len(e), e, len(k), k,
+                                                      len(v), v)
     h = _ID_PREFIX.copy()
-    h.update(b"%d:%s,%d:%s,%d:%s,%d:%s,%d:%s," % (len(p), p, len(t), t, len(e), e, len(k), k,
-                                                  len(v), v))
+    h.update(joined)
     return h.digest()[:16].hex()
 
 
