@@ -50,6 +50,18 @@ def test_event_id_follows_the_documented_derivation() -> None:
     assert len(expected) == 32
 
 
+def test_event_id_counts_bytes_not_characters_outside_ascii() -> None:
+    # `event_id` builds its netstrings as text when they are ASCII; "Åbo AB" is 6
+    # characters and 7 bytes, and the derivation is in bytes.
+    def ns(s: str) -> bytes:
+        b = s.encode()
+        return b"%d:%s," % (len(b), b)
+
+    parts = ("asteria", "Åbo AB", "invoice", "ключ-1", "2020-06-26T08:12:44.119Z")
+    expected = hashlib.sha256(b"".join(ns(s) for s in ("streamd-event/1", *parts))).digest()[:16].hex()
+    assert event_id(*parts) == expected
+
+
 def test_fields_cannot_bleed_into_each_other() -> None:
     assert event_id("p", "ab", "c", "k", "v") != event_id("p", "a", "bc", "k", "v")
 

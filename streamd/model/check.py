@@ -23,6 +23,7 @@ may also build entities by hand. Whatever the path, the feed only ever holds:
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -45,6 +46,8 @@ class _Bad(Exception):
 def _fix(value: Any) -> Any:
     # Exact types first: this runs for every field of every event.
     kind = type(value)
+    if kind is str or kind is bool or value is None:  # most of a Record's attributes
+        return value
     if kind is Decimal:
         try:
             return bounded(value)
@@ -61,31 +64,10 @@ def _fix(value: Any) -> Any:
     if kind is int:  # reached only inside a Record's attributes (see `_plan`); bool is no int here
         return _fix(Decimal(value))
     if isinstance(value, msgspec.Struct):
-        changes: dict[str, Any] | None = None
-        for name, pattern in _plan(kind):
-            old = getattr(value, name)
-            if old is None:
-                continue
-            if pattern is not None:
-                if not isinstance(old, str) or not pattern.search(old):
-                    bad = _Bad(f"{old!r} does not match {pattern.pattern}")
-                    bad.path.append(name)
-                    raise bad
-                if pattern is CURRENCY and not is_currency(old):
-                    bad = _Bad(f"{old!r} is not an ISO 4217 currency code")
-                    bad.path.append(name)
-                    raise bad
-                continue
-            try:
-                new = _fix(old)
-            except _Bad as bad:
-                bad.path.append(name)
-                raise
-            if new is not old:
-                if changes is None:
-                    changes = {}
-                changes[name] = new
-        return msgspec.structs.replace(value, **changes) if changes else value
+        fixer = _fixers.get(kind)
+        if fixer is None:
+            fixer = _fixers[kind] = _fixer(kind)
+        return fixer(value)
     if kind is list:
         fixed = []
         changed = False
@@ -143,6 +125,57 @@ def _plan(kind: type) -> tuple[tuple[str, re.Pattern[str] | None], ...]:
                 entries.append((f.name, None))
         plan = _plans[kind] = tuple(entries)
     return plan
+
+
+def _bad_match(name: str, old: Any, pattern: re.Pattern[str]) -> _Bad:
+    bad = _Bad(f"{old!r} does not match {pattern.pattern}")
+    bad.path.append(name)
+    return bad
+
+
+def _bad_currency(name: str, old: str) -> _Bad:
+    bad = _Bad(f"{old!r} is not an ISO 4217 currency code")
+    bad.path.append(name)
+    return bad
+
+
+_fixers: dict[type, Callable[[Any], Any]] = {}
+
+
+def _fixer(kind: type) -> Callable[[Any], Any]:
+    """`_fix` for one Struct type, as one function made from its `_plan`: each field that
+    needs a look read and looked at in straight-line code. A loop over the plan cost as
+    much again as the looks themselves, for every entity of every event."""
+    lines = ["def fix(value):", "    changes = None"]
+    scope: dict[str, Any] = {"_fix": _fix, "_Bad": _Bad, "_bad_match": _bad_match,
+                             "_bad_currency": _bad_currency, "is_currency": is_currency,
+                             "replace": msgspec.structs.replace}
+    for i, (name, pattern) in enumerate(_plan(kind)):
+        if not name.isidentifier():  # pragma: no cover - every field of the model is one
+            raise TypeError(f"{kind.__name__}.{name} is no identifier")
+        lines.append(f"    old = value.{name}")
+        lines.append("    if old is not None:")
+        if pattern is not None:
+            scope[f"p{i}"] = pattern
+            lines += [f"        if not isinstance(old, str) or not p{i}.search(old):",
+                      f"            raise _bad_match({name!r}, old, p{i})"]
+            if pattern is CURRENCY:
+                lines += ["        if not is_currency(old):",
+                          f"            raise _bad_currency({name!r}, old)"]
+            continue
+        lines += ["        try:",
+                  "            new = _fix(old)",
+                  "        except _Bad as bad:",
+                  f"            bad.path.append({name!r})",
+                  "            raise",
+                  "        if new is not old:",
+                  "            if changes is None:",
+                  "                changes = {}",
+                  f"            changes[{name!r}] = new"]
+    lines.append("    return replace(value, **changes) if changes else value")
+    exec("\n".join(lines), scope)  # noqa: S102 - code made here from the type's own fields
+    fix: Callable[[Any], Any] = scope["fix"]
+    return fix
 
 
 def checked(entity: Any) -> Any:

@@ -55,11 +55,19 @@ _ID_PREFIX = hashlib.sha256(_netstring("streamd-event/1"))
 
 def event_id(provider: str, tenant: str, entity: str, key: str, version: str) -> str:
     # One update of the five netstrings joined: the same bytes hashed as five updates,
-    # without a hash call per part (this runs for every event).
-    p, t, e, k, v = (s.encode() for s in (provider, tenant, entity, key, version))
+    # without a hash call per part (this runs for every event). The netstrings are built
+    # as text when it is ASCII (nearly always: then a length in characters is one in
+    # bytes), which costs half of encoding each part and formatting bytes.
+    text = (f"{len(provider)}:{provider},{len(tenant)}:{tenant},{len(entity)}:{entity},"
+            f"{len(key)}:{key},{len(version)}:{version},")
+    if text.isascii():
+        joined = text.encode()
+    else:
+        p, t, e, k, v = (s.encode() for s in (provider, tenant, entity, key, version))
+        joined = b"%d:%s,%d:%s,%d:%s,%d:%s,%d:%s," % (len(p), p, len(t), t, len(e), e, len(k), k,
+                                                      len(v), v)
     h = _ID_PREFIX.copy()
-    h.update(b"%d:%s,%d:%s,%d:%s,%d:%s,%d:%s," % (len(p), p, len(t), t, len(e), e, len(k), k,
-                                                  len(v), v))
+    h.update(joined)
     return h.digest()[:16].hex()
 
 
@@ -82,6 +90,11 @@ def content_version(data: Entity) -> str:
     return "sha256:" + digest(data)[:32]
 
 
+#: ".000Z" … ".999Z": the end of every `format_time`, made once.
+_MILLIS = tuple(f".{ms:03d}Z" for ms in range(1000))
+_instants = msgspec.json.Encoder()
+
+
 def format_time(t: datetime) -> str:
     """RFC 3339 in UTC with milliseconds, as Asteria writes it: 2020-06-26T08:12:44.119Z."""
     offset = t.utcoffset()
@@ -89,7 +102,9 @@ def format_time(t: datetime) -> str:
         t = t.replace(tzinfo=UTC)
     elif offset:
         t = t.astimezone(UTC)
-    return t.isoformat(timespec="milliseconds")[:23] + "Z"
+    # msgspec writes `"YYYY-MM-DDTHH:MM:SS…`: its seconds and a looked-up ending cost a
+    # tenth of `isoformat(timespec="milliseconds")`, which ran for every event.
+    return _instants.encode(t)[1:20].decode() + _MILLIS[t.microsecond // 1000]
 
 
 class Event(msgspec.Struct, frozen=True, kw_only=True):
