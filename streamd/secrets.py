@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -207,3 +208,33 @@ def shown(value: str) -> str:
     if split is not None:
         return f"{split[0]}<redacted {split[1]}>"
     return redact(value)
+
+
+def tls_file_problems(files: Sequence[tuple[str, str | None]], load: Callable[[], object],
+                      *, key_hint: str, failed: str) -> list[str]:
+    """What is wrong with a config's TLS files (`(key name, value)` pairs: `ca`, `cert`,
+    `key`), never echoing key material; when each looks right, `load()` (building the
+    SSL context) must succeed, else `failed` with the reason, which names files only."""
+    problems: list[str] = []
+    for name, value in files:
+        if value is None:
+            continue
+        if is_key_material(value):
+            # Never echoed: for `key` it is the private key itself. (Pasted into a path
+            # field, the config loader made it a path, still holding the PEM text.)
+            problems.append(f"{name}: holds PEM text; give the path of a file that holds it"
+                            + (key_hint if name == "key" else ""))
+        elif name == "key" and is_reference(value):
+            try:
+                Secret.resolve(value)
+            except SecretError as exc:
+                problems.append(f"key: {exc}")
+        elif not Path(value).is_file():
+            problems.append(f"{name}: {value} is not a readable file")
+    if not problems:
+        try:
+            load()
+        except (ssl.SSLError, OSError, SecretError) as exc:
+            why = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or type(exc).__name__
+            problems.append(f"{failed} ({why})")
+    return problems

@@ -41,7 +41,6 @@ import socket
 import ssl
 import time
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
@@ -50,7 +49,7 @@ import anyio
 from ..config import SinkConfig
 from ..errors import ConfigError, JetStreamRefused, Permanent, Retryable, SecretError
 from ..metrics import Metrics
-from ..secrets import Secret, is_key_material, is_reference, key_file
+from ..secrets import Secret, is_reference, key_file, tls_file_problems
 from ..store import FeedEvent
 from ..units import Duration, Size
 from .base import Sink, SinkSpec
@@ -195,28 +194,10 @@ def _tls_problems(cfg: NatsSinkConfig) -> list[str]:
     problems: list[str] = []
     if (cfg.cert is None) != (cfg.key is None):
         problems.append("cert, key: a client certificate needs both (or neither)")
-    for name, value in (("ca", cfg.ca), ("cert", cfg.cert), ("key", cfg.key)):
-        if value is None:
-            continue
-        if is_key_material(value):
-            # Never echoed: for `key` it is the private key itself.
-            problems.append(f"{name}: holds PEM text; give the path of a file that holds it"
-                            + (", or a secret reference" if name == "key" else ""))
-        elif name == "key" and is_reference(value):
-            try:
-                Secret.resolve(value)
-            except SecretError as exc:
-                problems.append(f"key: {exc}")
-        elif not Path(value).is_file():
-            problems.append(f"{name}: {value} is not a readable file")
-    if not problems:
-        try:
-            tls_context(cfg)
-        except (ssl.SSLError, OSError, SecretError) as exc:
-            # The error names files and a reason, never key material.
-            why = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or type(exc).__name__
-            problems.append(f"ca: cannot load the CA, or the client certificate and key ({why})")
-    return problems
+    return problems + tls_file_problems(
+        (("ca", cfg.ca), ("cert", cfg.cert), ("key", cfg.key)), lambda: tls_context(cfg),
+        key_hint=", or a secret reference",
+        failed="ca: cannot load the CA, or the client certificate and key")
 
 
 def _validate(cfg: NatsSinkConfig) -> list[str]:

@@ -2,12 +2,10 @@ from __future__ import annotations
 
 import re
 import ssl
-from pathlib import Path
 from urllib.parse import urlsplit
 
 from ...config import SourceConfig
-from ...errors import SecretError
-from ...secrets import Secret, is_key_material, is_reference, key_file
+from ...secrets import Secret, key_file, tls_file_problems
 from ...units import Duration, Size
 from . import wire
 
@@ -71,27 +69,7 @@ def validate(cfg: AsteriaConfig) -> list[str]:
     for name in ("batch_max", "inflight"):
         if getattr(cfg, name) < 1:
             problems.append(f"{name}: must be at least 1")
-    for name, value in (("cert", cfg.cert), ("key", cfg.key), ("ca", cfg.ca)):
-        if value is None:
-            continue
-        if is_key_material(value):
-            # Never echoed: for `key` it is the private key itself. (Pasted into a path
-            # field, the config loader made it a path, still holding the PEM text.)
-            problems.append(f"{name}: holds PEM text; give the path of a file that holds it"
-                            + (", or a secret reference (env:NAME, file:/path, credential:NAME)"
-                               if name == "key" else ""))
-        elif name == "key" and is_reference(value):
-            try:
-                Secret.resolve(value)
-            except SecretError as exc:
-                problems.append(f"key: {exc}")
-        elif not Path(value).is_file():
-            problems.append(f"{name}: {value} is not a readable file")
-    if not problems:
-        try:
-            tls_context(cfg)
-        except (ssl.SSLError, OSError, SecretError) as exc:
-            # Never print key material: the error names the files and the reason only.
-            why = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or type(exc).__name__
-            problems.append(f"cert: cannot load the client certificate and key, or the CA ({why})")
-    return problems
+    return problems + tls_file_problems(
+        (("cert", cfg.cert), ("key", cfg.key), ("ca", cfg.ca)), lambda: tls_context(cfg),
+        key_hint=", or a secret reference (env:NAME, file:/path, credential:NAME)",
+        failed="cert: cannot load the client certificate and key, or the CA")
