@@ -274,6 +274,16 @@ def test_the_walk_sees_every_module_and_each_imports() -> None:
         assert module.__file__ is not None and Path(module.__file__) == path, name
 
 
+def test_the_command_line_and_the_daemon_name_no_provider() -> None:
+    """Adding a provider is its folder and one registry line: the command line (demo, auth,
+    deletions) and the daemon reach providers through `streamd.providers` and the hooks of
+    their specs, never a provider's own modules."""
+    found = [f"{m}:{line} imports {t}" for m, out in graph(ROOT).items()
+             if m.startswith(("streamd.cli", "streamd.daemon")) for t, line in out.items()
+             if t.startswith("streamd.providers.")]
+    assert not found, found
+
+
 _DAEMON_IMPORTS = """
 import importlib, sys
 import streamd.cli, streamd.configfile, streamd.daemon

@@ -1,8 +1,9 @@
 """`streamd deletions list|confirm`: the deletions a polling source holds back.
 
-One Asperion listing that loses more than `mass_delete_share` of the records it knew
-deletes nothing and holds them (providers/asperion/deletions.py): an administration
-whose access was revoked looks exactly like one that was emptied. `list` shows what is
+A polling source may hold deletions back (`ProviderSpec.holds_deletions`; what it keeps is
+in sources/held.py). Asperion does, when one listing loses more than `mass_delete_share`
+of the records it knew: an administration whose access was revoked looks exactly like one
+that was emptied. This module names no provider. `list` shows what is
 held; `confirm` tells the running daemon that the records are really gone: it writes a
 confirmation of each hold into the feed database, and the next listing that still finds
 them gone deletes them. A confirmation names its hold, so it never lets a later one go.
@@ -39,21 +40,21 @@ def add_parser(sub: Any, with_config: Callable[[argparse.ArgumentParser], argpar
 
 
 def _sources(args: argparse.Namespace) -> tuple[Any, list[str]] | int:
-    from ..providers.asperion.config import AsperionConfig
+    from ..providers import provider_spec
     from .common import load_config
 
     cfg = load_config(args.config)
-    names = [n for n, s in cfg.sources.items() if isinstance(s, AsperionConfig)]
+    names = [n for n, s in cfg.sources.items() if provider_spec(s.provider).holds_deletions]
     if args.source is not None and args.source not in names:
         why = ("is not in the config" if args.source not in cfg.sources
-               else "holds no deletions (only asperion sources do)")
+               else f"holds no deletions (its provider, {cfg.sources[args.source].provider}, never does)")
         print(f"streamd deletions: source {escape(args.source)} {why}", file=sys.stderr)
         return EX_CONFIG
     return cfg, [args.source] if args.source is not None else names
 
 
 async def _holds(store: Any, names: list[str]) -> dict[str, Any]:
-    from ..providers.asperion.deletions import PREFIX, holds
+    from ..sources.held import PREFIX, holds
 
     reader = await FeedReader.open(store)
     try:
@@ -86,7 +87,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_confirm(args: argparse.Namespace) -> int:
-    from ..providers.asperion.deletions import Confirmation, keys
+    from ..sources.held import Confirmation, keys
 
     found = _sources(args)
     if isinstance(found, int):

@@ -196,6 +196,8 @@ class ProviderSpec:
     # `streamd auth <source>`: sign in once and keep the credentials in the store. Raises
     # AuthorizationFailed with a message for the person at the terminal.
     authorize: Callable[[Authorization], Awaitable[None]] | None = None
+    # Its sources may hold deletions for `streamd deletions confirm` (sources/held.py).
+    holds_deletions: bool = False
 
 
 def json_reply(status: int, **body: Any) -> WebhookReply:

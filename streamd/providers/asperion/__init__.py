@@ -34,6 +34,6 @@ def _demo(setup: DemoSetup) -> DemoPart:
 
 
 SPEC = ProviderSpec(config=AsperionConfig, build=_build, validate=validate, path_fields=("ca",),
-                    keeps_credentials=True, demo=_demo, authorize=_authorize)
+                    keeps_credentials=True, demo=_demo, authorize=_authorize, holds_deletions=True)
 
 __all__ = ["SPEC", "AsperionConfig"]
