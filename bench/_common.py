@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 
@@ -29,3 +33,22 @@ def up(port: int) -> bool:
         return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def start_streamd(work: Path, config: str, port: int) -> subprocess.Popen[bytes]:
+    """`streamd run` with `config` in `work`, once its listener on `port` answers."""
+    (work / "config.toml").write_text(config)
+    env = {**os.environ, "NOTIFY_SOCKET": ""}
+    proc = subprocess.Popen([sys.executable, "-m", "streamd", "run", "-c", str(work / "config.toml")],
+                            cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    wait(lambda: up(port) or proc.poll() is not None, 30, "streamd's listener")
+    if proc.poll() is not None:
+        raise SystemExit(f"streamd exited: {proc.stderr.read().decode() if proc.stderr else ''}")
+    return proc
+
+
+def stop_streamd(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    if proc.wait(120) != 0:
+        raise SystemExit(f"streamd exited with {proc.returncode}: "
+                         f"{proc.stderr.read().decode() if proc.stderr else ''}")

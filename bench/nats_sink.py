@@ -31,7 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-from _common import free_port, up, wait
+from _common import free_port, start_streamd, stop_streamd, wait
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.* helpers
 
@@ -68,24 +68,6 @@ create = true
 replicas = {replicas}
 batch_max = {batch_max}
 """
-
-
-def start_streamd(work: Path, config: str, port: int) -> subprocess.Popen[bytes]:
-    (work / "config.toml").write_text(config)
-    env = {**os.environ, "NOTIFY_SOCKET": ""}
-    proc = subprocess.Popen([sys.executable, "-m", "streamd", "run", "-c", str(work / "config.toml")],
-                            cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    wait(lambda: up(port) or proc.poll() is not None, 30, "streamd's listener")
-    if proc.poll() is not None:
-        raise SystemExit(f"streamd exited: {proc.stderr.read().decode() if proc.stderr else ''}")
-    return proc
-
-
-def stop_streamd(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    if proc.wait(120) != 0:
-        raise SystemExit(f"streamd exited with {proc.returncode}: "
-                         f"{proc.stderr.read().decode() if proc.stderr else ''}")
 
 
 def prefilled(events: int) -> Path:

@@ -48,8 +48,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import free_port, wait
-from http_sink import CONFIG, prefilled, start_streamd, stop_streamd
+from _common import free_port, start_streamd, stop_streamd, wait
+from http_sink import CONFIG, prefilled
 
 
 class Postgres:
