@@ -14,13 +14,14 @@ from streamd.model import Invoice, fields
 from streamd.model.canonical import _CANONICAL_STAMP
 from streamd.providers.asteria.config import _HEADER
 from streamd.sinks.http import _TOKEN
+from streamd.sinks.nats_config import _STREAM_NAME
 from streamd.sinks.postgres.config import SCHEMA_RE
 
 CASES = [
     (fields.CURRENCY, "EUR"), (fields.COUNTRY, "CH"), (fields.DATE, "2026-12-04"),
     (fields.STAMP, "2026-12-04T10:00:00Z"), (_CANONICAL_STAMP, "2026-12-04T10:00:00Z"),
     (_HEADER, "x-asteria-secret"), (_TOKEN, "X-Api-Key"), (SCHEMA_RE, "streamd"),
-    (configfile.NAME_RE, "erp"), (configfile.SHARD_RE, "eu-1"),
+    (configfile.NAME_RE, "erp"), (configfile.SHARD_RE, "eu-1"), (re.compile(_STREAM_NAME), "FIN"),
 ]
 
 

@@ -53,7 +53,8 @@ async def tail_nats(args: argparse.Namespace) -> int:
     from nats.js.api import ConsumerConfig, DeliverPolicy
 
     from ..escape import escape
-    from ..sinks.nats import NatsSink, NatsSinkConfig
+    from ..sinks.nats import NatsSink
+    from ..sinks.nats_config import NatsSinkConfig
     from ..sinks.nats_io import Connection
 
     cfg = load_config(args.config)
