@@ -1,6 +1,7 @@
 """The postgres sink against a real PostgreSQL (tests/postgres_server.py), in the daemon:
 the tables and what lands in them, the offset PostgreSQL holds (resumed from, reset by
-`streamd sink reset`, refused from another feed), the batch size, refused rows to dead
+`streamd sink reset`, refused from another feed), the batch size, a batch in parts over
+several connections committing in feed order, refused rows to dead
 letters, an older event never over a newer state, the server down, schema drift, a
 wrong password, an untrusted certificate, and the config's checks; and the drill:
 SIGKILLs and a PostgreSQL crash while 20,000 records load."""
@@ -13,7 +14,7 @@ import random
 import sqlite3
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +24,13 @@ import trustme
 
 from streamd.config import Config
 from streamd.configfile import parse
-from streamd.errors import ConfigError
+from streamd.errors import ConfigError, Permanent
 from streamd.health import State
-from streamd.sinks.postgres.sink import BatchSizer
+from streamd.sinks.postgres.sink import BatchSizer, PostgresSink
+from streamd.store import FeedEvent
 
 from .conftest import InProcess, streamd_cli, until, wait_for
-from .postgres_server import PASSWORD, PostgresServer, Template, require_bindir
+from .postgres_server import ADMIN_PASSWORD, PASSWORD, PostgresServer, Template, require_bindir
 
 pytestmark = pytest.mark.anyio
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
@@ -344,6 +346,89 @@ async def test_the_dispatcher_reads_batches_of_the_size_the_sink_asks_for(
     assert_loaded_exactly(pg, tmp_path / "feed.db")
 
 
+# ---------------------------------------------------------------- a batch in parts
+
+def feed_events(n: int) -> list[FeedEvent]:
+    """n feed events, one invoice each (seq 1..n), as the dispatcher hands them over."""
+    out = []
+    for i in range(1, n + 1):
+        when = (EPOCH + timedelta(seconds=i)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+        data = json.dumps(invoice(f"p{i}", version=when)["data"]).encode()
+        out.append(FeedEvent(seq=i, id=f"{i:064x}", source="gen", provider="synthetic", tenant="acme",
+                             entity="invoice", op="created", key=f"p{i}", time=when,
+                             received_ms=0, data=data))
+    return out
+
+
+def the_sink(tmp_path: Path, pg: PostgresServer, **keys: Any) -> PostgresSink:
+    sink = PostgresSink("out", config(tmp_path, pg, **keys).sinks["out"])  # type: ignore[arg-type]
+    return sink
+
+
+async def test_a_batch_loads_in_parts_at_once_and_they_commit_in_feed_order(
+        tmp_path: Path, pg: PostgresServer) -> None:
+    """Two parts of 500, loaded at once; while the first cannot commit (an entity row it
+    upserts is locked), the second waits for it: it commits after the first, never before."""
+    import asyncpg
+
+    pg.execute("ALTER SYSTEM SET track_commit_timestamp = on")  # to read the commit order
+    pg.stop()
+    pg.start()
+    sink = the_sink(tmp_path, pg, connections=2)
+    events = feed_events(1000)
+    await sink.recover()  # the tables
+    admin = await asyncpg.connect(pg.dsn(user="postgres"), password=ADMIN_PASSWORD, ssl=False)
+    blocker = await asyncpg.connect(pg.dsn(user="postgres"), password=ADMIN_PASSWORD, ssl=False)
+
+    async def stalled() -> bool:
+        """The first part waits on the locked row, the second is not running a statement."""
+        rows = await admin.fetch("SELECT application_name AS name, state, wait_event_type AS wait "
+                                 "FROM pg_stat_activity WHERE application_name LIKE 'streamd sink out%'")
+        states = {r["name"]: (r["state"], r["wait"]) for r in rows}
+        return (states.get("streamd sink out") == ("active", "Lock")
+                and states.get("streamd sink out #2", ("active",))[0] != "active")
+
+    try:
+        await blocker.execute("BEGIN")
+        await blocker.execute(
+            "INSERT INTO streamd.entities VALUES ('synthetic', 'acme', 'invoice', 'p7', 0, 'x', false, "
+            "'{}', now(), now())")
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(sink.deliver, events)
+            await until(stalled, 30, "the first part waiting on the locked row")
+            await blocker.execute("ROLLBACK")
+    finally:
+        await blocker.close()
+        await admin.close()
+        await sink.aclose()
+    assert pg.value("SELECT count(*) FROM streamd.events") == 1000
+    assert pg_offset(pg) == 1000
+    # Two transactions, committed in feed order.
+    parts = pg.rows("SELECT min(seq) AS first, max(seq) AS last FROM streamd.events GROUP BY xmin "
+                    "ORDER BY pg_xact_commit_timestamp(xmin)")
+    assert [(p["first"], p["last"]) for p in parts] == [(1, 500), (501, 1000)]
+
+
+async def test_when_a_part_fails_the_parts_after_it_do_not_commit(tmp_path: Path, pg: PostgresServer) -> None:
+    sink = the_sink(tmp_path, pg, connections=4)
+    events = feed_events(2000)
+    try:
+        await sink.recover()
+        pg.execute("ALTER TABLE streamd.events ADD CONSTRAINT no_p700 CHECK (key <> 'p700')")
+        with pytest.raises(Permanent, match='violates check constraint "no_p700"'):
+            await sink.deliver(events)
+        # The first part (1-500) may stand with its offset; nothing after the refused row does.
+        assert pg.value("SELECT coalesce(max(seq), 0) FROM streamd.events") in (0, 500)
+        assert pg_offset(pg) in (0, 500)
+        pg.execute("ALTER TABLE streamd.events DROP CONSTRAINT no_p700")
+        await sink.deliver(events)  # again, whole: nothing twice
+    finally:
+        await sink.aclose()
+    assert pg.value("SELECT count(*) FROM streamd.events") == 2000
+    assert pg.value("SELECT count(*) FROM streamd.entities") == 2000
+    assert pg_offset(pg) == 2000
+
+
 # ---------------------------------------------------------------- refused rows, late events
 
 async def test_a_row_postgresql_refuses_goes_to_dead_letters_and_the_rest_goes_on(
@@ -533,6 +618,8 @@ def sink(**keys: Any) -> str:
      "ca: /nonexistent/ca.pem is not a readable file"),
     ({"sslmode": "sometimes"}, "sinks.pg.sslmode: invalid enum value 'sometimes'"),
     ({"timeout": "0s"}, "timeout: must be more than 0"),
+    ({"connections": 0}, "connections: must be between 1 and 8, got 0"),
+    ({"connections": 9}, "connections: must be between 1 and 8, got 9"),
 ])
 def test_config_refuses(keys: dict[str, Any], says: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PG_PW", "pw")

@@ -25,6 +25,7 @@ SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")
 _OWN_KEYS = {"password": "password or passfile", "passfile": "passfile", "sslmode": "sslmode",
              "sslrootcert": "ca"}
 _DSN_PARAMS = {"host", "port", "application_name", "target_session_attrs"}
+MAX_CONNECTIONS = 8
 _PORT_RE = re.compile(r"^(?:\[[^\]]*\]|[^:\[]*)(?::(.*))?$")  # host, [v6] or host:port
 
 
@@ -42,6 +43,9 @@ class PostgresSinkConfig(SinkConfig, frozen=True, forbid_unknown_fields=True, kw
     # none = the system store.
     ca: str | None = None
     batch_max: int = 10_000
+    # Connections a batch is loaded over: its consecutive parts load at once, and commit
+    # one after another in feed order (sink.py says how).
+    connections: int = 2
     # Connecting, and each batch's transaction.
     timeout: Duration = Duration(60.0)
 
@@ -178,6 +182,8 @@ def validate(cfg: PostgresSinkConfig) -> list[str]:
                 problems.append(f"ca: cannot load {cfg.ca} ({getattr(exc, 'reason', None) or exc})")
     if cfg.timeout.seconds <= 0:
         problems.append("timeout: must be more than 0")
+    if not 1 <= cfg.connections <= MAX_CONNECTIONS:
+        problems.append(f"connections: must be between 1 and {MAX_CONNECTIONS}, got {cfg.connections}")
     return problems
 
 

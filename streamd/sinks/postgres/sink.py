@@ -19,10 +19,24 @@ when one takes longer: big enough that a commit's fsync is shared by thousands o
 small enough that a transaction stays short on a slow or busy server. A batch that timed
 out is split into transactions of the new size when it is tried again.
 
-One connection, opened when needed and dropped after any failure that is not the
-data's: batches go one at a time, so a pool would only hold idle connections. It holds
-a session advisory lock on (schema, sink) while open: a second streamd loading the same
-sink name into the same schema waits (and says so) rather than interleave offsets.
+Parts in flight (`connections`, 2 by default). One PostgreSQL backend parsing and
+indexing a batch is the limit of a single connection (about 40 µs of the server's CPU an
+event, docs/benchmarks.md), so a batch of at least `2 × MIN_PART` events is cut into
+consecutive parts, one per connection, loaded at once. Each part is its own transaction
+holding its rows and the offset of its last event, as a single batch would; and part
+i+1 takes its entity rows, moves the offset and commits only once part i has
+committed. So the parts commit in feed order: a reader of `events` never sees an event
+before every earlier one, the offset in PostgreSQL is always that of rows all there,
+and a crash between two parts leaves the first one's rows with their offset. Only the
+COPY and the `events` insert run side by side (the larger part of the work); the entity
+upserts wait their turn, so two parts never wait on each other's rows, and a part waiting
+for its predecessor holds no entity row. If a part fails, the parts after it roll back.
+
+The first connection holds a session advisory lock on (schema, sink) while open: a
+second streamd loading the same sink name into the same schema waits (and says so)
+rather than interleave offsets; it also migrates and checks the tables. The others only
+load. All are opened when needed and dropped together after any failure that is not the
+data's.
 
 Failures: a row PostgreSQL refuses (SQLSTATE class 22 data exception, 23 integrity
 constraint) is `Permanent`: the dispatcher splits the batch and dead-letters that
@@ -35,6 +49,7 @@ connects anew and checks the tables first, so a column someone renamed is named 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import ssl
@@ -59,6 +74,7 @@ log = logging.getLogger("streamd.sink")
 TARGET = 0.5  # seconds a batch's transaction aims at
 FIRST_BATCH = 500
 SMALLEST_BATCH = 50
+MIN_PART = 500  # a batch is cut into parts of at least this many events
 DETAIL_KEPT = 300  # characters of PostgreSQL's DETAIL kept in a reason (it may quote the row)
 _LOAD = "streamd_load"  # the temporary table a batch is COPYed into
 _LOAD_COLUMNS = ("id", "seq", "time", "provider", "source", "tenant", "entity", "key", "op", "cloudevent")
@@ -117,6 +133,7 @@ class PostgresSink(Sink):
         self.schema = cfg.schema
         s = q(cfg.schema)
         self._conn: asyncpg.Connection | None = None
+        self._more: list[asyncpg.Connection] = []  # the other connections parts load over
         self._checked = False  # the tables migrated and checked, on this connection
         self.sizer = BatchSizer(cfg.batch_max)
         self._commit_seconds: Any = None
@@ -152,7 +169,9 @@ class PostgresSink(Sink):
 
     # ------------------------------------------------------------ connection
 
-    async def _connect(self) -> asyncpg.Connection:
+    async def _connect(self, part: int = 0) -> asyncpg.Connection:
+        """The first connection (`part` 0) takes the sink's advisory lock; every one gets
+        the temporary table its parts are COPYed into."""
         cfg = self.cfg
         tls: ssl.SSLContext | str | bool
         if self.mode in ("require", "verify-ca", "verify-full"):
@@ -169,13 +188,13 @@ class PostgresSink(Sink):
         else:
             password, passfile = (cfg.password.reveal() if cfg.password is not None else ""), None
         named = "application_name" in dict(parse_qsl(urlsplit(cfg.dsn).query))
+        app = f"streamd sink {self.name}" + (f" #{part + 1}" if part else "")
         conn = await asyncpg.connect(
             cfg.dsn, password=password, passfile=passfile, ssl=tls, timeout=cfg.timeout.seconds,
-            command_timeout=None,
-            server_settings=None if named else {"application_name": f"streamd sink {self.name}"})
+            command_timeout=None, server_settings=None if named else {"application_name": app})
         try:
-            got = await conn.fetchval("SELECT pg_try_advisory_lock(hashtext($1))",
-                                      f"streamd.sink:{self.schema}.{self.name}")
+            got = part or await conn.fetchval("SELECT pg_try_advisory_lock(hashtext($1))",
+                                              f"streamd.sink:{self.schema}.{self.name}")
             if not got:
                 raise Retryable(f"{self.where}: another connection is loading sink {self.name} into "
                                 f"schema {self.schema} (another streamd with the same sink name?); "
@@ -215,22 +234,36 @@ class PostgresSink(Sink):
                  self.mode, "TLS" if tls else "no TLS", self.schema)
         self._checked = True
 
-    def _drop(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None and not conn.is_closed():
-            conn.terminate()
+    async def _connections(self, n: int) -> list[asyncpg.Connection]:
+        """The first connection, made and checked, and n - 1 more."""
+        first = await self._connection()
+        self._more = [c for c in self._more if not c.is_closed()]
+        while len(self._more) < n - 1:
+            self._more.append(await self._connect(len(self._more) + 1))
+        return [first, *self._more[:n - 1]]
 
-    async def _run(self, what: str, op: Any = None) -> Any:
-        """`op(conn)` on the connection (made and checked first), every failure mapped to a
-        DeliveryError; None for just the connection."""
+    def _drop(self) -> None:
+        conns = [self._conn, *self._more]
+        self._conn, self._more = None, []
+        for conn in conns:
+            if conn is not None and not conn.is_closed():
+                conn.terminate()
+
+    async def _run(self, what: str, op: Any = None, parts: int = 1) -> Any:
+        """`op(conn)` on the connection (made and checked first), or `op(conns)` on `parts`
+        connections; every failure mapped to a DeliveryError. None for just the connection."""
         try:
             with anyio.fail_after(self.cfg.timeout.seconds):
+                if parts > 1:
+                    return await op(await self._connections(parts))
                 conn = await self._connection()
                 return await op(conn) if op is not None else None
         except Exception as exc:
             error = self._failure(exc, what)
-            if not isinstance(error, Permanent):
-                self._drop()  # the next attempt connects anew, and checks the tables again
+            if not isinstance(error, Permanent) or parts > 1:
+                # The next attempt connects anew, and checks the tables again; after parts,
+                # also for a refused row: the parts after it were cut mid-transaction.
+                self._drop()
             raise error from None
 
     def _failure(self, exc: BaseException, what: str) -> DeliveryError:
@@ -290,18 +323,48 @@ class PostgresSink(Sink):
             await self._load(events[start:start + step], records[start:start + step])
 
     async def _load(self, events: Sequence[FeedEvent], records: list[tuple[Any, ...]]) -> None:
-        last = events[-1]
+        n = max(1, min(self.cfg.connections, len(events) // MIN_PART))
+        cuts = [len(events) * i // n for i in range(n + 1)]
+        parts = [(records[a:b], events[b - 1]) for a, b in itertools.pairwise(cuts)]
 
-        async def transaction(conn: asyncpg.Connection) -> None:
+        async def part(conn: asyncpg.Connection, rows: list[tuple[Any, ...]], last: FeedEvent,
+                       after: anyio.Event | None) -> None:
             async with conn.transaction():
-                await conn.copy_records_to_table(_LOAD, records=records, columns=_LOAD_COLUMNS,
+                await conn.copy_records_to_table(_LOAD, records=rows, columns=_LOAD_COLUMNS,
                                                   schema_name="pg_temp")
                 await conn.execute(self._insert_events)
+                if after is not None:
+                    await after.wait()  # the part before committed: feed order kept
                 await conn.execute(self._upsert_entities)
                 await conn.execute(self._advance_offset, self.name, last.seq, last.id)
 
+        async def transaction(conn: asyncpg.Connection) -> None:
+            await part(conn, *parts[0], None)
+
+        async def in_parts(conns: list[asyncpg.Connection]) -> None:
+            committed = [anyio.Event() for _ in parts]
+            failed: list[tuple[int, Exception]] = []
+
+            async def one(i: int) -> None:
+                try:
+                    await part(conns[i], *parts[i], committed[i - 1] if i else None)
+                except Exception as exc:
+                    failed.append((i, exc))
+                    tg.cancel_scope.cancel()  # the parts after it must not commit
+                else:
+                    committed[i].set()
+
+            async with anyio.create_task_group() as tg:
+                for i in range(len(parts)):
+                    tg.start_soon(one, i)
+            if failed:
+                raise min(failed, key=lambda f: f[0])[1]  # the first part's failure is the cause
+
         began = time.monotonic()
-        await self._run(f"loading {len(events)} events", transaction)
+        if n == 1:
+            await self._run(f"loading {len(events)} events", transaction)
+        else:
+            await self._run(f"loading {len(events)} events in {n} parts", in_parts, parts=n)
         took = time.monotonic() - began
         self.sizer.committed(len(events), took)
         if self._commit_seconds is not None:
@@ -309,13 +372,15 @@ class PostgresSink(Sink):
             self._size_gauge.set(self.sizer.size)
 
     async def aclose(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None and not conn.is_closed():
-            with anyio.move_on_after(5):
-                try:
-                    await conn.close()
-                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-                    pass
-            if not conn.is_closed():
-                conn.terminate()
+        conns = [self._conn, *self._more]
+        self._conn, self._more = None, []
+        for conn in conns:
+            if conn is not None and not conn.is_closed():
+                with anyio.move_on_after(5):
+                    try:
+                        await conn.close()
+                    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                        pass
+                if not conn.is_closed():
+                    conn.terminate()
 
