@@ -162,30 +162,33 @@ def cpu_seconds(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def backend_pid(pg: Postgres) -> int | None:
-    """The PostgreSQL backend serving the sink's connection."""
-    out = pg.sql("SELECT pid FROM pg_stat_activity WHERE application_name = 'streamd sink pg'", "bench")
-    return int(out.split()[0]) if out else None
+def backend_pids(pg: Postgres) -> set[int]:
+    """The PostgreSQL backends serving the sink's connections (`streamd sink pg`, `… #2`, …)."""
+    out = pg.sql("SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'streamd sink pg%'", "bench")
+    return {int(p) for p in out.split()}
 
 
-def sink_run(pg: Postgres, feed: Path, events: int, want: int) -> tuple[float, str, float, float]:
+def sink_run(pg: Postgres, feed: Path, events: int, want: int,
+             connections: int | None = None) -> tuple[float, str, float, float]:
     """events/s from READY until PostgreSQL's offset is the feed's head; the batch size at the
-    end; CPU µs per event of the sink's PostgreSQL backend and of streamd's process meanwhile
+    end; CPU µs per event of the sink's PostgreSQL backends and of streamd's process meanwhile
     (what each costs, whatever else the machine runs)."""
     with tempfile.TemporaryDirectory(prefix="streamd-bench-pg-") as tmp:
         work, port = Path(tmp), free_port()
         shutil.copy(feed, work / "feed.db")
         os.sync()  # the copy's writeback must not compete with the run's fsyncs
         sink = f'[sinks.pg]\ntype = "postgres"\ndsn = "{pg.dsn()}"\nsslmode = "disable"\n'
+        if connections is not None:
+            sink += f"connections = {connections}\n"
         proc = start_streamd(work, CONFIG.format(port=port, events=events, sink=sink), port)
         try:
             t0 = time.monotonic()
             ours0 = cpu_seconds(proc.pid)
-            backend: list[int | None] = [None]
+            backends: set[int] = set()
 
             def done() -> bool:
                 try:
-                    backend[0] = backend[0] or backend_pid(pg)
+                    backends.update(backend_pids(pg))
                     at = pg.sql("SELECT seq FROM streamd.sink_offsets WHERE sink = 'pg'", "bench")
                     return at == str(want)
                 except subprocess.CalledProcessError:
@@ -193,7 +196,7 @@ def sink_run(pg: Postgres, feed: Path, events: int, want: int) -> tuple[float, s
 
             wait(done, 900, "the sink to load every event")
             elapsed = time.monotonic() - t0
-            theirs, ours = cpu_seconds(backend[0]), cpu_seconds(proc.pid) - ours0
+            theirs, ours = sum(cpu_seconds(p) for p in backends), cpu_seconds(proc.pid) - ours0
             import httpx
 
             metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
@@ -302,6 +305,23 @@ def psycopg_run(pg: Postgres, events: list[dict[str, Any]], db: str) -> float:
     return len(events) / (time.monotonic() - t0)
 
 
+def alternatives(pg: Postgres, alt: list[dict[str, Any]], args: argparse.Namespace,
+                 results: list[tuple[str, int, list[float], str]]) -> None:
+    """The same load done the ways a user would otherwise do it."""
+    if args.singer_target:
+        runs = [singer_run(pg, args.singer_target, alt, "singer") for _ in range(args.repeat)]
+        results.append(("Singer target-postgres (use_copy)", len(alt), runs, ""))
+    else:
+        print("# no target-postgres: pass --singer-target", file=sys.stderr)
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        print("# no psycopg: pip install 'psycopg[binary]' for the INSERT loop", file=sys.stderr)
+    else:
+        runs = [psycopg_run(pg, alt, "loop") for _ in range(args.repeat)]
+        results.append(("INSERT loop, psycopg 3, commit per 500", len(alt), runs, ""))
+
+
 def _cpu(runs: list[tuple[float, float]]) -> str:
     return (f"CPU per event: PostgreSQL backend {statistics.median(r[0] for r in runs):.0f} µs, "
             f"streamd {statistics.median(r[1] for r in runs):.0f} µs")
@@ -315,6 +335,9 @@ def main() -> None:
     ap.add_argument("--singer-target", default=shutil.which("target-postgres"),
                     help="target-postgres executable (default: on PATH)")
     ap.add_argument("--repeat", type=int, default=3, help="runs (median reported)")
+    ap.add_argument("--connections", type=int, default=None,
+                    help="the sink's connections (default: the sink's default)")
+    ap.add_argument("--skip-full", action="store_true", help="only the empty tables")
     args = ap.parse_args()
     feed = prefilled(args.events)
     db = sqlite3.connect(feed)
@@ -329,40 +352,32 @@ def main() -> None:
         for _ in range(args.repeat):
             pg.sql("DROP DATABASE bench")
             pg.sql("CREATE DATABASE bench")
-            rate, size, theirs, ours = sink_run(pg, feed, args.events, want)
+            rate, size, theirs, ours = sink_run(pg, feed, args.events, want, args.connections)
             empty.append(rate)
             sizes.append(size)
             cpu.append((theirs, ours))
         results.append(("streamd postgres sink, empty tables", want, empty,
                         f"batch size {sizes[-1]}; {_cpu(cpu)}"))
-        pg.sql("DROP DATABASE bench")
-        pg.sql("CREATE DATABASE bench")
-        prefill_rows(pg, feed, args.prefill_rows)
-        full, cpu = [], []
-        for _ in range(args.repeat):
-            rate, size, theirs, ours = sink_run(pg, feed, args.events, want)
-            full.append(rate)
-            cpu.append((theirs, ours))
-            clear_run(pg)
-        results.append((f"streamd postgres sink, {args.prefill_rows:,} rows already there", want, full,
-                        f"batch size {size}; {_cpu(cpu)}"))
-        alt = feed_rows(feed, args.alt_events)
-        if args.singer_target:
-            runs = [singer_run(pg, args.singer_target, alt, "singer") for _ in range(args.repeat)]
-            results.append(("Singer target-postgres (use_copy)", len(alt), runs, ""))
-        else:
-            print("# no target-postgres: pass --singer-target", file=sys.stderr)
-        try:
-            import psycopg  # noqa: F401
-        except ImportError:
-            print("# no psycopg: pip install 'psycopg[binary]' for the INSERT loop", file=sys.stderr)
-        else:
-            runs = [psycopg_run(pg, alt, "loop") for _ in range(args.repeat)]
-            results.append(("INSERT loop, psycopg 3, commit per 500", len(alt), runs, ""))
+        if not args.skip_full:
+            pg.sql("DROP DATABASE bench")
+            pg.sql("CREATE DATABASE bench")
+            prefill_rows(pg, feed, args.prefill_rows)
+            full, cpu = [], []
+            for _ in range(args.repeat):
+                rate, size, theirs, ours = sink_run(pg, feed, args.events, want, args.connections)
+                full.append(rate)
+                cpu.append((theirs, ours))
+                clear_run(pg)
+            results.append((f"streamd postgres sink, {args.prefill_rows:,} rows already there", want, full,
+                            f"batch size {size}; {_cpu(cpu)}"))
+        alt = feed_rows(feed, args.alt_events) if args.alt_events else []
+        if alt:
+            alternatives(pg, alt, args, results)
     finally:
         pg.close()
     base = statistics.median(empty)
     print(f"# postgres sink: a prefilled feed loaded by streamd into PostgreSQL on loopback ({settings}); "
+          f"sink connections = {args.connections or 'default'}; "
           f"streamd synchronous = \"full\"; {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} "
           f"at the end; median of {args.repeat} runs")
     print(f"| {'how':<52} | {'events':>8} | {'events/s':>9} | {'sink / it':>9} | {'runs':<26} | note |")

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import msgspec
 import pytest
 import trustme
 
@@ -197,7 +198,7 @@ async def test_loads_every_event_and_the_current_state_of_every_entity(
     invoices = [e for e in events if e["entity"] == "invoice"]
     assert [t["total"] for t in totals] == [e["data"]["total"] for e in invoices][:5]
     # The tables are versioned, and indexed for the queries users make.
-    assert pg.value("SELECT max(version) FROM streamd.schema_migrations") == 1
+    assert pg.value("SELECT max(version) FROM streamd.schema_migrations") == 2
     indexes = {r["indexname"] for r in pg.rows("SELECT indexname FROM pg_indexes "
                                                "WHERE schemaname = 'streamd'")}
     assert {"events_entity", "events_tenant_time", "events_seq", "entities_tenant"} <= indexes
@@ -540,13 +541,53 @@ async def test_schema_drift_is_named_and_retried_not_a_crash(tmp_path: Path, pg:
         assert (await d.http.get("/healthz")).status_code == 200  # alive, retrying: no crash loop
 
 
+async def test_a_schema_of_version_1_is_migrated_to_keep_rows_uncompressed_up_to_a_page(
+        tmp_path: Path, pg: PostgresServer) -> None:
+    """Version 2 stores `events` rows whole up to 8 kB (no pglz on every insert); tables
+    made by version 1 are migrated in place, their rows kept."""
+    import asyncpg
+
+    from streamd.sinks.postgres.schema import MIGRATIONS
+
+    conn = await asyncpg.connect(pg.dsn(), password=PASSWORD, ssl=False)
+    try:  # the tables as the first release made them, with an event in them
+        await conn.execute("CREATE SCHEMA streamd; CREATE TABLE streamd.schema_migrations (version integer "
+                           "PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now()); "
+                           "INSERT INTO streamd.schema_migrations (version) VALUES (1)")
+        for stmt in MIGRATIONS[0]:
+            await conn.execute(stmt.format(s='"streamd"'))
+    finally:
+        await conn.close()
+    sink = the_sink(tmp_path, pg)
+    try:
+        await sink.deliver(feed_events(3))
+    finally:
+        await sink.aclose()
+    assert pg.value("SELECT max(version) FROM streamd.schema_migrations") == 2
+    assert pg.value("SELECT array_to_string(reloptions, ',') FROM pg_class WHERE oid = "
+                    "'streamd.events'::regclass") == "toast_tuple_target=8160"
+    # An invoice row of about 2.5 kB, stored whole: no compression, nothing moved out.
+    big = feed_events(4)[3]
+    body = json.loads(big.data)
+    body["lines"] = [{"text": f"line {i} " + "x" * 40, "amount": "1.00"} for i in range(20)]
+    sink = the_sink(tmp_path, pg)
+    try:
+        await sink.deliver([msgspec.structs.replace(big, data=json.dumps(body).encode())])
+    finally:
+        await sink.aclose()
+    stored = pg.rows("SELECT pg_column_size(cloudevent) AS stored, octet_length(cloudevent::text) AS text, "
+                     "pg_column_compression(cloudevent) AS how FROM streamd.events WHERE seq = 4")[0]
+    assert stored["how"] is None and stored["stored"] > 1200, stored
+    assert pg.value("SELECT count(*) FROM streamd.events") == 4
+
+
 async def test_a_schema_from_a_newer_streamd_or_not_from_streamd_is_refused(
         tmp_path: Path, pg: PostgresServer) -> None:
     pg.execute("SET ROLE streamd; CREATE SCHEMA streamd; CREATE TABLE streamd.schema_migrations "
                "(version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now()); "
-               "INSERT INTO streamd.schema_migrations (version) VALUES (1), (2)")
+               "INSERT INTO streamd.schema_migrations (version) VALUES (1), (2), (3)")
     async with Running(config(tmp_path, pg)) as d:
-        await until(lambda: "written by a newer streamd (version 2; this streamd knows up to 1)"
+        await until(lambda: "written by a newer streamd (version 3; this streamd knows up to 2)"
                     in d.component().reason, 20, "the refusal")
     pg.execute("SET ROLE streamd; CREATE SCHEMA theirs; CREATE TABLE theirs.events (id int)")
     async with Running(config(tmp_path, pg, schema="theirs")) as d:

@@ -202,7 +202,10 @@ class PostgresSink(Sink):
             cols = ", ".join(f"{c} {t}" for c, t in zip(_LOAD_COLUMNS, (
                 "text", "bigint", "timestamptz", "text", "text", "text", "text", "text", "text",
                 "jsonb"), strict=True))
-            await conn.execute(f"CREATE TEMPORARY TABLE {_LOAD} ({cols}) ON COMMIT DELETE ROWS")
+            # Rows whole up to a page, as in `events` (schema.py, migration 2): a CloudEvent
+            # compressed here would reach `events` compressed.
+            await conn.execute(f"CREATE TEMPORARY TABLE {_LOAD} ({cols}) WITH (toast_tuple_target = 8160) "
+                               "ON COMMIT DELETE ROWS")
         except BaseException:
             conn.terminate()
             raise
