@@ -9,11 +9,13 @@ backend (`/proc/<pid>/stat`) over the batches, per event, and the WAL written. E
 variant loads the same events (the http sink bench's prefilled feed, bench/out/) into
 empty tables made by the sink's own migrations, in batches, one transaction each:
 
-- `two-documents`: the first release's statements: the entity and the CloudEvent both
-  sent as JSON (each parsed into jsonb), `events` with PostgreSQL's default 2 kB
-  compression threshold;
+- `two-documents`: the first release's statements and tables (version 1): the entity
+  and the CloudEvent both sent as JSON (each parsed into jsonb), `events` with
+  PostgreSQL's default 2 kB compression threshold, an entity's indexes in the order
+  (provider, tenant, entity, key);
 - `one-document`: only the CloudEvent sent; `data` taken from its jsonb in SQL;
-- `current`: that, and `events` rows kept whole up to a page (schema version 2).
+- `whole-rows`: that, and `events` rows kept whole up to a page;
+- `current`: that, and an entity's indexes key first (tables version 2).
 """
 
 from __future__ import annotations
@@ -58,14 +60,27 @@ def rows(feed: Path, n: int) -> list[tuple[Any, ...]]:
     return out
 
 
-def statements(table: str, data: str) -> tuple[str, str]:
+V1_ORDER = "provider, tenant, entity, key"
+V2_ORDER = "key, entity, tenant, provider"
+
+
+def layout(order: str, target: str) -> list[str]:
+    """The tables' storage and an entity's index order, as version 1 or 2 has them."""
+    return [f"ALTER TABLE {S}.events SET (toast_tuple_target = {target})",
+            f"DROP INDEX {S}.events_entity",
+            f"CREATE INDEX events_entity ON {S}.events ({order}, seq)",
+            f"ALTER TABLE {S}.entities DROP CONSTRAINT entities_pkey, "
+            f"ADD CONSTRAINT entities_pkey PRIMARY KEY ({order})"]
+
+
+def statements(table: str, data: str, order: str) -> tuple[str, str]:
     insert = (f"INSERT INTO {S}.events (id, seq, time, type, provider, source, tenant, entity, key, op, "
               "data, cloudevent) SELECT id, seq, time, entity || '.' || op, provider, source, tenant, "
               f"entity, key, op, {data}, cloudevent FROM pg_temp.{table} ON CONFLICT (id) DO NOTHING")
     upsert = (f"INSERT INTO {S}.entities AS e (provider, tenant, entity, key, seq, event_id, deleted, data, "
-              "time, updated_at) SELECT DISTINCT ON (provider, tenant, entity, key) provider, tenant, "
+              f"time, updated_at) SELECT DISTINCT ON ({order}) provider, tenant, "
               f"entity, key, seq, id, op = 'deleted', {data}, time, now() FROM pg_temp.{table} "
-              "ORDER BY provider, tenant, entity, key, seq DESC "
+              f"ORDER BY {order}, seq DESC "
               "ON CONFLICT (provider, tenant, entity, key) DO UPDATE SET "
               "seq = excluded.seq, event_id = excluded.event_id, deleted = excluded.deleted, "
               "data = excluded.data, time = excluded.time, updated_at = excluded.updated_at "
@@ -99,16 +114,18 @@ async def run(pg: Postgres, events: list[tuple[Any, ...]], batch: int, rounds: i
 
     inside = "cloudevent->'data'"
     variants = {
-        "two-documents": ("two", (*KEYS, "data", "cloudevent"), both, "data", "2032"),
-        "one-document": ("one", (*KEYS, "cloudevent"), line, inside, "2032"),
-        "current": ("whole", (*KEYS, "cloudevent"), line, inside, "8160"),
+        "two-documents": ("two", (*KEYS, "data", "cloudevent"), both, "data", "2032", V1_ORDER),
+        "one-document": ("one", (*KEYS, "cloudevent"), line, inside, "2032", V1_ORDER),
+        "whole-rows": ("whole", (*KEYS, "cloudevent"), line, inside, "8160", V1_ORDER),
+        "current": ("whole", (*KEYS, "cloudevent"), line, inside, "8160", V2_ORDER),
     }
     out: dict[str, list[tuple[float, float]]] = {v: [] for v in variants}
     for _ in range(rounds):
-        for name, (table, columns, shape, data, target) in variants.items():
-            insert, upsert = statements(table, data)
+        for name, (table, columns, shape, data, target, order) in variants.items():
+            insert, upsert = statements(table, data, order)
             await conn.execute(f"TRUNCATE {S}.events, {S}.entities")
-            await conn.execute(f"ALTER TABLE {S}.events SET (toast_tuple_target = {target})")
+            for stmt in layout(order, target):
+                await conn.execute(stmt)
             await conn.execute("CHECKPOINT")
             recorder = record(pid, name) if perf == name else None
             wal0 = await conn.fetchval("SELECT pg_current_wal_lsn()")
@@ -136,7 +153,7 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=20_000)
     ap.add_argument("--batch", type=int, default=4_000)
     ap.add_argument("--rounds", type=int, default=3, help="each variant this many times, in turn")
-    ap.add_argument("--perf", choices=("two-documents", "one-document", "current"),
+    ap.add_argument("--perf", choices=("two-documents", "one-document", "whole-rows", "current"),
                     help="perf record the backend during this variant's first round (bench/out/<name>.perf)")
     args = ap.parse_args()
     events = rows(prefilled(100_000), args.events)

@@ -541,10 +541,11 @@ async def test_schema_drift_is_named_and_retried_not_a_crash(tmp_path: Path, pg:
         assert (await d.http.get("/healthz")).status_code == 200  # alive, retrying: no crash loop
 
 
-async def test_a_schema_of_version_1_is_migrated_to_keep_rows_uncompressed_up_to_a_page(
+async def test_a_schema_of_version_1_is_migrated_to_cheaper_rows_and_indexes(
         tmp_path: Path, pg: PostgresServer) -> None:
-    """Version 2 stores `events` rows whole up to 8 kB (no pglz on every insert); tables
-    made by version 1 are migrated in place, their rows kept."""
+    """Version 2 stores `events` rows whole up to 8 kB (no pglz on every insert) and puts
+    an entity's key first in its indexes; tables made by version 1 are migrated in place,
+    their rows kept."""
     import asyncpg
 
     from streamd.sinks.postgres.schema import MIGRATIONS
@@ -566,6 +567,12 @@ async def test_a_schema_of_version_1_is_migrated_to_keep_rows_uncompressed_up_to
     assert pg.value("SELECT max(version) FROM streamd.schema_migrations") == 2
     assert pg.value("SELECT array_to_string(reloptions, ',') FROM pg_class WHERE oid = "
                     "'streamd.events'::regclass") == "toast_tuple_target=8160"
+    # An entity's key first in its indexes.
+    defs = {r["indexname"]: r["indexdef"].partition(" USING btree ")[2] for r in pg.rows(
+        "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'streamd' AND indexname IN "
+        "('events_entity', 'entities_pkey')")}
+    assert defs == {"events_entity": "(key, entity, tenant, provider, seq)",
+                    "entities_pkey": "(key, entity, tenant, provider)"}
     # An invoice row of about 2.5 kB, stored whole: no compression, nothing moved out.
     big = feed_events(4)[3]
     body = json.loads(big.data)

@@ -145,9 +145,9 @@ class PostgresSink(Sink):
             "ON CONFLICT (id) DO NOTHING")
         self._upsert_entities = (
             f"INSERT INTO {s}.entities AS e (provider, tenant, entity, key, seq, event_id, deleted, data, "
-            f"time, updated_at) SELECT DISTINCT ON (provider, tenant, entity, key) provider, tenant, "
+            f"time, updated_at) SELECT DISTINCT ON (key, entity, tenant, provider) provider, tenant, "
             f"entity, key, seq, id, op = 'deleted', cloudevent->'data', time, now() FROM pg_temp.{_LOAD} "
-            "ORDER BY provider, tenant, entity, key, seq DESC "
+            "ORDER BY key, entity, tenant, provider, seq DESC "  # the primary key's order
             "ON CONFLICT (provider, tenant, entity, key) DO UPDATE SET seq = excluded.seq, "
             "event_id = excluded.event_id, deleted = excluded.deleted, data = excluded.data, "
             "time = excluded.time, updated_at = excluded.updated_at WHERE e.seq < excluded.seq")
