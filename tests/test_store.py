@@ -18,7 +18,7 @@ from streamd.errors import StoreFatal, WriterClosed
 from streamd.health import Health, State
 from streamd.metrics import Metrics
 from streamd.model import Event, Party, make_event
-from streamd.store import Batch, DeadLetter, EntityState, FeedReader, Writer, connect
+from streamd.store import Batch, DeadLetter, EntityState, FeedReader, RecordTenant, Writer, connect
 from streamd.store.schema import MIGRATIONS, SCHEMA_VERSION
 from streamd.store.writer import WriterState
 from streamd.units import Duration, Size
@@ -275,6 +275,28 @@ async def test_commit_groups_of_every_size_do_not_fill_memory_with_compiled_stat
     assert grown < 4, f"SQLite's memory grew {grown:.1f} MB over 12,880 events in 160 commits"
 
 
+async def test_record_tenants_kept_since_schema_4_win_over_the_rows_kept_before(tmp_path: Path) -> None:
+    """Upgraded from schema 3, a feed holds Asteria's record tenants in `entity_state`;
+    from then on they are written to `record_tenants`. A deletion finds a record in either
+    (nothing was copied), and a record that moved since is placed where it moved to."""
+    path = tmp_path / "feed.db"
+    db = sqlite3.connect(path)
+    for step in MIGRATIONS[:3]:
+        for stmt in step:
+            db.execute(stmt)
+    db.execute("PRAGMA user_version=3")
+    db.executemany("INSERT INTO entity_state (source, tenant, entity, key, version, data, updated)"
+                   " VALUES ('gw', ?, 'party', ?, 'v1', NULL, 10)", [("t-old", "stayed"), ("t-old", "moved")])
+    db.commit()
+    db.close()
+    async with open_store(path) as s:
+        await s.writer.submit(Batch(source="gw", record_tenants=[
+            RecordTenant("party", "moved", "t-new"), RecordTenant("party", "new", "t-new")]))
+        found = await s.reader.entity_tenants("gw", "party", ["stayed", "moved", "new", "never"])
+        assert found == {"stayed": "t-old", "moved": "t-new", "new": "t-new"}
+        assert await s.reader.entity_tenants("other", "party", ["moved"]) == {}
+
+
 async def test_upgrading_to_schema_2_places_the_records_asteria_already_sent(tmp_path: Path) -> None:
     """A feed written before Asteria kept its records' tenants: the migration fills them from
     the Asteria events already there (the last tenant of each record wins), and adds the
@@ -299,7 +321,7 @@ async def test_upgrading_to_schema_2_places_the_records_asteria_already_sent(tmp
     await writer_db.close()
     db = sqlite3.connect(path)
     try:
-        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (3,)
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (4,)
         assert db.execute("SELECT source, tenant, entity, key, version FROM entity_state ORDER BY updated"
                           ).fetchall() == [
             ("gw", "5eafe37ddc7a940058c76479", "party", "5ef5add7c3cd659588c53242", "v1"),

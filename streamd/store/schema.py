@@ -124,6 +124,21 @@ MIGRATIONS: list[list[str]] = [
             PRIMARY KEY (sink, key)
         ) WITHOUT ROWID""",
     ],
+    # 3 -> 4: where each record a source has seen is (Asteria's: a deletion names only the
+    # record), one narrow row per record under the key a deletion looks it up by. In
+    # entity_state the same fact cost a row in the table and one in its second index
+    # (entity_state_key), with a version and a time nobody read: three times the SQLite
+    # time per new record (docs/benchmarks.md, issue 18). Rows written there before stay
+    # where they are and are still found (`FeedReader.entity_tenants`), so nothing moves.
+    [
+        """CREATE TABLE record_tenants (
+            source TEXT NOT NULL,
+            entity TEXT NOT NULL,
+            key    TEXT NOT NULL,
+            tenant TEXT NOT NULL,
+            PRIMARY KEY (source, entity, key)
+        ) WITHOUT ROWID""",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 PAGE_SIZE = 4096

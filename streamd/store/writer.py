@@ -94,6 +94,14 @@ class EntityState(msgspec.Struct, frozen=True):
     data: bytes | None = None
 
 
+class RecordTenant(msgspec.Struct, frozen=True):
+    """Which tenant a record is in, for a source whose deletions do not say (Asteria's)."""
+
+    entity: str
+    key: str
+    tenant: str
+
+
 class SinkState(msgspec.Struct, frozen=True):
     """What a sink remembers of one key after the event `seq`: `value` is a JSON array of
     entries, each an array whose first item is the seq of the event that made it (so that
@@ -123,6 +131,8 @@ class Batch(msgspec.Struct, kw_only=True):
     # source_state rows of `source`: key -> any msgspec-encodable value
     progress: Mapping[str, Any] = {}
     entity_states: Sequence[EntityState] = ()
+    # records of `source` newly seen in a tenant (or moved to another)
+    record_tenants: Sequence[RecordTenant] = ()
     dead_letters: Sequence[DeadLetter] = ()
     # sink name -> the seq it has passed
     offsets: Mapping[str, int] = {}
@@ -137,6 +147,7 @@ class Batch(msgspec.Struct, kw_only=True):
 
     def size(self) -> int:
         return (len(self.events) + len(self.dead_letters) + len(self.entity_states)
+                + len(self.record_tenants)
                 + sum(len(v) for v in self.sink_states.values()) + 1)
 
 
@@ -444,6 +455,12 @@ class Writer:
             db.executemany(
                 "DELETE FROM entity_state WHERE source = ? AND tenant = ? AND entity = ?"
                 " AND key = ?", deletes)
+        tenants = [(item.batch.source, t.entity, t.key, t.tenant) for item in group
+                   for t in item.batch.record_tenants]
+        if tenants:
+            db.executemany(
+                "INSERT INTO record_tenants (source, entity, key, tenant) VALUES (?,?,?,?)"
+                " ON CONFLICT (source, entity, key) DO UPDATE SET tenant = excluded.tenant", tenants)
         dls = [(now_ms, d.origin, d.name, d.provider, d.reason, _json.encode(d.context), d.raw,
                 d.event_seq, d.attempts) for item in group for d in item.batch.dead_letters]
         if dls:
