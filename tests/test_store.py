@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -82,6 +83,30 @@ async def test_events_get_dense_increasing_seqs(store: Store) -> None:
     rows = await store.reader.read(0, 10, 10)
     assert [e.seq for e in rows] == [1, 2, 3] and [e.key for e in rows] == ["a", "b", "c"]
     assert store.writer.head == 3 == await store.reader.head()
+
+
+async def test_a_commit_is_one_trip_to_sqlites_thread(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Everything a group commits (events, their ids, states, tenants, dead letters,
+    offsets, meta, BEGIN to COMMIT) is one call on SQLite's thread: between two statements
+    the writer never waits for the event loop to come back to it. Each such wait held
+    every event of the group back (issue 18: the steady run's tail)."""
+    async with open_store(tmp_path / "feed.db") as s:
+        db = s.writer._db
+        real = db._execute
+        trips: list[object] = []
+
+        async def counting(fn: Any, *args: Any, **kwargs: Any) -> Any:
+            trips.append(fn)
+            return await real(fn, *args, **kwargs)
+
+        monkeypatch.setattr(db, "_execute", counting)
+        done = await s.writer.submit(Batch(
+            source="s", events=[ev("a"), ev("b")], entity_states=[EntityState("t", "party", "a", "v1")],
+            record_tenants=[RecordTenant("party", "a", "t")], offsets={"file": 1}, meta={"m": "v"},
+            dead_letters=[DeadLetter(origin="source", name="s", reason="bad", raw=b"x")]))
+        assert done.appended == 2
+        assert len(trips) == 1
 
 
 async def test_duplicates_are_dropped_inside_the_transaction_and_counted(store: Store) -> None:
