@@ -313,6 +313,20 @@ def _decode_lines() -> tuple[str, ...]:
     return tuple(f"normalize.py:{i + 1})" for i, line in enumerate(src) if ".decode(data)" in line)
 
 
+def _sqlite_lines() -> tuple[str, ...]:
+    """The lines of store/writer.py inside a `db.execute…(…)` call: the writer's transaction
+    runs on SQLite's thread in one piece, so a sample there is in SQLite's C code."""
+    from streamd.store import writer
+    src = Path(writer.__file__).read_text().splitlines()
+    out: list[str] = []
+    depth = 0
+    for i, line in enumerate(src):
+        if depth or "db.execute" in line:
+            out.append(f"writer.py:{i + 1})")
+            depth += line.count("(") - line.count(")")
+    return tuple(out)
+
+
 #: (part, needles): a sample belongs to the part of its innermost frame that contains one
 #: of the needles (function name and file, as py-spy writes them); more specific first.
 PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -356,6 +370,7 @@ def breakdown(raw: Path) -> tuple[dict[int, str], dict[int, Counter[str]]]:
     """Thread names and samples per part, by thread id, from py-spy's raw output (one
     `thread (tid): name;frame;frame… count` line per distinct stack)."""
     decode_lines = _decode_lines()
+    sqlite_lines = _sqlite_lines()
     names: dict[int, str] = {}
     parts: dict[int, Counter[str]] = {}
     for line in raw.read_text().splitlines():
@@ -371,6 +386,8 @@ def breakdown(raw: Path) -> tuple[dict[int, str], dict[int, Counter[str]]]:
             part = PARTS[0][0]
         elif frames[-1].endswith(decode_lines):
             part = PARTS[1][0]
+        elif frames[-1].endswith(sqlite_lines):
+            part = "SQLite's C calls (statements, commit, fsync)"
         else:
             for f in reversed(frames[1:]):
                 hit = next((p for p, needles in PARTS[1:] if any(n in f for n in needles)), None)

@@ -158,6 +158,21 @@ async def test_drops_and_replays_end_as_exactly_the_gateways_events(tmp_path: Pa
     assert [x["id"] for x in lines] == ids, "the file sink likewise, in feed order"
 
 
+async def test_each_new_record_keeps_its_tenant_in_one_narrow_row(tmp_path: Path) -> None:
+    """What a later deletion needs of a record, its tenant, is kept once per record in
+    `record_tenants` (source, entity, key -> tenant), in the commit of its event; not as a
+    row of `entity_state` and its second index, which cost three times as much to write."""
+    n = 300
+    async with Gateway(tmp_path, Knobs(count=n)) as sim, InProcess(config(tmp_path, sim)) as d:
+        await until(lambda: d.rows("SELECT count(*) FROM events") == [(n,)], 30, f"{n} events")
+        placed = d.rows("SELECT DISTINCT entity, key, tenant FROM events WHERE tenant IS NOT NULL"
+                        " AND tenant != ''")
+        assert placed, "the gateway's records name their company"
+        kept = d.rows("SELECT entity, key, tenant FROM record_tenants WHERE source = 'gw'")
+        assert sorted(kept) == sorted(placed)
+        assert d.rows("SELECT count(*) FROM entity_state") == [(0,)]
+
+
 # ---------------------------------------------------------------- 3. bad frames
 
 async def test_malformed_frames_and_unknown_topics_go_to_dead_letters(tmp_path: Path) -> None:

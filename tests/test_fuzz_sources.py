@@ -435,8 +435,8 @@ class AsteriaRig(Rig):
         overlay: dict[tuple[str, str], str] = {}
 
         def tenant_of(entity: str, key: str) -> str | None:
-            rows = self.d.rows("SELECT tenant FROM entity_state WHERE source = ? AND entity = ? AND key = ?"
-                               " AND tenant != '' ORDER BY updated DESC LIMIT 1", (self.name, entity, key))
+            rows = self.d.rows("SELECT tenant FROM record_tenants WHERE source = ? AND entity = ?"
+                               " AND key = ?", (self.name, entity, key))
             found: str | None = rows[0][0] if rows else None
             return overlay.get((entity, key)) or source.recent.get(entity, key) or found
 

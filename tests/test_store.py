@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -18,7 +19,7 @@ from streamd.errors import StoreFatal, WriterClosed
 from streamd.health import Health, State
 from streamd.metrics import Metrics
 from streamd.model import Event, Party, make_event
-from streamd.store import Batch, DeadLetter, EntityState, FeedReader, Writer, connect
+from streamd.store import Batch, DeadLetter, EntityState, FeedReader, RecordTenant, Writer, connect
 from streamd.store.schema import MIGRATIONS, SCHEMA_VERSION
 from streamd.store.writer import WriterState
 from streamd.units import Duration, Size
@@ -82,6 +83,30 @@ async def test_events_get_dense_increasing_seqs(store: Store) -> None:
     rows = await store.reader.read(0, 10, 10)
     assert [e.seq for e in rows] == [1, 2, 3] and [e.key for e in rows] == ["a", "b", "c"]
     assert store.writer.head == 3 == await store.reader.head()
+
+
+async def test_a_commit_is_one_trip_to_sqlites_thread(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Everything a group commits (events, their ids, states, tenants, dead letters,
+    offsets, meta, BEGIN to COMMIT) is one call on SQLite's thread: between two statements
+    the writer never waits for the event loop to come back to it. Each such wait held
+    every event of the group back (issue 18: the steady run's tail)."""
+    async with open_store(tmp_path / "feed.db") as s:
+        db = s.writer._db
+        real = db._execute
+        trips: list[object] = []
+
+        async def counting(fn: Any, *args: Any, **kwargs: Any) -> Any:
+            trips.append(fn)
+            return await real(fn, *args, **kwargs)
+
+        monkeypatch.setattr(db, "_execute", counting)
+        done = await s.writer.submit(Batch(
+            source="s", events=[ev("a"), ev("b")], entity_states=[EntityState("t", "party", "a", "v1")],
+            record_tenants=[RecordTenant("party", "a", "t")], offsets={"file": 1}, meta={"m": "v"},
+            dead_letters=[DeadLetter(origin="source", name="s", reason="bad", raw=b"x")]))
+        assert done.appended == 2
+        assert len(trips) == 1
 
 
 async def test_duplicates_are_dropped_inside_the_transaction_and_counted(store: Store) -> None:
@@ -275,6 +300,28 @@ async def test_commit_groups_of_every_size_do_not_fill_memory_with_compiled_stat
     assert grown < 4, f"SQLite's memory grew {grown:.1f} MB over 12,880 events in 160 commits"
 
 
+async def test_record_tenants_kept_since_schema_4_win_over_the_rows_kept_before(tmp_path: Path) -> None:
+    """Upgraded from schema 3, a feed holds Asteria's record tenants in `entity_state`;
+    from then on they are written to `record_tenants`. A deletion finds a record in either
+    (nothing was copied), and a record that moved since is placed where it moved to."""
+    path = tmp_path / "feed.db"
+    db = sqlite3.connect(path)
+    for step in MIGRATIONS[:3]:
+        for stmt in step:
+            db.execute(stmt)
+    db.execute("PRAGMA user_version=3")
+    db.executemany("INSERT INTO entity_state (source, tenant, entity, key, version, data, updated)"
+                   " VALUES ('gw', ?, 'party', ?, 'v1', NULL, 10)", [("t-old", "stayed"), ("t-old", "moved")])
+    db.commit()
+    db.close()
+    async with open_store(path) as s:
+        await s.writer.submit(Batch(source="gw", record_tenants=[
+            RecordTenant("party", "moved", "t-new"), RecordTenant("party", "new", "t-new")]))
+        found = await s.reader.entity_tenants("gw", "party", ["stayed", "moved", "new", "never"])
+        assert found == {"stayed": "t-old", "moved": "t-new", "new": "t-new"}
+        assert await s.reader.entity_tenants("other", "party", ["moved"]) == {}
+
+
 async def test_upgrading_to_schema_2_places_the_records_asteria_already_sent(tmp_path: Path) -> None:
     """A feed written before Asteria kept its records' tenants: the migration fills them from
     the Asteria events already there (the last tenant of each record wins), and adds the
@@ -299,7 +346,7 @@ async def test_upgrading_to_schema_2_places_the_records_asteria_already_sent(tmp
     await writer_db.close()
     db = sqlite3.connect(path)
     try:
-        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (3,)
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (4,)
         assert db.execute("SELECT source, tenant, entity, key, version FROM entity_state ORDER BY updated"
                           ).fetchall() == [
             ("gw", "5eafe37ddc7a940058c76479", "party", "5ef5add7c3cd659588c53242", "v1"),

@@ -43,7 +43,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     logs.setup(cfg.daemon.log_level, cfg.daemon.log_format)
 
     async def main() -> None:
-        await Daemon(cfg).run()
+        await Daemon(cfg, freeze_gc=True).run()
 
     try:
         anyio.run(main)

@@ -10,6 +10,7 @@ from .writer import (
     DeadLetter,
     EntityState,
     Pending,
+    RecordTenant,
     SinkState,
     Writer,
     write_state,
@@ -17,5 +18,5 @@ from .writer import (
 
 __all__ = [
     "SECRET_PREFIX", "Batch", "Committed", "DeadLetter", "EntityState", "FeedEvent", "FeedReader",
-    "Pending", "SinkState", "Writer", "connect", "write_state",
+    "Pending", "RecordTenant", "SinkState", "Writer", "connect", "write_state",
 ]

@@ -273,17 +273,24 @@ class FeedReader:
         return out
 
     async def entity_tenants(self, source: str, entity: str, keys: Sequence[str]) -> dict[str, str]:
-        """The tenant `entity_state` places each of these records in, for a source whose
-        changes do not always say (Asteria's deletions). The last one written wins (a record
-        that moved). One index lookup per key (`entity_state_key`)."""
+        """The tenant each of these records is in, for a source whose changes do not always
+        say (Asteria's deletions): from `record_tenants`, else from the rows schema 2 to 3
+        kept in `entity_state` (the last one written winning: a record that moved). One
+        index lookup per key in each."""
         out: dict[str, str] = {}
         for i in range(0, len(keys), 500):
             chunk = list(keys[i:i + 500])
-            rows = await self._all(
-                "SELECT key, tenant FROM entity_state WHERE source = ? AND entity = ? AND"
-                f" key IN ({','.join('?' * len(chunk))}) AND tenant != '' ORDER BY updated",
-                (source, entity, *chunk))
+            marks = ",".join("?" * len(chunk))
+            rows = await self._all("SELECT key, tenant FROM record_tenants WHERE source = ? AND"
+                                   f" entity = ? AND key IN ({marks})", (source, entity, *chunk))
             out.update({k: t for k, t in rows})
+            older = [k for k in chunk if k not in out]
+            if older:
+                rows = await self._all(
+                    "SELECT key, tenant FROM entity_state WHERE source = ? AND entity = ? AND"
+                    f" key IN ({','.join('?' * len(older))}) AND tenant != '' ORDER BY updated",
+                    (source, entity, *older))
+                out.update({k: t for k, t in rows})
         return out
 
     async def sink_state(self, sink: str, keys: Sequence[str]) -> dict[str, tuple[int, bytes]]:

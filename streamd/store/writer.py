@@ -41,7 +41,7 @@ from ..metrics import Metrics
 from ..model import Event, dedupe_bucket
 from ..retry import Retries
 from ..units import Duration
-from .schema import classify, connect
+from .schema import classify, connect, in_thread
 from .sealed import Sealer, encode_state, seal_at_rest
 
 log = logging.getLogger("streamd.store")
@@ -94,6 +94,14 @@ class EntityState(msgspec.Struct, frozen=True):
     data: bytes | None = None
 
 
+class RecordTenant(msgspec.Struct, frozen=True):
+    """Which tenant a record is in, for a source whose deletions do not say (Asteria's)."""
+
+    entity: str
+    key: str
+    tenant: str
+
+
 class SinkState(msgspec.Struct, frozen=True):
     """What a sink remembers of one key after the event `seq`: `value` is a JSON array of
     entries, each an array whose first item is the seq of the event that made it (so that
@@ -123,6 +131,8 @@ class Batch(msgspec.Struct, kw_only=True):
     # source_state rows of `source`: key -> any msgspec-encodable value
     progress: Mapping[str, Any] = {}
     entity_states: Sequence[EntityState] = ()
+    # records of `source` newly seen in a tenant (or moved to another)
+    record_tenants: Sequence[RecordTenant] = ()
     dead_letters: Sequence[DeadLetter] = ()
     # sink name -> the seq it has passed
     offsets: Mapping[str, int] = {}
@@ -137,6 +147,7 @@ class Batch(msgspec.Struct, kw_only=True):
 
     def size(self) -> int:
         return (len(self.events) + len(self.dead_letters) + len(self.entity_states)
+                + len(self.record_tenants)
                 + sum(len(v) for v in self.sink_states.values()) + 1)
 
 
@@ -349,32 +360,39 @@ class Writer:
             return
 
     async def _transaction(self, group: list[_Item]) -> list[Committed]:
-        db = self._db
+        now_ms = max(int(self._clock() * 1000), self._last_ms)
         try:
-            await db.execute("BEGIN IMMEDIATE")
-            try:
-                results = await self._apply(group)
-                await db.execute("COMMIT")
-            except BaseException:
-                try:
-                    await db.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass  # the failed statement may already have rolled back
-                raise
+            # The whole transaction in one trip to SQLite's thread: statement by statement,
+            # each of its six or more steps waited for the event loop to come back to it
+            # (a batch of frames being normalized, a TLS read) before the next could start,
+            # and every event in the group waited with it (docs/benchmarks.md, issue 18).
+            results = await in_thread(self._db, self._apply, group, now_ms)
         except sqlite3.Error as exc:
             raise classify(exc, self._cfg.path) from None
+        self._last_ms = now_ms
         return results
 
-    async def _apply(self, group: list[_Item]) -> list[Committed]:
-        db = self._db
-        now_ms = max(int(self._clock() * 1000), self._last_ms)
+    def _apply(self, db: sqlite3.Connection, group: list[_Item], now_ms: int) -> list[Committed]:
+        """The group's transaction, on SQLite's thread (it must not touch the event loop)."""
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            results = self._statements(db, group, now_ms)
+            db.execute("COMMIT")
+        except BaseException:
+            try:
+                db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # the failed statement may already have rolled back
+            raise
+        return results
+
+    def _statements(self, db: sqlite3.Connection, group: list[_Item], now_ms: int) -> list[Committed]:
         events = [ev for item in group for ev in item.batch.events]
         head = self.head
         ids: list[bytes] = []
         new: set[bytes] = set()
         if events:
-            async with db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'") as cur:
-                row = await cur.fetchone()
+            row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
             head = int(row[0]) if row else 0
             ids = [bytes.fromhex(ev.id) for ev in events]
             for i, size in _chunks(len(ids), _CHUNK):
@@ -382,9 +400,9 @@ class Writer:
                 for ev, idb in zip(events[i:i + size], ids[i:i + size], strict=True):
                     params += (dedupe_bucket(ev.version), idb)
                 # One statement records the ids and says which were new.
-                rows = await db.execute_fetchall(
+                rows = db.execute(
                     "INSERT OR IGNORE INTO event_ids (bucket, id) VALUES "
-                    + ",".join(["(?,?)"] * (len(params) // 2)) + " RETURNING id", params)
+                    + ",".join(["(?,?)"] * (len(params) // 2)) + " RETURNING id", params).fetchall()
                 new.update(r[0] for r in rows)
 
         keep_raw = self._cfg.keep_raw
@@ -410,7 +428,7 @@ class Writer:
             results.append(Committed(appended, dup, first, head if appended else 0, head))
         for i, size in _chunks(len(rows_out), _ROWS):
             chunk_rows = rows_out[i:i + size]
-            await db.execute(
+            db.execute(
                 "INSERT INTO events (seq, id, source, provider, tenant, entity, op, key, version,"
                 " time, received, data, raw) VALUES " + ",".join([_EVENT_ROW] * len(chunk_rows)),
                 [x for r in chunk_rows for x in r])
@@ -418,7 +436,7 @@ class Writer:
         progress = [row for item in group if item.batch.source
                     for row in encode_state(self._sealer, item.batch.source, item.batch.progress, now_ms)]
         if progress:
-            await db.executemany(_UPSERT_STATE, progress)
+            db.executemany(_UPSERT_STATE, progress)
         upserts, deletes = [], []
         for item in group:
             for st in item.batch.entity_states:
@@ -428,48 +446,53 @@ class Writer:
                     upserts.append((item.batch.source, st.tenant, st.entity, st.key, st.version,
                                     st.data, now_ms))
         if upserts:
-            await db.executemany(
+            db.executemany(
                 "INSERT INTO entity_state (source, tenant, entity, key, version, data, updated)"
                 " VALUES (?,?,?,?,?,?,?) ON CONFLICT (source, tenant, entity, key) DO UPDATE SET"
                 " version = excluded.version, data = excluded.data, updated = excluded.updated",
                 upserts)
         if deletes:
-            await db.executemany(
+            db.executemany(
                 "DELETE FROM entity_state WHERE source = ? AND tenant = ? AND entity = ?"
                 " AND key = ?", deletes)
+        tenants = [(item.batch.source, t.entity, t.key, t.tenant) for item in group
+                   for t in item.batch.record_tenants]
+        if tenants:
+            db.executemany(
+                "INSERT INTO record_tenants (source, entity, key, tenant) VALUES (?,?,?,?)"
+                " ON CONFLICT (source, entity, key) DO UPDATE SET tenant = excluded.tenant", tenants)
         dls = [(now_ms, d.origin, d.name, d.provider, d.reason, _json.encode(d.context), d.raw,
                 d.event_seq, d.attempts) for item in group for d in item.batch.dead_letters]
         if dls:
-            await db.executemany(
+            db.executemany(
                 "INSERT INTO dead_letters (created, origin, name, provider, reason, context, raw,"
                 " event_seq, attempts) VALUES (?,?,?,?,?,?,?,?,?)", dls)
         offsets = [(sink, seq, now_ms) for item in group for sink, seq in item.batch.offsets.items()]
         if offsets:
-            await db.executemany(
+            db.executemany(
                 "INSERT INTO sink_offsets (sink, seq, updated) VALUES (?,?,?) ON CONFLICT (sink)"
                 " DO UPDATE SET seq = excluded.seq, updated = excluded.updated", offsets)
         kept = [(sink, st.key, st.seq, st.value) for item in group
                 for sink, states in item.batch.sink_states.items() for st in states]
         if kept:
-            await db.executemany(
+            db.executemany(
                 "INSERT INTO sink_state (sink, key, seq, value) VALUES (?,?,?,?) ON CONFLICT (sink, key)"
                 " DO UPDATE SET seq = excluded.seq, value = excluded.value", kept)
         resolved = [(i,) for item in group for i in item.batch.resolved_dead_letters]
         if resolved:
-            await db.executemany("DELETE FROM dead_letters WHERE id = ?", resolved)
+            db.executemany("DELETE FROM dead_letters WHERE id = ?", resolved)
         meta = [(k, v) for item in group for k, v in item.batch.meta.items()]
         if meta:
-            await db.executemany("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key)"
-                                 " DO UPDATE SET value = excluded.value", meta)
+            db.executemany("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key)"
+                           " DO UPDATE SET value = excluded.value", meta)
         prune = max((item.batch.prune_upto for item in group), default=0)
         if prune:
             # Retention is the dedupe horizon: a pruned event's id goes with it.
-            gone = await db.execute_fetchall("SELECT version, id FROM events WHERE seq <= ?", (prune,))
-            await db.executemany("DELETE FROM event_ids WHERE bucket = ? AND id = ?",
-                                 [(dedupe_bucket(v), i) for v, i in gone])
-            async with db.execute("DELETE FROM events WHERE seq <= ?", (prune,)) as cur:
-                self._pruned = max(cur.rowcount, 0)
-        self._last_ms = now_ms
+            gone = db.execute("SELECT version, id FROM events WHERE seq <= ?", (prune,)).fetchall()
+            db.executemany("DELETE FROM event_ids WHERE bucket = ? AND id = ?",
+                           [(dedupe_bucket(v), i) for v, i in gone])
+            cur = db.execute("DELETE FROM events WHERE seq <= ?", (prune,))
+            self._pruned = max(cur.rowcount, 0)
         return results
 
     def _finish(self, group: list[_Item], results: list[Committed]) -> None:

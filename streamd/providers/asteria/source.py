@@ -15,7 +15,7 @@ event may come twice (a replay, or the same change by webhook). Derived ids make
 the second copy a counted duplicate.
 
 A deletion names only the record: its tenant comes from what the source has seen
-(`tenants`), which both paths keep in `entity_state` beside their events.
+(`tenants`), which both paths keep in `record_tenants` beside their events.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from ...model import Event
 from ...retry import Retries
 from ...sources import SourceContext, WebhookReply, WebhookRequest, json_reply
 from ...sources.window import CommitWindow
-from ...store import Batch, DeadLetter, EntityState
+from ...store import Batch, DeadLetter, RecordTenant
 from . import wire
 from .config import AsteriaConfig, tls_context
 from .normalize import normalize, normalize_frame, tenant_unknown
@@ -103,9 +103,9 @@ class AsteriaSource:
             self.ctx.metrics.source_tenant_unknown.labels(self.name).inc(unknown)
         return events
 
-    def _states(self, events: list[Event]) -> list[EntityState]:
+    def _states(self, events: list[Event]) -> list[RecordTenant]:
         """The rows that keep each record's tenant, for those the store may not know yet."""
-        return [EntityState(ev.tenant, ev.entity, ev.key, ev.version) for ev in events
+        return [RecordTenant(ev.entity, ev.key, ev.tenant) for ev in events
                 if ev.tenant and self.recent.saw(ev.entity, ev.key, ev.tenant)]
 
     # ---------------------------------------------------------------- the websocket
@@ -209,18 +209,18 @@ class AsteriaSource:
             events, states, rejects = await self._normalize(batch, self.ctx.now())
             if events:
                 self._valid_since_open = True
-            await window.add(Batch(events=events, entity_states=states, dead_letters=rejects))
+            await window.add(Batch(events=events, record_tenants=states, dead_letters=rejects))
         if self._leftover is not None:
             received.inc()
             events, states, rejects = await self._normalize([self._leftover], self.ctx.now())
             self._leftover = None
-            await window.add(Batch(events=events, entity_states=states, dead_letters=rejects))
+            await window.add(Batch(events=events, record_tenants=states, dead_letters=rejects))
         await window.settle()
 
     async def _normalize(self, batch: list[bytes], received_at: datetime
-                         ) -> tuple[list[Event], list[EntityState], list[DeadLetter]]:
+                         ) -> tuple[list[Event], list[RecordTenant], list[DeadLetter]]:
         events: list[Event] = []
-        states: list[EntityState] = []
+        states: list[RecordTenant] = []
         rejects: list[DeadLetter] = []
         for data in batch:
             def again(data: bytes = data) -> list[Event]:
@@ -267,7 +267,7 @@ class AsteriaSource:
             return json_reply(400, error=exc.reason)
         states = self._states(events)
         try:
-            done = await self.ctx.submit(Batch(events=events, entity_states=states))
+            done = await self.ctx.submit(Batch(events=events, record_tenants=states))
         except BaseException:
             for st in states:  # maybe never written: write them with the record's next change
                 self.recent.forget(st.entity, st.key)

@@ -4,9 +4,10 @@ A `*_REMOVE` body holds only `{"_id": …}`: without this its event would land i
 tenant, a sink matching on tenant would drop every deletion, and a consumer keyed by
 tenant could not apply it. So the source keeps the tenant of every record it has seen:
 
-- in `entity_state` (one row per record: its tenant, and the version of the event that
-  told it), written in the same commit as that event, so it survives restarts; the
-  store migration that brought this in filled it from the events already in the feed;
+- in `record_tenants` (one narrow row per record: source, entity, key → tenant), written
+  in the same commit as the event that told it, so it survives restarts. Until schema 4
+  these rows were kept in `entity_state` (filled, when that came in, from the events
+  already in the feed); those are still read (`FeedReader.entity_tenants`);
 - in a bounded map of the most recently seen records (`Recent`), which also covers the
   events still waiting for their commit (it holds more records than the source keeps
   uncommitted), and spares the store a write for a record whose tenant it already knows.
