@@ -21,7 +21,7 @@ Variants (`--variants`, comma-separated):
   pollers' concurrency) instead of unlimited with 32 kept alive;
 - httpcore-post: httpcore's pool directly, without httpx's Request/Response layers;
 - h11-post: the request written and the answer parsed with h11 over one anyio stream,
-  as the http sink does it (streamd.sinks.http_conn).
+  as the http sink does it (streamd.http_conn).
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ async def client_main(variant: str, url: str, n: int) -> tuple[float, float]:
     headers = {"content-type": "application/cloudevents+json", "idempotency-key": "k" * 32,
                "user-agent": "streamd/bench"}
     if kind == "h11-post":
-        from streamd.sinks.http_conn import Connection, Target
+        from streamd.http_conn import Connection, Target
         conn = Connection(Target.parse(url, None))
         try:
             async def one() -> None:

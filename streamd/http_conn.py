@@ -1,4 +1,4 @@
-"""The http sink's own HTTP/1.1 client: keep-alive connections, one POST at a time on each.
+"""streamd's own HTTP/1.1 client: keep-alive connections, one POST at a time on each.
 
 Why not httpx, which the sink used before: one small request cost about 0.7 ms of CPU
 in httpx and httpcore here (URL and header objects built and copied per request, a
