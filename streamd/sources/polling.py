@@ -296,8 +296,20 @@ class ApiClient:
                     raise Unavailable(f"{path}: HTTP {code}: {self.describe(resp)}")
                 raise PollFailed(f"{path}: HTTP {code}: {self.describe(resp)}")
 
+        # The first try outside tenacity: setting up its retryer cost about as much CPU as
+        # the request itself, and nearly every request succeeds at once.
         try:
-            return await retrying(attempt, policy=self.policy, metrics=self.ctx.metrics,
+            return await attempt()
+        except Unavailable as exc:
+            failed = [exc]
+
+        async def again() -> Response:
+            if failed:
+                raise failed.pop()  # the first try's failure: the retryer's backoff starts from it
+            return await attempt()
+
+        try:
+            return await retrying(again, policy=self.policy, metrics=self.ctx.metrics,
                                   retry_on=lambda e: isinstance(e, Unavailable),
                                   component=self.ctx.component, what=what or path,
                                   attempts=self.max_tries)
