@@ -37,7 +37,7 @@ import ssl
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import anyio
 import anyio.abc
@@ -390,14 +390,10 @@ class Client:
         return pool
 
     async def get(self, url: str, params: Mapping[str, str] | None, headers: Mapping[str, str]) -> Answer:
-        """GET `url`, with `params` merged into its query (a name in both takes the value in
-        `params`, as httpx did). Raises as `Connection.request` does, and ValueError for a
-        URL that is not http(s)."""
+        """GET `url`, its query replaced by `params` when there are any (as httpx does).
+        Raises as `Connection.request` does, and ValueError for a URL that is not http(s)."""
         u = urlsplit(url)
-        query = u.query
-        if params:
-            kept = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k not in params]
-            query = urlencode(kept + list(params.items()))
+        query = urlencode(params) if params else u.query
         pool = self._pool(u.scheme, u.netloc, url)
         return await pool.request(b"", {**headers, "accept-encoding": "gzip"}, method=b"GET",
                                   path=request_target(u.path, query))
