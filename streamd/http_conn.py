@@ -334,7 +334,6 @@ class Pool:
         self._idle: list[Connection] = []
         self._most = idle if idle is not None else size or 32
         self._limit = anyio.Semaphore(size) if size is not None else None
-        self.opened = 0  # connections made, for tests
 
     async def request(self, body: bytes, headers: Mapping[str, str], *, method: bytes = b"POST",
                       path: bytes | None = None) -> Answer:
@@ -345,11 +344,7 @@ class Pool:
 
     async def _request(self, body: bytes, headers: Mapping[str, str], method: bytes,
                        path: bytes | None) -> Answer:
-        if self._idle:
-            conn = self._idle.pop()
-        else:
-            conn = Connection(self.target, self.keep, self.limit)
-            self.opened += 1
+        conn = self._idle.pop() if self._idle else Connection(self.target, self.keep, self.limit)
         try:
             return await conn.request(body, headers, method=method, path=path)
         finally:
