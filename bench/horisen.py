@@ -2,6 +2,7 @@
 
     python bench/horisen.py                          # throughput: 10,000 documents, 5 ms per request
     python bench/horisen.py --documents 2000 --latency 0.02 --repeat 1
+    python bench/horisen.py --poll-only              # the poll phase alone (and its CPU per document)
     python bench/horisen.py payments                 # payment → event, requests per poll (~25 min)
     python bench/horisen.py payments --interval 60 --payments 3
 
@@ -11,7 +12,9 @@ loopback.
 
 `throughput` (the default), per run, on a fresh feed and an empty remote directory:
 1. poll: streamd with the source only, from READY until every document's `created`
-   (with its traffic reports: one request per document) is committed → documents/s;
+   (with its traffic reports: one request per document) is committed → documents/s, and
+   streamd's CPU (user + system) over that time per document, and this process's (the
+   simulator, serving HTTPS in a thread: the other side of every request);
 2. sink: streamd again with the `sftp` sink added, from READY until the sink's offset
    is the feed's head (every bookable invoice's issue rendered, uploaded, fsynced,
    renamed) → files/s.
@@ -79,12 +82,20 @@ def start_streamd(work: Path, config: str, port: int) -> subprocess.Popen[bytes]
     return proc
 
 
-def run_streamd(work: Path, config: str, port: int, done: Any, timeout: float) -> float:
+def cpu_seconds(pid: int) -> float:
+    """The process's CPU so far, user and system (Linux: /proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_streamd(work: Path, config: str, port: int, done: Any, timeout: float) -> tuple[float, float, float]:
+    """Seconds from READY until `done`, and the CPU seconds streamd and this process (the
+    simulator's thread, the waiting) spent meanwhile."""
     proc = start_streamd(work, config, port)
     try:
-        t0 = time.monotonic()
+        t0, c0, b0 = time.monotonic(), cpu_seconds(proc.pid), time.process_time()
         wait(done, timeout, "the run to complete")
-        return time.monotonic() - t0
+        return time.monotonic() - t0, cpu_seconds(proc.pid) - c0, time.process_time() - b0
     finally:
         proc.terminate()
         proc.wait(60)
@@ -112,7 +123,9 @@ def serve(portal: BlockingPortal, work: Path, name: str, knobs: Knobs,
 
 # ---------------------------------------------------------------- throughput
 
-def one_run(args: argparse.Namespace) -> tuple[float, float, int]:
+def one_run(args: argparse.Namespace) -> tuple[float, float, int, float, float]:
+    """documents/s of the poll, files/s of the sink (0 with --poll-only), API requests, and
+    streamd's and the simulator's CPU per document during the poll (µs)."""
     days = max(1, args.documents // args.per_day)
     knobs = Knobs(days=days, documents_per_day=args.per_day, latency=args.latency, partners=200)
     with tempfile.TemporaryDirectory(prefix="streamd-bench-horisen-") as tmp, \
@@ -135,33 +148,46 @@ def one_run(args: argparse.Namespace) -> tuple[float, float, int]:
             return bool(rows and rows[0][0])
 
         try:
-            poll = run_streamd(work, CONFIG.format(port=port, log_level="warning", source=source, sink=""),
-                               port, polled, 600)
-            sink = sftp.sink_toml("erp", concurrency=args.sink_concurrency, batch_max=args.batch)
-            files = run_streamd(work, CONFIG.format(port=port, log_level="warning", source=source, sink=sink),
-                                port, sunk, 600)
+            alone = CONFIG.format(port=port, log_level="warning", source=source, sink="")
+            poll, cpu, sim_cpu = run_streamd(work, alone, port, polled, 600)
+            requests = sum(1 for e in sim.log if e.status == 200)
+            files = 0.0
+            if not args.poll_only:
+                sink = sftp.sink_toml("erp", concurrency=args.sink_concurrency, batch_max=args.batch)
+                files, _, _ = run_streamd(work, CONFIG.format(port=port, log_level="warning", source=source,
+                                                           sink=sink), port, sunk, 600)
         finally:
             for fut in serving:
                 fut.cancel()
-        written = sum(1 for p in sftp.local_dir.iterdir() if not p.name.startswith("."))
-        requests = sum(1 for e in sim.log if e.status == 200)
-        return want / poll, written / files, requests
+        written = 0 if args.poll_only else \
+            sum(1 for p in sftp.local_dir.iterdir() if not p.name.startswith("."))
+        return (want / poll, written / files if files else 0.0, requests, cpu * 1e6 / want,
+                sim_cpu * 1e6 / want)
 
 
 def throughput(args: argparse.Namespace) -> None:
+    load = os.getloadavg()[0]
     runs = [one_run(args) for _ in range(args.repeat)]
     docs = statistics.median(r[0] for r in runs)
     files = statistics.median(r[1] for r in runs)
+    cpu = statistics.median(r[3] for r in runs)
+    sink = "" if args.poll_only else (f"; sftp sink to OpenSSH sshd on loopback, {args.sink_concurrency} "
+                                      f"files in flight, batch {args.batch}, fsync on")
     print(f"# HORISEN: {args.documents:,} documents with traffic reports, {args.latency * 1000:g} ms per "
-          f"request, page_size {args.page_size}, concurrency {args.concurrency}; sftp sink to OpenSSH "
-          f"sshd on loopback, {args.sink_concurrency} files in flight, batch {args.batch}, fsync on; "
-          f"{os.cpu_count()} cores; median of {args.repeat} runs")
+          f"request, page_size {args.page_size}, concurrency {args.concurrency}{sink}; "
+          f"{os.cpu_count()} cores, load average {load:.2f} before, {os.getloadavg()[0]:.2f} after; "
+          f"median of {args.repeat} runs")
     print(f"| {'measure':<40} | {'median':>10} | {'runs':<30} |")
     print(f"|{'-' * 42}|{'-' * 11}:|{'-' * 32}|")
     print(f"| {'poll: documents/s (READY → committed)':<40} | {docs:>10,.0f} | "
           f"{', '.join(f'{r[0]:,.0f}' for r in runs):<30} |")
-    print(f"| {'sink: files/s (READY → all renamed)':<40} | {files:>10,.0f} | "
-          f"{', '.join(f'{r[1]:,.0f}' for r in runs):<30} |")
+    print(f"| {'poll: streamd CPU per document':<40} | {cpu:>8,.0f}µs | "
+          f"{', '.join(f'{r[3]:,.0f}' for r in runs):<30} |")
+    print(f"| {'poll: simulator CPU per document':<40} | {statistics.median(r[4] for r in runs):>8,.0f}µs | "
+          f"{', '.join(f'{r[4]:,.0f}' for r in runs):<30} |")
+    if not args.poll_only:
+        print(f"| {'sink: files/s (READY → all renamed)':<40} | {files:>10,.0f} | "
+              f"{', '.join(f'{r[1]:,.0f}' for r in runs):<30} |")
     print(f"| {'API requests per run (pages + reports)':<40} | {runs[0][2]:>10,} | {'':<30} |")
     floor = runs[0][2] * args.latency / args.concurrency
     print(f"| {'poll floor at this latency':<40} | {args.documents / floor if floor else 0:>10,.0f} | "
@@ -314,6 +340,7 @@ def main() -> None:
     ap.add_argument("--sink-concurrency", type=int, default=8, help="the sink's files in flight")
     ap.add_argument("--batch", type=int, default=100, help="the sink's batch_max")
     ap.add_argument("--repeat", type=int, default=3, help="throughput runs (median reported)")
+    ap.add_argument("--poll-only", action="store_true", help="throughput: the poll phase alone, no sink")
     ap.add_argument("--interval", type=float, default=0, help="payments: seconds between polls "
                                                               "(0: the source's default, 10 minutes)")
     ap.add_argument("--payments", type=int, default=3, help="payments: of each kind, per platform")

@@ -21,7 +21,9 @@ Variants (`--variants`, comma-separated):
   pollers' concurrency) instead of unlimited with 32 kept alive;
 - httpcore-post: httpcore's pool directly, without httpx's Request/Response layers;
 - h11-post: the request written and the answer parsed with h11 over one anyio stream,
-  as the http sink does it (streamd.sinks.http_conn).
+  as the http sink does it (streamd.http_conn);
+- poller-get: the pollers' GET as they send it now, the whole of it: `ApiClient.get`
+  (gate, token, timeout, retry wrapper, metrics) on streamd.http_conn's `Client`.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 BODY = b'{"specversion":"1.0","id":"0123456789abcdef0123456789abcdef","source":"/synthetic/gen",' \
        b'"type":"invoice.created","seq":1,"data":{"total":"100.00","currency":"EUR"}}' + b" " * 500
 VARIANTS = ("httpx-get-sniffio", "httpx-get", "httpx-get-prebuilt", "httpx-get-limit8", "httpx-post",
-            "httpcore-post", "h11-post")
+            "httpcore-post", "h11-post", "poller-get")
 
 
 class NoSniffio(importlib.abc.MetaPathFinder):
@@ -69,7 +71,7 @@ async def client_main(variant: str, url: str, n: int) -> tuple[float, float]:
     headers = {"content-type": "application/cloudevents+json", "idempotency-key": "k" * 32,
                "user-agent": "streamd/bench"}
     if kind == "h11-post":
-        from streamd.sinks.http_conn import Connection, Target
+        from streamd.http_conn import Connection, Target
         conn = Connection(Target.parse(url, None))
         try:
             async def one() -> None:
@@ -82,6 +84,8 @@ async def client_main(variant: str, url: str, n: int) -> tuple[float, float]:
             return time.perf_counter() - t0, time.process_time() - c0
         finally:
             await conn.aclose()
+    if kind == "poller-get":
+        return await poller_get(url, n)
     if kind == "httpcore-post":
         import httpcore
         async with httpcore.AsyncConnectionPool(max_connections=1) as pool:
@@ -116,6 +120,41 @@ async def client_main(variant: str, url: str, n: int) -> tuple[float, float]:
                     async for _ in r.aiter_bytes():
                         pass
                     assert r.status_code == 200
+        await one()
+        t0, c0 = time.perf_counter(), time.process_time()
+        for _ in range(n):
+            await one()
+        return time.perf_counter() - t0, time.process_time() - c0
+
+
+async def poller_get(url: str, n: int) -> tuple[float, float]:
+    import ssl
+    from typing import Any, cast
+
+    from streamd.config import BackoffPolicy
+    from streamd.health import Health
+    from streamd.metrics import Metrics
+    from streamd.sources import SourceContext
+    from streamd.sources.polling import ApiClient, Gate
+
+    class Token:
+        scheme = "Bearer"
+
+        async def access_token(self) -> str:
+            return "t" * 40
+
+        async def refresh(self, failed: str | None = None) -> str:
+            return "t" * 40
+
+    metrics = Metrics()
+    ctx = SourceContext(name="bench", provider="horisen", writer=cast(Any, None), reader=cast(Any, None),
+                        metrics=metrics, component=Health().add("source", "bench"), routes=cast(Any, None))
+    gate = Gate(8)
+    async with ApiClient(ctx, ssl.create_default_context(), Token(), timeout=10, policy=BackoffPolicy(),
+                         max_tries=8, describe=lambda r: "") as client:
+        async def one() -> None:
+            r = await client.get(url, {"page_number": "1", "page_size": "100"}, gate=gate)
+            assert r.status_code == 200
         await one()
         t0, c0 = time.perf_counter(), time.process_time()
         for _ in range(n):

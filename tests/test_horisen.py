@@ -18,6 +18,7 @@ from streamd.configfile import parse
 from streamd.providers.horisen import simulator as sim_mod
 from streamd.providers.horisen.simulator import HorisenSimulator, Knobs
 from streamd.secrets import Secret
+from streamd.sources import polling
 
 from .conftest import InProcess, until
 
@@ -115,6 +116,29 @@ async def test_an_invoice_without_traffic_reports_is_held_then_emitted_whole(tmp
             await rounds(d, 1)
             assert await d.metric('streamd_source_held_records{source="hz"}') == 0
             assert len(feed(d)) == 9
+
+
+async def test_a_traffic_report_larger_than_the_answer_limit_is_refused_and_its_invoice_held(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """An answer beyond the pollers' bound is not taken (nor held in memory): the invoice
+    waits, with the reason in the log, and is emitted whole once its reports fit."""
+    monkeypatch.setattr(polling, "ANSWER_LIMIT", 64 * 1024)
+    async with sim_mod.simulator(tmp_path / "sim", Knobs(days=3, documents_per_day=3)) as sim:
+        huge = sorted(sim.documents())[4]
+        sim.raw_reports[str(huge)] = b"[" + b" " * 100_000 + b"]"
+        async with InProcess(config(tmp_path, sim, extra="report_tries = 50\n")) as d:
+            await rounds(d, 2)
+            assert sorted(int(k) for _, k, _ in feed(d)) == sorted(set(sim.documents()) - {huge})
+            assert await d.metric('streamd_source_held_records{source="hz"}') == 1
+            assert await d.metric('streamd_source_requests_total{code="error",source="hz"}') >= 2
+            assert f"invoice {huge} held until the next poll: traffic reports: " in caplog.text
+            assert f"/{huge}/traffic-reports: the answer's body is 100,002 bytes (Content-Length), more " \
+                   "than the 65,536 bytes taken; refused" in caplog.text
+            del sim.raw_reports[str(huge)]
+            await until(lambda: any(int(k) == huge for _, k, _ in feed(d)), 10, "the held invoice")
+            (_, _, inv), = [r for r in feed(d) if int(r[1]) == huge]
+            assert sorted((t["country"], t["operator"], t["messages"]) for t in inv["traffic"]) \
+                == traffic_of(sim, str(huge))
 
 
 async def test_an_invoice_never_reported_on_goes_to_dead_letters(tmp_path: Path) -> None:

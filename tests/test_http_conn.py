@@ -1,4 +1,4 @@
-"""The http sink's own HTTP/1.1 client (streamd/sinks/http_conn.py) against a scripted
+"""The http sink's own HTTP/1.1 client (streamd/http_conn.py) against a scripted
 server on a real loopback socket: keep-alive, a receiver that closes, answers framed
 every legal way, and answers that must be refused."""
 
@@ -16,8 +16,8 @@ import trustme
 from anyio.streams.tls import TLSListener
 
 from streamd.errors import Retryable
+from streamd.http_conn import BODY_LIMIT, HEAD_LIMIT, AnswerError, Connection, Pool, Target
 from streamd.sinks.http import HttpSink
-from streamd.sinks.http_conn import BODY_LIMIT, HEAD_LIMIT, AnswerError, Connection, Pool, Target
 
 from .test_http_sink import feed_event, sink_config
 

@@ -71,6 +71,7 @@ PLACES: dict[str, str] = {
     "streamd.notify": "kit",
     "streamd.asgi": "kit",
     "streamd.certs": "kit",
+    "streamd.http_conn": "kit",  # streamd's HTTP/1.1 client: the http sink's and the pollers'
     "streamd.model": "model",
     "streamd.store": "store",
     "streamd.sources": "sources",

@@ -46,13 +46,13 @@ import anyio
 from .. import __version__
 from ..config import SinkConfig
 from ..errors import ConfigError, DeliveryError, Permanent, Retryable, SecretError
+from ..http_conn import Answer, AnswerError, ConnectFailed, Pool, Target
 from ..metrics import Metrics
 from ..retry import retry_after_seconds
 from ..secrets import Secret, redact, redact_url, split_reference
 from ..store import FeedEvent
 from ..units import Duration
 from .base import Sink, SinkSpec
-from .http_conn import Answer, AnswerError, ConnectFailed, Pool, Target
 
 log = logging.getLogger("streamd.sink")
 

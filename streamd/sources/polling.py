@@ -1,26 +1,30 @@
-"""What the pollers share: a GET with a bearer token and bounded retries (`ApiClient`),
-a gate per peer, bounded fan-out of requests, following next-page links (`paginate`:
-on the API's own origin, never in a loop), URL pieces, the TLS of a provider's API, and
-the look at stored state that keeps a changed digest from being taken for a changed
-record (`changed_values`)."""
+"""What the pollers share: a GET with a bearer token and bounded retries (`ApiClient`, on
+streamd's own keep-alive HTTP/1.1 client, `http_conn`), a gate per peer, bounded fan-out
+of requests, following next-page links (`paginate`: on the API's own origin, never in a
+loop), URL pieces, the TLS of a provider's API, and the look at stored state that keeps
+a changed digest from being taken for a changed record (`changed_values`)."""
 
 from __future__ import annotations
 
 import base64
+import codecs
 import logging
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
+from types import TracebackType
 from typing import Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import anyio
 import httpx
 
+from .. import __version__
 from ..config import BackoffPolicy
 from ..errors import AuthFailed, PollFailed, Unavailable
 from ..health import State
+from ..http_conn import Answer, AnswerError, AnswerTooLarge, Client, ConnectFailed
 from ..model import Event
 from ..retry import Retries, retry_after_seconds, retrying
 from ..secrets import Secret
@@ -78,9 +82,14 @@ class Gate:
             await anyio.sleep(left)
 
 
+# The largest answer a poller takes (inflated, when gzip'd): a page of the largest size
+# any provider allows is a few MB; an answer beyond this is refused, not held in memory.
+ANSWER_LIMIT = 64 * 1024 * 1024
+
+
 def http_client(tls: ssl.SSLContext, timeout: float) -> httpx.AsyncClient:
-    """A poller's HTTP client: the server verified, no redirects, no proxy settings taken
-    from the environment."""
+    """A poller's HTTP client for its token requests (rare, and forms): the server
+    verified, no redirects, no proxy settings taken from the environment."""
     return httpx.AsyncClient(verify=tls, timeout=timeout, follow_redirects=False, trust_env=False,
                              limits=httpx.Limits(max_connections=None, max_keepalive_connections=32))
 
@@ -176,31 +185,72 @@ async def poll_every(ctx: SourceContext, health: PollHealth, poll: Callable[[], 
         await anyio.sleep(max(0.0, started + interval - anyio.current_time()))
 
 
+class Response:
+    """An API's answer, with the names the providers read on httpx's (`status_code`,
+    `reason_phrase`, `headers`, `content`, `text`): their error descriptions are unchanged."""
+
+    __slots__ = ("content", "headers", "reason_phrase", "status_code")
+
+    def __init__(self, answer: Answer) -> None:
+        self.status_code = answer.status
+        self.reason_phrase = answer.reason
+        self.headers = answer.headers  # lower-case names
+        self.content = answer.head  # the whole body
+
+    @property
+    def text(self) -> str:
+        """The body decoded as httpx does: the Content-Type's charset when Python knows it,
+        else UTF-8; what does not decode is replaced."""
+        charset = "utf-8"
+        for param in self.headers.get("content-type", "").split(";")[1:]:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "charset":
+                try:
+                    charset = codecs.lookup(value.strip().strip("'\"")).name
+                except LookupError:
+                    pass
+        return self.content.decode(charset, "replace")
+
+
 class ApiClient:
     """GETs for one source: the credentials (a new access token once after a 401; a second
     401 is `AuthFailed`), a `Gate`, and `max_tries` tries for timeouts, connection errors, 408,
     429 (after its Retry-After, for everything behind the gate) and 5xx. Any other
     answer but 200 (and the codes a caller takes itself) is `PollFailed`, with the
-    provider's own description of the error (`describe`)."""
+    provider's own description of the error (`describe`); so is an answer larger than
+    ANSWER_LIMIT. Each request, connect to last byte, within `timeout`.
 
-    def __init__(self, ctx: SourceContext, http: httpx.AsyncClient, tokens: Credentials, *,
-                 policy: BackoffPolicy, max_tries: int, describe: Callable[[httpx.Response], str]) -> None:
+    The requests go on keep-alive connections of streamd's own HTTP/1.1 client (a pool
+    per origin, at most 32 kept open between requests; in flight, what the gates let
+    through): httpx cost 5× its CPU per request, and the HORISEN poll, one request per
+    invoice, was CPU-bound on it (docs/benchmarks.md). Use it as `async with`."""
+
+    def __init__(self, ctx: SourceContext, tls: ssl.SSLContext, tokens: Credentials, *, timeout: float,
+                 policy: BackoffPolicy, max_tries: int, describe: Callable[[Response], str]) -> None:
         self.ctx = ctx
-        self.http = http
+        self.http = Client(tls, limit=ANSWER_LIMIT)
         self.tokens = tokens
+        self.timeout = timeout
         self.policy = policy
         self.max_tries = max_tries
         self.describe = describe
 
+    async def __aenter__(self) -> ApiClient:
+        return self
+
+    async def __aexit__(self, et: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.http.aclose()
+
     async def get(self, url: str, params: Mapping[str, str] | None = None, *, gate: Gate,
                   headers: Mapping[str, str] | None = None, passthrough: Collection[int] = (),
-                  what: str = "") -> httpx.Response:
+                  what: str = "") -> Response:
         """The answer, when it is 200 or one of `passthrough`."""
         name, http, tokens = self.ctx.name, self.http, self.tokens
         requests = self.ctx.metrics.source_requests
         path = url_path(url)
 
-        async def attempt() -> httpx.Response:
+        async def attempt() -> Response:
             # "Twice" is within one try: a 401 on a token got just now. A later try (after a
             # 429 or a 5xx, maybe seconds on) may find that token expired or revoked meanwhile.
             renewed = False
@@ -211,15 +261,20 @@ class ApiClient:
                     # outlive a long wait.
                     token = await tokens.access_token()
                     sent = {"Authorization": f"{tokens.scheme} {token}", "Accept": "application/json",
-                            **(headers or {})}
+                            "User-Agent": USER_AGENT, **(headers or {})}
                     try:
-                        resp = await http.get(url, params=params, headers=sent)
-                    except httpx.TimeoutException:
+                        with anyio.fail_after(self.timeout):
+                            resp = Response(await http.get(url, params, sent))
+                    except TimeoutError:
                         requests.labels(name, "error").inc()
                         raise Unavailable(f"{path}: timed out") from None
-                    except httpx.TransportError as exc:
+                    except AnswerTooLarge as exc:
                         requests.labels(name, "error").inc()
-                        raise Unavailable(f"{path}: {type(exc).__name__}: {exc}") from None
+                        raise PollFailed(f"{path}: {exc}; refused") from None
+                    except (OSError, AnswerError, anyio.BrokenResourceError, anyio.EndOfStream,
+                            anyio.ClosedResourceError) as exc:
+                        requests.labels(name, "error").inc()
+                        raise Unavailable(f"{path}: {_failure(exc)}") from None
                 code = resp.status_code
                 requests.labels(name, str(code)).inc()
                 if code == 200 or code in passthrough:
@@ -241,13 +296,38 @@ class ApiClient:
                     raise Unavailable(f"{path}: HTTP {code}: {self.describe(resp)}")
                 raise PollFailed(f"{path}: HTTP {code}: {self.describe(resp)}")
 
+        # The first try outside tenacity: setting up its retryer cost about as much CPU as
+        # the request itself, and nearly every request succeeds at once.
         try:
-            return await retrying(attempt, policy=self.policy, metrics=self.ctx.metrics,
+            return await attempt()
+        except Unavailable as exc:
+            failed = [exc]
+
+        async def again() -> Response:
+            if failed:
+                raise failed.pop()  # the first try's failure: the retryer's backoff starts from it
+            return await attempt()
+
+        try:
+            return await retrying(again, policy=self.policy, metrics=self.ctx.metrics,
                                   retry_on=lambda e: isinstance(e, Unavailable),
                                   component=self.ctx.component, what=what or path,
                                   attempts=self.max_tries)
         except Unavailable as exc:
             raise PollFailed(f"gave up after {self.max_tries} tries: {exc}") from None
+
+
+USER_AGENT = f"streamd/{__version__}"
+
+
+def _failure(exc: BaseException) -> str:
+    """A failed request's reason, as httpx's exceptions named it."""
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, ConnectFailed | ssl.SSLError):
+        return f"ConnectError: {text}"
+    if isinstance(exc, AnswerError):
+        return f"RemoteProtocolError: {text}"
+    return f"ReadError: {text}" if str(exc) else f"ReadError: {type(exc).__name__}"
 
 
 async def changed_values(ctx: SourceContext, tenant: str, entity: str, differing: Sequence[Event],

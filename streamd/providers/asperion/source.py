@@ -41,6 +41,7 @@ from ...sources.polling import (
     ApiClient,
     Gate,
     PollHealth,
+    Response,
     changed_values,
     fan_out,
     http_client,
@@ -100,21 +101,23 @@ class AsperionSource:
         component.set(State.STARTING, "starting")
         task_status.started()
         await self.deletions.restore()
-        async with http_client(self._ssl, self.cfg.timeout.seconds) as http:
+        timeout = self.cfg.timeout.seconds
+        async with http_client(self._ssl, timeout) as http:
             self.http = http
             self.tokens = Tokens(self.ctx, self.cfg, http)
-            self.client = ApiClient(self.ctx, http, self.tokens, policy=self.cfg.backoff,
-                                    max_tries=self.cfg.max_tries, describe=_problem)
-            while True:
-                try:
-                    await self._authorized()
-                except TokenLost as exc:  # it names the remedy itself
-                    self.health.refused(str(exc), "until then")
-                    await self._wait_for_credentials()
-                except AuthFailed as exc:
-                    self.health.refused(f"{exc}; new credentials: `streamd auth {self.name}`",
-                                        "until then")
-                    await self._wait_for_credentials()
+            self.client = ApiClient(self.ctx, self._ssl, self.tokens, timeout=timeout,
+                                    policy=self.cfg.backoff, max_tries=self.cfg.max_tries, describe=_problem)
+            async with self.client:
+                while True:
+                    try:
+                        await self._authorized()
+                    except TokenLost as exc:  # it names the remedy itself
+                        self.health.refused(str(exc), "until then")
+                        await self._wait_for_credentials()
+                    except AuthFailed as exc:
+                        self.health.refused(f"{exc}; new credentials: `streamd auth {self.name}`",
+                                            "until then")
+                        await self._wait_for_credentials()
 
     async def _wait_for_credentials(self) -> None:
         assert self.tokens is not None
@@ -239,7 +242,7 @@ class AsperionSource:
     # ---------------------------------------------------------------- HTTP
 
     async def _get(self, tenant: str, url: str, params: dict[str, str] | None = None, *,
-                   missing_ok: bool = False) -> httpx.Response | None:
+                   missing_ok: bool = False) -> Response | None:
         """GET through the tenant's gate (a 429's Retry-After holds the whole tenant back);
         None for a 404 when `missing_ok`."""
         assert self.client is not None
@@ -312,7 +315,7 @@ def _next_page(page: wire.Page) -> str | None:
     return page.meta.nextPage or None
 
 
-def _problem(resp: httpx.Response) -> str:
+def _problem(resp: Response) -> str:
     try:
         return wire.problem_decoder.decode(resp.content).describe()
     except DECODE_ERRORS:

@@ -44,7 +44,7 @@ from ...sources.polling import (
     BasicAuth,
     Gate,
     PollHealth,
-    http_client,
+    Response,
     paginate,
     poll_every,
     server_tls,
@@ -103,9 +103,9 @@ class ConnecSource:
             await anyio.sleep_forever()
         component.set(State.STARTING, "starting")
         task_status.started()
-        async with http_client(server_tls(self.cfg.ca), self.cfg.timeout.seconds) as http:
-            client = ApiClient(self.ctx, http, BasicAuth(self.cfg.api_id, self.cfg.api_key),
-                               policy=self.cfg.backoff, max_tries=self.cfg.max_tries, describe=_error)
+        async with ApiClient(self.ctx, server_tls(self.cfg.ca), BasicAuth(self.cfg.api_id, self.cfg.api_key),
+                             timeout=self.cfg.timeout.seconds, policy=self.cfg.backoff,
+                             max_tries=self.cfg.max_tries, describe=_error) as client:
             gate = Gate(self.cfg.concurrency)
             while True:
                 try:
@@ -248,6 +248,6 @@ class ConnecSource:
         return listing.complete
 
 
-def _error(resp: Any) -> str:
-    text: str = resp.text[:200].strip() if resp.content else ""
-    return text or str(resp.reason_phrase)
+def _error(resp: Response) -> str:
+    text = resp.text[:200].strip() if resp.content else ""
+    return text or resp.reason_phrase

@@ -48,6 +48,7 @@ from ...sources.polling import (
     ApiClient,
     Gate,
     PollHealth,
+    Response,
     fan_out,
     http_client,
     poll_every,
@@ -100,17 +101,19 @@ class HorisenSource:
         component = self.ctx.component
         component.set(State.STARTING, "starting")
         task_status.started()
-        async with http_client(self._ssl, self.cfg.timeout.seconds) as http:
+        timeout = self.cfg.timeout.seconds
+        async with http_client(self._ssl, timeout) as http:
             self.http = http
             self.token = ClientToken(self.ctx, self.cfg, http)
-            self.client = ApiClient(self.ctx, http, self.token, policy=self.cfg.backoff,
+            self.client = ApiClient(self.ctx, self._ssl, self.token, timeout=timeout, policy=self.cfg.backoff,
                                     max_tries=self.cfg.max_tries, describe=_error)
-            while True:
-                try:
-                    await self._poll_loop()
-                except AuthFailed as exc:
-                    self.health.refused(str(exc), f"tried again in {AUTH_RETRY:.0f}s")
-                    await anyio.sleep(AUTH_RETRY)
+            async with self.client:
+                while True:
+                    try:
+                        await self._poll_loop()
+                    except AuthFailed as exc:
+                        self.health.refused(str(exc), f"tried again in {AUTH_RETRY:.0f}s")
+                        await anyio.sleep(AUTH_RETRY)
 
     async def _poll_loop(self) -> None:
         await poll_every(self.ctx, self.health, self.poll, interval=self.cfg.interval.seconds,
@@ -271,7 +274,7 @@ class HorisenSource:
             raise ReportsMissing(f"{url_path(url)}: HTTP 404 {_error(resp)}")
         return traffic_rows(resp.content)
 
-def _error(resp: httpx.Response) -> str:
+def _error(resp: Response) -> str:
     try:
         return wire.error_decoder.decode(resp.content).describe()
     except DECODE_ERRORS:
