@@ -161,6 +161,8 @@ def main() -> None:
     ap.add_argument("--cache", default="",
                     help="[store] cache sizes to compare, e.g. 32MiB,8MiB: each run of a row "
                          "tries them in turn, back to back (default: the default)")
+    ap.add_argument("--rows", default="",
+                    help="only these rows of the table, by number from 1, e.g. 1,3 (default: all)")
     ap.add_argument("--measure", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.measure:  # child process: one measurement, JSON on stdout
@@ -177,6 +179,8 @@ def main() -> None:
     before = os.getloadavg()[0]
     runs = [("full", 1, 0.0, True), ("full", 4, 0.0, True), ("full", 4, 0.1, True),
             ("full", 4, 0.0, False), ("normal", 4, 0.0, True)]
+    if args.rows:
+        runs = [runs[int(i) - 1] for i in args.rows.split(",")]
     for sync, depth, replay, raw in runs:
         results: dict[str | None, list[dict[str, float]]] = {c: [] for c in caches}
         for _ in range(args.repeat):
