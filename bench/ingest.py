@@ -64,6 +64,8 @@ NODE_RED = OUT / "node-red" / "node_modules" / ".bin" / "node-red"
 SOURCE_KEYS: dict[str, str] = {}  # --source KEY=VALUE: extra keys of streamd's source (TOML values)
 STORE_KEYS: dict[str, str] = {}  # --store KEY=VALUE: extra keys of [store]
 STREAMD_ENV: dict[str, str] = {}  # --env NAME=VALUE: streamd's environment
+MEMPROBE = Path(__file__).resolve().parent / "memprobe"  # --memory: its sitecustomize
+MEMORY = False
 
 CONFIG = """
 [store]
@@ -135,7 +137,11 @@ def start_streamd(workdir: Path, sim: AsteriaSimulator,
         # --nonblocking: py-spy does not pause the process it samples (it would slow it).
         cmd = [str(Path(sys.executable).parent / "py-spy"), "record", "--threads", "--nonblocking",
                "--rate", "100", "--format", "raw", "-o", str(py_spy.resolve()), "--", *cmd]
-    return subprocess.Popen(cmd, cwd=workdir, env={**os.environ, **STREAMD_ENV},
+    env = {**os.environ, **STREAMD_ENV}
+    if MEMORY:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(MEMPROBE), env.get("PYTHONPATH")) if p)
+        env["STREAMD_MEMPROBE"] = str(workdir / "memory.json")
+    return subprocess.Popen(cmd, cwd=workdir, env=env,
                             stderr=open(workdir / "streamd.log", "wb"))  # noqa: SIM115
 
 
@@ -239,6 +245,7 @@ class Result:
     p99: float = 0.0
     max: float = 0.0
     cpu: dict[int, float] = field(default_factory=dict)  # CPU seconds per thread, upgrade -> last line
+    memory: dict[str, float] = field(default_factory=dict)  # --memory: the probe's figures at the peak
 
 
 def run(workdir: Path, knobs: Knobs, n: int, prepared: list[tuple[str, bytes]] | None, reader: str,
@@ -292,8 +299,10 @@ def run(workdir: Path, knobs: Knobs, n: int, prepared: list[tuple[str, bytes]] |
             proc.wait(60)
             watcher.stop.set()
             fut.cancel()
+    probe = workdir / "memory.json"
     out = Result(reader, n, done_at - t0, (committed_at or done_at) - t0, peak,
-                 cpu=cpu if reader == "streamd" else {})
+                 cpu=cpu if reader == "streamd" else {},
+                 memory=json.loads(probe.read_text()) if probe.exists() else {})
     if prepared is None:
         cut = t0 + min(2.0, (done_at - t0) / 4)  # warm-up: 2 s, or a quarter of a short run
         lat = sorted(a - s for a, s in watcher.samples if s >= cut)
@@ -457,7 +466,12 @@ def main() -> None:
                     help="a key of [store], e.g. cache='\"8MiB\"' (a TOML value)")
     ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                     help="in streamd's environment, e.g. MALLOC_ARENA_MAX=2")
+    ap.add_argument("--memory", action="store_true",
+                    help="where streamd's memory is at its peak (bench/memprobe; a thread "
+                         "sampling every 0.1 s)")
     args = ap.parse_args()
+    global MEMORY
+    MEMORY = args.memory
     SOURCE_KEYS.update(kv.split("=", 1) for kv in args.source)
     STREAMD_ENV.update(kv.split("=", 1) for kv in args.env)
     STORE_KEYS.update(kv.split("=", 1) for kv in args.store)
@@ -506,6 +520,13 @@ def main() -> None:
                  "websockets": "websockets reader (no parsing, no fsync)"}[reader]
         print(f"| {label} | {args.events:,} | {med:,.0f} [{lo:,.0f}-{hi:,.0f}] | {committed} | {rss} | "
               f"{ours / med:.2f}x |")
+    if args.memory and args.repeat:
+        top = max(results["streamd"], key=lambda x: x.memory.get("rss", 0.0))
+        print("\nstreamd's memory at the peak of its largest run (MB; sampled every 0.1 s, so at "
+              "most a sample's growth below VmHWM; threads include the probe's):\n")
+        print("| " + " | ".join(top.memory) + " |")
+        print("|" + "---:|" * len(top.memory))
+        print("| " + " | ".join(f"{v:g}" for v in top.memory.values()) + " |")
     if steady is not None:
         rate = steady.events / steady.seconds
         print("\n| steady run | events | events/s | latency p50 | latency p99 | latency max |")

@@ -7,6 +7,7 @@ Prefills a feed once (cached under bench/out/), copies it, then appends with sev
 concurrent submitters (as sources do), with synchronous=FULL and NORMAL, and with a
 share of replayed ids (duplicates the store must drop). Each measurement runs in its
 own process, so "peak RSS" is that run's own high-water mark. Prints a table.
+`--cache 32MiB,16MiB,8MiB` compares `[store] cache` sizes, run by run.
 """
 
 from __future__ import annotations
@@ -64,13 +65,17 @@ def _events(start: int, n: int, template: object) -> list[object]:
 
 
 async def _run(path: str, synchronous: str, start: int, total: int, submitters: int, batch: int,
-               replay: float, depth: int = 1, keep_raw: bool = True) -> dict[str, float]:
+               replay: float, depth: int = 1, keep_raw: bool = True,
+               cache: str | None = None) -> dict[str, float]:
     from streamd.config import StoreConfig
     from streamd.health import Health
     from streamd.metrics import Metrics
     from streamd.store import Batch, Pending, Writer, connect
+    from streamd.units import Size
 
     cfg = StoreConfig(path=path, synchronous=synchronous, keep_raw=keep_raw)  # type: ignore[arg-type]
+    if cache is not None:  # else [store] cache's default, whatever it is
+        cfg = msgspec.structs.replace(cfg, cache=Size.parse(cache))
     db = await connect(cfg)
     metrics = Metrics()
     writer = Writer(db, cfg, metrics, Health().add("store", "writer"))
@@ -153,50 +158,64 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="runs per configuration (median reported)")
     ap.add_argument("--submitters", type=int, default=8)
     ap.add_argument("--batch", type=int, default=100)
+    ap.add_argument("--cache", default="",
+                    help="[store] cache sizes to compare, e.g. 32MiB,8MiB: each run of a row "
+                         "tries them in turn, back to back (default: the default)")
+    ap.add_argument("--rows", default="",
+                    help="only these rows of the table, by number from 1, e.g. 1,3 (default: all)")
     ap.add_argument("--measure", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.measure:  # child process: one measurement, JSON on stdout
         spec = json.loads(args.measure)
         print(json.dumps(anyio.run(_run, spec["path"], spec["sync"], args.prefill, args.events,
                                    args.submitters, args.batch, spec["replay"], spec["depth"],
-                                   spec["raw"])))
+                                   spec["raw"], spec["cache"])))
         return
     OUT.mkdir(exist_ok=True)
     base = OUT / f"prefill-{args.prefill}.db"
     prefill(base, args.prefill)
+    caches: list[str | None] = [c.strip() for c in args.cache.split(",") if c.strip()] or [None]
     rows = []
+    before = os.getloadavg()[0]
     runs = [("full", 1, 0.0, True), ("full", 4, 0.0, True), ("full", 4, 0.1, True),
             ("full", 4, 0.0, False), ("normal", 4, 0.0, True)]
+    if args.rows:
+        runs = [runs[int(i) - 1] for i in args.rows.split(",")]
     for sync, depth, replay, raw in runs:
-        results = []
+        results: dict[str | None, list[dict[str, float]]] = {c: [] for c in caches}
         for _ in range(args.repeat):
-            work = OUT / "work.db"
-            for p in (work, Path(f"{work}-wal"), Path(f"{work}-shm")):
-                p.unlink(missing_ok=True)
-            shutil.copyfile(base, work)
-            os.sync()
-            spec = json.dumps({"path": str(work), "sync": sync, "replay": replay, "depth": depth,
-                               "raw": raw})
-            out = subprocess.run([sys.executable, __file__, "--measure", spec, "--prefill",
-                                  str(args.prefill), "--events", str(args.events), "--submitters",
-                                  str(args.submitters), "--batch", str(args.batch)],
-                                 capture_output=True, text=True, check=True)
-            results.append(json.loads(out.stdout))
-        results.sort(key=lambda r: r["appended"] / r["seconds"])
-        rows.append((sync, depth, replay, raw, results))
+            # The sizes in turn within a repeat: a shared machine's load drifts by the
+            # minute, and it should drift over all of them alike.
+            for cache in caches:
+                work = OUT / "work.db"
+                for p in (work, Path(f"{work}-wal"), Path(f"{work}-shm")):
+                    p.unlink(missing_ok=True)
+                shutil.copyfile(base, work)
+                os.sync()
+                spec = json.dumps({"path": str(work), "sync": sync, "replay": replay, "depth": depth,
+                                   "raw": raw, "cache": cache})
+                out = subprocess.run([sys.executable, __file__, "--measure", spec, "--prefill",
+                                      str(args.prefill), "--events", str(args.events), "--submitters",
+                                      str(args.submitters), "--batch", str(args.batch)],
+                                     capture_output=True, text=True, check=True)
+                results[cache].append(json.loads(out.stdout))
+        for cache in caches:
+            results[cache].sort(key=lambda r: r["appended"] / r["seconds"])
+            rows.append((sync, depth, replay, raw, cache, results[cache]))
     print(f"\nstore append benchmark: feed holding {args.prefill:,} events; {args.events:,} submitted by "
           f"{args.submitters} submitters in batches of {args.batch}; median of {args.repeat} runs "
-          "(range in brackets)\n")
-    print("| synchronous | batches in flight per submitter | raw kept | replayed ids | appends/s | "
+          f"(range in brackets); load average {before:.2f} before, {os.getloadavg()[0]:.2f} after\n")
+    print("| synchronous | batches in flight per submitter | raw kept | replayed ids | cache | appends/s | "
           "events/commit | commit p50 | commit p99 | peak RSS |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for sync, depth, replay, raw, results in rows:
-        r = results[len(results) // 2]
-        rates = [x["appended"] / x["seconds"] for x in results]
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for sync, depth, replay, raw, cache, res in rows:
+        r = res[len(res) // 2]
+        rates = [x["appended"] / x["seconds"] for x in res]
         print(f"| {sync.upper()} | {depth} | {'yes' if raw else 'no'} | {replay:.0%} | "
+              f"{cache or 'default'} | "
               f"{rates[len(rates) // 2]:,.0f} [{rates[0]:,.0f}-{rates[-1]:,.0f}] | "
               f"{(r['appended'] + r['duplicates']) / r['commits']:,.0f} | <= {r['p50'] * 1000:g} ms | "
-              f"<= {r['p99'] * 1000:g} ms | {max(x['rss_mb'] for x in results):.0f} MB |")
+              f"<= {r['p99'] * 1000:g} ms | {max(x['rss_mb'] for x in res):.0f} MB |")
 
 if __name__ == "__main__":
     main()

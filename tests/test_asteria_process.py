@@ -138,8 +138,8 @@ def test_memory_stays_flat_while_a_slow_store_holds_the_gateway_back(
         streamd_proc: Callable[..., Streamd], background: Background, tmp_path: Path) -> None:
     n = 200_000
     sim = gateway(background, tmp_path, Knobs(count=n))
-    # SQLite's page cache (32 MiB by default) would go on filling after the warm-up as the
-    # dedupe index grows, which is not what this measures: a small one is full by then.
+    # SQLite's page cache (8 MiB by default) would go on filling after the warm-up as the
+    # dedupe index grows, which is not what this measures: a smaller one is full by then.
     d = streamd_proc(config(sim, store='cache = "4MiB"'), env={"ASTERIA_SECRET": SECRET})
     d.start()
     assert d.proc is not None

@@ -14,7 +14,6 @@ from collections.abc import Callable
 from typing import Any
 
 import anyio
-import httpx
 import msgspec
 
 from ..errors import StoreError
@@ -37,6 +36,10 @@ async def _live(listen: str) -> dict[str, Any] | None:
     if host in ("0.0.0.0", "::", ""):
         host = "127.0.0.1"
     url = f"http://{host if ':' not in host else f'[{host}]'}:{port}/readyz"
+    # Here, not with the module: every command's parser imports this one, and `streamd
+    # run` with no poller would otherwise keep httpx resident for nothing.
+    import httpx
+
     try:
         async with httpx.AsyncClient(timeout=2.0) as client:
             r = await client.get(url, headers={"accept": "application/json"})

@@ -32,12 +32,12 @@ from typing import TYPE_CHECKING, Any
 
 import aiosqlite
 import msgspec
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ..errors import ConfigError, SecretUnreadable
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     from ..config import StoreConfig
     from ..secrets import Secret
 
@@ -85,7 +85,12 @@ class _Key:
     __slots__ = ("aead", "id", "setting")
 
     def __init__(self, key: bytes, setting: str) -> None:
-        self.aead = AESGCM(key)
+        # Imported here, not with the module: `cryptography` is 7 MB of the daemon's
+        # resident memory (docs/benchmarks.md, "Peak RSS under the full-speed run"), and
+        # only a store with `secrets_key` set needs it.
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        self.aead: AESGCM = AESGCM(key)
         self.id = key_id(key)
         self.setting = setting  # the config key it came from, for messages
 
@@ -148,6 +153,8 @@ class Sealer:
             keys = " nor ".join(k.describe() for k in (self._key, self._previous) if k is not None)
             raise SecretUnreadable(f"{what} was encrypted with key {kid.hex()}, not with {keys}: "
                                    "set store.secrets_key to the key it was stored with")
+        from cryptography.exceptions import InvalidTag  # loaded with AESGCM by _Key
+
         nonce = value[header_len:header_len + _NONCE_BYTES]
         try:
             return k.aead.decrypt(nonce, value[header_len + _NONCE_BYTES:],

@@ -46,8 +46,12 @@ from .sealed import Sealer, encode_state, seal_at_rest
 
 log = logging.getLogger("streamd.store")
 
-_CHUNK = 8000  # (bucket, id) pairs per statement (SQLite allows 32766 parameters)
-_ROWS = 2000  # event rows per INSERT (13 parameters each)
+# Rows per multi-row statement. Small enough that the statements compiled for every piece
+# size stay small (see `_chunks`): 256 rows and 1,024 pairs keep them at 2 MB, where 2,000
+# and 8,000 held 11 MB of a 100 MB budget, for no speed (docs/benchmarks.md, "Peak RSS
+# under the full-speed run"). SQLite allows 32,766 parameters.
+_CHUNK = 1024  # (bucket, id) pairs per statement
+_ROWS = 256  # event rows per INSERT (13 parameters each)
 _EVENT_ROW = "(" + ",".join("?" * 13) + ")"
 
 
@@ -59,7 +63,7 @@ def _chunks(n: int, most: int) -> list[tuple[int, int]]:
     statement of its own for every k. Commit groups of ever-changing sizes filled that
     cache with statements of up to 26,000 parameters, ~1.2 MB compiled per 1,000 rows:
     tens of MB that stayed (docs/benchmarks.md, "Memory while the store is slow"). In
-    powers of two the texts are few (12 for 2,000 rows) and a group costs at most 11
+    powers of two the texts are few (9 for 256 rows) and a group costs at most 8
     more statements."""
     out: list[tuple[int, int]] = []
     i = 0
