@@ -48,7 +48,6 @@ from .sinks.dispatcher import Dispatcher, DispatcherState
 from .sources import Source, SourceContext
 from .sources.dead_letters import SourceDeadLetters
 from .store import Batch, FeedReader, Writer, connect
-from .store.checkpoint import Checkpointer
 from .store.reader import Lines
 from .store.retention import Retention
 from .web import Web
@@ -170,7 +169,6 @@ class Daemon:
                 _freeze_startup_objects()
             tg.start_soon(self._supervise)
             tg.start_soon(retention.run)
-            tg.start_soon(Checkpointer(cfg.store, self.metrics).run)
             tg.start_soon(dead_letters.run)
             await self._stop.wait()
             await self._shutdown()

@@ -118,17 +118,6 @@ class Metrics:
         self.pruned = Counter(
             "streamd_store_pruned_events_total",
             "Events removed by retention.", registry=r)
-        self.store_checkpoints = Counter(
-            "streamd_store_checkpoints_total",
-            "Checkpoints of the WAL into the database, run beside the writer once the WAL"
-            " passed store.checkpoint_every, by result: done, partial (a reader still needed"
-            " part of the WAL), failed.", ["result"], registry=r)
-        self.store_checkpoint_seconds = Histogram(
-            "streamd_store_checkpoint_duration_seconds",
-            "Time to copy the WAL into the database and fsync it, beside the writer.",
-            buckets=_COMMIT_BUCKETS, registry=r)
-        for result in ("done", "partial", "failed"):
-            self.store_checkpoints.labels(result)
 
         # --- sinks
         self.sink_delivered = Counter(

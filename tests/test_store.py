@@ -109,33 +109,6 @@ async def test_a_commit_is_one_trip_to_sqlites_thread(tmp_path: Path,
         assert len(trips) == 1
 
 
-async def test_the_wal_is_checkpointed_beside_the_writer_not_in_a_commit(tmp_path: Path) -> None:
-    """Past checkpoint_every the WAL is copied by the background checkpointer; the writer's
-    commits leave it until twice that, so no event waits on a checkpoint."""
-    from streamd.store.checkpoint import Checkpointer
-
-    every = 400 * 1024
-    async with open_store(tmp_path / "feed.db", checkpoint_every=Size(every)) as s:
-        wal = tmp_path / "feed.db-wal"
-        cp = Checkpointer(s.cfg, s.metrics)
-        n = 0
-        while wal.stat().st_size <= every:
-            await s.writer.submit(Batch(source="s", events=[ev(f"k{n + i}") for i in range(200)]))
-            n += 200
-        # Past checkpoint_every, and no commit checkpointed: the events are all in the WAL,
-        # none yet in the database file.
-        db_before = (tmp_path / "feed.db").stat().st_size
-        assert db_before < every // 4
-        assert await anyio.to_thread.run_sync(cp.step) is True
-        assert sample(s.metrics, "streamd_store_checkpoints_total", result="done") == 1
-        assert (tmp_path / "feed.db").stat().st_size > every // 2
-        # The writer's next commit starts the WAL over, cut back to checkpoint_every.
-        await s.writer.submit(Batch(source="s", events=[ev("after")]))
-        assert wal.stat().st_size <= every
-        assert not await anyio.to_thread.run_sync(cp.step)  # nothing to do until it grows again
-    assert n > 0
-
-
 async def test_duplicates_are_dropped_inside_the_transaction_and_counted(store: Store) -> None:
     await store.writer.submit(Batch(source="s", events=[ev("a"), ev("b")]))
     # an old id again, a new one, and the same new one twice in one batch

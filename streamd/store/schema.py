@@ -288,9 +288,7 @@ async def _configure(db: aiosqlite.Connection, cfg: StoreConfig, *, reader: bool
     if row is None or str(row[0]).lower() != "wal":
         raise StoreFatal(f"{cfg.path}: cannot switch the database to WAL mode (got {row})")
     await db.execute(f"PRAGMA synchronous={cfg.synchronous.upper()}")
-    # The daemon checkpoints beside the writer at checkpoint_every (store/checkpoint.py);
-    # the commit that passes twice that does it itself, as SQLite would.
-    pages = max(2 * cfg.checkpoint_every.bytes // PAGE_SIZE, 200)
+    pages = max(cfg.checkpoint_every.bytes // PAGE_SIZE, 100)
     await db.execute(f"PRAGMA wal_autocheckpoint={pages}")
     # After a checkpoint, shrink the WAL file back to this size.
     await db.execute(f"PRAGMA journal_size_limit={cfg.checkpoint_every.bytes}")
