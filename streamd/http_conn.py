@@ -215,17 +215,7 @@ class Connection:
             except h11.RemoteProtocolError as exc:
                 raise AnswerError(f"the receiver's answer is not valid HTTP/1.1: {exc}") from None
             if event is h11.NEED_DATA:
-                try:
-                    chunk = await stream.receive(READ_SIZE)
-                except anyio.EndOfStream:
-                    chunk = b""
-                except (OSError, anyio.BrokenResourceError) as exc:
-                    if answer is None:
-                        raise _NothingYet(f"the connection broke: {_what(exc)}") from None
-                    raise AnswerError(f"the connection broke mid-answer: {_what(exc)}") from None
-                if not chunk and answer is None:
-                    raise _NothingYet("the receiver closed the connection without answering")
-                conn.receive_data(chunk)
+                await _more(stream, conn, answer is not None, "receiver")
             elif isinstance(event, h11.Response):
                 answer = Answer(event.status_code, event.reason.decode("latin-1"),
                                 {k.decode("latin-1"): v.decode("latin-1") for k, v in event.headers})
@@ -263,17 +253,7 @@ class Connection:
             except h11.RemoteProtocolError as exc:
                 raise AnswerError(f"the answer is not valid HTTP/1.1: {exc}") from None
             if event is h11.NEED_DATA:
-                try:
-                    chunk = await stream.receive(READ_SIZE)
-                except anyio.EndOfStream:
-                    chunk = b""
-                except (OSError, anyio.BrokenResourceError) as exc:
-                    if answer is None:
-                        raise _NothingYet(f"the connection broke: {_what(exc)}") from None
-                    raise AnswerError(f"the connection broke mid-answer: {_what(exc)}") from None
-                if not chunk and answer is None:
-                    raise _NothingYet("the server closed the connection without answering")
-                conn.receive_data(chunk)
+                await _more(stream, conn, answer is not None, "server")
             elif isinstance(event, h11.Response):
                 headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in event.headers}
                 answer = Answer(event.status_code, event.reason.decode("ascii", "ignore"), headers)
@@ -315,6 +295,23 @@ class Connection:
 
 class _NothingYet(AnswerError):
     """Failed before any byte of an answer: on a reused connection, sent once more."""
+
+
+async def _more(stream: anyio.abc.ByteStream, conn: h11.Connection, answered: bool, peer: str) -> None:
+    """Feed h11 the answer's next bytes. A connection that breaks or closes before any
+    answer is `_NothingYet` (the request may be sent again once, on a new connection);
+    after the answer's head, an AnswerError."""
+    try:
+        chunk = await stream.receive(READ_SIZE)
+    except anyio.EndOfStream:
+        chunk = b""
+    except (OSError, anyio.BrokenResourceError) as exc:
+        if not answered:
+            raise _NothingYet(f"the connection broke: {_what(exc)}") from None
+        raise AnswerError(f"the connection broke mid-answer: {_what(exc)}") from None
+    if not chunk and not answered:
+        raise _NothingYet(f"the {peer} closed the connection without answering")
+    conn.receive_data(chunk)
 
 
 def _what(exc: BaseException) -> str:
