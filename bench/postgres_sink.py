@@ -209,7 +209,9 @@ def sink_run(pg: Postgres, feed: Path, events: int, want: int,
     return want / elapsed, size, theirs / want * 1e6, ours / want * 1e6
 
 
-def feed_rows(feed: Path, n: int) -> list[dict[str, Any]]:
+def feed_lines(feed: Path, n: int) -> list[tuple[Any, ...]]:
+    """The feed's first n events: their columns (the id as hex, data as bytes) and the line
+    the sinks send, as (seq, id, source, provider, tenant, entity, op, key, time, data, line)."""
     from streamd.model import cloudevent, render_line
 
     db = sqlite3.connect(feed)
@@ -221,10 +223,15 @@ def feed_rows(feed: Path, n: int) -> list[dict[str, Any]]:
         ident = bytes(idb).hex()
         line = render_line(cloudevent(seq=seq, id=ident, source=source, provider=provider, tenant=tenant,
                                       entity=entity, op=op, key=key, time=t, data=bytes(data)))
-        out.append({"id": ident, "seq": seq, "time": t, "type": f"{entity}.{op}", "provider": provider,
-                    "source": source, "tenant": tenant, "entity": entity, "key": key, "op": op,
-                    "data": json.loads(data), "cloudevent": json.loads(line)})
+        out.append((seq, ident, source, provider, tenant, entity, op, key, t, bytes(data), line))
     return out
+
+
+def feed_rows(feed: Path, n: int) -> list[dict[str, Any]]:
+    return [{"id": ident, "seq": seq, "time": t, "type": f"{entity}.{op}", "provider": provider,
+             "source": source, "tenant": tenant, "entity": entity, "key": key, "op": op,
+             "data": json.loads(data), "cloudevent": json.loads(line)}
+            for seq, ident, source, provider, tenant, entity, op, key, t, data, line in feed_lines(feed, n)]
 
 
 _S = {"type": "string"}

@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import os
 import signal
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -33,11 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from http_sink import prefilled
-from postgres_sink import Postgres, cpu_seconds
+from postgres_sink import Postgres, cpu_seconds, feed_lines
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from streamd.model import cloudevent, render_line  # noqa: E402
 from streamd.sinks.postgres.schema import migrate  # noqa: E402
 
 KEYS = ("id", "seq", "time", "provider", "source", "tenant", "entity", "key", "op")
@@ -46,18 +44,10 @@ S = '"streamd"'
 
 
 def rows(feed: Path, n: int) -> list[tuple[Any, ...]]:
-    db = sqlite3.connect(feed)
-    got = db.execute("SELECT seq, id, source, provider, tenant, entity, op, key, time, data FROM events "
-                     "ORDER BY seq LIMIT ?", (n,)).fetchall()
-    db.close()
-    out = []
-    for seq, idb, source, provider, tenant, entity, op, key, t, data in got:
-        ident = bytes(idb).hex()
-        line = render_line(cloudevent(seq=seq, id=ident, source=source, provider=provider, tenant=tenant,
-                                      entity=entity, op=op, key=key, time=t, data=bytes(data)))
-        out.append((ident, seq, datetime.fromisoformat(t), provider, source, tenant, entity, key, op,
-                    bytes(data).decode(), line[:-1].decode()))
-    return out
+    """The COPY's records: the columns, the entity and the CloudEvent as text."""
+    return [(ident, seq, datetime.fromisoformat(t), provider, source, tenant, entity, key, op,
+             data.decode(), line[:-1].decode())
+            for seq, ident, source, provider, tenant, entity, op, key, t, data, line in feed_lines(feed, n)]
 
 
 V1_ORDER = "provider, tenant, entity, key"
