@@ -147,7 +147,8 @@ class Metrics:
             ["sink"], registry=r)
         self.sink_postgres_commit_seconds = Histogram(
             "streamd_sink_postgres_commit_duration_seconds",
-            "A postgres sink's transaction for one batch: COPY, the upserts, the offset, the commit.",
+            "A postgres sink's load of one batch (its parts' transactions, when in parts): COPY,"
+            " the upserts, the offset, the commit.",
             ["sink"], buckets=_COMMIT_BUCKETS, registry=r)
         self.sink_postgres_batch_size = Gauge(
             "streamd_sink_postgres_batch_size_events",
