@@ -36,7 +36,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from types import ModuleType
 
@@ -62,6 +62,14 @@ class NoSniffio(importlib.abc.MetaPathFinder):
         return None
 
 
+async def timed(one: Callable[[], Awaitable[None]], n: int) -> tuple[float, float]:
+    """One request to warm up, then n timed: (wall seconds, this process's CPU seconds)."""
+    await one()
+    t0, c0 = time.perf_counter(), time.process_time()
+    for _ in range(n):
+        await one()
+    return time.perf_counter() - t0, time.process_time() - c0
+
 async def client_main(variant: str, url: str, n: int) -> tuple[float, float]:
     """Seconds and CPU seconds for n requests."""
     if variant.endswith("-sniffio"):
@@ -77,11 +85,7 @@ async def client_main(variant: str, url: str, n: int) -> tuple[float, float]:
             async def one() -> None:
                 resp = await conn.request(BODY, headers)
                 assert resp.status == 200
-            await one()
-            t0, c0 = time.perf_counter(), time.process_time()
-            for _ in range(n):
-                await one()
-            return time.perf_counter() - t0, time.process_time() - c0
+            return await timed(one, n)
         finally:
             await conn.aclose()
     if kind == "poller-get":
@@ -94,11 +98,7 @@ async def client_main(variant: str, url: str, n: int) -> tuple[float, float]:
                     async for _ in r.aiter_stream():
                         pass
                     assert r.status == 200
-            await one()
-            t0, c0 = time.perf_counter(), time.process_time()
-            for _ in range(n):
-                await one()
-            return time.perf_counter() - t0, time.process_time() - c0
+            return await timed(one, n)
     limits = (httpx.Limits(max_connections=8, max_keepalive_connections=8) if kind == "httpx-get-limit8"
               else httpx.Limits(max_connections=None, max_keepalive_connections=32))
     auth = {"Authorization": "Bearer " + "t" * 40, "Accept": "application/json"}
@@ -120,11 +120,7 @@ async def client_main(variant: str, url: str, n: int) -> tuple[float, float]:
                     async for _ in r.aiter_bytes():
                         pass
                     assert r.status_code == 200
-        await one()
-        t0, c0 = time.perf_counter(), time.process_time()
-        for _ in range(n):
-            await one()
-        return time.perf_counter() - t0, time.process_time() - c0
+        return await timed(one, n)
 
 
 async def poller_get(url: str, n: int) -> tuple[float, float]:
@@ -155,11 +151,7 @@ async def poller_get(url: str, n: int) -> tuple[float, float]:
         async def one() -> None:
             r = await client.get(url, {"page_number": "1", "page_size": "100"}, gate=gate)
             assert r.status_code == 200
-        await one()
-        t0, c0 = time.perf_counter(), time.process_time()
-        for _ in range(n):
-            await one()
-        return time.perf_counter() - t0, time.process_time() - c0
+        return await timed(one, n)
 
 
 def main() -> None:
