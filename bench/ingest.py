@@ -323,15 +323,16 @@ def _decode_lines() -> tuple[str, ...]:
 
 
 def _sqlite_lines() -> tuple[str, ...]:
-    """The lines of store/writer.py inside a `db.execute…(…)` call: the writer's transaction
-    runs on SQLite's thread in one piece, so a sample there is in SQLite's C code."""
-    from streamd.store import writer
-    src = Path(writer.__file__).read_text().splitlines()
+    """The lines of store/transaction.py inside a `db.execute…(…)` call: the writer's
+    transaction runs on SQLite's thread in one piece, so a sample there is in SQLite's C
+    code."""
+    from streamd.store import transaction
+    src = Path(transaction.__file__).read_text().splitlines()
     out: list[str] = []
     depth = 0
     for i, line in enumerate(src):
         if depth or "db.execute" in line:
-            out.append(f"writer.py:{i + 1})")
+            out.append(f"transaction.py:{i + 1})")
             depth += line.count("(") - line.count(")")
     return tuple(out)
 
@@ -344,7 +345,8 @@ PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("id derivation (values digest, event_id's sha256)", ("event_id (", "_netstring (", "digest (",
                                                           "canonical (", "_value (", "stamp (")),
     ("normalize (map, check, the entity's JSON, time)", ("providers/asteria/normalize.py", "model/")),
-    ("writer: rows, batches, results (Python)", ("store/writer.py", "store/sealed.py")),
+    ("writer: rows, batches, results (Python)", ("store/writer.py", "store/transaction.py",
+                                                 "store/sealed.py")),
     ("sink: reading the feed back (rows -> FeedEvent)", ("store/reader.py",)),
     ("sink: CloudEvent encoding (cloudevent, render_line)", ("cloudevent (", "render_line (")),
     ("sink: file writes and fsync", ("sinks/file.py",)),

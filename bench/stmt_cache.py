@@ -15,7 +15,7 @@ import random
 import resource
 import sqlite3
 
-from streamd.store.writer import _chunks
+from streamd.store.transaction import chunks as _chunks
 
 
 def rss_mb() -> float:

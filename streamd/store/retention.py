@@ -18,8 +18,9 @@ from collections.abc import Callable, Collection
 import anyio
 
 from ..config import StoreConfig
+from .batch import Batch
 from .reader import FeedReader
-from .writer import Batch, Writer
+from .writer import Writer
 
 log = logging.getLogger("streamd")  # a daemon-wide task: its lines are the daemon's
 

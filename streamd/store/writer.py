@@ -16,151 +16,43 @@ Backpressure: the queue holds `queue_batches` batches; a source whose `submit`
 waits on a full queue reads no further from its peer (invariant 6).
 
 Progress rows go through a `Sealer` (see `sealed`): credentials are encrypted when
-`[store] secrets_key` is set, here and in `write_state` (`streamd auth`), the only two
-places that write `source_state`.
+`[store] secrets_key` is set, in the writer's transaction and in `write_state`
+(`streamd auth`), the only two places that write `source_state`.
+
+This module is the task (its queue, its groups, retries of a busy store, waking the
+sinks); what a group writes is `transaction.py`, what a batch holds `batch.py`.
 """
 
 from __future__ import annotations
 
 import enum
+import functools
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import aiosqlite
 import anyio
-import msgspec
 from anyio.abc import TaskStatus
 
 from ..config import BackoffPolicy, StoreConfig
 from ..errors import DiskFull, StoreBusy, StoreError, StoreFatal, WriterClosed
 from ..health import Component, State
 from ..metrics import Metrics
-from ..model import Event, dedupe_bucket
 from ..retry import Retries
 from ..units import Duration
+from .batch import Batch, Committed
 from .schema import classify, connect, in_thread
 from .sealed import Sealer, encode_state, seal_at_rest
+from .transaction import UPSERT_STATE, commit
 
 log = logging.getLogger("streamd.store")
-
-# Rows per multi-row statement. Small enough that the statements compiled for every piece
-# size stay small (see `_chunks`): 256 rows and 1,024 pairs keep them at 2 MB, where 2,000
-# and 8,000 held 11 MB of a 100 MB budget, for no speed (docs/benchmarks.md, "Peak RSS
-# under the full-speed run"). SQLite allows 32,766 parameters.
-_CHUNK = 1024  # (bucket, id) pairs per statement
-_ROWS = 256  # event rows per INSERT (13 parameters each)
-_EVENT_ROW = "(" + ",".join("?" * 13) + ")"
-
-
-def _chunks(n: int, most: int) -> list[tuple[int, int]]:
-    """(start, size) pieces of n rows: full pieces of `most`, the rest in powers of two.
-
-    Why not pieces of whatever size a group has: Python's sqlite3 keeps the last 128
-    statements it compiled, keyed by their text, and a multi-row INSERT of k rows is a
-    statement of its own for every k. Commit groups of ever-changing sizes filled that
-    cache with statements of up to 26,000 parameters, ~1.2 MB compiled per 1,000 rows:
-    tens of MB that stayed (docs/benchmarks.md, "Memory while the store is slow"). In
-    powers of two the texts are few (9 for 256 rows) and a group costs at most 8
-    more statements."""
-    out: list[tuple[int, int]] = []
-    i = 0
-    while n - i >= most:
-        out.append((i, most))
-        i += most
-    size = 1 << max(0, (n - i).bit_length() - 1)
-    while i < n:
-        if n - i >= size:
-            out.append((i, size))
-            i += size
-        size >>= 1
-    return out
-
 
 _IDLE_BEAT = 1.0
 # Disk full or locked: retry soon, and keep trying; the daemon stays up (invariant 5).
 _STORE_BACKOFF = BackoffPolicy(min=Duration(0.2), max=Duration(10.0))
-_json = msgspec.json.Encoder(decimal_format="string")
-_UPSERT_STATE = ("INSERT INTO source_state (source, key, value, updated) VALUES (?,?,?,?)"
-                 " ON CONFLICT (source, key) DO UPDATE SET value = excluded.value,"
-                 " updated = excluded.updated")
-
-
-class EntityState(msgspec.Struct, frozen=True):
-    """What a poller last saw of one record; `version=None` forgets it (deleted)."""
-
-    tenant: str
-    entity: str
-    key: str
-    version: str | None
-    data: bytes | None = None
-
-
-class RecordTenant(msgspec.Struct, frozen=True):
-    """Which tenant a record is in, for a source whose deletions do not say (Asteria's)."""
-
-    entity: str
-    key: str
-    tenant: str
-
-
-class SinkState(msgspec.Struct, frozen=True):
-    """What a sink remembers of one key after the event `seq`: `value` is a JSON array of
-    entries, each an array whose first item is the seq of the event that made it (so that
-    `streamd sink reset --to-seq N` can take back what came after N)."""
-
-    key: str
-    seq: int
-    value: bytes
-
-
-class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
-    origin: Literal["source", "sink"]
-    name: str
-    reason: str
-    raw: bytes | None
-    provider: str | None = None
-    context: dict[str, str] = {}
-    event_seq: int | None = None
-    attempts: int = 0
-
-
-class Batch(msgspec.Struct, kw_only=True):
-    """One unit of work for the writer; everything in it commits together or not at all."""
-
-    source: str | None = None
-    events: Sequence[Event] = ()
-    # source_state rows of `source`: key -> any msgspec-encodable value
-    progress: Mapping[str, Any] = {}
-    entity_states: Sequence[EntityState] = ()
-    # records of `source` newly seen in a tenant (or moved to another)
-    record_tenants: Sequence[RecordTenant] = ()
-    dead_letters: Sequence[DeadLetter] = ()
-    # sink name -> the seq it has passed
-    offsets: Mapping[str, int] = {}
-    # sink name -> what it remembers, committed with its offset
-    sink_states: Mapping[str, Sequence[SinkState]] = {}
-    # dead-letter rows handled (retried successfully or dropped)
-    resolved_dead_letters: Sequence[int] = ()
-    # retention: delete events with seq <= prune_upto
-    prune_upto: int = 0
-    # facts about the running daemon (listen address, pid, version) for `streamd status`
-    meta: Mapping[str, str] = {}
-
-    def size(self) -> int:
-        return (len(self.events) + len(self.dead_letters) + len(self.entity_states)
-                + len(self.record_tenants)
-                + sum(len(v) for v in self.sink_states.values()) + 1)
-
-
-class Committed(msgspec.Struct, frozen=True):
-    appended: int
-    duplicates: int
-    first_seq: int  # 0 when nothing was appended
-    last_seq: int
-    head: int
 
 
 class WriterState(enum.Enum):
@@ -370,133 +262,12 @@ class Writer:
             # each of its six or more steps waited for the event loop to come back to it
             # (a batch of frames being normalized, a TLS read) before the next could start,
             # and every event in the group waited with it (docs/benchmarks.md, issue 18).
-            results = await in_thread(self._db, self._apply, group, now_ms)
+            results, self._pruned = await in_thread(self._db, functools.partial(
+                commit, batches=[item.batch for item in group], head=self.head, now_ms=now_ms,
+                keep_raw=self._cfg.keep_raw, sealer=self._sealer))
         except sqlite3.Error as exc:
             raise classify(exc, self._cfg.path) from None
         self._last_ms = now_ms
-        return results
-
-    def _apply(self, db: sqlite3.Connection, group: list[_Item], now_ms: int) -> list[Committed]:
-        """The group's transaction, on SQLite's thread (it must not touch the event loop)."""
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            results = self._statements(db, group, now_ms)
-            db.execute("COMMIT")
-        except BaseException:
-            try:
-                db.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass  # the failed statement may already have rolled back
-            raise
-        return results
-
-    def _statements(self, db: sqlite3.Connection, group: list[_Item], now_ms: int) -> list[Committed]:
-        events = [ev for item in group for ev in item.batch.events]
-        head = self.head
-        ids: list[bytes] = []
-        new: set[bytes] = set()
-        if events:
-            row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
-            head = int(row[0]) if row else 0
-            ids = [bytes.fromhex(ev.id) for ev in events]
-            for i, size in _chunks(len(ids), _CHUNK):
-                params: list[object] = []
-                for ev, idb in zip(events[i:i + size], ids[i:i + size], strict=True):
-                    params += (dedupe_bucket(ev.version), idb)
-                # One statement records the ids and says which were new.
-                rows = db.execute(
-                    "INSERT OR IGNORE INTO event_ids (bucket, id) VALUES "
-                    + ",".join(["(?,?)"] * (len(params) // 2)) + " RETURNING id", params).fetchall()
-                new.update(r[0] for r in rows)
-
-        keep_raw = self._cfg.keep_raw
-        rows_out: list[tuple[Any, ...]] = []
-        results: list[Committed] = []
-        k = 0
-        for item in group:
-            appended = dup = 0
-            first = 0
-            for ev in item.batch.events:
-                idb = ids[k]
-                k += 1
-                if idb in new:
-                    new.discard(idb)  # a second copy later in this group is a duplicate
-                    head += 1
-                    first = first or head
-                    appended += 1
-                    rows_out.append((head, idb, ev.source, ev.provider, ev.tenant, ev.entity,
-                                     ev.op, ev.key, ev.version, ev.time, now_ms, ev.data,
-                                     ev.raw if keep_raw else None))
-                else:
-                    dup += 1
-            results.append(Committed(appended, dup, first, head if appended else 0, head))
-        for i, size in _chunks(len(rows_out), _ROWS):
-            chunk_rows = rows_out[i:i + size]
-            db.execute(
-                "INSERT INTO events (seq, id, source, provider, tenant, entity, op, key, version,"
-                " time, received, data, raw) VALUES " + ",".join([_EVENT_ROW] * len(chunk_rows)),
-                [x for r in chunk_rows for x in r])
-
-        progress = [row for item in group if item.batch.source
-                    for row in encode_state(self._sealer, item.batch.source, item.batch.progress, now_ms)]
-        if progress:
-            db.executemany(_UPSERT_STATE, progress)
-        upserts, deletes = [], []
-        for item in group:
-            for st in item.batch.entity_states:
-                if st.version is None:
-                    deletes.append((item.batch.source, st.tenant, st.entity, st.key))
-                else:
-                    upserts.append((item.batch.source, st.tenant, st.entity, st.key, st.version,
-                                    st.data, now_ms))
-        if upserts:
-            db.executemany(
-                "INSERT INTO entity_state (source, tenant, entity, key, version, data, updated)"
-                " VALUES (?,?,?,?,?,?,?) ON CONFLICT (source, tenant, entity, key) DO UPDATE SET"
-                " version = excluded.version, data = excluded.data, updated = excluded.updated",
-                upserts)
-        if deletes:
-            db.executemany(
-                "DELETE FROM entity_state WHERE source = ? AND tenant = ? AND entity = ?"
-                " AND key = ?", deletes)
-        tenants = [(item.batch.source, t.entity, t.key, t.tenant) for item in group
-                   for t in item.batch.record_tenants]
-        if tenants:
-            db.executemany(
-                "INSERT INTO record_tenants (source, entity, key, tenant) VALUES (?,?,?,?)"
-                " ON CONFLICT (source, entity, key) DO UPDATE SET tenant = excluded.tenant", tenants)
-        dls = [(now_ms, d.origin, d.name, d.provider, d.reason, _json.encode(d.context), d.raw,
-                d.event_seq, d.attempts) for item in group for d in item.batch.dead_letters]
-        if dls:
-            db.executemany(
-                "INSERT INTO dead_letters (created, origin, name, provider, reason, context, raw,"
-                " event_seq, attempts) VALUES (?,?,?,?,?,?,?,?,?)", dls)
-        offsets = [(sink, seq, now_ms) for item in group for sink, seq in item.batch.offsets.items()]
-        if offsets:
-            db.executemany(
-                "INSERT INTO sink_offsets (sink, seq, updated) VALUES (?,?,?) ON CONFLICT (sink)"
-                " DO UPDATE SET seq = excluded.seq, updated = excluded.updated", offsets)
-        kept = [(sink, st.key, st.seq, st.value) for item in group
-                for sink, states in item.batch.sink_states.items() for st in states]
-        if kept:
-            db.executemany(
-                "INSERT INTO sink_state (sink, key, seq, value) VALUES (?,?,?,?) ON CONFLICT (sink, key)"
-                " DO UPDATE SET seq = excluded.seq, value = excluded.value", kept)
-        resolved = [(i,) for item in group for i in item.batch.resolved_dead_letters]
-        if resolved:
-            db.executemany("DELETE FROM dead_letters WHERE id = ?", resolved)
-        meta = [(k, v) for item in group for k, v in item.batch.meta.items()]
-        if meta:
-            db.executemany("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key)"
-                           " DO UPDATE SET value = excluded.value", meta)
-        prune = max((item.batch.prune_upto for item in group), default=0)
-        if prune:
-            # Retention is the dedupe horizon: a pruned event's id goes with it.
-            gone = db.execute("SELECT version, id FROM events WHERE seq <= ?", (prune,)).fetchall()
-            db.executemany("DELETE FROM event_ids WHERE bucket = ? AND id = ?",
-                           [(dedupe_bucket(v), i) for v, i in gone])
-            cur = db.execute("DELETE FROM events WHERE seq <= ?", (prune,))
-            self._pruned = max(cur.rowcount, 0)
         return results
 
     def _finish(self, group: list[_Item], results: list[Committed]) -> None:
@@ -572,7 +343,7 @@ async def write_state(cfg: StoreConfig, source: str, progress: Mapping[str, Any]
         rows = encode_state(Sealer.from_config(cfg), source, progress, int(time.time() * 1000))
         await db.execute("BEGIN IMMEDIATE")
         try:
-            await db.executemany(_UPSERT_STATE, rows)
+            await db.executemany(UPSERT_STATE, rows)
             await db.execute("COMMIT")
         except BaseException:
             await db.execute("ROLLBACK")
