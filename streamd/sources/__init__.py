@@ -6,6 +6,7 @@ from .base import (
     DemoSetup,
     ProviderSpec,
     Routes,
+    Simulated,
     Source,
     SourceContext,
     WebhookAuth,
@@ -16,6 +17,6 @@ from .base import (
 )
 
 __all__ = [
-    "Authorization", "DemoPart", "DemoSetup", "ProviderSpec", "Routes", "Source", "SourceContext",
-    "WebhookAuth", "WebhookHandler", "WebhookReply", "WebhookRequest", "json_reply",
+    "Authorization", "DemoPart", "DemoSetup", "ProviderSpec", "Routes", "Simulated", "Source",
+    "SourceContext", "WebhookAuth", "WebhookHandler", "WebhookReply", "WebhookRequest", "json_reply",
 ]

@@ -36,8 +36,9 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
+import anyio
 import msgspec
 from anyio.abc import TaskStatus
 
@@ -168,6 +169,29 @@ class DemoPart(Protocol):
     async def activity(self, listener: str) -> None:
         """The platform at work until cancelled: records change, webhooks arrive."""
         ...
+
+
+class _Serves(Protocol):
+    async def serve(self, *, task_status: TaskStatus[Any]) -> None: ...
+
+
+_Sim = TypeVar("_Sim", bound=_Serves)
+
+
+class Simulated(Generic[_Sim]):
+    """What every provider's demo part shares: its simulator `sim`, which serves itself
+    (`serve`), and nothing to leave in the store beforehand (`prepare`: Asperion's
+    overrides it). A part passes its simulator and writes the rest of `DemoPart`."""
+
+    def __init__(self, setup: DemoSetup, sim: _Sim) -> None:
+        self.name = setup.name
+        self.sim = sim
+
+    async def serve(self, *, task_status: TaskStatus[Any] = anyio.TASK_STATUS_IGNORED) -> None:
+        await self.sim.serve(task_status=task_status)
+
+    async def prepare(self, store: StoreConfig) -> None:
+        return
 
 
 @dataclass(frozen=True)

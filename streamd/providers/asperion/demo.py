@@ -6,24 +6,17 @@ events."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import anyio
-from anyio.abc import TaskStatus
 
 from ...config import StoreConfig
-from ...sources import DemoSetup
+from ...sources import DemoSetup, Simulated
 from .oauth import TokenState, save
-from .simulator import Knobs, simulator
+from .simulator import AsperionSimulator, Knobs, simulator
 
 
-class AsperionDemo:
+class AsperionDemo(Simulated[AsperionSimulator]):
     def __init__(self, setup: DemoSetup) -> None:
-        self.name = setup.name
-        self.sim = simulator(setup.directory / "asperion", Knobs(records=10))
-
-    async def serve(self, *, task_status: TaskStatus[Any] = anyio.TASK_STATUS_IGNORED) -> None:
-        await self.sim.serve(task_status=task_status)
+        super().__init__(setup, simulator(setup.directory / "asperion", Knobs(records=10)))
 
     def source_toml(self, backoff: str) -> str:
         return self.sim.source_toml(self.name, interval='"10s"', backoff=backoff)

@@ -9,39 +9,29 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-from typing import Any
 
 import anyio
 import httpx
-from anyio.abc import TaskStatus
 
-from ...config import StoreConfig
-from ...sources import DemoSetup
-from .simulator import Knobs, send_webhooks, simulator
+from ...sources import DemoSetup, Simulated
+from .simulator import AsteriaSimulator, Knobs, send_webhooks, simulator
 
 _SECRET_ENV = "STREAMD_DEMO_WEBHOOK_SECRET"
 _HEADER = "x-streamd-webhook-secret"  # the source's default webhook_header
 
 
-class AsteriaDemo:
+class AsteriaDemo(Simulated[AsteriaSimulator]):
     def __init__(self, setup: DemoSetup) -> None:
-        self.name = setup.name
         self.certs = setup.directory / "certs"
-        self.sim = simulator(self.certs, Knobs(count=0, rate=setup.rate, drop_every=400, replay=10,
-                                               malformed_every=149, unknown_every=211,
-                                               client_id="streamd-demo", stamp_now=True))
+        super().__init__(setup, simulator(self.certs, Knobs(
+            count=0, rate=setup.rate, drop_every=400, replay=10, malformed_every=149,
+            unknown_every=211, client_id="streamd-demo", stamp_now=True)))
         # The webhook's secret, for the source table to reference (a config holds no secret).
         self._secret = secrets.token_urlsafe(24)
         os.environ[_SECRET_ENV] = self._secret
 
-    async def serve(self, *, task_status: TaskStatus[Any] = anyio.TASK_STATUS_IGNORED) -> None:
-        await self.sim.serve(task_status=task_status)
-
     def source_toml(self, backoff: str) -> str:
         return self.sim.source_toml(self.name, webhook_secret=f'"env:{_SECRET_ENV}"', backoff=backoff)
-
-    async def prepare(self, store: StoreConfig) -> None:
-        return
 
     def banner(self, listener: str) -> list[str]:
         return [f"the Asteria gateway simulator at {self.sim.url} (mutual TLS, throwaway CA in "

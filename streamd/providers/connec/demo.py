@@ -6,31 +6,21 @@ versions, and the feed keeps one copy)."""
 from __future__ import annotations
 
 import contextlib
-from typing import Any
 
 import anyio
 import httpx
-from anyio.abc import TaskStatus
 
-from ...config import StoreConfig
-from ...sources import DemoSetup
+from ...sources import DemoSetup, Simulated
 from . import wire
-from .simulator import Knobs, notify, simulator
+from .simulator import ConnecSimulator, Knobs, notify, simulator
 
 
-class ConnecDemo:
+class ConnecDemo(Simulated[ConnecSimulator]):
     def __init__(self, setup: DemoSetup) -> None:
-        self.name = setup.name
-        self.sim = simulator(setup.directory / "connec", Knobs(entities=3))
-
-    async def serve(self, *, task_status: TaskStatus[Any] = anyio.TASK_STATUS_IGNORED) -> None:
-        await self.sim.serve(task_status=task_status)
+        super().__init__(setup, simulator(setup.directory / "connec", Knobs(entities=3)))
 
     def source_toml(self, backoff: str) -> str:
         return self.sim.source_toml(self.name, interval='"10s"', backoff=backoff)
-
-    async def prepare(self, store: StoreConfig) -> None:
-        return
 
     def banner(self, listener: str) -> list[str]:
         return [f"the Connec! API simulator at {self.sim.api_url}; its webhooks post to "
