@@ -39,6 +39,7 @@ are called without asking, and a sink overrides only what it has:
 
 from __future__ import annotations
 
+import ipaddress
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -126,3 +127,14 @@ class SinkSpec:
     warnings: Callable[[Any], list[str]] = no_checks
     # config fields holding paths, resolved against the config file's directory
     path_fields: tuple[str, ...] = ()
+
+
+def is_loopback(host: str) -> bool:
+    """localhost, 127.0.0.0/8 or ::1: a peer on this machine, where what a sink sends in the
+    clear crosses no network (the http, nats and postgres sinks' checks)."""
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -31,7 +31,6 @@ import base64
 import binascii
 import hashlib
 import hmac
-import ipaddress
 import logging
 import re
 import ssl
@@ -52,7 +51,7 @@ from ..retry import retry_after_seconds
 from ..secrets import Secret, redact, redact_url, split_reference
 from ..store import FeedEvent
 from ..units import Duration
-from .base import Sink, SinkSpec
+from .base import Sink, SinkSpec, is_loopback
 
 log = logging.getLogger("streamd.sink")
 
@@ -125,16 +124,6 @@ def is_sensitive(header: str) -> bool:
     """Whether a header's name says its value is a credential (see SENSITIVE)."""
     low = header.lower()
     return any(part in low for part in SENSITIVE)
-
-
-def is_loopback(host: str) -> bool:
-    """localhost, 127.0.0.0/8 or ::1: a receiver on this machine."""
-    if host.lower().rstrip(".") == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def resolve_header(value: str) -> tuple[str, Secret | None]:

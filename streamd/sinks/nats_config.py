@@ -5,7 +5,6 @@ reason, never echoing a secret. The sink itself is `nats.py`.
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 import ssl
 from typing import Literal
@@ -14,6 +13,7 @@ from urllib.parse import urlsplit
 from ..config import SinkConfig
 from ..secrets import Secret, is_reference, key_file, tls_file_problems
 from ..units import Duration, Size
+from .base import is_loopback
 from .subjects import Template, covers, valid_pattern
 
 #: JetStream's default limit of messages in one atomic batch (`max_batch_size`).
@@ -61,15 +61,6 @@ class NatsSinkConfig(SinkConfig, frozen=True, forbid_unknown_fields=True, kw_onl
 
 # ---------------------------------------------------------------- config
 
-def _is_loopback(host: str) -> bool:
-    if host.lower().rstrip(".") == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def wants_tls(cfg: NatsSinkConfig) -> bool:
     return (any(s.startswith("tls://") for s in cfg.servers) or cfg.ca is not None
             or cfg.cert is not None)
@@ -109,7 +100,7 @@ def _server_problems(cfg: NatsSinkConfig) -> list[str]:
                 or url.path not in ("", "/") or url.query:
             problems.append(f"servers[{i}]: expected \"nats://host:port\" or \"tls://host:port\", "
                             f"got {server!r}")
-        elif not wants_tls(cfg) and not _is_loopback(url.hostname) and not cfg.allow_plain:
+        elif not wants_tls(cfg) and not is_loopback(url.hostname) and not cfg.allow_plain:
             problems.append(f"servers[{i}]: plain nats:// to {url.hostname} would send the events"
                             + (" and the credentials" if _has_auth(cfg) else "")
                             + " unencrypted; use tls:// (and ca), or set allow_plain = true if the "
@@ -187,7 +178,7 @@ def validate_config(cfg: NatsSinkConfig) -> list[str]:
 
 def config_warnings(cfg: NatsSinkConfig) -> list[str]:
     hosts = [urlsplit(s).hostname or "" for s in cfg.servers]
-    remote = [h for h in hosts if not _is_loopback(h)]
+    remote = [h for h in hosts if not is_loopback(h)]
     if cfg.allow_plain and remote and not wants_tls(cfg):
         what = "the events and the credentials" if _has_auth(cfg) else "the events"
         return [f"servers: plain nats:// to {', '.join(remote)}: {what} cross the network "

@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from ...config import SinkConfig
 from ...secrets import Secret, redact_url
 from ...units import Duration
-from ..http import is_loopback
+from ..base import is_loopback
 
 SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
 SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")
