@@ -20,7 +20,7 @@ import msgspec
 
 from streamd.config import StoreConfig
 from streamd.model import entity_type
-from streamd.model.canonical import digest
+from streamd.model.check import digest
 from streamd.model.envelope import encode_data
 from streamd.providers.asperion import simulator as sim_mod
 from streamd.providers.asperion.normalize import normalize_record

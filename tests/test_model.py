@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from streamd.errors import Rejected
 from streamd.model import (
     ENTITIES,
     Invoice,
+    InvoiceLine,
     InvoiceRef,
     Party,
     PaymentRef,
@@ -30,7 +31,8 @@ from streamd.model import (
     make_event,
     render_line,
 )
-from streamd.model.canonical import canonical, decimal_text, digest
+from streamd.model.canonical import decimal_text
+from streamd.model.check import canonical, digest, walked
 from streamd.model.envelope import encode_data
 from streamd.model.iso4217 import MINOR_UNITS
 from streamd.providers.synthetic import normalize, wire
@@ -423,3 +425,29 @@ def test_an_amount_is_its_value(a: str, b: str) -> None:
     # 38 digits either side are written out in full, never rounded to a context's 28.
     wide = Decimal("1" * 38 + "." + "0" * 37 + "1")
     assert decimal_text(wide) == str(wide) and decimal_text(wide) != decimal_text(wide + Decimal("1E-38"))
+
+
+def test_one_walk_checks_an_entity_and_writes_its_values_canonically() -> None:
+    """`walked` fixes what `check` fixes and writes what `canonical` writes, in one pass:
+    the fixed values are the ones written, however deep, and a refusal names its path."""
+    plus2 = timezone(timedelta(hours=2))
+    record = Record(name="v", updated_at=datetime(2020, 6, 26, 10, 12, 44, 119000, tzinfo=plus2), attributes={
+        "n": 100, "f": 0.1, "z": Decimal("-0.00"), "e": Decimal("1E+2"), "d": date(2021, 12, 25),
+        "when": [datetime(2020, 6, 26, 8, 0)], "deep": {"x": [{"y": Decimal("125.10")}]}, "t": True})
+    fixed, canon = walked(record)
+    assert fixed.updated_at == T0 and fixed.updated_at.utcoffset() == timedelta(0)
+    assert fixed.attributes == {"n": Decimal(100), "f": Decimal("0.1"), "z": Decimal("0.00"),
+                                "e": Decimal(100), "d": date(2021, 12, 25),
+                                "when": [datetime(2020, 6, 26, 8, 0, tzinfo=UTC)],
+                                "deep": {"x": [{"y": Decimal("125.10")}]}, "t": True}
+    assert json.loads(canon) == {
+        "name": "v", "updated_at": "2020-06-26T08:12:44.119000Z",
+        "attributes": {"n": "100", "f": "0.1", "z": "0", "e": "100", "d": "2021-12-25",
+                       "when": ["2020-06-26T08:00:00Z"], "deep": {"x": [{"y": "125.1"}]}, "t": True}}
+    assert canon == canonical(fixed) and digest(record) == hashlib.sha256(canon).hexdigest()
+    assert walked(fixed)[0] is fixed  # nothing left to fix: the same object
+    with pytest.raises(Rejected, match=r"^attributes\.deep\.x\[0\]\.y: NaN is not an amount$"):
+        walked(Record(attributes={"deep": {"x": [{"y": Decimal("NaN")}]}}))
+    with pytest.raises(Rejected, match=r"^lines\[1\]\.total: 1E\+400 is out of range"):
+        walked(Invoice(direction="receivable", currency="EUR", total=Decimal(1),
+                       lines=[InvoiceLine(total=Decimal(1)), InvoiceLine(total=Decimal("1E+400"))]))

@@ -26,16 +26,17 @@ providers write one (`2020-06-26T08:12:44.119Z` stays as it is,
 `2020-06-26T10:12:44.1190+02:00` becomes it); anything else (an opaque counter) is kept
 as written.
 
-Pure; entities are `check.checked` before they get here (the bounds keep every decimal
-to 38 + 38 digits, so writing one in full is bounded).
+This module is the form: how each value is written, and each Struct's twin. The walk
+that writes an entity in it is `check`'s, the same walk that checks the entity (one pass
+per event, not two): `check.canonical(entity)`, `check.digest(entity)`. The bounds it
+checks first keep every decimal to 38 + 38 digits, so writing one in full is bounded.
+Pure.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import re
-from collections.abc import Callable
 from decimal import Context, Decimal
 from typing import Any
 
@@ -44,7 +45,6 @@ import msgspec.inspect
 
 from .fields import MAX_FRACTION_DIGITS, MAX_INTEGER_DIGITS, STAMP
 
-_json = msgspec.json.Encoder(order="sorted")
 _plain = msgspec.json.Encoder()
 _EXACT = Context(prec=MAX_INTEGER_DIGITS + MAX_FRACTION_DIGITS + 2)  # normalize() never rounds
 
@@ -63,54 +63,22 @@ def _plain_type(t: Any) -> bool:
     return all(isinstance(x.type if isinstance(x, msgspec.inspect.Metadata) else x, _PLAIN) for x in types)
 
 
-class _Shape:
+def twin_of(kind: type) -> tuple[type, tuple[bool, ...]]:
     """How to write one Struct type canonically: a twin Struct that leaves out fields at
-    their defaults (msgspec's `omit_defaults`, in C), and which fields need a value made
-    canonical first (decimals, nested Structs, lists, dicts). Strings, booleans, integers,
-    dates and (UTC) instants go as they are. Made once per type.
-
-    `write` is a function made for the type (`_writer`): the fields unpacked by msgspec,
-    the ones to fix fixed in straight-line code, the twin made. A loop over the fields
-    with a call per value cost about as much as everything else in an event's id."""
-
-    __slots__ = ("twin", "fix", "write")
-
-    def __init__(self, kind: type) -> None:
-        fields: list[tuple[str, Any, Any]] = []
-        fix: list[int] = []
-        for i, f in enumerate(msgspec.structs.fields(kind)):
-            if f.default_factory is not msgspec.NODEFAULT:
-                default: Any = msgspec.field(default_factory=f.default_factory)
-            else:  # a required field is never None: None as its twin's default omits nothing
-                default = None if f.default is msgspec.NODEFAULT else f.default
-            fields.append((f.name, Any, default))
-            if not _plain_type(f.type):
-                fix.append(i)
-        self.twin = msgspec.defstruct(f"Canonical{kind.__name__}", fields, omit_defaults=True)
-        self.fix = tuple(fix)
-        self.write = _writer(len(fields), self.fix, self.twin)
-
-
-def _writer(n: int, fix: tuple[int, ...], twin: type) -> Callable[[Any], Any]:
-    """`value → twin(...)` for a Struct of `n` fields: what `_value` did field by field,
-    as one function (a decimal, the common case, is written without a call to `_value`)."""
-    names = [f"v{i}" for i in range(n)]
-    lines = ["def write(value):"]
-    if n:
-        lines.append(f"    {', '.join(names)}, = astuple(value)")
-    for i in fix:
-        v = names[i]
-        lines += [f"    if {v} is not None:",
-                  f"        {v} = decimal_text({v}) if type({v}) is Decimal else _value({v})"]
-    lines.append(f"    return twin({', '.join(names)})")
-    scope: dict[str, Any] = {"astuple": msgspec.structs.astuple, "decimal_text": decimal_text,
-                             "Decimal": Decimal, "_value": _value, "twin": twin}
-    exec("\n".join(lines), scope)  # noqa: S102 - code made here from field counts alone
-    write: Callable[[Any], Any] = scope["write"]
-    return write
-
-
-_shapes: dict[type, _Shape] = {}
+    their defaults (msgspec's `omit_defaults`, in C), and which fields are written as they
+    are (strings, booleans, integers, dates and (UTC) instants: True) or need a value made
+    canonical first (decimals, nested Structs, lists, dicts: False). `check`'s walk builds
+    the twin, field by field, on its way through the entity."""
+    fields: list[tuple[str, Any, Any]] = []
+    plain: list[bool] = []
+    for f in msgspec.structs.fields(kind):
+        if f.default_factory is not msgspec.NODEFAULT:
+            default: Any = msgspec.field(default_factory=f.default_factory)
+        else:  # a required field is never None: None as its twin's default omits nothing
+            default = None if f.default is msgspec.NODEFAULT else f.default
+        fields.append((f.name, Any, default))
+        plain.append(_plain_type(f.type))
+    return msgspec.defstruct(f"Canonical{kind.__name__}", fields, omit_defaults=True), tuple(plain)
 
 
 def decimal_text(value: Decimal) -> str:
@@ -129,38 +97,6 @@ def instant_text(value: dt.datetime) -> str:
     t = value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
     text = _plain.encode(t).decode()[1:-2]  # msgspec: "YYYY-MM-DDTHH:MM:SS[.ffffff]Z"
     return (text.rstrip("0").rstrip(".") if "." in text else text) + "Z"
-
-
-def _value(value: Any) -> Any:
-    kind = type(value)
-    if kind is str or kind is bool or kind is int or value is None:
-        return value
-    if kind is Decimal:
-        return decimal_text(value)
-    if kind is dt.datetime:
-        return instant_text(value)
-    if kind is dt.date:
-        return value.isoformat()
-    if kind is list:
-        return [_value(v) for v in value]
-    if kind is dict:
-        return {k: _value(v) for k, v in value.items()}
-    if isinstance(value, msgspec.Struct):
-        shape = _shapes.get(kind)
-        if shape is None:
-            shape = _shapes[kind] = _Shape(kind)
-        return shape.write(value)
-    return value
-
-
-def canonical(entity: Any) -> bytes:
-    """The entity's values as canonical JSON (see the module docstring)."""
-    return _json.encode(_value(entity))
-
-
-def digest(entity: Any) -> str:
-    """SHA-256 of `canonical(entity)`, in hex: what versions carry."""
-    return hashlib.sha256(canonical(entity)).hexdigest()
 
 
 #: A stamp already written the canonical way (most of Asteria's and Connec!'s).

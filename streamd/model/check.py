@@ -22,9 +22,10 @@ may also build entities by hand. Whatever the path, the feed only ever holds:
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -32,7 +33,13 @@ import msgspec
 import msgspec.inspect
 
 from ..errors import NotAnAmount, Rejected
+from .canonical import decimal_text, instant_text, twin_of
 from .fields import CURRENCY, bounded, is_currency
+
+#: A walk's result: the entity made safe, and its values in the canonical form (`canonical`).
+Walked = tuple[Any, Any]
+
+_json = msgspec.json.Encoder(order="sorted")
 
 
 class _Bad(Exception):
@@ -43,56 +50,71 @@ class _Bad(Exception):
         self.path: list[str] = []
 
 
-def _fix(value: Any) -> Any:
-    # Exact types first: this runs for every field of every event.
+def _amount(value: Decimal) -> Decimal:
+    try:
+        return bounded(value)
+    except NotAnAmount as exc:
+        raise _Bad(str(exc)) from None
+
+
+def _utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    if value.utcoffset():
+        return value.astimezone(UTC)
+    return value
+
+
+def _walk(value: Any) -> Walked:
+    """(`value` made safe, its canonical form). Exact types first: this runs for every
+    value of every event that is not a plain field of a Struct."""
     kind = type(value)
     if kind is str or kind is bool or value is None:  # most of a Record's attributes
-        return value
+        return value, value
     if kind is Decimal:
-        try:
-            return bounded(value)
-        except NotAnAmount as exc:
-            raise _Bad(str(exc)) from None
-    if kind is datetime:
-        if value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        if value.utcoffset():
-            return value.astimezone(UTC)
-        return value
-    if kind is float:
-        return _fix(Decimal(repr(value)))
-    if kind is int:  # reached only inside a Record's attributes (see `_plan`); bool is no int here
-        return _fix(Decimal(value))
+        fixed = _amount(value)
+        return fixed, decimal_text(fixed)
     if isinstance(value, msgspec.Struct):
-        fixer = _fixers.get(kind)
-        if fixer is None:
-            fixer = _fixers[kind] = _fixer(kind)
-        return fixer(value)
+        walker = _walkers.get(kind)
+        if walker is None:
+            walker = _walkers[kind] = _walker(kind)
+        return walker(value)
     if kind is list:
-        fixed = []
+        fixed_l, canon_l = [], []
         changed = False
         for i, v in enumerate(value):
             try:
-                f = _fix(v)
+                f, c = _walk(v)
             except _Bad as bad:
                 bad.path.append(f"[{i}]")
                 raise
             changed = changed or f is not v
-            fixed.append(f)
-        return fixed if changed else value
+            fixed_l.append(f)
+            canon_l.append(c)
+        return (fixed_l if changed else value), canon_l
     if kind is dict:
-        fixed_d = {}
+        fixed_d, canon_d = {}, {}
         changed = False
         for k, v in value.items():
             try:
-                f = _fix(v)
+                f, c = _walk(v)
             except _Bad as bad:
                 bad.path.append(str(k))
                 raise
             changed = changed or f is not v
             fixed_d[k] = f
-        return fixed_d if changed else value
-    return value
+            canon_d[k] = c
+        return (fixed_d if changed else value), canon_d
+    if kind is datetime:
+        fixed_t = _utc(value)
+        return fixed_t, instant_text(fixed_t)
+    if kind is date:
+        return value, value.isoformat()
+    if kind is float:
+        return _walk(Decimal(repr(value)))
+    if kind is int:  # reached only inside a Record's attributes (see `_plan`); bool is no int here
+        return _walk(Decimal(value))
+    return value, value
 
 
 _SAFE = (msgspec.inspect.StrType, msgspec.inspect.BoolType, msgspec.inspect.IntType,
@@ -118,7 +140,7 @@ def _plan(kind: type) -> tuple[tuple[str, re.Pattern[str] | None], ...]:
                 f.type.types if isinstance(f.type, msgspec.inspect.UnionType) else (f.type,)))
             patterns = [t.pattern for t in types if isinstance(t, msgspec.inspect.StrType) and t.pattern]
             if patterns:
-                # The currency pattern is the shared object: `_fix` also looks the code up.
+                # The currency pattern is the shared object: the walk also looks the code up.
                 entries.append((f.name, CURRENCY if patterns[0] == CURRENCY.pattern
                                 else re.compile(patterns[0])))
             elif not all(isinstance(t, _SAFE) for t in types):
@@ -139,51 +161,104 @@ def _bad_currency(name: str, old: str) -> _Bad:
     return bad
 
 
-_fixers: dict[type, Callable[[Any], Any]] = {}
+_walkers: dict[type, Callable[[Any], Walked]] = {}
 
 
-def _fixer(kind: type) -> Callable[[Any], Any]:
-    """`_fix` for one Struct type, as one function made from its `_plan`: each field that
-    needs a look read and looked at in straight-line code. A loop over the plan cost as
-    much again as the looks themselves, for every entity of every event."""
-    lines = ["def fix(value):", "    changes = None"]
-    scope: dict[str, Any] = {"_fix": _fix, "_Bad": _Bad, "_bad_match": _bad_match,
-                             "_bad_currency": _bad_currency, "is_currency": is_currency,
-                             "replace": msgspec.structs.replace}
-    for i, (name, pattern) in enumerate(_plan(kind)):
+def _walker(kind: type) -> Callable[[Any], Walked]:
+    """`_walk` for one Struct type, as one function made from its `_plan` and its
+    canonical twin (`canonical.twin_of`): the fields unpacked at once by msgspec, each that
+    needs a look looked at in straight-line code, the twin made from the values as fixed.
+    A loop over the fields with a call per value cost as much again as the looks
+    themselves; and the check and the canonical form were two walks of every entity of
+    every event (docs/benchmarks.md)."""
+    twin, plain = twin_of(kind)
+    plan = dict(_plan(kind))
+    names = [f.name for f in msgspec.structs.fields(kind)]
+    for name in names:
         if not name.isidentifier():  # pragma: no cover - every field of the model is one
             raise TypeError(f"{kind.__name__}.{name} is no identifier")
-        lines.append(f"    old = value.{name}")
-        lines.append("    if old is not None:")
-        if pattern is not None:
+    vs = [f"v{i}" for i in range(len(names))]
+    cs = list(vs)  # what the twin gets: the value itself, unless made canonical below
+    lines = ["def walk(value):", "    changes = None"]
+    if names:
+        lines.append(f"    {', '.join(vs)}, = astuple(value)")
+    scope: dict[str, Any] = {"astuple": msgspec.structs.astuple, "_walk": _walk, "_Bad": _Bad,
+                             "_bad_match": _bad_match, "_bad_currency": _bad_currency,
+                             "is_currency": is_currency, "replace": msgspec.structs.replace,
+                             "Decimal": Decimal, "datetime": datetime, "bounded": bounded,
+                             "NotAnAmount": NotAnAmount, "decimal_text": decimal_text,
+                             "_utc": _utc, "twin": twin}
+    for i, name in enumerate(names):
+        v = vs[i]
+        if name in plan and plan[name] is not None:  # a constrained string: match, keep
+            pattern = plan[name]
             scope[f"p{i}"] = pattern
-            lines += [f"        if not isinstance(old, str) or not p{i}.search(old):",
-                      f"            raise _bad_match({name!r}, old, p{i})"]
+            lines += [f"    if {v} is not None:",
+                      f"        if not isinstance({v}, str) or not p{i}.search({v}):",
+                      f"            raise _bad_match({name!r}, {v}, p{i})"]
             if pattern is CURRENCY:
-                lines += ["        if not is_currency(old):",
-                          f"            raise _bad_currency({name!r}, old)"]
+                lines += [f"        if not is_currency({v}):",
+                          f"            raise _bad_currency({name!r}, {v})"]
             continue
-        lines += ["        try:",
-                  "            new = _fix(old)",
-                  "        except _Bad as bad:",
-                  f"            bad.path.append({name!r})",
-                  "            raise",
-                  "        if new is not old:",
+        if name not in plan and plain[i]:
+            continue  # nothing to check, written as it is
+        c = cs[i] = f"c{i}"
+        lines += [f"    {c} = None", f"    if {v} is not None:"]
+        if plain[i]:  # an instant: made UTC, then written as it is
+            lines += [f"        new = _utc({v}) if type({v}) is datetime else _walk({v})[0]"]
+        else:
+            lines += [f"        if type({v}) is Decimal:",  # the common case, without a call
+                      "            try:",
+                      f"                new = bounded({v})",
+                      "            except NotAnAmount as exc:",
+                      "                bad = _Bad(str(exc))",
+                      f"                bad.path.append({name!r})",
+                      "                raise bad from None",
+                      "            canon = decimal_text(new)",
+                      "        else:",
+                      "            try:",
+                      f"                new, canon = _walk({v})",
+                      "            except _Bad as bad:",
+                      f"                bad.path.append({name!r})",
+                      "                raise"]
+        lines += [f"        if new is not {v}:",
                   "            if changes is None:",
                   "                changes = {}",
-                  f"            changes[{name!r}] = new"]
-    lines.append("    return replace(value, **changes) if changes else value")
+                  f"            changes[{name!r}] = new",
+                  f"        {c} = {'new' if plain[i] else 'canon'}"]
+    lines.append(f"    return (replace(value, **changes) if changes else value), twin({', '.join(cs)})")
     exec("\n".join(lines), scope)  # noqa: S102 - code made here from the type's own fields
-    fix: Callable[[Any], Any] = scope["fix"]
-    return fix
+    walk: Callable[[Any], Walked] = scope["walk"]
+    return walk
+
+
+def _rejected(bad: _Bad) -> Rejected:
+    path = ""
+    for part in reversed(bad.path):
+        path += part if part.startswith("[") or not path else "." + part
+    return Rejected(f"{path}: {bad.reason}" if path else bad.reason)
+
+
+def walked(entity: Any) -> tuple[Any, bytes]:
+    """(the entity with amounts, instants and floats made safe, its canonical JSON: the
+    values `digest` hashes), or `Rejected` naming the field. One walk for both."""
+    try:
+        fixed, canon = _walk(entity)
+    except _Bad as bad:
+        raise _rejected(bad) from None
+    return fixed, _json.encode(canon)
 
 
 def checked(entity: Any) -> Any:
     """The entity with amounts, instants and floats made safe, or `Rejected` naming the field."""
-    try:
-        return _fix(entity)
-    except _Bad as bad:
-        path = ""
-        for part in reversed(bad.path):
-            path += part if part.startswith("[") or not path else "." + part
-        raise Rejected(f"{path}: {bad.reason}" if path else bad.reason) from None
+    return walked(entity)[0]
+
+
+def canonical(entity: Any) -> bytes:
+    """The entity's values as canonical JSON (`canonical`'s module docstring); checked first."""
+    return walked(entity)[1]
+
+
+def digest(entity: Any) -> str:
+    """SHA-256 of `canonical(entity)`, in hex: what versions carry."""
+    return hashlib.sha256(canonical(entity)).hexdigest()

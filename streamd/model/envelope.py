@@ -32,8 +32,8 @@ from typing import Literal
 import msgspec
 
 from ..errors import Rejected
-from .canonical import digest, stamp
-from .check import checked
+from .canonical import stamp
+from .check import digest, walked
 from .entities import Entity
 
 Op = Literal["created", "updated", "deleted"]
@@ -142,9 +142,10 @@ def make_event(
 ) -> Event:
     """Build an event; the id comes from `version`, or from the content when there is none.
     Raises `Rejected` for an entity the feed must not carry (see `check`)."""
+    canon = b""
     if data is not None:
         try:
-            data = checked(data)
+            data, canon = walked(data)  # checked, and its values' canonical JSON: one walk
         except Rejected as exc:
             raise Rejected(f"{entity} {key}: {exc.reason}") from None
     body = encode_data(data)
@@ -153,9 +154,9 @@ def make_event(
     elif data is None:
         raise Rejected(f"{entity} {key}: a {op} event needs data")
     elif version:
-        ver = f"{stamp(version)}#{digest(data)[:16]}"
+        ver = f"{stamp(version)}#{hashlib.sha256(canon).hexdigest()[:16]}"
     else:
-        ver = content_version(data)
+        ver = "sha256:" + hashlib.sha256(canon).hexdigest()[:32]  # `content_version`'s
     return Event(
         id=event_id(provider, tenant, entity, key, ver),
         source=source,
