@@ -24,13 +24,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime, tzinfo
-from decimal import Decimal, Inexact, localcontext
+from decimal import Context, Decimal, DivisionByZero, Inexact, InvalidOperation, Overflow
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 import msgspec
+from msgspec import UNSET
 
-from ...errors import Rejected
+from ...errors import NotAnAmount, Rejected
 from ...model import (
     BankAccount,
     Event,
@@ -53,6 +54,7 @@ from ...model.fields import (
     MAX_FRACTION_DIGITS,
     MAX_INTEGER_DIGITS,
     amount,
+    bounded,
     currency,
     day,
     instant,
@@ -122,25 +124,41 @@ def tenant_unknown(ev: Event) -> bool:
 
 # ---------------------------------------------------------------- helpers
 
+def _amount(value: Decimal | None, at: str, field: str) -> Decimal | None:
+    """`fields.amount`, the field's path (`at.field`) written only for a refusal: this runs
+    for every amount of every frame."""
+    if value is None:
+        return None
+    try:
+        return bounded(value)
+    except NotAnAmount as exc:
+        raise Rejected(f"{at}.{field}: {exc}") from None
+
+
 def _sum(s: wire.Sum | None, at: str) -> tuple[Decimal | None, Decimal | None]:
     """A `Sum`'s amount (`invoiceTotal`, else `total`) and tax, checked, each named by
     its path (`at` is the Sum's own, e.g. "sums.original")."""
     if s is None:
         return None, None
-    field = "invoiceTotal" if s.invoiceTotal is not None else "total"
-    return amount(s.amount, f"{at}.{field}"), amount(s.tax, f"{at}.tax")
+    if s.invoiceTotal is not None:
+        return _amount(s.invoiceTotal, at, "invoiceTotal"), _amount(s.tax, at, "tax")
+    return _amount(s.total, at, "total"), _amount(s.tax, at, "tax")
+
+
+#: Wide enough for the difference of two amounts within the bounds (77 digits), and
+#: Inexact trapped: a result is never rounded, it is refused. One context made once (a
+#: `localcontext()` per invoice cost as much as the rest of the subtraction tenfold).
+_EXACT = Context(prec=MAX_INTEGER_DIGITS + MAX_FRACTION_DIGITS + 2,
+                 traps=[InvalidOperation, DivisionByZero, Overflow, Inexact])
 
 
 def _difference(a: Decimal, b: Decimal, field: str) -> Decimal:
     """a - b, exactly: the default context keeps 28 digits, and two amounts within the
-    bounds can need 77. Inexact is trapped, so a result is never rounded: it is refused."""
-    with localcontext() as ctx:
-        ctx.prec = MAX_INTEGER_DIGITS + MAX_FRACTION_DIGITS + 2
-        ctx.traps[Inexact] = True
-        try:
-            return a - b
-        except Inexact:  # pragma: no cover - cannot happen within the bounds
-            raise Rejected(f"{field}: {a} - {b} cannot be computed exactly") from None
+    bounds can need 77."""
+    try:
+        return _EXACT.subtract(a, b)
+    except Inexact:  # pragma: no cover - cannot happen within the bounds
+        raise Rejected(f"{field}: {a} - {b} cannot be computed exactly") from None
 
 
 def _required_currency(value: str | None, field: str) -> str:
@@ -153,8 +171,13 @@ def _required_currency(value: str | None, field: str) -> str:
 def _event(entity: str, op: Op, key: str, tenant: str, payload: wire.Base, data: Entity, raw: bytes,
            source: str, received_at: datetime) -> Event:
     stamp = payload.updatedAt or payload.createdAt
+    # The builder has read the stamp already (every entity keeps both): not read again.
+    if stamp is payload.updatedAt:
+        time = getattr(data, "updated_at", None) if stamp else None
+    else:
+        time = getattr(data, "created_at", None)
     return make_event(provider=PROVIDER, source=source, tenant=tenant, entity=entity,
-                      op=op, key=key, time=instant(stamp, "updatedAt") or received_at, data=data,
+                      op=op, key=key, time=time or received_at, data=data,
                       version=stamp or None, raw=raw)
 
 
@@ -233,16 +256,13 @@ def _invoice(family: str, p: wire.Invoice, zone: tzinfo) -> Invoice:
         net=_difference(total, tax, "sums.original") if tax is not None else None, tax=tax, total=total,
         converted_currency=currency(system.currency, "sums.system.currency") if system else None,
         converted_tax=converted_tax, converted_total=converted_total,
-        payments=_payments(p.payments, zone),
-        created_at=instant(p.createdAt, "createdAt"), updated_at=instant(p.updatedAt, "updatedAt"))
-    extra: dict[str, Any] = {}
-    if p.info is not None and p.info.isForecast is not None:
-        extra["forecast"] = p.info.isForecast
-    if p.active is not None:
-        extra["active"] = p.active
-    if p.credits is not None:
-        extra["credits"] = _credits(p.credits)
-    return rules.unified(msgspec.structs.replace(invoice, **extra) if extra else invoice)
+        payments=_payments(p.payments, zone) if p.payments else [],
+        created_at=instant(p.createdAt, "createdAt"), updated_at=instant(p.updatedAt, "updatedAt"),
+        # Fields added later: UNSET (left out of the entity) when Asteria does not say.
+        forecast=UNSET if p.info is None or p.info.isForecast is None else p.info.isForecast,
+        active=UNSET if p.active is None else p.active,
+        credits=UNSET if p.credits is None else _credits(p.credits))
+    return rules.unified(invoice)
 
 
 def _credits(credits: list[str | wire.Credit]) -> list[InvoiceRef]:
@@ -272,6 +292,7 @@ _TX_KIND = {"DEPOSIT": "deposit", "WITHDRAWAL": "withdrawal", "TRANSFER": "trans
 _TX_STATUS: dict[str, Any] = {"PAID": "completed", "COMPLETED": "completed", "BOOKED": "completed",
               "UNPAID": "pending", "PENDING": "pending", "CANCELED": "cancelled",
               "CANCELLED": "cancelled"}
+_TX_DIRECTION = {"DEPOSIT": "in", "WITHDRAWAL": "out"}
 _LINK_ENTITY = {"INVOICE_PAYMENT": "invoice", "INVOICE": "invoice", "TRANSACTION": "transaction"}
 
 
@@ -285,9 +306,12 @@ def _transaction(family: str, p: wire.Transaction, zone: tzinfo) -> Transaction:
     converted, _ = _sum(system, "sums.system")
     kind_raw = (p.type or "").upper()
     kind: Any = "bank_transaction" if family == "BANK_TRANSACTION" else _TX_KIND.get(kind_raw, "payment")
-    direction: Any = {"DEPOSIT": "in", "WITHDRAWAL": "out"}.get(kind_raw)
+    direction: Any = _TX_DIRECTION.get(kind_raw)
     links = []
+    party = None
     for i, link in enumerate(p.links):
+        if party is None and link.clientId:
+            party = PartyRef(key=link.clientId)  # the first link's party that names one
         if not link.id:
             continue
         lsum = link.sums.original if link.sums else None
@@ -303,8 +327,7 @@ def _transaction(family: str, p: wire.Transaction, zone: tzinfo) -> Transaction:
         converted_amount=converted,
         converted_currency=currency(system.currency, "sums.system.currency") if system else None,
         reference=p.reference, description=p.description,
-        party=PartyRef(key=next((x.clientId for x in p.links if x.clientId), None))
-        if any(x.clientId for x in p.links) else None,
+        party=party,
         bank_account=p.bankAccountId, links=links,
         created_at=instant(p.createdAt, "createdAt"), updated_at=instant(p.updatedAt, "updatedAt"))
 
