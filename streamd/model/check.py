@@ -187,7 +187,7 @@ def _walker(kind: type) -> Callable[[Any], Walked]:
                              "is_currency": is_currency, "replace": msgspec.structs.replace,
                              "Decimal": Decimal, "datetime": datetime, "bounded": bounded,
                              "NotAnAmount": NotAnAmount, "decimal_text": decimal_text,
-                             "_utc": _utc, "twin": twin}
+                             "_utc": _utc, "twin": twin, "UNSET": msgspec.UNSET, "UTC": UTC}
     for i, name in enumerate(names):
         v = vs[i]
         if name in plan and plan[name] is not None:  # a constrained string: match, keep
@@ -203,9 +203,15 @@ def _walker(kind: type) -> Callable[[Any], Walked]:
         if name not in plan and plain[i]:
             continue  # nothing to check, written as it is
         c = cs[i] = f"c{i}"
-        lines += [f"    {c} = None", f"    if {v} is not None:"]
+        # None, UNSET (a field added later, left out) and an empty list are written as
+        # they are and need no look: most of an entity's fields that are not plain.
+        lines += [f"    {c} = {v}",
+                  f"    if {v} is not None and {v} is not UNSET and ({v} or type({v}) is not list):"]
         if plain[i]:  # an instant: made UTC, then written as it is
-            lines += [f"        new = _utc({v}) if type({v}) is datetime else _walk({v})[0]"]
+            lines += [f"        if type({v}) is datetime and {v}.tzinfo is UTC:",
+                      f"            new = {v}",
+                      "        else:",
+                      f"            new = _utc({v}) if type({v}) is datetime else _walk({v})[0]"]
         else:
             lines += [f"        if type({v}) is Decimal:",  # the common case, without a call
                       "            try:",

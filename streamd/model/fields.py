@@ -98,19 +98,29 @@ def bounded(value: Decimal) -> Decimal:
     sent, asked for the exponent."""
     if not value.is_finite():
         raise NotAnAmount(f"{_shown(value)} is not an amount")
-    if value and value.adjusted() >= MAX_INTEGER_DIGITS:
-        raise NotAnAmount(f"{_shown(value)} is out of range "
-                          f"(more than {MAX_INTEGER_DIGITS} digits before the point)")
-    # The exponent as written: read off the decimal's text, which has no exponent part for
-    # every amount a ledger holds ("125.00": -2) and costs a third of `as_tuple()`, which
-    # builds a tuple of every digit; that stays the way for the rest ("1E+2", "1E-7").
+    # Every amount a ledger holds is written without an exponent ("125.00"): its digits
+    # before and after the point are read off that text, with no call to the decimal
+    # (this runs for every amount of every event, twice). `as_tuple()`, which builds a
+    # tuple of every digit, stays the way for the rest ("1E+2", "1E-7"), after
+    # `adjusted()`, O(1), has refused every huge exponent.
     text = str(value)
-    if "E" in text:
-        exponent = value.as_tuple().exponent
-        assert isinstance(exponent, int)  # finite
-    else:
+    if "E" not in text:
         point = text.find(".")
-        exponent = 0 if point < 0 else point + 1 - len(text)
+        if point < 0:
+            point = len(text)
+        # No leading zeros but a lone "0" before the point, so its digits are what
+        # `adjusted()` counts: the sign aside, `point` of them.
+        if point - (text[0] == "-") > MAX_INTEGER_DIGITS:
+            raise NotAnAmount(f"{_shown(value)} is out of range "
+                              f"(more than {MAX_INTEGER_DIGITS} digits before the point)")
+        exponent = point + 1 - len(text) if point < len(text) else 0
+    else:
+        if value and value.adjusted() >= MAX_INTEGER_DIGITS:
+            raise NotAnAmount(f"{_shown(value)} is out of range "
+                              f"(more than {MAX_INTEGER_DIGITS} digits before the point)")
+        written = value.as_tuple().exponent
+        assert isinstance(written, int)  # finite
+        exponent = written
     if exponent < -MAX_FRACTION_DIGITS:
         raise NotAnAmount(f"{_shown(value)} is out of range "
                           f"(more than {MAX_FRACTION_DIGITS} digits after the point)")
