@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from streamd.errors import Rejected
+from streamd.errors import NotAnAmount, Rejected
 from streamd.model import (
     ENTITIES,
     Invoice,
@@ -451,3 +451,24 @@ def test_one_walk_checks_an_entity_and_writes_its_values_canonically() -> None:
     with pytest.raises(Rejected, match=r"^lines\[1\]\.total: 1E\+400 is out of range"):
         walked(Invoice(direction="receivable", currency="EUR", total=Decimal(1),
                        lines=[InvoiceLine(total=Decimal(1)), InvoiceLine(total=Decimal("1E+400"))]))
+
+
+@pytest.mark.parametrize("text", [
+    "0", "-0", "0.00", "-0.00", "1", "-1", "125.00", "-100.10", "10", "1E+2", "-0E+2", "1E-7",
+    "1E-38", "1E-39", "0E-39", "0E-38", "-5E+37", "5E+38", "1" * 38, "1" * 39, "-" + "1" * 38,
+    "-" + "1" * 39, "0." + "0" * 37 + "1", "0." + "0" * 38 + "1", "1." + "0" * 38, "1." + "0" * 39,
+    "NaN", "-Infinity", "sNaN", "1E+999999", "1E-999999999"])
+def test_the_walk_takes_an_amount_as_bounded_and_writes_it_as_decimal_text(text: str) -> None:
+    """The walk reads an amount's text once for the bound and the canonical form: the same
+    value, sign and refusal as `fields.bounded`, the same text as `decimal_text`."""
+    value = Decimal(text)
+    try:
+        fixed = fields.bounded(value)
+    except NotAnAmount as exc:
+        with pytest.raises(Rejected, match=rf"^attributes\.total: {re.escape(str(exc))}$"):
+            walked(Record(attributes={"total": value}))
+        return
+    got, canon = walked(Record(attributes={"total": value}))
+    amount = got.attributes["total"]
+    assert str(amount) == str(fixed) and amount.is_signed() == fixed.is_signed()
+    assert json.loads(canon)["attributes"]["total"] == decimal_text(fixed)

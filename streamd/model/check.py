@@ -34,7 +34,7 @@ import msgspec.inspect
 
 from ..errors import NotAnAmount, Rejected
 from .canonical import decimal_text, instant_text, twin_of
-from .fields import CURRENCY, bounded, is_currency
+from .fields import CURRENCY, MAX_FRACTION_DIGITS, MAX_INTEGER_DIGITS, bounded, is_currency
 
 #: A walk's result: the entity made safe, and its values in the canonical form (`canonical`).
 Walked = tuple[Any, Any]
@@ -57,6 +57,25 @@ def _amount(value: Decimal) -> Decimal:
         raise _Bad(str(exc)) from None
 
 
+def _decimal(value: Decimal) -> Walked:
+    """(`bounded(value)`, `decimal_text` of it), the decimal's text read once for both:
+    every amount of every event comes here. Anything but a plain amount within the
+    bounds ("125.00", "-3", "0.10") takes the two functions themselves."""
+    if value.is_finite():
+        text = str(value)
+        if "E" not in text:
+            negative = text[0] == "-"
+            point = text.find(".")
+            if point < 0:
+                if len(text) - negative <= MAX_INTEGER_DIGITS and value:
+                    return value, text
+            elif point - negative <= MAX_INTEGER_DIGITS and len(text) - point - 1 <= MAX_FRACTION_DIGITS \
+                    and value:
+                return value, text.rstrip("0").rstrip(".")
+    fixed = _amount(value)
+    return fixed, decimal_text(fixed)
+
+
 def _utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
@@ -72,8 +91,7 @@ def _walk(value: Any) -> Walked:
     if kind is str or kind is bool or value is None:  # most of a Record's attributes
         return value, value
     if kind is Decimal:
-        fixed = _amount(value)
-        return fixed, decimal_text(fixed)
+        return _decimal(value)
     if isinstance(value, msgspec.Struct):
         walker = _walkers.get(kind)
         if walker is None:
@@ -185,8 +203,7 @@ def _walker(kind: type) -> Callable[[Any], Walked]:
     scope: dict[str, Any] = {"astuple": msgspec.structs.astuple, "_walk": _walk, "_Bad": _Bad,
                              "_bad_match": _bad_match, "_bad_currency": _bad_currency,
                              "is_currency": is_currency, "replace": msgspec.structs.replace,
-                             "Decimal": Decimal, "datetime": datetime, "bounded": bounded,
-                             "NotAnAmount": NotAnAmount, "decimal_text": decimal_text,
+                             "Decimal": Decimal, "datetime": datetime, "_decimal": _decimal,
                              "_utc": _utc, "twin": twin, "UNSET": msgspec.UNSET, "UTC": UTC}
     for i, name in enumerate(names):
         v = vs[i]
@@ -215,12 +232,10 @@ def _walker(kind: type) -> Callable[[Any], Walked]:
         else:
             lines += [f"        if type({v}) is Decimal:",  # the common case, without a call
                       "            try:",
-                      f"                new = bounded({v})",
-                      "            except NotAnAmount as exc:",
-                      "                bad = _Bad(str(exc))",
+                      f"                new, canon = _decimal({v})",
+                      "            except _Bad as bad:",
                       f"                bad.path.append({name!r})",
-                      "                raise bad from None",
-                      "            canon = decimal_text(new)",
+                      "                raise",
                       "        else:",
                       "            try:",
                       f"                new, canon = _walk({v})",
