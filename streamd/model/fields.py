@@ -129,13 +129,15 @@ def bounded(value: Decimal) -> Decimal:
     return value.copy_abs() if not value and value.is_signed() else value  # "-0.00" → "0.00"
 
 
-def amount(value: Decimal | None, field: str) -> Decimal | None:
+def amount(value: Decimal | None, field: str, within: str = "") -> Decimal | None:
+    """`bounded`, or `Rejected` naming the field: `within.field` when it is in a part of the
+    payload (the path is written only for a refusal: this runs for every amount)."""
     if value is None:
         return None
     try:
         return bounded(value)
     except NotAnAmount as exc:
-        raise Rejected(f"{field}: {exc}") from None
+        raise Rejected(f"{within}.{field}: {exc}" if within else f"{field}: {exc}") from None
 
 
 def instant(value: str | None, field: str, naive: tzinfo = UTC) -> datetime | None:

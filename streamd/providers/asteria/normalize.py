@@ -31,7 +31,7 @@ from zoneinfo import ZoneInfo
 import msgspec
 from msgspec import UNSET
 
-from ...errors import NotAnAmount, Rejected
+from ...errors import Rejected
 from ...model import (
     BankAccount,
     Event,
@@ -54,7 +54,6 @@ from ...model.fields import (
     MAX_FRACTION_DIGITS,
     MAX_INTEGER_DIGITS,
     amount,
-    bounded,
     currency,
     day,
     instant,
@@ -124,25 +123,14 @@ def tenant_unknown(ev: Event) -> bool:
 
 # ---------------------------------------------------------------- helpers
 
-def _amount(value: Decimal | None, at: str, field: str) -> Decimal | None:
-    """`fields.amount`, the field's path (`at.field`) written only for a refusal: this runs
-    for every amount of every frame."""
-    if value is None:
-        return None
-    try:
-        return bounded(value)
-    except NotAnAmount as exc:
-        raise Rejected(f"{at}.{field}: {exc}") from None
-
-
 def _sum(s: wire.Sum | None, at: str) -> tuple[Decimal | None, Decimal | None]:
     """A `Sum`'s amount (`invoiceTotal`, else `total`) and tax, checked, each named by
     its path (`at` is the Sum's own, e.g. "sums.original")."""
     if s is None:
         return None, None
     if s.invoiceTotal is not None:
-        return _amount(s.invoiceTotal, at, "invoiceTotal"), _amount(s.tax, at, "tax")
-    return _amount(s.total, at, "total"), _amount(s.tax, at, "tax")
+        return amount(s.invoiceTotal, "invoiceTotal", at), amount(s.tax, "tax", at)
+    return amount(s.total, "total", at), amount(s.tax, "tax", at)
 
 
 #: Wide enough for the difference of two amounts within the bounds (77 digits), and
