@@ -143,8 +143,10 @@ def amount(value: Decimal | None, field: str, within: str = "") -> Decimal | Non
 def instant(value: str | None, field: str, naive: tzinfo = UTC) -> datetime | None:
     """A stamp as a UTC instant; without an offset it is in `naive` (UTC unless the
     provider documents its stamps as local time)."""
-    got = text(value)
-    if got is None:
+    if value is None:
+        return None
+    got = value.strip()  # `text`, written out: this runs for every stamp of every event
+    if not got:
         return None
     try:
         if STAMP.match(got):
@@ -162,11 +164,13 @@ def day(value: str | None, field: str, zone: tzinfo) -> date | None:
     with an offset (or `Z`) converted to `zone` first; one without an offset in a date
     field is local business time (HORISEN's period end `2023-06-30 23:59:59`), its date as
     written."""
-    got = text(value)
-    if got is None:
+    if value is None:
+        return None
+    got = value.strip()  # `text`, written out: this runs for every date of every event
+    if not got:
         return None
     try:
-        if DATE.match(got):
+        if len(got) == 10 and DATE.match(got):  # (ten characters, whatever digits: not a stamp)
             return date.fromisoformat(got)
         if STAMP.match(got):
             t = datetime.fromisoformat(got)
