@@ -31,7 +31,7 @@ import anyio
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidStatus, WebSocketException
 
 from ...errors import Rejected
 from ...health import State
@@ -167,9 +167,14 @@ class AsteriaSource:
             await retries.pause(reason)  # an outage keeps its `since` across reconnects
 
     async def _read(self, ws: ClientConnection, frames: MemoryObjectSendStream[bytes]) -> str:
+        # Each frame's bytes as they came, text or binary: the frame is JSON decoded from
+        # bytes, so decoding a text frame's UTF-8 into a str here only to encode it back
+        # was wasted (normalize_frame checks the UTF-8, and a frame that is not goes to
+        # dead letters like any malformed one, rather than failing the connection).
+        recv = ws.recv
         try:
-            async for message in ws:
-                data = message.encode() if isinstance(message, str) else message
+            while True:
+                data = await recv(False)
                 self.frames_read += 1
                 try:
                     frames.send_nowait(data)
@@ -180,9 +185,10 @@ class AsteriaSource:
                     except anyio.get_cancelled_exc_class():
                         self._leftover = data  # stopping: the drain commits it
                         raise
+        except ConnectionClosedOK:
+            return f"connection closed by the gateway ({_close_reason_ws(ws)})"
         except ConnectionClosed as exc:
             return f"connection lost ({_close_reason(exc)})"
-        return f"connection closed by the gateway ({_close_reason_ws(ws)})"
 
     # ---------------------------------------------------------------- committing
 
