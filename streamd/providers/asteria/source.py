@@ -26,6 +26,7 @@ import ssl
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
+from functools import partial
 
 import anyio
 from anyio.abc import TaskStatus
@@ -228,17 +229,25 @@ class AsteriaSource:
         events: list[Event] = []
         states: list[RecordTenant] = []
         rejects: list[DeadLetter] = []
+        name, zone, tenant_of, saw = self.name, self._zone, self.recent.get, self.recent.saw
         for data in batch:
-            def again(data: bytes = data) -> list[Event]:
-                return normalize_frame(data, source=self.name, received_at=received_at,
-                                       zone=self._zone, tenant_of=self.recent.get)
+            # Per frame, only what each needs: the store is asked (`_placed`, a coroutine)
+            # only for an event no tenant could be found for, which is rare (a deletion of
+            # a record this source never saw); not for every frame.
             try:
-                got = await self._placed(again(), again)
+                got = normalize_frame(data, source=name, received_at=received_at, zone=zone,
+                                      tenant_of=tenant_of)
+                if any(map(tenant_unknown, got)):
+                    got = await self._placed(got, partial(
+                        normalize_frame, data, source=name, received_at=received_at, zone=zone,
+                        tenant_of=tenant_of))
             except Rejected as exc:
                 rejects.append(self.ctx.dead_letter(exc.reason, data, {"via": "websocket"}))
                 continue
-            events.extend(got)
-            states.extend(self._states(got))
+            events += got
+            for ev in got:  # as _states, inline
+                if ev.tenant and saw(ev.entity, ev.key, ev.tenant):
+                    states.append(RecordTenant(ev.entity, ev.key, ev.tenant))
         return events, states, rejects
 
     # ---------------------------------------------------------------- webhooks
