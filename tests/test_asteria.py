@@ -18,6 +18,7 @@ from websockets.exceptions import InvalidStatus, WebSocketException
 from streamd.configfile import parse
 from streamd.model import Event
 from streamd.providers.asteria import simulator as sim_mod
+from streamd.providers.asteria import wire
 from streamd.providers.asteria.normalize import normalize
 from streamd.providers.asteria.simulator import AsteriaSimulator, Knobs, send_webhooks
 from streamd.providers.asteria.tenants import Recent
@@ -190,6 +191,24 @@ async def test_malformed_frames_and_unknown_topics_go_to_dead_letters(tmp_path: 
         assert "unknown topic 'FORECAST_UPDATE'" in reasons
         assert await d.metric('streamd_source_events_rejected_total{source="gw"}') == n // 50 + n // 70
         assert sim.upgrades == 1, "bad frames never cost the connection"
+
+
+async def test_a_text_frame_that_is_not_utf8_goes_to_dead_letters_not_the_connection(tmp_path: Path) -> None:
+    # The source reads frames as bytes; the UTF-8 of a text frame is checked with the rest
+    # of the frame, so a bad one is kept like any malformed frame (it used to fail the
+    # connection, 1007, and the frame was gone).
+    n = 5
+    async with Gateway(tmp_path, Knobs(count=n)) as sim, InProcess(config(tmp_path, sim)) as d:
+        await until(lambda: d.rows("SELECT count(*) FROM events") == [(n,)], 20, f"{n} events")
+        bad = wire.encode_frame("CLIENT_UPDATE", b'{"_id": "c1", "companyId": "t", "note": "\xff"}')
+        sim.send_raw(bad, text=True)
+        sim.send_raw(wire.encode_frame(*sim.event(n)).decode())
+        await until(lambda: d.rows("SELECT count(*) FROM events") == [(n + 1,)], 20, "the frame after it")
+        at = bad.index(b"\xff")
+        assert [(bytes(raw), reason) for raw, reason in d.rows("SELECT raw, reason FROM dead_letters")] == [
+            (bad, f"malformed frame: not UTF-8 (invalid start byte at byte {at})")]
+        assert set(feed_ids(d)) == expected_ids(sim, n + 1)
+        assert sim.upgrades == 1
 
 
 # ---------------------------------------------------------------- 4. webhooks

@@ -228,6 +228,18 @@ def test_a_malformed_frame_is_rejected() -> None:
         normalize_frame(wire.encode_frame(simulator.UNKNOWN_TOPIC, b"{}"), source="s", received_at=NOW)
 
 
+def test_a_frame_that_is_not_utf8_is_rejected_naming_the_byte() -> None:
+    # The bad byte is in a field the payload's Struct skips, where msgspec does not look.
+    good = wire.encode_frame("CLIENT_UPDATE", b'{"_id": "c1", "companyId": "t", "note": "\xc3\xa5"}')
+    bad = good.replace(b"\xc3\xa5", b"\xff")
+    (ev,) = normalize_frame(good, source="s", received_at=NOW)
+    assert ev.key == "c1"
+    at = bad.index(b"\xff")
+    with pytest.raises(Rejected) as info:
+        normalize_frame(bad, source="s", received_at=NOW)
+    assert info.value.reason == f"malformed frame: not UTF-8 (invalid start byte at byte {at})"
+
+
 # ---------------------------------------------------------------- amounts: model/fields' bounds
 
 HUGE = b"9" * 900_000  # 900,000 digits: fits a webhook body or a frame, under 1 MiB

@@ -266,7 +266,8 @@ class AsteriaSimulator:
         # What was sent, as sent: a replay resends these bytes (with stamp_now, making the
         # event again would stamp it anew, a different change).
         self.sent: deque[tuple[str, bytes]] = deque(maxlen=max(self.knobs.replay, 64))
-        self.raw: deque[bytes | str] = deque()  # send_raw(): sent once the `count` events are out
+        # send_raw(): (frame, text) sent once the `count` events are out
+        self.raw: deque[tuple[bytes | str, bool | None]] = deque()
         self._raw_queued = anyio.Event()
 
     def source_toml(self, name: str, **extra: str) -> str:
@@ -280,10 +281,12 @@ class AsteriaSimulator:
         k = self.knobs
         return event(i, k.seed, k.companies, datetime.now(UTC) if k.stamp_now else None, k.profile)
 
-    def send_raw(self, *frames: bytes | str) -> None:
-        """Send `frames` exactly as given (str: a text frame, bytes: a binary one) once the
-        `count` events are out, on the open connection or the next one. For tests."""
-        self.raw.extend(frames)
+    def send_raw(self, *frames: bytes | str, text: bool | None = None) -> None:
+        """Send `frames` exactly as given (str: a text frame, bytes: a binary one; bytes in
+        a text frame with `text=True`, UTF-8 or not, as a gateway breaking the protocol
+        would) once the `count` events are out, on the open connection or the next one.
+        For tests."""
+        self.raw.extend((f, text) for f in frames)
         self._raw_queued.set()
 
     def _check_client(self, connection: ServerConnection, request: Request) -> Response | None:
@@ -352,7 +355,8 @@ class AsteriaSimulator:
         with contextlib.suppress(ConnectionClosed):  # the client went away: the rest waits
             while True:
                 while self.raw:
-                    await ws.send(self.raw[0])
+                    frame, text = self.raw[0]
+                    await ws.send(frame, text=text)
                     self.raw.popleft()  # only once sent: one cut off goes on the next connection
                     self.frames += 1
                 self._raw_queued = anyio.Event()

@@ -26,12 +26,13 @@ import ssl
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
+from functools import partial
 
 import anyio
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidStatus, WebSocketException
 
 from ...errors import Rejected
 from ...health import State
@@ -167,9 +168,14 @@ class AsteriaSource:
             await retries.pause(reason)  # an outage keeps its `since` across reconnects
 
     async def _read(self, ws: ClientConnection, frames: MemoryObjectSendStream[bytes]) -> str:
+        # Each frame's bytes as they came, text or binary: the frame is JSON decoded from
+        # bytes, so decoding a text frame's UTF-8 into a str here only to encode it back
+        # was wasted (normalize_frame checks the UTF-8, and a frame that is not goes to
+        # dead letters like any malformed one, rather than failing the connection).
+        recv = ws.recv
         try:
-            async for message in ws:
-                data = message.encode() if isinstance(message, str) else message
+            while True:
+                data = await recv(False)
                 self.frames_read += 1
                 try:
                     frames.send_nowait(data)
@@ -180,9 +186,10 @@ class AsteriaSource:
                     except anyio.get_cancelled_exc_class():
                         self._leftover = data  # stopping: the drain commits it
                         raise
+        except ConnectionClosedOK:
+            return f"connection closed by the gateway ({_close_reason_ws(ws)})"
         except ConnectionClosed as exc:
             return f"connection lost ({_close_reason(exc)})"
-        return f"connection closed by the gateway ({_close_reason_ws(ws)})"
 
     # ---------------------------------------------------------------- committing
 
@@ -222,17 +229,25 @@ class AsteriaSource:
         events: list[Event] = []
         states: list[RecordTenant] = []
         rejects: list[DeadLetter] = []
+        name, zone, tenant_of, saw = self.name, self._zone, self.recent.get, self.recent.saw
         for data in batch:
-            def again(data: bytes = data) -> list[Event]:
-                return normalize_frame(data, source=self.name, received_at=received_at,
-                                       zone=self._zone, tenant_of=self.recent.get)
+            # Per frame, only what each needs: the store is asked (`_placed`, a coroutine)
+            # only for an event no tenant could be found for, which is rare (a deletion of
+            # a record this source never saw); not for every frame.
             try:
-                got = await self._placed(again(), again)
+                got = normalize_frame(data, source=name, received_at=received_at, zone=zone,
+                                      tenant_of=tenant_of)
+                if any(map(tenant_unknown, got)):
+                    got = await self._placed(got, partial(
+                        normalize_frame, data, source=name, received_at=received_at, zone=zone,
+                        tenant_of=tenant_of))
             except Rejected as exc:
                 rejects.append(self.ctx.dead_letter(exc.reason, data, {"via": "websocket"}))
                 continue
-            events.extend(got)
-            states.extend(self._states(got))
+            events += got
+            for ev in got:  # as _states, inline
+                if ev.tenant and saw(ev.entity, ev.key, ev.tenant):
+                    states.append(RecordTenant(ev.entity, ev.key, ev.tenant))
         return events, states, rejects
 
     # ---------------------------------------------------------------- webhooks

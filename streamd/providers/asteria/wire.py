@@ -64,9 +64,22 @@ def parse_frame(message: bytes | str) -> tuple[str, bytes]:
     The framing is not public: this assumes one JSON object per frame,
     `{"topic": "INVOICE_UPDATE", "data": {…}}`. If the real gateway frames
     differently, this function and `encode_frame` are the only change.
-    Raises msgspec.DecodeError / ValidationError for a malformed frame."""
+    Raises msgspec.DecodeError / ValidationError for a malformed frame, one that is
+    not UTF-8 included: JSON is UTF-8 (RFC 8259), and msgspec checks the strings it
+    reads but not those it skips (an unknown field's), nor the bytes it keeps raw."""
+    if isinstance(message, bytes):
+        _check_utf8(message)
     frame = _frame_decoder.decode(message)
     return frame.topic, bytes(frame.data)
+
+
+def _check_utf8(message: bytes) -> None:
+    """Raises msgspec.DecodeError, naming the first bad byte, unless `message` is UTF-8."""
+    if not message.isascii():  # one fast pass for most frames
+        try:
+            message.decode()
+        except UnicodeDecodeError as exc:
+            raise msgspec.DecodeError(f"not UTF-8 ({exc.reason} at byte {exc.start})") from None
 
 
 def encode_frame(topic: str, data: bytes) -> bytes:
