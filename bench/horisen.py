@@ -76,6 +76,13 @@ log_level = "{log_level}"
 
 
 STREAMD_ENV: dict[str, str] = {}  # --env NAME=VALUE: streamd's environment (not the simulator's)
+PIN: dict[str, set[int]] = {}  # --pin: "streamd" and "simulator" -> the CPUs each runs on
+
+
+def pinned(who: str) -> Any:
+    """A `preexec_fn` that keeps the process (and every thread it starts) on its CPUs, if pinned."""
+    cpus = PIN.get(who)
+    return None if cpus is None else lambda: os.sched_setaffinity(0, cpus)
 
 
 def start_streamd(work: Path, config: str, port: int) -> subprocess.Popen[bytes]:
@@ -83,7 +90,8 @@ def start_streamd(work: Path, config: str, port: int) -> subprocess.Popen[bytes]
     env = {**os.environ, "NOTIFY_SOCKET": "", **STREAMD_ENV}
     log = open(work / "streamd.log", "ab")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen([sys.executable, "-m", "streamd", "run", "-c", str(work / "config.toml")],
-                            cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=log)
+                            cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=log,
+                            preexec_fn=pinned("streamd"))  # noqa: PLW1509 - no threads here yet
     wait(lambda: up(port) or proc.poll() is not None, 30, "streamd's listener")
     if proc.poll() is not None:
         raise SystemExit(f"streamd exited: {(work / 'streamd.log').read_text()[-2000:]}")
@@ -141,7 +149,8 @@ class SimulatorProcess:
         self.proc = subprocess.Popen(
             [sys.executable, __file__, "simulate", json.dumps({"dir": str(directory), "knobs": knobs,
                                                                  "name": source[0], "extra": source[1]})],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            preexec_fn=pinned("simulator"))  # noqa: PLW1509 - no threads here yet
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self._in, self._out = self.proc.stdin, self.proc.stdout
         line = self._out.readline()
@@ -411,7 +420,12 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                     help="in streamd's environment (not the simulator's), e.g. PYTHONPATH=<tree> for an A/B")
+    ap.add_argument("--pin", action="store_true",
+                    help="throughput: streamd on CPU 0, the simulator on CPU 1 (each a core of its own, "
+                         "as if on two machines)")
     args = ap.parse_args()
+    if args.pin:
+        PIN.update(streamd={0}, simulator={1})
     for item in args.env:
         name, sep, value = item.partition("=")
         if not sep:
