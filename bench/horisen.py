@@ -3,6 +3,7 @@
     python bench/horisen.py                          # throughput: 10,000 documents, 5 ms per request
     python bench/horisen.py --documents 2000 --latency 0.02 --repeat 1
     python bench/horisen.py --poll-only              # the poll phase alone (and its CPU per document)
+    python bench/horisen.py --poll-only --env PYTHONPATH=<tree>   # another streamd, the same simulator
     python bench/horisen.py payments                 # payment → event, requests per poll (~25 min)
     python bench/horisen.py payments --interval 60 --payments 3
 
