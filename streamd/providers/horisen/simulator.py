@@ -368,9 +368,10 @@ class HorisenSimulator(SimulatedServer):
     async def _asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
         """A GET straight to `_api`, the one route the app has for it, as the app's router
         would hand it on, and logged as `SimulatedServer._asgi` logs: Starlette's
-        middleware and router cost as much CPU as the rest of a traffic-report request
-        (the bench's simulator, on the same cores as the streamd it measures). Anything
-        else (the token endpoint, HEAD, other methods' 405) goes through the app."""
+        middleware and router are CPU on every request that a real API's cost says
+        nothing of, and the bench's simulator shares the cores with the streamd it
+        measures. Anything else (the token endpoint, HEAD, other methods' 405) goes
+        through the app."""
         if scope["type"] != "http" or scope["method"] != "GET":
             return await super()._asgi(scope, receive, send)
         at = time.monotonic()
