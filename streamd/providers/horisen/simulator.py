@@ -60,7 +60,7 @@ from starlette.applications import Starlette
 from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import Match, Route
 from starlette.types import Receive, Scope, Send
 
 from ...certs import Certs
@@ -203,10 +203,8 @@ class HorisenSimulator(SimulatedServer):
         # appears in the path (any bytes; an id not here and not a document's is 404).
         self.raw_documents: list[bytes] = []
         self.raw_reports: dict[str, bytes] = {}
-        self._app = Starlette(routes=[
-            Route(wire.TOKEN_PATH, self._token, methods=["POST"]),
-            Route("/{path:path}", self._api, methods=["GET"]),
-        ])
+        self._api_route = Route("/{path:path}", self._api, methods=["GET"])
+        self._app = Starlette(routes=[Route(wire.TOKEN_PATH, self._token, methods=["POST"]), self._api_route])
 
     @property
     def api_url(self) -> str:
@@ -366,13 +364,13 @@ class HorisenSimulator(SimulatedServer):
         self.log.append(Logged(at, scope["method"], scope["path"], query, status))
 
     async def _asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """A GET straight to `_api`, the one route the app has for it, as the app's router
-        would hand it on, and logged as `SimulatedServer._asgi` logs: Starlette's
-        middleware and router are CPU on every request that a real API's cost says
-        nothing of, and the bench's simulator shares the cores with the streamd it
-        measures. Anything else (the token endpoint, HEAD, other methods' 405) goes
-        through the app."""
-        if scope["type"] != "http" or scope["method"] != "GET":
+        """A GET its route takes straight to `_api`, as the app's router would hand it on,
+        and logged as `SimulatedServer._asgi` logs: Starlette's middleware and router are
+        CPU on every request that a real API's cost says nothing of, and the bench's
+        simulator shares the cores with the streamd it measures. Anything else goes
+        through the app: the token endpoint, other methods (405), and a path the
+        route does not match (a line break in it: Starlette's 404)."""
+        if scope["type"] != "http" or self._api_route.matches(scope)[0] is not Match.FULL:
             return await super()._asgi(scope, receive, send)
         at = time.monotonic()
         try:
