@@ -3,18 +3,22 @@
     python bench/horisen.py                          # throughput: 10,000 documents, 5 ms per request
     python bench/horisen.py --documents 2000 --latency 0.02 --repeat 1
     python bench/horisen.py --poll-only              # the poll phase alone (and its CPU per document)
+    python bench/horisen.py --poll-only --env PYTHONPATH=<tree>   # another streamd, the same simulator
     python bench/horisen.py payments                 # payment → event, requests per poll (~25 min)
     python bench/horisen.py payments --interval 60 --payments 3
 
-streamd runs as its own process (`synchronous = "full"`), as deployed; this process runs
-the simulated HORISEN API(s) in a thread and a real sshd (tests/sftp_server.py) on
-loopback.
+streamd runs as its own process (`synchronous = "full"`), as deployed. `throughput` runs
+the simulated HORISEN API in a process of its own (this script, `simulate`), as a real
+HORISEN is another machine: its CPU is counted apart from this process's, and this
+process's polling of the feed does not share its interpreter; `payments` runs its
+simulated APIs in a thread of this process (it changes them while streamd polls). A real
+sshd (tests/sftp_server.py) on loopback.
 
 `throughput` (the default), per run, on a fresh feed and an empty remote directory:
 1. poll: streamd with the source only, from READY until every document's `created`
    (with its traffic reports: one request per document) is committed → documents/s, and
-   streamd's CPU (user + system) over that time per document, and this process's (the
-   simulator, serving HTTPS in a thread: the other side of every request);
+   streamd's CPU (user + system) over that time per document, and the simulator's
+   process's (serving HTTPS: the other side of every request);
 2. sink: streamd again with the `sftp` sink added, from READY until the sink's offset
    is the feed's head (every bookable invoice's issue rendered, uploaded, fsynced,
    renamed) → files/s.
@@ -34,6 +38,8 @@ requests of each poll after the first: quiet polls, and polls that saw a payment
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
 import random
 import sqlite3
@@ -70,12 +76,23 @@ log_level = "{log_level}"
 """
 
 
+STREAMD_ENV: dict[str, str] = {}  # --env NAME=VALUE: streamd's environment (not the simulator's)
+PIN: dict[str, set[int]] = {}  # --pin: "streamd" and "simulator" -> the CPUs each runs on
+
+
+def pinned(who: str) -> Any:
+    """A `preexec_fn` that keeps the process (and every thread it starts) on its CPUs, if pinned."""
+    cpus = PIN.get(who)
+    return None if cpus is None else lambda: os.sched_setaffinity(0, cpus)
+
+
 def start_streamd(work: Path, config: str, port: int) -> subprocess.Popen[bytes]:
     (work / "config.toml").write_text(config)
-    env = {**os.environ, "NOTIFY_SOCKET": ""}
+    env = {**os.environ, "NOTIFY_SOCKET": "", **STREAMD_ENV}
     log = open(work / "streamd.log", "ab")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen([sys.executable, "-m", "streamd", "run", "-c", str(work / "config.toml")],
-                            cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=log)
+                            cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=log,
+                            preexec_fn=pinned("streamd"))  # noqa: PLW1509 - no threads here yet
     wait(lambda: up(port) or proc.poll() is not None, 30, "streamd's listener")
     if proc.poll() is not None:
         raise SystemExit(f"streamd exited: {(work / 'streamd.log').read_text()[-2000:]}")
@@ -88,14 +105,15 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_streamd(work: Path, config: str, port: int, done: Any, timeout: float) -> tuple[float, float, float]:
-    """Seconds from READY until `done`, and the CPU seconds streamd and this process (the
-    simulator's thread, the waiting) spent meanwhile."""
+def run_streamd(work: Path, config: str, port: int, done: Any, timeout: float,
+                sim_pid: int) -> tuple[float, float, float]:
+    """Seconds from READY until `done`, and the CPU seconds streamd and the simulator's
+    process spent meanwhile."""
     proc = start_streamd(work, config, port)
     try:
-        t0, c0, b0 = time.monotonic(), cpu_seconds(proc.pid), time.process_time()
+        t0, c0, s0 = time.monotonic(), cpu_seconds(proc.pid), cpu_seconds(sim_pid)
         wait(done, timeout, "the run to complete")
-        return time.monotonic() - t0, cpu_seconds(proc.pid) - c0, time.process_time() - b0
+        return time.monotonic() - t0, cpu_seconds(proc.pid) - c0, cpu_seconds(sim_pid) - s0
     finally:
         proc.terminate()
         proc.wait(60)
@@ -121,22 +139,77 @@ def serve(portal: BlockingPortal, work: Path, name: str, knobs: Knobs,
     return sim
 
 
+# ---------------------------------------------------------------- the simulator's process
+
+class SimulatorProcess:
+    """`simulate` in a subprocess: the simulator of `knobs` serving in `directory`, its
+    source table for `source` (name and extra keys, as `source_toml` takes them) and its
+    number of documents read from its first line of output."""
+
+    def __init__(self, directory: Path, knobs: dict[str, Any], source: tuple[str, dict[str, str]]) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "simulate", json.dumps({"dir": str(directory), "knobs": knobs,
+                                                                 "name": source[0], "extra": source[1]})],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            preexec_fn=pinned("simulator"))  # noqa: PLW1509 - no threads here yet
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self._in, self._out = self.proc.stdin, self.proc.stdout
+        line = self._out.readline()
+        if not line:
+            raise SystemExit(f"the simulator exited with {self.proc.wait()}")
+        started = json.loads(line)
+        self.documents: int = started["documents"]
+        self.source: str = started["source"]
+
+    def requests(self) -> int:
+        """The API requests answered 200 so far."""
+        self._in.write("requests\n")
+        self._in.flush()
+        return int(self._out.readline())
+
+    def close(self) -> None:
+        self._in.close()  # its end of input: it stops serving and exits
+        try:
+            self.proc.wait(60)
+        finally:
+            self.proc.kill()
+            self._out.close()
+
+
+def simulate(spec: str) -> None:
+    """The subprocess: serve a simulator (a thread of this process) until standard input
+    ends; answer each `requests` line with the API requests answered 200 so far."""
+    given = json.loads(spec)
+    with start_blocking_portal() as portal:
+        serving: list[Future[Any]] = []
+        sim = serve(portal, Path(given["dir"]), "sim", Knobs(**given["knobs"]), serving)
+        try:
+            print(json.dumps({"documents": len(sim.documents()),
+                              "source": sim.source_toml(given["name"], **given["extra"])}), flush=True)
+            for line in sys.stdin:
+                if line.strip() == "requests":
+                    print(sum(1 for e in sim.log if e.status == 200), flush=True)
+        finally:
+            for fut in serving:
+                fut.cancel()
+
+
 # ---------------------------------------------------------------- throughput
 
 def one_run(args: argparse.Namespace) -> tuple[float, float, int, float, float]:
     """documents/s of the poll, files/s of the sink (0 with --poll-only), API requests, and
     streamd's and the simulator's CPU per document during the poll (µs)."""
     days = max(1, args.documents // args.per_day)
-    knobs = Knobs(days=days, documents_per_day=args.per_day, latency=args.latency, partners=200)
-    with tempfile.TemporaryDirectory(prefix="streamd-bench-horisen-") as tmp, \
-            start_blocking_portal() as portal, running_sftp_server(Path(tmp) / "sftp") as sftp:
+    knobs = {"days": days, "documents_per_day": args.per_day, "latency": args.latency, "partners": 200}
+    with tempfile.TemporaryDirectory(prefix="streamd-bench-horisen-") as tmp, contextlib.ExitStack() as stack:
         work = Path(tmp)
-        serving: list[Future[Any]] = []
-        sim = serve(portal, work, "sim", knobs, serving)
-        want = len(sim.documents())
+        sftp = None if args.poll_only else stack.enter_context(running_sftp_server(work / "sftp"))
+        sim = SimulatorProcess(work, knobs, ("hz", {
+            "interval": '"1h"', "page_size": str(args.page_size), "concurrency": str(args.concurrency),
+            "window": f'"{days + 5}d"'}))
+        want = sim.documents
         port = free_port()
-        source = sim.source_toml("hz", interval='"1h"', page_size=str(args.page_size),
-                                 concurrency=str(args.concurrency), window=f'"{days + 5}d"')
+        source = sim.source
         db = work / "feed.db"
 
         def polled() -> bool:
@@ -149,17 +222,16 @@ def one_run(args: argparse.Namespace) -> tuple[float, float, int, float, float]:
 
         try:
             alone = CONFIG.format(port=port, log_level="warning", source=source, sink="")
-            poll, cpu, sim_cpu = run_streamd(work, alone, port, polled, 600)
-            requests = sum(1 for e in sim.log if e.status == 200)
+            poll, cpu, sim_cpu = run_streamd(work, alone, port, polled, 600, sim.proc.pid)
+            requests = sim.requests()
             files = 0.0
-            if not args.poll_only:
+            if sftp is not None:
                 sink = sftp.sink_toml("erp", concurrency=args.sink_concurrency, batch_max=args.batch)
                 files, _, _ = run_streamd(work, CONFIG.format(port=port, log_level="warning", source=source,
-                                                           sink=sink), port, sunk, 600)
+                                                           sink=sink), port, sunk, 600, sim.proc.pid)
         finally:
-            for fut in serving:
-                fut.cancel()
-        written = 0 if args.poll_only else \
+            sim.close()
+        written = 0 if sftp is None else \
             sum(1 for p in sftp.local_dir.iterdir() if not p.name.startswith("."))
         return (want / poll, written / files if files else 0.0, requests, cpu * 1e6 / want,
                 sim_cpu * 1e6 / want)
@@ -331,6 +403,8 @@ def payments(args: argparse.Namespace) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    if sys.argv[1:2] == ["simulate"]:  # the throughput runs' simulator process
+        return simulate(sys.argv[2])
     ap.add_argument("what", nargs="?", choices=["throughput", "payments"], default="throughput")
     ap.add_argument("--documents", type=int, default=10_000)
     ap.add_argument("--per-day", type=int, default=100, help="documents per day of history")
@@ -345,7 +419,19 @@ def main() -> None:
                                                               "(0: the source's default, 10 minutes)")
     ap.add_argument("--payments", type=int, default=3, help="payments: of each kind, per platform")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                    help="in streamd's environment (not the simulator's), e.g. PYTHONPATH=<tree> for an A/B")
+    ap.add_argument("--pin", action="store_true",
+                    help="throughput: streamd on CPU 0, the simulator on CPU 1 (each a core of its own, "
+                         "as if on two machines)")
     args = ap.parse_args()
+    if args.pin:
+        PIN.update(streamd={0}, simulator={1})
+    for item in args.env:
+        name, sep, value = item.partition("=")
+        if not sep:
+            ap.error(f"--env wants NAME=VALUE, not {item!r}")
+        STREAMD_ENV[name] = value
     if args.what == "payments":
         payments(args)
     else:

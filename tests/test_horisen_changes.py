@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import msgspec
@@ -145,3 +146,21 @@ def test_a_version_an_older_streamd_wrote_is_no_change() -> None:
     # A real change still is one, against the older data too.
     assert not changes.same_document(old_data, norm({**BASE, "dueDate": "2026-04-13"}).invoice)
     assert msgspec.json.decode(old_data, type=Invoice).uuid is UNSET  # the older data lacks it
+
+
+#: Spellings of one number and the one string each is compared as. The string goes into
+#: the compared hash every emitted invoice's version carries: another one for the same
+#: number would make every stored version look changed.
+CANONICAL = {"1E+1": "10", "10.0": "10", "10": "10", "100": "100", "-0.00": "0", "0E+2": "0",
+             "1.050": "1.05", "12E-3": "0.012", "-7.10": "-7.1", "0.000001": "0.000001",
+             "1.23456789012345678901234567890E+5": "123456.78901234567890123456789"}
+
+
+@pytest.mark.parametrize("spelling", CANONICAL)
+def test_an_amount_is_compared_as_one_string_in_every_spelling(spelling: str) -> None:
+    assert changes.canonical(Decimal(spelling)) == CANONICAL[spelling]
+
+
+def test_the_compared_hash_of_a_document_stays_what_stored_versions_carry() -> None:
+    # Computed by the streamd that wrote the versions in users' feeds (ed40dcb).
+    assert changes.compared_hash(norm(BASE).invoice) == "36df7aaa15aaf513"

@@ -46,6 +46,8 @@ import random
 import re
 import secrets
 import ssl
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -57,9 +59,9 @@ import msgspec
 from starlette.applications import Starlette
 from starlette.datastructures import QueryParams
 from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
-from starlette.types import Scope
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Match, Route
+from starlette.types import Receive, Scope, Send
 
 from ...certs import Certs
 from ...certs import make as make_certs
@@ -75,6 +77,7 @@ BAD_PARAM_FILTER = "BAD_PARAM_FILTER"  # [I] records.BadFilter: unknown operator
 BAD_PARAM_SORT = "BAD_PARAM_SORT"  # [I]
 NOT_FOUND = "NOT_FOUND"  # [I] no such route
 _RESERVED = frozenset({"page_number", "page_size", "sort"})
+_LISTINGS_KEPT = 64  # filtered listings kept until a change (see HorisenSimulator._listed)
 _enc = msgspec.json.Encoder(decimal_format="number")
 
 
@@ -190,6 +193,9 @@ class HorisenSimulator(SimulatedServer):
         self._next_id = len(history) + 1
         self._bytes: dict[int, bytes] = {}  # id -> encoded document, dropped when it changes
         self._sorted: dict[str, list[dict[str, Any]]] = {}  # sort -> all documents, until a change
+        # (sort, filters) -> the documents a listing shows, until a change: each page of a
+        # listing would otherwise test every document again (what an index spares a real API).
+        self._listed: dict[tuple[str, tuple[tuple[str, str], ...]], list[dict[str, Any]]] = {}
         self._reports: dict[int, bytes] = {}  # id -> encoded traffic-report answer
         self._mutations = 0
         # For tests: JSON values appended, byte for byte, to every documents listing (filters
@@ -197,10 +203,8 @@ class HorisenSimulator(SimulatedServer):
         # appears in the path (any bytes; an id not here and not a document's is 404).
         self.raw_documents: list[bytes] = []
         self.raw_reports: dict[str, bytes] = {}
-        self._app = Starlette(routes=[
-            Route(wire.TOKEN_PATH, self._token, methods=["POST"]),
-            Route("/{path:path}", self._api, methods=["GET"]),
-        ])
+        self._api_route = Route("/{path:path}", self._api, methods=["GET"])
+        self._app = Starlette(routes=[Route(wire.TOKEN_PATH, self._token, methods=["POST"]), self._api_route])
 
     @property
     def api_url(self) -> str:
@@ -291,6 +295,7 @@ class HorisenSimulator(SimulatedServer):
             self._bytes.pop(i, None)
             self._reports.pop(i, None)
         self._sorted.clear()
+        self._listed.clear()
         return out
 
     def change(self, doc_id: int, *, stamps: tuple[str, ...] = ("statusDt",), **fields: Any) -> None:
@@ -305,6 +310,7 @@ class HorisenSimulator(SimulatedServer):
         self._bytes.pop(doc_id, None)
         self._reports.pop(doc_id, None)
         self._sorted.clear()
+        self._listed.clear()
 
     def corrupt(self, doc_id: int, **fields: Any) -> None:
         """Serve a broken document from now on (a bad currency, a missing field: `None`
@@ -326,6 +332,20 @@ class HorisenSimulator(SimulatedServer):
             self._sorted[sort] = rows
         return rows
 
+    def _listed_by(self, sort: str, filters: list[tuple[str, str]],
+                   tests: list[Callable[[dict[str, Any]], bool]]) -> list[dict[str, Any]]:
+        """The documents sorted by `sort` that pass `tests` (the predicates of `filters`)."""
+        rows = self._sorted_by(sort)
+        if not tests:
+            return rows
+        key = (sort, tuple(filters))
+        listed = self._listed.get(key)
+        if listed is None:
+            if len(self._listed) >= _LISTINGS_KEPT:  # look-ups by id: one listing each
+                self._listed.clear()
+            listed = self._listed[key] = [doc for doc in rows if all(test(doc) for test in tests)]
+        return listed
+
     # ------------------------------------------------------------ configuration
 
     def source_toml(self, name: str, **extra: str) -> str:
@@ -342,6 +362,27 @@ class HorisenSimulator(SimulatedServer):
     def _logged(self, scope: Scope, at: float, status: int) -> None:
         query = scope["query_string"].decode("latin-1")
         self.log.append(Logged(at, scope["method"], scope["path"], query, status))
+
+    async def _asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A GET its route takes straight to `_api`, as the app's router would hand it on,
+        and logged as `SimulatedServer._asgi` logs: Starlette's middleware and router are
+        CPU on every request that a real API's cost says nothing of, and the bench's
+        simulator shares the cores with the streamd it measures. Anything else goes
+        through the app: the token endpoint, other methods (405), and a path the
+        route does not match (a line break in it: Starlette's 404)."""
+        if scope["type"] != "http" or self._api_route.matches(scope)[0] is not Match.FULL:
+            return await super()._asgi(scope, receive, send)
+        at = time.monotonic()
+        try:
+            response = await self._api(Request(scope, receive))
+        except Exception:  # as Starlette's ServerErrorMiddleware answers (debug off)
+            self._logged(scope, at, 500)
+            await PlainTextResponse("Internal Server Error", status_code=500)(scope, receive, send)
+            raise
+        try:
+            await response(scope, receive, send)
+        finally:
+            self._logged(scope, at, response.status_code)
 
     # ------------------------------------------------------------ the token endpoint
 
@@ -421,9 +462,8 @@ class HorisenSimulator(SimulatedServer):
         refused = [name for name, _ in query.multi_items() if any(f in name for f in unsupported)]
         if refused:
             return _error(400, BAD_PARAM_FILTER, f"cannot filter on {refused[0]!r}")
-        rows = self._sorted_by(sort)
-        if tests:
-            rows = [doc for doc in rows if all(test(doc) for test in tests)]
+        rows = self._listed_by(sort, [(name, value) for name, value in query.multi_items()
+                                      if name not in _RESERVED], tests)
         start, end = (page - 1) * size, page * size
         chunk = [*map(self._encoded, rows[start:end]),
                  *self.raw_documents[max(0, start - len(rows)):max(0, end - len(rows))]]
