@@ -20,7 +20,7 @@ from streamd.health import Health, State
 from streamd.metrics import Metrics
 from streamd.model import Event, Party, make_event
 from streamd.store import Batch, DeadLetter, EntityState, FeedReader, RecordTenant, Writer, connect
-from streamd.store.schema import MIGRATIONS, SCHEMA_VERSION
+from streamd.store.schema import MIGRATIONS, SCHEMA_VERSION, in_thread
 from streamd.store.writer import WriterState
 from streamd.units import Duration, Size
 
@@ -107,6 +107,34 @@ async def test_a_commit_is_one_trip_to_sqlites_thread(tmp_path: Path,
             dead_letters=[DeadLetter(origin="source", name="s", reason="bad", raw=b"x")]))
         assert done.appended == 2
         assert len(trips) == 1
+
+
+async def test_a_group_of_new_events_takes_a_few_statements_not_a_step_per_row(tmp_path: Path) -> None:
+    """Each step of a statement gives the GIL up and waits to get it back from the event
+    loop: the dedupe index's `RETURNING` stepped once per new id, and the record tenants'
+    `executemany` once per record, and together they took most of the writer's time at
+    full speed (issue 18). All new: one INSERT of the ids, its count of rows says so; the
+    tenants in multi-row statements, upserted in order."""
+    async with open_store(tmp_path / "feed.db") as s:
+        traced: list[str] = []
+        await in_thread(s.writer._db, lambda conn: conn.set_trace_callback(traced.append))
+        tenants = [RecordTenant("party", f"r{i}", "t1") for i in range(300)]
+        done = await s.writer.submit(Batch(source="s", events=[ev(f"k{i}") for i in range(300)],
+                                           record_tenants=[*tenants, RecordTenant("party", "r7", "t2")]))
+        assert (done.appended, done.duplicates) == (300, 0)
+        assert not [t for t in traced if "RETURNING" in t]
+        # 301 records: pieces of 256, 32, 8, 4 and 1 rows (`chunks`), not 301 steps.
+        assert len([t for t in traced if "record_tenants" in t]) == 5
+        assert len(traced) < 20, traced
+        found = await s.reader.entity_tenants("s", "party", ["r0", "r7", "r299"])
+        assert found == {"r0": "t1", "r7": "t2", "r299": "t1"}  # the later of the two for r7
+        # Some there already: undone and done again, saying which.
+        traced.clear()
+        done = await s.writer.submit(Batch(source="s", events=[ev("k1"), ev("new"), ev("k299")]))
+        assert (done.appended, done.duplicates) == (1, 2)
+        assert [t for t in traced if "RETURNING" in t]
+        await in_thread(s.writer._db, lambda conn: conn.set_trace_callback(None))
+        assert [e.key for e in await s.reader.read(300, 400, 100)] == ["new"]
 
 
 async def test_duplicates_are_dropped_inside_the_transaction_and_counted(store: Store) -> None:

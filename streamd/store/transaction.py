@@ -58,6 +58,31 @@ UPSERT_STATE = ("INSERT INTO source_state (source, key, value, updated) VALUES (
                 " updated = excluded.updated")
 
 
+def _record_ids(db: sqlite3.Connection, pieces: list[tuple[list[object], list[bytes]]]) -> list[bytes]:
+    """Record each piece's (bucket, id) pairs (`params`) of its `ids` in the dedupe index;
+    the ids that were not there (each once).
+
+    Most often all of them are new, and an INSERT that steps once per piece says so by
+    its count of rows. `RETURNING id` would say which, but steps once per new id, and at
+    each step Python's sqlite3 gives the GIL up and waits to get it back from the event
+    loop, busy normalizing the next frames: measured, recording the ids took 24 µs an
+    event of the writer's time with `RETURNING`, where SQLite's CPU for the whole commit
+    is 15 (docs/benchmarks.md, issue 18). When some were there already, or an id comes
+    twice, the inserts are undone and done again with `RETURNING`. (On an error nothing
+    is released: `commit` rolls the whole transaction back.)"""
+    insert = "INSERT OR IGNORE INTO event_ids (bucket, id) VALUES "
+    db.execute("SAVEPOINT ids")
+    if all(db.execute(insert + ",".join(["(?,?)"] * len(ids)), params).rowcount == len(ids)
+           for params, ids in pieces):
+        db.execute("RELEASE ids")
+        return [idb for _, ids in pieces for idb in ids]
+    db.execute("ROLLBACK TO ids")
+    new = [r[0] for params, ids in pieces
+           for r in db.execute(insert + ",".join(["(?,?)"] * len(ids)) + " RETURNING id", params).fetchall()]
+    db.execute("RELEASE ids")
+    return new
+
+
 def commit(db: sqlite3.Connection, *, batches: Sequence[Batch], head: int, now_ms: int, keep_raw: bool,
            sealer: Sealer) -> tuple[list[Committed], int]:
     """The group's transaction, on SQLite's thread (it must not touch the event loop):
@@ -85,15 +110,13 @@ def _statements(db: sqlite3.Connection, group: Sequence[Batch], head: int, now_m
         row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
         head = int(row[0]) if row else 0
         ids = [bytes.fromhex(ev.id) for ev in events]
+        pieces: list[tuple[list[object], list[bytes]]] = []
         for i, size in chunks(len(ids), _CHUNK):
             params: list[object] = []
             for ev, idb in zip(events[i:i + size], ids[i:i + size], strict=True):
                 params += (dedupe_bucket(ev.version), idb)
-            # One statement records the ids and says which were new.
-            rows = db.execute(
-                "INSERT OR IGNORE INTO event_ids (bucket, id) VALUES "
-                + ",".join(["(?,?)"] * (len(params) // 2)) + " RETURNING id", params).fetchall()
-            new.update(r[0] for r in rows)
+            pieces.append((params, ids[i:i + size]))
+        new.update(_record_ids(db, pieces))
 
     rows_out: list[tuple[Any, ...]] = []
     results: list[Committed] = []
@@ -146,10 +169,15 @@ def _statements(db: sqlite3.Connection, group: Sequence[Batch], head: int, now_m
             " AND key = ?", deletes)
     tenants = [(batch.source, t.entity, t.key, t.tenant) for batch in group
                for t in batch.record_tenants]
-    if tenants:
-        db.executemany(
-            "INSERT INTO record_tenants (source, entity, key, tenant) VALUES (?,?,?,?)"
-            " ON CONFLICT (source, entity, key) DO UPDATE SET tenant = excluded.tenant", tenants)
+    # Multi-row statements, not `executemany`: that steps once per row, and gives the GIL
+    # up and waits to get it back from the event loop at every step (as `_record_ids`).
+    # A record twice in one statement is upserted in order, as by `executemany`.
+    for i, size in chunks(len(tenants), _ROWS):
+        db.execute(
+            "INSERT INTO record_tenants (source, entity, key, tenant) VALUES "
+            + ",".join(["(?,?,?,?)"] * size)
+            + " ON CONFLICT (source, entity, key) DO UPDATE SET tenant = excluded.tenant",
+            [x for row in tenants[i:i + size] for x in row])
     dls = [(now_ms, d.origin, d.name, d.provider, d.reason, _json.encode(d.context), d.raw,
             d.event_seq, d.attempts) for batch in group for d in batch.dead_letters]
     if dls:
