@@ -209,17 +209,12 @@ class Connection:
         answer: Answer | None = None
         kept = bytearray()
         seen = 0  # bytes of the answer's body
-        while True:
-            try:
-                event = conn.next_event()
-            except h11.RemoteProtocolError as exc:
-                raise AnswerError(f"the receiver's answer is not valid HTTP/1.1: {exc}") from None
-            if event is h11.NEED_DATA:
-                await _more(stream, conn, answer is not None, "receiver")
-            elif isinstance(event, h11.Response):
+        while not isinstance(event := await _next(stream, conn, answer is not None, "receiver"),
+                             h11.EndOfMessage):
+            if isinstance(event, h11.Response):
                 answer = Answer(event.status_code, event.reason.decode("latin-1"),
                                 {k.decode("latin-1"): v.decode("latin-1") for k, v in event.headers})
-            elif isinstance(event, h11.Data):
+            else:
                 if len(kept) < self.keep:
                     kept += event.data[:self.keep - len(kept)]
                 seen += len(event.data)
@@ -227,18 +222,18 @@ class Connection:
                     await self.aclose()  # the rest unread: this connection can carry no other
                     answer.head = bytes(kept)
                     return answer
-            elif isinstance(event, h11.EndOfMessage):
-                break
-            elif isinstance(event, h11.ConnectionClosed):
-                raise AnswerError("the receiver closed the connection mid-answer")
-            # h11.InformationalResponse (100 Continue …): skipped
         assert answer is not None
         answer.head = bytes(kept)
+        await self._next_cycle(conn)
+        return answer
+
+    async def _next_cycle(self, conn: h11.Connection) -> None:
+        """The connection ready for the next request, or closed when the peer said
+        `Connection: close` (or spoke HTTP/1.0): then it is not reusable."""
         if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
             conn.start_next_cycle()
-        else:  # the receiver said `Connection: close` (or HTTP/1.0): not reusable
+        else:
             await self.aclose()
-        return answer
 
 
     async def _whole(self, stream: anyio.abc.ByteStream, conn: h11.Connection, limit: int) -> Answer:
@@ -247,14 +242,9 @@ class Connection:
         chunks: list[bytes] = []
         size = 0
         inflate: zlib._Decompress | None = None
-        while True:
-            try:
-                event = conn.next_event()
-            except h11.RemoteProtocolError as exc:
-                raise AnswerError(f"the answer is not valid HTTP/1.1: {exc}") from None
-            if event is h11.NEED_DATA:
-                await _more(stream, conn, answer is not None, "server")
-            elif isinstance(event, h11.Response):
+        while not isinstance(event := await _next(stream, conn, answer is not None, "server"),
+                             h11.EndOfMessage):
+            if isinstance(event, h11.Response):
                 headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in event.headers}
                 answer = Answer(event.status_code, event.reason.decode("ascii", "ignore"), headers)
                 declared = headers.get("content-length", "")
@@ -264,7 +254,7 @@ class Connection:
                 elif declared.isdigit() and int(declared) > limit:
                     raise AnswerTooLarge(f"the answer's body is {int(declared):,} bytes "
                                          f"(Content-Length), more than the {limit:,} bytes taken")
-            elif isinstance(event, h11.Data):
+            else:
                 data = bytes(event.data)
                 if inflate is not None:
                     try:
@@ -279,22 +269,31 @@ class Connection:
                     raise AnswerTooLarge(f"the answer's body is more than the {limit:,} bytes taken"
                                          + (" (inflated)" if inflate is not None else ""))
                 chunks.append(data)
-            elif isinstance(event, h11.EndOfMessage):
-                break
-            elif isinstance(event, h11.ConnectionClosed):
-                raise AnswerError("the server closed the connection mid-answer")
-            # h11.InformationalResponse (100 Continue …): skipped
         assert answer is not None
         answer.head = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
-            conn.start_next_cycle()
-        else:  # `Connection: close` (or HTTP/1.0): not reusable
-            await self.aclose()
+        await self._next_cycle(conn)
         return answer
 
 
 class _NothingYet(AnswerError):
     """Failed before any byte of an answer: on a reused connection, sent once more."""
+
+
+async def _next(stream: anyio.abc.ByteStream, conn: h11.Connection, answered: bool,
+                peer: str) -> h11.Response | h11.Data | h11.EndOfMessage:
+    """The answer's next part: its head, a piece of its body, or its end. Bytes are read
+    as h11 needs them (`_more`); an informational answer (100 Continue …) is skipped."""
+    while True:
+        try:
+            event = conn.next_event()
+        except h11.RemoteProtocolError as exc:
+            raise AnswerError(f"the {peer}'s answer is not valid HTTP/1.1: {exc}") from None
+        if event is h11.NEED_DATA:
+            await _more(stream, conn, answered, peer)
+        elif isinstance(event, h11.Response | h11.Data | h11.EndOfMessage):
+            return event
+        elif isinstance(event, h11.ConnectionClosed):
+            raise AnswerError(f"the {peer} closed the connection mid-answer")
 
 
 async def _more(stream: anyio.abc.ByteStream, conn: h11.Connection, answered: bool, peer: str) -> None:
