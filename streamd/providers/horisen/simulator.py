@@ -22,7 +22,7 @@ the traffic-report envelope and its count/price/amount/pricing-condition names, 
 sizes, `paymentStatusDate` as a stamp (wire.Document), and the order of the checks on
 an API request: failure (500), bearer token (401), route (404), query (400).
 
-Documents are a pure function of the knobs (records.py) for a given `today` (default:
+Documents (`documents.py`) are a pure function of the knobs (records.py) for a given `today` (default:
 the UTC date at construction; no stamp lies after the construction time). `mutate()`
 changes documents between polls as a platform's users do (issues drafts, approves,
 corrects, cancels, pays in full or in part), stamped now: a change moves `statusDt`
@@ -42,20 +42,17 @@ from __future__ import annotations
 
 import base64
 import functools
-import random
 import re
 import secrets
 import ssl
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote_plus
 
 import anyio
-import msgspec
 from starlette.applications import Starlette
 from starlette.datastructures import QueryParams
 from starlette.requests import Request
@@ -67,6 +64,7 @@ from ...certs import Certs
 from ...certs import make as make_certs
 from ...simulated import AccessTokens, SimulatedServer, source_table
 from . import records, wire
+from .documents import Documents, Mutation, encode, utcnow
 from .records import STAMP
 
 __all__ = ["BAD_PARAM_FILTER", "BAD_PARAM_SORT", "NOT_FOUND", "STAMP", "HorisenSimulator", "Knobs", "Logged",
@@ -77,8 +75,6 @@ BAD_PARAM_FILTER = "BAD_PARAM_FILTER"  # [I] records.BadFilter: unknown operator
 BAD_PARAM_SORT = "BAD_PARAM_SORT"  # [I]
 NOT_FOUND = "NOT_FOUND"  # [I] no such route
 _RESERVED = frozenset({"page_number", "page_size", "sort"})
-_LISTINGS_KEPT = 64  # filtered listings kept until a change (see HorisenSimulator._listed)
-_enc = msgspec.json.Encoder(decimal_format="number")
 
 
 @dataclass
@@ -111,22 +107,11 @@ class Logged:
     status: int
 
 
-@dataclass(frozen=True)
-class Mutation:
-    created: list[int] = field(default_factory=list)
-    paid: list[int] = field(default_factory=list)
-    part_paid: list[int] = field(default_factory=list)
-    drafted: list[int] = field(default_factory=list)
-    approved: list[int] = field(default_factory=list)
-    corrected: dict[int, str] = field(default_factory=dict)  # id -> records.CORRECTIONS kind
-    cancelled: list[int] = field(default_factory=list)
-
-
 # ---------------------------------------------------------------- HTTP plumbing
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(_enc.encode(body), status_code=status, headers=headers, media_type="application/json")
+    return Response(encode(body), status_code=status, headers=headers, media_type="application/json")
 
 
 def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
@@ -135,10 +120,6 @@ def _error(status: int, code: str, message: str, headers: dict[str, str] | None 
 
 def _oauth_error(status: int, error: str, description: str) -> Response:
     return _json({"error": error, "error_description": description}, status, {"Cache-Control": "no-store"})
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
 
 
 @functools.lru_cache(maxsize=8)
@@ -182,22 +163,8 @@ class HorisenSimulator(SimulatedServer):
         self.api_requests = 0  # requests other than the token endpoint's
         self.missing_reports: set[int] = set()  # invoice ids whose traffic reports answer 404
         self._tokens = AccessTokens()
-        self._records = records.Records(self.knobs.seed, self.knobs.partners)
-        now = _utcnow()
-        self.today = self.knobs.today or now.date()
-        end = datetime(self.today.year, self.today.month, self.today.day, 23, 59, 59)
-        horizon = end if self.today > now.date() else min(now, end)  # no stamp in the future
-        history = self._records.history(self.today, self.knobs.days, self.knobs.documents_per_day,
-                                        self.knobs.paid_ratio, horizon)
-        self._docs: dict[int, dict[str, Any]] = {doc["id"]: doc for doc in history}
-        self._next_id = len(history) + 1
-        self._bytes: dict[int, bytes] = {}  # id -> encoded document, dropped when it changes
-        self._sorted: dict[str, list[dict[str, Any]]] = {}  # sort -> all documents, until a change
-        # (sort, filters) -> the documents a listing shows, until a change: each page of a
-        # listing would otherwise test every document again (what an index spares a real API).
-        self._listed: dict[tuple[str, tuple[tuple[str, str], ...]], list[dict[str, Any]]] = {}
-        self._reports: dict[int, bytes] = {}  # id -> encoded traffic-report answer
-        self._mutations = 0
+        self._state = Documents(self.knobs, utcnow())
+        self.today = self._state.today
         # For tests: JSON values appended, byte for byte, to every documents listing (filters
         # and sorting do not apply to them), and traffic-report answers by invoice id as it
         # appears in the path (any bytes; an id not here and not a document's is 404).
@@ -235,116 +202,27 @@ class HorisenSimulator(SimulatedServer):
     def documents(self) -> dict[int, dict[str, Any]]:
         """The current documents by id, amounts as Decimal. `mutate()` replaces the dict of a
         document it changes: a snapshot taken before keeps the old state."""
-        return dict(self._docs)
+        return self._state.snapshot()
 
     def reports(self, invoice_id: int) -> list[dict[str, Any]]:
         """The traffic-report rows of a document (whether or not it is in `missing_reports`);
         KeyError for an unknown id."""
-        return self._records.reports(self._docs[invoice_id])
+        return self._state.reports(invoice_id)
 
     def mutate(self, new: int = 0, paid: int = 0, *, part_paid: int = 0, drafts: int = 0, approve: int = 0,
                correct: int = 0, cancel: int = 0) -> Mutation:
-        """Between two polls, stamped now: `new` documents dated today (`Knobs.today` if set,
-        statuses drawn as the history's) and `drafts` more as drafts; `approve` drafts
-        approved; `correct` approved documents corrected (`records.correct`, a kind drawn);
-        `cancel` unpaid approved ones cancelled; `paid` open approved ones paid in full and
-        `part_paid` others half paid. Which ones is a function of the seed and the number of
-        calls so far; ValueError (and no change) if too few qualify."""
-        counts = (new, paid, part_paid, drafts, approve, correct, cancel)
-        if any(n < 0 for n in counts):
-            raise ValueError("the arguments are counts")
-        docs = self._docs.values()
-        open_ids = [d["id"] for d in docs if d["status"] == "approved" and d["paymentStatus"] == "open"]
-        unpaid = [i for i in open_ids if self._docs[i]["totalPaid"] == 0]
-        draft_ids = [d["id"] for d in docs if d["status"] == "draft"]
-        approved = [d["id"] for d in docs if d["status"] == "approved"]
-        for want, have, what in ((paid + part_paid, open_ids, "open"), (cancel, unpaid, "unpaid"),
-                                 (approve, draft_ids, "draft"), (correct, approved, "approved")):
-            if want > len(have):
-                raise ValueError(f"cannot change {want} documents: {len(have)} are {what}")
-        self._mutations += 1
-        rng = random.Random(f"{self.knobs.seed}/mutation/{self._mutations}")
-        now = _utcnow()
-        moves = self.knobs.payment_moves
-        out = Mutation()
-        chosen = rng.sample(open_ids, paid + part_paid)
-        for i in sorted(chosen[:paid]):
-            self._docs[i] = records.pay(self._docs[i], now, moves)
-            out.paid.append(i)
-        for i in sorted(chosen[paid:]):
-            self._docs[i] = records.pay_part(self._docs[i], now, moves)
-            out.part_paid.append(i)
-        for i in sorted(rng.sample(draft_ids, approve)):
-            self._docs[i] = {**self._docs[i], "status": "approved", "statusDt": records.stamp(now)}
-            out.approved.append(i)
-        for i in sorted(rng.sample(approved, correct)):
-            kind = rng.choice(records.CORRECTIONS)
-            rate = self._records.partners[self._docs[i]["bizPartnerId"] - 1].vat_rate
-            self._docs[i] = records.correct(self._docs[i], kind, now, rate)
-            out.corrected[i] = kind
-        for i in sorted(rng.sample([i for i in unpaid if i not in chosen], min(cancel, len(unpaid)))):
-            self._docs[i] = {**self._docs[i], "status": "canceled", "statusDt": records.stamp(now)}
-            out.cancelled.append(i)
-        for status, n, into in ((None, new, out.created), ("draft", drafts, out.drafted)):
-            for _ in range(n):
-                i, self._next_id = self._next_id, self._next_id + 1
-                self._docs[i] = self._records.document(rng, i, self.knobs.today or now.date(), now, 0.0, now,
-                                                       status)
-                into.append(i)
-        for i in (*out.paid, *out.part_paid, *out.approved, *out.corrected, *out.cancelled):
-            self._bytes.pop(i, None)
-            self._reports.pop(i, None)
-        self._sorted.clear()
-        self._listed.clear()
-        return out
+        """Between two polls, stamped now (`Documents.mutate`: which documents, and how)."""
+        return self._state.mutate(new, paid, part_paid=part_paid, drafts=drafts, approve=approve,
+                                       correct=correct, cancel=cancel)
 
     def change(self, doc_id: int, *, stamps: tuple[str, ...] = ("statusDt",), **fields: Any) -> None:
         """Set fields of a document from now on (`None` removes one), moving the `stamps`."""
-        doc = {**self._docs[doc_id], **{name: _utcnow().strftime(STAMP) for name in stamps}}
-        for name, value in fields.items():
-            if value is None:
-                doc.pop(name, None)
-            else:
-                doc[name] = value
-        self._docs[doc_id] = doc
-        self._bytes.pop(doc_id, None)
-        self._reports.pop(doc_id, None)
-        self._sorted.clear()
-        self._listed.clear()
+        self._state.change(doc_id, stamps=stamps, **fields)
 
     def corrupt(self, doc_id: int, **fields: Any) -> None:
         """Serve a broken document from now on (a bad currency, a missing field: `None`
         removes one); its `statusDt` moves, so a changed-since listing shows it."""
         self.change(doc_id, **fields)
-
-    def _encoded(self, doc: dict[str, Any]) -> bytes:
-        data = self._bytes.get(doc["id"])
-        if data is None:
-            data = self._bytes[doc["id"]] = _enc.encode(doc)
-        return data
-
-    def _sorted_by(self, sort: str) -> list[dict[str, Any]]:
-        rows = self._sorted.get(sort)
-        if rows is None:
-            rows = list(self._docs.values())  # id order: ids ascend in insertion order
-            for key in reversed(sort.split(",")):  # stable sorts: ties stay in id order
-                rows.sort(key=records.sort_key(key.removeprefix("-")), reverse=key.startswith("-"))
-            self._sorted[sort] = rows
-        return rows
-
-    def _listed_by(self, sort: str, filters: list[tuple[str, str]],
-                   tests: list[Callable[[dict[str, Any]], bool]]) -> list[dict[str, Any]]:
-        """The documents sorted by `sort` that pass `tests` (the predicates of `filters`)."""
-        rows = self._sorted_by(sort)
-        if not tests:
-            return rows
-        key = (sort, tuple(filters))
-        listed = self._listed.get(key)
-        if listed is None:
-            if len(self._listed) >= _LISTINGS_KEPT:  # look-ups by id: one listing each
-                self._listed.clear()
-            listed = self._listed[key] = [doc for doc in rows if all(test(doc) for test in tests)]
-        return listed
 
     # ------------------------------------------------------------ configuration
 
@@ -462,33 +340,30 @@ class HorisenSimulator(SimulatedServer):
         refused = [name for name, _ in query.multi_items() if any(f in name for f in unsupported)]
         if refused:
             return _error(400, BAD_PARAM_FILTER, f"cannot filter on {refused[0]!r}")
-        rows = self._listed_by(sort, [(name, value) for name, value in query.multi_items()
-                                      if name not in _RESERVED], tests)
+        rows = self._state.listed(sort, [(name, value) for name, value in query.multi_items()
+                                              if name not in _RESERVED], tests)
         start, end = (page - 1) * size, page * size
-        chunk = [*map(self._encoded, rows[start:end]),
+        chunk = [*map(self._state.encoded, rows[start:end]),
                  *self.raw_documents[max(0, start - len(rows)):max(0, end - len(rows))]]
         total = len(rows) + len(self.raw_documents)
         meta = {"pagination": {"total": total, "totalPages": max(1, -(-total // size)),
                                "currentPage": page, "perPage": size, "count": len(chunk)}}
-        body = b'{"data":[' + b",".join(chunk) + b'],"meta":' + _enc.encode(meta) + b"}"
+        body = b'{"data":[' + b",".join(chunk) + b'],"meta":' + encode(meta) + b"}"
         return Response(body, media_type="application/json")
 
     def _traffic(self, invoice_id: str) -> Response:
         if invoice_id in self.raw_reports:
             return Response(self.raw_reports[invoice_id], media_type="application/json")
         i = int(invoice_id) if invoice_id.isascii() and invoice_id.isdecimal() else None
-        if i is None or i not in self._docs or i in self.missing_reports:
+        if i is None or i not in self._state or i in self.missing_reports:
             return _error(404, wire.INVOICE_NOTFOUND, f"Invoice {invoice_id} not found.")
-        body = self._reports.get(i)
-        if body is None:
-            body = self._reports[i] = _enc.encode({"data": self.reports(i)})
-        return Response(body, media_type="application/json")
+        return Response(self._state.report_answer(i), media_type="application/json")
 
 
 def encode_document(doc: dict[str, Any]) -> bytes:
     """A document from `documents()` exactly as the API serves it: amounts are JSON numbers
     digit for digit (`1234.50`), which `json.dumps` cannot write from a Decimal."""
-    return _enc.encode(doc)
+    return encode(doc)
 
 
 def simulator(directory: Path, knobs: Knobs | None = None, *,
