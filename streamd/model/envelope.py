@@ -87,7 +87,11 @@ def dedupe_bucket(version: str) -> str:
 
 def content_version(data: Entity) -> str:
     """The version of a record that has no update stamp: the digest of its values."""
-    return "sha256:" + digest(data)[:32]
+    return _content_version(digest(data))
+
+
+def _content_version(values: str) -> str:
+    return "sha256:" + values[:32]
 
 
 #: ".000Z" … ".999Z": the end of every `format_time`, made once.
@@ -156,7 +160,7 @@ def make_event(
     elif version:
         ver = f"{stamp(version)}#{hashlib.sha256(canon).hexdigest()[:16]}"
     else:
-        ver = "sha256:" + hashlib.sha256(canon).hexdigest()[:32]  # `content_version`'s
+        ver = _content_version(hashlib.sha256(canon).hexdigest())
     return Event(
         id=event_id(provider, tenant, entity, key, ver),
         source=source,
