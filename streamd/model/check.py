@@ -230,18 +230,11 @@ def _walker(kind: type) -> Callable[[Any], Walked]:
                       "        else:",
                       f"            new = _utc({v}) if type({v}) is datetime else _walk({v})[0]"]
         else:
-            lines += [f"        if type({v}) is Decimal:",  # the common case, without a call
-                      "            try:",
-                      f"                new, canon = _decimal({v})",
-                      "            except _Bad as bad:",
-                      f"                bad.path.append({name!r})",
-                      "                raise",
-                      "        else:",
-                      "            try:",
-                      f"                new, canon = _walk({v})",
-                      "            except _Bad as bad:",
-                      f"                bad.path.append({name!r})",
-                      "                raise"]
+            lines += ["        try:",  # a decimal, the common case, without `_walk`'s tests
+                      f"            new, canon = _decimal({v}) if type({v}) is Decimal else _walk({v})",
+                      "        except _Bad as bad:",
+                      f"            bad.path.append({name!r})",
+                      "            raise"]
         lines += [f"        if new is not {v}:",
                   "            if changes is None:",
                   "                changes = {}",
