@@ -11,20 +11,31 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from datetime import UTC, date, datetime
+from typing import Any, Protocol
 
 import msgspec
 
 from . import records
 from .records import STAMP
 
-if TYPE_CHECKING:
-    from .simulator import Knobs
+
+class Knobs(Protocol):
+    """What of the simulator's knobs (`simulator.Knobs`) the documents read: the history's
+    shape, and what `mutate` reads at each call (they may change while serving)."""
+
+    seed: int
+    partners: int
+    today: date | None
+    days: int
+    documents_per_day: int
+    paid_ratio: float
+    payment_moves: tuple[str, ...]
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+
 
 _LISTINGS_KEPT = 64  # filtered listings kept until a change (see Documents._listed)
 #: Amounts as JSON numbers digit for digit (`1234.50`), as the API writes them.
