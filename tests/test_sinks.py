@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -314,6 +315,29 @@ async def test_a_failed_read_ahead_never_cuts_the_delivery_short(store: Store) -
     finally:
         await reader.close()
     assert [e.key for e in sink.got] == ["k0", "k1", "k2", "k3"] and d.offset == 4
+
+
+async def test_a_slow_offset_commit_holds_back_no_delivery(store: Store) -> None:
+    """While the store cannot commit (another process holds its write lock), the sink goes
+    on delivering: the offset of one batch is committed with a later one's, never waited
+    for before the next delivery. The offset reaches the head once the store commits."""
+    await store.writer.submit(Batch(source="s", events=events(12)))
+    sink = Scripted()
+    sink.gate = anyio.Event()
+    side = sqlite3.connect(store.cfg.path, isolation_level=None)
+    try:
+        async with dispatching(store, sink, batch_max=4) as run:
+            await until(lambda: sink.calls == 1, 10, "the first delivery")
+            side.execute("BEGIN IMMEDIATE")  # the writer's next commit (this offset) waits
+            sink.gate.set()
+            await until(lambda: len(sink.got) == 12, 5, "every batch delivered while the store is locked")
+            assert await store.reader.offset("scripted") in (None, 0), "nothing could commit yet"
+            side.execute("ROLLBACK")
+            await run.caught_up()
+    finally:
+        side.close()
+    assert [e.seq for e in sink.got] == list(range(1, 13)) and sink.sizes == [4, 4, 4]
+    assert await store.reader.offset("scripted") == 12
 
 
 async def test_the_file_sink_repairs_a_torn_line_and_resumes_exactly(store: Store, tmp_path: Path) -> None:
