@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import signal
@@ -26,6 +27,15 @@ T = TypeVar("T")
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def collect_what_the_test_left() -> Iterator[None]:
+    """After each test, once its own fixtures are torn down: collect its garbage now, so a
+    socket, transport or stream it left unclosed warns (and fails) in this test's teardown,
+    not in whichever later test the collector happens to run during (~15 ms a test)."""
+    yield
+    gc.collect()
 
 
 async def until(cond: Callable[[], Awaitable[object] | object], seconds: float = 10.0,
