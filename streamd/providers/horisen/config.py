@@ -43,7 +43,9 @@ class HorisenConfig(SourceConfig, frozen=True, forbid_unknown_fields=True, kw_on
     traffic_reports: bool = True
     traffic_reports_path: str = wire.TRAFFIC_REPORTS_PATH
     # Requests in flight (traffic reports of a page's new invoices are fetched concurrently).
-    concurrency: int = 8
+    # A poll is one request per new invoice, each a round trip: the time of a first sync
+    # is its requests x the round trip / this. A 429 pauses them all (`Gate`).
+    concurrency: int = 16
     # One HTTP request, connect to last byte.
     timeout: Duration = Duration(30.0)
     # A request that keeps failing with timeouts or 5xx is tried this often before the
