@@ -88,6 +88,18 @@ def test_every_problem_is_reported_at_once() -> None:
     assert any(p.startswith("sinks.b.match.provider: unknown provider 'asteira'") for p in found)
 
 
+def test_a_pollers_requests_in_flight_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("P_SECRET", "s")
+    for provider, keys in (("horisen", 'token_url = "https://accounts.example.com/oauth2/access-token"\n'
+                                       'api_url = "https://api.example.com"\n'),
+                           ("asperion", 'redirect_uri = "http://127.0.0.1:8976/callback"\n')):
+        keys += 'client_id = "c"\nclient_secret = "env:P_SECRET"\n'
+        assert parse(f'[sources.p]\nprovider = "{provider}"\n{keys}concurrency = 64\n').sources["p"]
+        for bad in (0, 65, 16000):
+            found = problems(f'[sources.p]\nprovider = "{provider}"\n{keys}concurrency = {bad}\n')
+            assert "sources.p.concurrency: must be between 1 and 64" in found, (provider, bad, found)
+
+
 def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
     cfg = parse('[store]\npath = "state/feed.db"\n[sinks.f]\ntype = "file"\npath = "out.jsonl"\n',
                 base_dir=tmp_path)

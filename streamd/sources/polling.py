@@ -82,6 +82,10 @@ class Gate:
             await anyio.sleep(left)
 
 
+# The most requests in flight a poller may be configured for (per Asperion tenant, per
+# HORISEN platform).
+MAX_CONCURRENCY = 64
+
 # The largest answer a poller takes (inflated, when gzip'd): a page of the largest size
 # any provider allows is a few MB; an answer beyond this is refused, not held in memory.
 ANSWER_LIMIT = 64 * 1024 * 1024
@@ -454,9 +458,12 @@ def check_poller(cfg: PollerConfig, max_page_size: int) -> list[str]:
     problems: list[str] = []
     if not 1 <= cfg.page_size <= max_page_size:
         problems.append(f"page_size: must be between 1 and {max_page_size}")
-    for name in ("concurrency", "max_tries"):
-        if getattr(cfg, name) < 1:
-            problems.append(f"{name}: must be at least 1")
+    if not 1 <= cfg.concurrency <= MAX_CONCURRENCY:
+        # One task and one connection per request in flight: a slip of the keyboard
+        # (`concurrency = 16000`) would open thousands against the provider.
+        problems.append(f"concurrency: must be between 1 and {MAX_CONCURRENCY}")
+    if cfg.max_tries < 1:
+        problems.append("max_tries: must be at least 1")
     if cfg.interval.seconds < 0.1:
         problems.append("interval: must be at least 100ms")
     if cfg.timeout.seconds <= 0:
