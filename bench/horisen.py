@@ -410,7 +410,7 @@ def main() -> None:
     ap.add_argument("--per-day", type=int, default=100, help="documents per day of history")
     ap.add_argument("--latency", type=float, default=0.005, help="seconds added to every API request")
     ap.add_argument("--page-size", type=int, default=100)
-    ap.add_argument("--concurrency", type=int, default=16, help="the source's requests in flight (its default)")
+    ap.add_argument("--concurrency", type=int, default=16, help="requests in flight (the default)")
     ap.add_argument("--sink-concurrency", type=int, default=8, help="the sink's files in flight")
     ap.add_argument("--batch", type=int, default=100, help="the sink's batch_max")
     ap.add_argument("--repeat", type=int, default=3, help="throughput runs (median reported)")
