@@ -33,7 +33,7 @@ def anyio_backend() -> str:
 def collect_what_the_test_left() -> Iterator[None]:
     """After each test, once its own fixtures are torn down: collect its garbage now, so a
     socket, transport or stream it left unclosed warns (and fails) in this test's teardown,
-    not in whichever later test the collector happens to run during (~15 ms a test)."""
+    not in whichever later test the collector happens to run during (15-50 ms a test)."""
     yield
     gc.collect()
 
