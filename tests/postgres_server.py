@@ -27,7 +27,6 @@ import json
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
@@ -35,6 +34,8 @@ from typing import Any
 
 import pytest
 import trustme
+
+from .ports import free_port
 
 ADMIN_PASSWORD = "admin-password-for-tests"
 PASSWORD = "streamd-password-for-tests"
@@ -77,12 +78,6 @@ def _server_user() -> str | None:
         except KeyError:
             continue
     pytest.fail("running as root, and neither a postgres nor a nobody user exists to run the server")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Template:
@@ -170,7 +165,7 @@ class PostgresServer:
         self.t = template
         self.data = data
         self.root = root  # removed on close (None: the template's own data directory)
-        self.port = _free_port()
+        self.port = free_port()
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.ca_file = workdir / "ca.pem"

@@ -43,15 +43,11 @@ import asyncssh
 import pytest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
+from .ports import free_port
+
 SSHD = "/usr/sbin/sshd"
 PASSPHRASE = "correct horse battery staple"
 PRIVSEP_DIR = Path("/run/sshd")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _write_key(path: Path, key: asyncssh.SSHKey, fmt: str = "openssh",
@@ -107,7 +103,7 @@ class SftpServer:
             pytest.fail(f"{SSHD} is not installed")
         self.kind = "sshd" if use_sshd else "asyncssh"
         self.username = getpass.getuser()
-        self.port = _free_port()
+        self.port = free_port()
         keys = workdir / "keys"
         keys.mkdir(exist_ok=True)
         self.host_key = keys / "host_key"

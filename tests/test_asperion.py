@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import sqlite3
 import ssl
 import subprocess
@@ -29,6 +28,7 @@ from streamd.providers.asperion.simulator import AsperionSimulator, Knobs
 from streamd.sources.changes import chain, same_content
 
 from .conftest import InProcess, streamd_cli, until
+from .ports import free_port
 
 pytestmark = pytest.mark.anyio
 NOW = datetime(2026, 11, 21, tzinfo=UTC)
@@ -279,12 +279,6 @@ async def test_a_refused_refresh_token_waits_for_streamd_auth(tmp_path: Path,
             status = await anyio.to_thread.run_sync(lambda: streamd_cli("status", "-c", str(cfg_file)))
             stored = d.rows("SELECT value FROM source_state WHERE key = ?", (TOKEN_KEY,))[0][0]
             assert json.loads(stored)["refresh_token"] not in status.stdout
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def browse(url: str, ca: Path) -> httpx.Response:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from streamd import __version__
 from streamd.providers.horisen import simulator as sim_mod
 
 from .conftest import Background, Streamd, feed_lines, wait_for
+from .ports import free_port
 from .test_contrib import RULES, exported_names
 from .test_process import require
 
@@ -57,12 +57,6 @@ EXPECTED = {
     "streamd_dead_letters_total", "streamd_retries_total", "streamd_retry_wait_seconds_total",
     "streamd_component_healthy",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Prometheus:
