@@ -42,6 +42,8 @@ from starlette.routing import Route
 from streamd.certs import Certs
 from streamd.simulated import SimulatedServer
 
+from .ports import free_port
+
 BATCH_TYPE = "application/cloudevents-batch+json"
 
 
@@ -99,13 +101,14 @@ class Request:
 
 
 class Receiver(SimulatedServer):
-    """`certs`: serve https with these (the sink's `ca` is certs.ca). `port` 0: any free
-    port, kept for the next serve() (a restart on the same port)."""
+    """`certs`: serve https with these (the sink's `ca` is certs.ca). `port` 0: a free
+    port outside the ephemeral range (tests/ports.py), kept for the next serve() (a
+    restart on the same port)."""
 
     NAME = "test receiver"
 
     def __init__(self, certs: Certs | None = None, port: int = 0, knobs: Knobs | None = None) -> None:
-        super().__init__(certs, port)
+        super().__init__(certs, port or free_port())
         self.knobs = knobs or Knobs()
         self.requests: list[Request] = []
         self.in_flight = 0
