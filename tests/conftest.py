@@ -29,11 +29,19 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """What exists once every test is collected (modules, test functions, parameters)
+    lives as long as the session: frozen out of the collections below, which then walk
+    only what tests made since (a collection costs ~45 ms of walking it otherwise)."""
+    gc.collect()
+    gc.freeze()
+
+
 @pytest.fixture(autouse=True)
 def collect_what_the_test_left() -> Iterator[None]:
     """After each test, once its own fixtures are torn down: collect its garbage now, so a
     socket, transport or stream it left unclosed warns (and fails) in this test's teardown,
-    not in whichever later test the collector happens to run during (15-50 ms a test)."""
+    not in whichever later test the collector happens to run during."""
     yield
     gc.collect()
 
