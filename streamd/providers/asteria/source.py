@@ -229,7 +229,7 @@ class AsteriaSource:
         events: list[Event] = []
         states: list[RecordTenant] = []
         rejects: list[DeadLetter] = []
-        name, zone, tenant_of, saw = self.name, self._zone, self.recent.get, self.recent.saw
+        name, zone, tenant_of = self.name, self._zone, self.recent.get
         for data in batch:
             # Per frame, only what each needs: the store is asked (`_placed`, a coroutine)
             # only for an event no tenant could be found for, which is rare (a deletion of
@@ -245,9 +245,7 @@ class AsteriaSource:
                 rejects.append(self.ctx.dead_letter(exc.reason, data, {"via": "websocket"}))
                 continue
             events += got
-            for ev in got:  # as _states, inline
-                if ev.tenant and saw(ev.entity, ev.key, ev.tenant):
-                    states.append(RecordTenant(ev.entity, ev.key, ev.tenant))
+            states += self._states(got)  # frame by frame: the next frame's tenant_of sees these
         return events, states, rejects
 
     # ---------------------------------------------------------------- webhooks
