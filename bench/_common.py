@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import socket
 import subprocess
@@ -17,6 +18,18 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def pairs(ap: argparse.ArgumentParser, option: str, items: list[str]) -> dict[str, str]:
+    """The NAME=VALUE items of an option given again and again (`--env`, `--source`…);
+    an item without `=` is a usage error naming the option."""
+    found: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep:
+            ap.error(f"{option} wants NAME=VALUE, not {item!r}")
+        found[name] = value
+    return found
 
 
 def wait(cond: Callable[[], object], timeout: float, what: str) -> None:

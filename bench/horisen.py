@@ -57,7 +57,7 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _common import free_port, up, wait  # noqa: E402
+from _common import free_port, pairs, up, wait  # noqa: E402
 
 from streamd.providers.horisen import simulator as sim_mod  # noqa: E402
 from streamd.providers.horisen.simulator import HorisenSimulator, Knobs  # noqa: E402
@@ -427,11 +427,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.pin:
         PIN.update(streamd={0}, simulator={1})
-    for item in args.env:
-        name, sep, value = item.partition("=")
-        if not sep:
-            ap.error(f"--env wants NAME=VALUE, not {item!r}")
-        STREAMD_ENV[name] = value
+    STREAMD_ENV.update(pairs(ap, "--env", args.env))
     if args.what == "payments":
         payments(args)
     else:

@@ -57,6 +57,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from _common import pairs  # bench/, this script's directory
 from anyio.from_thread import start_blocking_portal
 
 from streamd.providers.asteria import simulator as sim_mod
@@ -477,9 +478,9 @@ def main() -> None:
     args = ap.parse_args()
     global MEMORY
     MEMORY = args.memory
-    SOURCE_KEYS.update(kv.split("=", 1) for kv in args.source)
-    STREAMD_ENV.update(kv.split("=", 1) for kv in args.env)
-    STORE_KEYS.update(kv.split("=", 1) for kv in args.store)
+    SOURCE_KEYS.update(pairs(ap, "--source", args.source))
+    STREAMD_ENV.update(pairs(ap, "--env", args.env))
+    STORE_KEYS.update(pairs(ap, "--store", args.store))
     readers = ["streamd"]
     if not args.no_peers:
         readers += (["node-red"] if args.node_red else []) + ["websockets"]
