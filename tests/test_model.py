@@ -146,6 +146,20 @@ def test_currency_must_be_iso_4217() -> None:
         msgspec.json.decode(b'{"direction":"payable","currency":"euro","total":"1"}', type=Invoice)
 
 
+def test_a_currency_written_as_iso_4217_lists_it_is_taken_as_it_is() -> None:
+    # `fields.currency` takes a code found in the list without matching it: every code
+    # there must be what the match would have let through, and nothing else is taken so.
+    from streamd.model.fields import CURRENCY, MINOR_UNITS, currency
+    assert all(CURRENCY.match(code) for code in MINOR_UNITS)
+    assert [currency(code, "c") for code in ("NOK", " nok ", "eur")] == ["NOK", "NOK", "EUR"]
+    for bad in ("XYZ", "N0K", "EURO", ""):
+        if bad:
+            with pytest.raises(Rejected, match="c: "):
+                currency(bad, "c")
+        else:
+            assert currency(bad, "c") is None
+
+
 def test_unknown_entities_carry_a_record() -> None:
     assert entity_type("voucher") is Record
     assert set(ENTITIES) == {"party", "invoice", "transaction", "bank_account", "product"}

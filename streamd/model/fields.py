@@ -67,15 +67,12 @@ def code(value: str | None, field: str, pattern: re.Pattern[str], what: str) -> 
 
 def currency(value: str | None, field: str) -> str | None:
     """An ISO 4217 code (upper-cased), or `Rejected`: the pattern alone would let `XYZ` in."""
+    if type(value) is str and value in MINOR_UNITS:  # as it should be written: looked up, not matched
+        return value
     got = code(value, field, CURRENCY, "an ISO 4217 code")
     if got is not None and got not in MINOR_UNITS:
         raise Rejected(f"{field}: {value!r} is not an ISO 4217 currency code")
     return got
-
-
-def is_currency(value: str) -> bool:
-    """Whether `value` is a current ISO 4217 code, as written (upper case)."""
-    return value in MINOR_UNITS
 
 
 #: Longer than this, a refused value is shown by its ends and its length: a reason is
