@@ -91,25 +91,24 @@ def normalize_frame(message: bytes, *, source: str, received_at: datetime, zone:
 
 def normalize(topic: str, data: bytes, *, source: str, received_at: datetime, zone: tzinfo = ZONE,
               tenant_of: TenantOf = _no_tenant) -> list[Event]:
-    if topic not in wire.TOPIC_SET:
-        raise Rejected(f"unknown topic {topic!r}")
-    family, action = wire.split_topic(topic)
-    op = ACTIONS[action]
+    typed = _TYPED.get(topic)
     try:
+        if typed is not None:  # nearly every frame: one lookup says how to read it
+            family, op, entity, decode, build = typed
+            payload = decode(data)
+            key = payload.key
+            if not key:
+                raise Rejected(f"{topic}: no _id or id")
+            tenant = text(payload.companyId) or tenant_of(entity, key) or ""
+            return [_event(entity, op, key, tenant, payload, build(family, payload, zone), data,
+                           source, received_at)]
+        if topic not in wire.TOPIC_SET:
+            raise Rejected(f"unknown topic {topic!r}")
+        family, action = wire.split_topic(topic)
+        op = ACTIONS[action]
         if op == "deleted":
             return [_removed_event(family, _removed.decode(data), data, source, received_at, tenant_of)]
-        if family in wire.GENERIC:
-            return [_generic_event(family, op, _generic.decode(data), data, source, received_at,
-                                   tenant_of)]
-        entity, kind = wire.FAMILIES[family]
-        payload = _decoders[kind].decode(data)
-        key = payload.key
-        if not key:
-            raise Rejected(f"{topic}: no _id or id")
-        build = _BUILDERS[family]
-        tenant = text(payload.companyId) or tenant_of(entity, key) or ""
-        return [_event(entity, op, key, tenant, payload, build(family, payload, zone), data, source,
-                       received_at)]
+        return [_generic_event(family, op, _generic.decode(data), data, source, received_at, tenant_of)]
     except DECODE_ERRORS as exc:
         raise Rejected(f"{topic}: {exc}") from None
     except ArithmeticError as exc:  # amounts are bounded before any arithmetic: a last guard
@@ -340,3 +339,15 @@ _BUILDERS: dict[str, Any] = {
     "CLIENT": _party, "INVOICE": _invoice, "TRANSACTION": _transaction,
     "BANK_TRANSACTION": _transaction, "BANK_ACCOUNT": _bank_account, "PRODUCT": _product,
 }
+
+
+def _typed(topic: str) -> tuple[str, Op, str, Callable[[bytes], Any], Callable[[str, Any, tzinfo], Entity]]:
+    family, action = wire.split_topic(topic)
+    entity, kind = wire.FAMILIES[family]
+    return family, ACTIONS[action], entity, _decoders[kind].decode, _BUILDERS[family]
+
+
+#: A typed family's creations and updates (every topic but the removals and the generic
+#: families): its family, op, entity, payload decoder and builder, by topic.
+_TYPED = {topic: _typed(topic) for topic in wire.TOPICS
+          if wire.split_topic(topic)[0] in wire.FAMILIES and not topic.endswith("_REMOVE")}
