@@ -89,6 +89,15 @@ def _oid(*parts: object) -> str:
     return hashlib.blake2b(repr(parts).encode(), digest_size=12).hexdigest()
 
 
+def _object_id(seed: int, family: str, rnd: int, spacing: int) -> str:
+    """A record's id as MongoDB makes one (an ObjectId, as in Asteria's documents): the
+    second it was created (`EPOCH` + rnd x spacing ms), 5 bytes for the process that made
+    it (one per family here), and a counter. So the ids of new records grow with time."""
+    seconds = int((EPOCH + timedelta(milliseconds=rnd * spacing)).timestamp())
+    process = hashlib.blake2b(repr((seed, family)).encode(), digest_size=5).hexdigest()
+    return f"{seconds:08x}{process}{rnd & 0xFFFFFF:06x}"
+
+
 def _stamp(t: datetime) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
 
@@ -184,8 +193,9 @@ def seed_event(i: int, seed: int = 1, companies: tuple[str, ...] = COMPANIES,
     family, action = wire.split_topic(topic)
     rnd = i // len(SEED_TOPICS)
     rng = random.Random(seed * 7_919 + i)
-    key = _oid(seed, "seed", family, rnd)
-    client = _oid(seed, "seed", "CLIENT", rnd)
+    spacing = len(SEED_TOPICS)
+    key = _object_id(seed, family, rnd, spacing)
+    client = _object_id(seed, "CLIENT", rnd, spacing)
     source = _oid(seed, "source")
     company = companies[rnd % len(companies)]
     t = now or EPOCH + timedelta(milliseconds=i)
@@ -233,7 +243,7 @@ def seed_event(i: int, seed: int = 1, companies: tuple[str, ...] = COMPANIES,
             "parentId": None, "manual": False, "active": True, "viewed": update,
             "type": "DEPOSIT" if rnd % 2 else "WITHDRAWAL", "status": "PAID" if update else "UNPAID",
             "_id": key, "companyId": company,
-            "links": [{"type": "INVOICE_PAYMENT", "id": _oid(seed, "seed", "INVOICE", rnd),
+            "links": [{"type": "INVOICE_PAYMENT", "id": _object_id(seed, "INVOICE", rnd, spacing),
                        "clientId": client, "reference": "initial",
                        "sums": {"original": original, "system": system}}],
             "__v": 0, "createdAt": created, "paymentDate": due,
