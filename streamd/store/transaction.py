@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from itertools import chain
 from typing import Any
 
 import msgspec
@@ -143,7 +144,7 @@ def _statements(db: sqlite3.Connection, group: Sequence[Batch], head: int, now_m
         db.execute(
             "INSERT INTO events (seq, id, source, provider, tenant, entity, op, key, version,"
             " time, received, data, raw) VALUES " + ",".join([_EVENT_ROW] * len(chunk_rows)),
-            [x for r in chunk_rows for x in r])
+            list(chain.from_iterable(chunk_rows)))
 
     progress = [row for batch in group if batch.source
                 for row in encode_state(sealer, batch.source, batch.progress, now_ms)]
@@ -177,7 +178,7 @@ def _statements(db: sqlite3.Connection, group: Sequence[Batch], head: int, now_m
             "INSERT INTO record_tenants (source, entity, key, tenant) VALUES "
             + ",".join(["(?,?,?,?)"] * size)
             + " ON CONFLICT (source, entity, key) DO UPDATE SET tenant = excluded.tenant",
-            [x for row in tenants[i:i + size] for x in row])
+            list(chain.from_iterable(tenants[i:i + size])))
     dls = [(now_ms, d.origin, d.name, d.provider, d.reason, _json.encode(d.context), d.raw,
             d.event_seq, d.attempts) for batch in group for d in batch.dead_letters]
     if dls:
@@ -202,7 +203,6 @@ def _statements(db: sqlite3.Connection, group: Sequence[Batch], head: int, now_m
     if meta:
         db.executemany("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key)"
                        " DO UPDATE SET value = excluded.value", meta)
-    pruned = 0
     pruned = 0
     prune = max((batch.prune_upto for batch in group), default=0)
     if prune:
