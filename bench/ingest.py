@@ -5,6 +5,7 @@ and the same frames read by the peers in the same run.
     python bench/ingest.py --profile light --events 20000 --seconds 10
     python bench/ingest.py --repeat 5 --node-red bench/out/node-red/node_modules/.bin/node-red
     python bench/ingest.py --py-spy bench/out/ingest.pyspy --repeat 1 --no-steady
+    python bench/ingest.py --py-spy bench/out/gil.pyspy --gil --repeat 0 --no-peers --no-steady
     python bench/ingest.py --no-peers --no-steady --store 'cache="8MiB"' --env MALLOC_ARENA_MAX=2
 
 streamd runs as its own process with `synchronous = "full"` and a file sink that
@@ -34,6 +35,10 @@ default (full clients, invoices and transactions, 660 bytes on average) or its
    fsyncs waited behind that (p99 38–46 ms, against 14–18 ms run alone).
 3. with --py-spy FILE: one more full-speed run of streamd under `py-spy record --threads`
    (100 samples a second, raw stacks to FILE), and the CPU broken down by what the samples were doing.
+   With --gil as well: only the thread holding the GIL is sampled (`record --gil`, 250 a
+   second), and what holds the one interpreter is broken down instead: the share of the
+   samples of each thread and part. (A thread in SQLite's or OpenSSL's C code has let the
+   GIL go, so it is not there.)
 
 Prints tables.
 """
@@ -130,6 +135,9 @@ class FileWatcher(threading.Thread):
 
 # ---------------------------------------------------------------- the readers
 
+GIL = False  # --gil: py-spy samples only the thread holding the GIL
+
+
 def start_streamd(workdir: Path, sim: AsteriaSimulator,
                   py_spy: Path | None = None) -> subprocess.Popen[bytes]:
     cfg = workdir / "config.toml"
@@ -140,7 +148,8 @@ def start_streamd(workdir: Path, sim: AsteriaSimulator,
         # --threads: the event loop, SQLite's thread and the sink's file thread apart;
         # --nonblocking: py-spy does not pause the process it samples (it would slow it).
         cmd = [str(Path(sys.executable).parent / "py-spy"), "record", "--threads", "--nonblocking",
-               "--rate", "100", "--format", "raw", "-o", str(py_spy.resolve()), "--", *cmd]
+               "--rate", "250" if GIL else "100", *(["--gil"] if GIL else []),
+               "--format", "raw", "-o", str(py_spy.resolve()), "--", *cmd]
     env = {**os.environ, **STREAMD_ENV}
     if MEMORY:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(MEMPROBE), env.get("PYTHONPATH")) if p)
@@ -413,6 +422,33 @@ def breakdown(raw: Path) -> tuple[dict[int, str], dict[int, Counter[str]]]:
     return names, parts
 
 
+def print_gil(raw: Path, result: Result) -> None:
+    """What held the GIL once frames came: each thread's and part's share of py-spy's
+    `--gil` samples (the start-up's left out)."""
+    names, parts = breakdown(raw)
+    for samples in parts.values():
+        for part in [p for p in samples if p.startswith("startup")]:
+            del samples[part]
+    total = sum(sum(c.values()) for c in parts.values())
+    print(f"\nwhat holds the GIL: {total:,} samples of the thread holding it (record --gil, 250 a "
+          f"second; the start-up left out) over {result.seconds:.1f} s, {result.events:,} events\n")
+    print("| thread | part | share of the GIL samples |")
+    print("|---|---|---:|")
+    for tid, samples in sorted(parts.items(), key=lambda kv: -sum(kv[1].values())):
+        name = names.get(tid, "?")
+        label = ("event loop (main thread)" if name == "MainThread"
+                 else f"SQLite thread ({name.partition(' ')[0]})" if "_connection_worker_thread" in name
+                 else name)
+        if sum(samples.values()) * 1000 < total:
+            continue
+        print(f"| **{label}** (tid {tid}) | all | **{100 * sum(samples.values()) / total:.1f} %** |")
+        for part, k in samples.most_common():
+            if part.startswith("SQLite's C calls"):  # the C that holds the GIL: not the steps
+                part = "a statement's parameters bound, its rows read (sqlite3, GIL held)"
+            if 100 * k / total >= 0.3:
+                print(f"| | {part} | {100 * k / total:.1f} % |")
+
+
 def print_breakdown(raw: Path, result: Result) -> None:
     """streamd's CPU per thread (from /proc, between the upgrade and the last line), each
     thread's split into parts by its py-spy samples."""
@@ -466,6 +502,8 @@ def main() -> None:
     ap.add_argument("--no-peers", action="store_true", help="streamd alone")
     ap.add_argument("--no-steady", action="store_true", help="skip the steady-rate latency run")
     ap.add_argument("--py-spy", type=Path, help="profile one more full-speed run into this file")
+    ap.add_argument("--gil", action="store_true",
+                    help="with --py-spy: sample only the thread holding the GIL, and break that down")
     ap.add_argument("--source", action="append", default=[], metavar="KEY=VALUE",
                     help="a key of streamd's source, e.g. inflight=4 (a TOML value)")
     ap.add_argument("--store", action="append", default=[], metavar="KEY=VALUE",
@@ -476,8 +514,11 @@ def main() -> None:
                     help="where streamd's memory is at its peak (bench/memprobe; a thread "
                          "sampling every 0.1 s)")
     args = ap.parse_args()
-    global MEMORY
+    global MEMORY, GIL
     MEMORY = args.memory
+    GIL = args.gil
+    if args.gil and not args.py_spy:
+        ap.error("--gil needs --py-spy FILE")
     SOURCE_KEYS.update(pairs(ap, "--source", args.source))
     STREAMD_ENV.update(pairs(ap, "--env", args.env))
     STORE_KEYS.update(pairs(ap, "--store", args.store))
@@ -546,7 +587,7 @@ def main() -> None:
     if profiled is not None:
         print(f"\nprofiled run: {profiled.events / profiled.seconds:,.0f} events/s in the file "
               "(py-spy's sampling costs some)")
-        print_breakdown(args.py_spy, profiled)
+        (print_gil if args.gil else print_breakdown)(args.py_spy, profiled)
 
 
 if __name__ == "__main__":
