@@ -6,6 +6,7 @@ and the same frames read by the peers in the same run.
     python bench/ingest.py --repeat 5 --node-red bench/out/node-red/node_modules/.bin/node-red
     python bench/ingest.py --py-spy bench/out/ingest.pyspy --repeat 1 --no-steady
     python bench/ingest.py --py-spy bench/out/gil.pyspy --gil --repeat 0 --no-peers --no-steady
+    python bench/ingest.py --no-normalize --no-peers --no-steady   # the path without normalizing
     python bench/ingest.py --no-peers --no-steady --store 'cache="8MiB"' --env MALLOC_ARENA_MAX=2
 
 streamd runs as its own process with `synchronous = "full"` and a file sink that
@@ -39,6 +40,10 @@ default (full clients, invoices and transactions, 660 bytes on average) or its
    second), and what holds the one interpreter is broken down instead: the share of the
    samples of each thread and part. (A thread in SQLite's or OpenSSL's C code has let the
    GIL go, so it is not there.)
+4. with --no-normalize: streamd with a stand-in for Asteria's normalizing
+   (bench/standin): one event per frame, the payload as its data, the record's own key
+   and tenant. What the rest of the path (TLS, websocket, store, sink) allows; the events
+   are not real ones.
 
 Prints tables.
 """
@@ -75,6 +80,8 @@ STORE_KEYS: dict[str, str] = {}  # --store KEY=VALUE: extra keys of [store]
 STREAMD_ENV: dict[str, str] = {}  # --env NAME=VALUE: streamd's environment
 MEMPROBE = Path(__file__).resolve().parent / "memprobe"  # --memory: its sitecustomize
 MEMORY = False
+STANDIN = Path(__file__).resolve().parent / "standin"  # --no-normalize: its sitecustomize
+NO_NORMALIZE = False
 
 CONFIG = """
 [store]
@@ -154,6 +161,9 @@ def start_streamd(workdir: Path, sim: AsteriaSimulator,
     if MEMORY:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(MEMPROBE), env.get("PYTHONPATH")) if p)
         env["STREAMD_MEMPROBE"] = str(workdir / "memory.json")
+    if NO_NORMALIZE:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(STANDIN), env.get("PYTHONPATH")) if p)
+        env["STREAMD_STANDIN"] = "1"
     return subprocess.Popen(cmd, cwd=workdir, env=env,
                             stderr=open(workdir / "streamd.log", "wb"))  # noqa: SIM115
 
@@ -502,6 +512,9 @@ def main() -> None:
     ap.add_argument("--no-peers", action="store_true", help="streamd alone")
     ap.add_argument("--no-steady", action="store_true", help="skip the steady-rate latency run")
     ap.add_argument("--py-spy", type=Path, help="profile one more full-speed run into this file")
+    ap.add_argument("--no-normalize", action="store_true",
+                    help="streamd with a stand-in for Asteria's normalizing (bench/standin): what "
+                         "the rest of the path allows; not real events")
     ap.add_argument("--gil", action="store_true",
                     help="with --py-spy: sample only the thread holding the GIL, and break that down")
     ap.add_argument("--source", action="append", default=[], metavar="KEY=VALUE",
@@ -514,9 +527,12 @@ def main() -> None:
                     help="where streamd's memory is at its peak (bench/memprobe; a thread "
                          "sampling every 0.1 s)")
     args = ap.parse_args()
-    global MEMORY, GIL
+    global MEMORY, GIL, NO_NORMALIZE
     MEMORY = args.memory
     GIL = args.gil
+    NO_NORMALIZE = args.no_normalize
+    if args.no_normalize and args.memory:
+        ap.error("--no-normalize and --memory each need their own sitecustomize: one at a time")
     if args.gil and not args.py_spy:
         ap.error("--gil needs --py-spy FILE")
     SOURCE_KEYS.update(pairs(ap, "--source", args.source))
@@ -551,6 +567,7 @@ def main() -> None:
     print(f"\ningest: Asteria simulator -> mTLS websocket, '{args.profile}' frames ({frame_bytes:,.0f} bytes "
           f"on average); streamd: feed (synchronous=full) -> file sink (fsync per batch); "
           f"{os.cpu_count()} cores; load average {load[0]:.2f} before, {load_after[0]:.2f} after; "
+          + ("NORMALIZING REPLACED by bench/standin (not real events); " if NO_NORMALIZE else "")
           + "".join(f"{k} = {v}; " for k, v in {**STORE_KEYS, **SOURCE_KEYS, **STREAMD_ENV}.items()) +
           f"full speed: median of {args.repeat} runs [range]\n")
     print("| reader | events | events/s in the file | committed in the feed, events/s | peak RSS; CPU | "
