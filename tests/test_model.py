@@ -160,6 +160,24 @@ def test_a_currency_written_as_iso_4217_lists_it_is_taken_as_it_is() -> None:
             assert currency(bad, "c") is None
 
 
+def test_a_date_read_again_is_the_same_in_its_own_zone_and_a_refusal_is_said_again() -> None:
+    # `fields.day` keeps what it read, by value and zone: the zone is part of the answer.
+    from zoneinfo import ZoneInfo
+
+    from streamd.model.fields import day
+    stamp = "2021-12-24T23:00:00.000Z"  # 25 December in Stockholm, the 24th in New York
+    for _ in range(2):
+        assert day(stamp, "d", ZoneInfo("Europe/Stockholm")) == date(2021, 12, 25)
+        assert day(stamp, "d", ZoneInfo("America/New_York")) == date(2021, 12, 24)
+        assert day(stamp, "d", UTC) == date(2021, 12, 24)
+    for field in ("due", "paid"):  # kept answers only: each refusal names its own field
+        with pytest.raises(Rejected, match=f"^{field}: '2026-02-30' is not a date$"):
+            day("2026-02-30", field, UTC)
+        with pytest.raises(Rejected, match=f"^{field}: '0001-01-01T00:00:00\\+01:00' is out of range$"):
+            day("0001-01-01T00:00:00+01:00", field, UTC)
+    assert day("  ", "d", UTC) is None and day(None, "d", UTC) is None
+
+
 def test_unknown_entities_carry_a_record() -> None:
     assert entity_type("voucher") is Record
     assert set(ENTITIES) == {"party", "invoice", "transaction", "bank_account", "product"}

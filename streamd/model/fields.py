@@ -22,6 +22,7 @@ raises `Rejected` with a reason naming the field (`field` is the caller's path t
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import UTC, date, datetime, tzinfo
 from decimal import Decimal
@@ -163,6 +164,24 @@ def day(value: str | None, field: str, zone: tzinfo) -> date | None:
     written."""
     if value is None:
         return None
+    try:
+        return _day(value, zone)
+    except _OutOfRange:  # 0001-01-01T00:00:00+01:00 is before year 1 in UTC
+        raise Rejected(f"{field}: {value!r} is out of range") from None
+    except ValueError:
+        raise Rejected(f"{field}: {value!r} is not a date") from None
+
+
+class _OutOfRange(Exception):
+    pass
+
+
+@functools.lru_cache(maxsize=1024)
+def _day(value: str, zone: tzinfo) -> date | None:
+    """`day` without the field's name, kept for the last 1,024 (value, zone): a ledger's
+    dates repeat (due dates, a day's stamps at local midnight), and reading one, its time
+    zone included, costs ten times looking it up. Only results are kept: a refusal is
+    raised again each time (`lru_cache` keeps no exceptions)."""
     got = value.strip()  # `text`, written out: this runs for every date of every event
     if not got:
         return None
@@ -172,8 +191,6 @@ def day(value: str | None, field: str, zone: tzinfo) -> date | None:
         if STAMP.match(got):
             t = datetime.fromisoformat(got)
             return (t.astimezone(zone) if t.tzinfo else t).date()
-    except ValueError:
-        pass
-    except OverflowError:  # 0001-01-01T00:00:00+01:00 is before year 1 in UTC
-        raise Rejected(f"{field}: {value!r} is out of range") from None
-    raise Rejected(f"{field}: {value!r} is not a date")
+    except OverflowError:
+        raise _OutOfRange from None
+    raise ValueError(value)
