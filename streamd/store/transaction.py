@@ -54,6 +54,10 @@ def chunks(n: int, most: int) -> list[tuple[int, int]]:
 
 
 _json = msgspec.json.Encoder(decimal_format="string")
+# The blobs of the events' rows and of their ids are bound as bytearrays, copies of the
+# bytes: CPython 3.11's sqlite3 binds int, float, str and bytearray directly, but looks
+# up an adapter for `bytes` first, 310 ns a value more than the copy costs, with the GIL
+# held while the event loop waits (four a seed-shaped event; bench/sqlite_params.py).
 UPSERT_STATE = ("INSERT INTO source_state (source, key, value, updated) VALUES (?,?,?,?)"
                 " ON CONFLICT (source, key) DO UPDATE SET value = excluded.value,"
                 " updated = excluded.updated")
@@ -115,7 +119,7 @@ def _statements(db: sqlite3.Connection, group: Sequence[Batch], head: int, now_m
         for i, size in chunks(len(ids), _CHUNK):
             params: list[object] = []
             for ev, idb in zip(events[i:i + size], ids[i:i + size], strict=True):
-                params += (dedupe_bucket(ev.version), idb)
+                params += (dedupe_bucket(ev.version), bytearray(idb))
             pieces.append((params, ids[i:i + size]))
         new.update(_record_ids(db, pieces))
 
@@ -133,9 +137,10 @@ def _statements(db: sqlite3.Connection, group: Sequence[Batch], head: int, now_m
                 head += 1
                 first = first or head
                 appended += 1
-                rows_out.append((head, idb, ev.source, ev.provider, ev.tenant, ev.entity,
-                                 ev.op, ev.key, ev.version, ev.time, now_ms, ev.data,
-                                 ev.raw if keep_raw else None))
+                raw = ev.raw if keep_raw else None
+                rows_out.append((head, bytearray(idb), ev.source, ev.provider, ev.tenant, ev.entity,
+                                 ev.op, ev.key, ev.version, ev.time, now_ms, bytearray(ev.data),
+                                 None if raw is None else bytearray(raw)))
             else:
                 dup += 1
         results.append(Committed(appended, dup, first, head if appended else 0, head))
