@@ -12,11 +12,10 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from itertools import chain
-from typing import Any
 
 import msgspec
 
-from ..model import dedupe_bucket
+from ..model import Event, dedupe_bucket
 from .batch import Batch, Committed
 from .sealed import Sealer, encode_state
 
@@ -123,7 +122,7 @@ def _statements(db: sqlite3.Connection, group: Sequence[Batch], head: int, now_m
             pieces.append((params, ids[i:i + size]))
         new.update(_record_ids(db, pieces))
 
-    rows_out: list[tuple[Any, ...]] = []
+    rows: list[tuple[int, bytes, Event]] = []  # (seq, id, event) of each event appended
     results: list[Committed] = []
     k = 0
     for batch in group:
@@ -137,19 +136,21 @@ def _statements(db: sqlite3.Connection, group: Sequence[Batch], head: int, now_m
                 head += 1
                 first = first or head
                 appended += 1
-                raw = ev.raw if keep_raw else None
-                rows_out.append((head, bytearray(idb), ev.source, ev.provider, ev.tenant, ev.entity,
-                                 ev.op, ev.key, ev.version, ev.time, now_ms, bytearray(ev.data),
-                                 None if raw is None else bytearray(raw)))
+                rows.append((head, idb, ev))
             else:
                 dup += 1
         results.append(Committed(appended, dup, first, head if appended else 0, head))
-    for i, size in chunks(len(rows_out), _ROWS):
-        chunk_rows = rows_out[i:i + size]
+    for i, size in chunks(len(rows), _ROWS):
+        # Each statement's rows made for it alone, so that only one statement's copies of
+        # the blobs (bytearrays, see above) are held at a time.
         db.execute(
             "INSERT INTO events (seq, id, source, provider, tenant, entity, op, key, version,"
-            " time, received, data, raw) VALUES " + ",".join([_EVENT_ROW] * len(chunk_rows)),
-            list(chain.from_iterable(chunk_rows)))
+            " time, received, data, raw) VALUES " + ",".join([_EVENT_ROW] * size),
+            list(chain.from_iterable(
+                (seq, bytearray(idb), ev.source, ev.provider, ev.tenant, ev.entity, ev.op, ev.key,
+                 ev.version, ev.time, now_ms, bytearray(ev.data),
+                 bytearray(ev.raw) if keep_raw and ev.raw is not None else None)
+                for seq, idb, ev in rows[i:i + size])))
 
     progress = [row for batch in group if batch.source
                 for row in encode_state(sealer, batch.source, batch.progress, now_ms)]
