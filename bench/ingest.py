@@ -7,6 +7,7 @@ and the same frames read by the peers in the same run.
     python bench/ingest.py --py-spy bench/out/ingest.pyspy --repeat 1 --no-steady
     python bench/ingest.py --py-spy bench/out/gil.pyspy --gil --repeat 0 --no-peers --no-steady
     python bench/ingest.py --no-normalize --no-peers --no-steady   # the path without normalizing
+    python bench/ingest.py --normalize-worker --no-peers --no-steady   # normalizing in worker processes
     python bench/ingest.py --no-peers --no-steady --store 'cache="8MiB"' --env MALLOC_ARENA_MAX=2
 
 streamd runs as its own process with `synchronous = "full"` and a file sink that
@@ -44,6 +45,9 @@ default (full clients, invoices and transactions, 660 bytes on average) or its
    (bench/standin): one event per frame, the payload as its data, the record's own key
    and tenant. What the rest of the path (TLS, websocket, store, sink) allows; the events
    are not real ones.
+5. with --normalize-worker: a prototype (bench/worker) that normalizes in anyio's worker
+   processes, pipelined: what a second interpreter would give on this machine. streamd's
+   CPU and RSS are then its main process's only; the whole machine's busy share is shown.
 
 Prints tables.
 """
@@ -82,6 +86,8 @@ MEMPROBE = Path(__file__).resolve().parent / "memprobe"  # --memory: its sitecus
 MEMORY = False
 STANDIN = Path(__file__).resolve().parent / "standin"  # --no-normalize: its sitecustomize
 NO_NORMALIZE = False
+WORKER = Path(__file__).resolve().parent / "worker"  # --normalize-worker: its sitecustomize
+NORMALIZE_WORKER = False
 
 CONFIG = """
 [store]
@@ -164,6 +170,9 @@ def start_streamd(workdir: Path, sim: AsteriaSimulator,
     if NO_NORMALIZE:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(STANDIN), env.get("PYTHONPATH")) if p)
         env["STREAMD_STANDIN"] = "1"
+    if NORMALIZE_WORKER:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(WORKER), env.get("PYTHONPATH")) if p)
+        env["STREAMD_WORKER"] = "1"
     return subprocess.Popen(cmd, cwd=workdir, env=env,
                             stderr=open(workdir / "streamd.log", "wb"))  # noqa: SIM115
 
@@ -257,6 +266,31 @@ def peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
+def children(pid: int) -> list[int]:
+    """The processes `pid` started (streamd's workers, with --normalize-worker)."""
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) `pid` has used since it started."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) CPU seconds of every core since boot, from /proc/stat."""
+    ticks = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle, iowait
+    hz = os.sysconf("SC_CLK_TCK")
+    return (sum(ticks) - idle) / hz, sum(ticks) / hz
+
+
 @dataclass
 class Result:
     reader: str
@@ -269,6 +303,9 @@ class Result:
     max: float = 0.0
     cpu: dict[int, float] = field(default_factory=dict)  # CPU seconds per thread, upgrade -> last line
     memory: dict[str, float] = field(default_factory=dict)  # --memory: the probe's figures at the peak
+    busy: float = 0.0  # the whole machine's share of its cores busy, upgrade -> last line
+    children_rss: float = 0.0  # streamd's child processes (workers): the sum of their peaks
+    children_cpu: float = 0.0  # and of their CPU seconds
 
 
 def run(workdir: Path, knobs: Knobs, n: int, prepared: list[tuple[str, bytes]] | None, reader: str,
@@ -304,6 +341,7 @@ def run(workdir: Path, knobs: Knobs, n: int, prepared: list[tuple[str, bytes]] |
                 kids = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
                 pid = int(kids[0]) if kids else pid
             cpu0 = thread_cpu(pid) if reader == "streamd" else {}
+            busy0 = machine_busy()
             while watcher.lines < n:
                 if reader == "streamd" and not committed_at and head(workdir / "feed.db") >= n:
                     committed_at = time.time()
@@ -311,9 +349,14 @@ def run(workdir: Path, knobs: Knobs, n: int, prepared: list[tuple[str, bytes]] |
                     raise SystemExit(f"{reader} exited with {proc.returncode}")
                 time.sleep(0.005)
             done_at = watcher.last_at
+            busy1 = machine_busy()
+            busy = (busy1[0] - busy0[0]) / max(busy1[1] - busy0[1], 1e-9)
+            kids_rss = kids_cpu = 0.0
             if reader == "streamd":  # (under py-spy, streamd is its child)
                 peak = peak_rss_mb(pid)
                 cpu = {tid: t - cpu0.get(tid, 0.0) for tid, t in thread_cpu(pid).items()}
+                kids_rss = sum(peak_rss_mb(k) for k in children(pid))
+                kids_cpu = sum(process_cpu(k) for k in children(pid))
         finally:
             if pid != proc.pid:
                 os.kill(pid, 15)  # streamd under py-spy: py-spy writes its file when it exits
@@ -325,7 +368,8 @@ def run(workdir: Path, knobs: Knobs, n: int, prepared: list[tuple[str, bytes]] |
     probe = workdir / "memory.json"
     out = Result(reader, n, done_at - t0, (committed_at or done_at) - t0, peak,
                  cpu=cpu if reader == "streamd" else {},
-                 memory=json.loads(probe.read_text()) if probe.exists() else {})
+                 memory=json.loads(probe.read_text()) if probe.exists() else {},
+                 busy=busy, children_rss=kids_rss, children_cpu=kids_cpu)
     if prepared is None:
         cut = t0 + min(2.0, (done_at - t0) / 4)  # warm-up: 2 s, or a quarter of a short run
         lat = sorted(a - s for a, s in watcher.samples if s >= cut)
@@ -515,6 +559,9 @@ def main() -> None:
     ap.add_argument("--no-normalize", action="store_true",
                     help="streamd with a stand-in for Asteria's normalizing (bench/standin): what "
                          "the rest of the path allows; not real events")
+    ap.add_argument("--normalize-worker", action="store_true",
+                    help="a prototype (bench/worker): Asteria's normalizing in worker processes; "
+                         "what a second interpreter would give here")
     ap.add_argument("--gil", action="store_true",
                     help="with --py-spy: sample only the thread holding the GIL, and break that down")
     ap.add_argument("--source", action="append", default=[], metavar="KEY=VALUE",
@@ -527,12 +574,14 @@ def main() -> None:
                     help="where streamd's memory is at its peak (bench/memprobe; a thread "
                          "sampling every 0.1 s)")
     args = ap.parse_args()
-    global MEMORY, GIL, NO_NORMALIZE
+    global MEMORY, GIL, NO_NORMALIZE, NORMALIZE_WORKER
     MEMORY = args.memory
     GIL = args.gil
     NO_NORMALIZE = args.no_normalize
-    if args.no_normalize and args.memory:
-        ap.error("--no-normalize and --memory each need their own sitecustomize: one at a time")
+    NORMALIZE_WORKER = args.normalize_worker
+    if args.memory + args.no_normalize + args.normalize_worker > 1:
+        ap.error("--memory, --no-normalize and --normalize-worker each need their own "
+                 "sitecustomize: one at a time")
     if args.gil and not args.py_spy:
         ap.error("--gil needs --py-spy FILE")
     SOURCE_KEYS.update(pairs(ap, "--source", args.source))
@@ -568,6 +617,7 @@ def main() -> None:
           f"on average); streamd: feed (synchronous=full) -> file sink (fsync per batch); "
           f"{os.cpu_count()} cores; load average {load[0]:.2f} before, {load_after[0]:.2f} after; "
           + ("NORMALIZING REPLACED by bench/standin (not real events); " if NO_NORMALIZE else "")
+          + ("normalizing in worker processes (bench/worker, a prototype); " if NORMALIZE_WORKER else "")
           + "".join(f"{k} = {v}; " for k, v in {**STORE_KEYS, **SOURCE_KEYS, **STREAMD_ENV}.items()) +
           f"full speed: median of {args.repeat} runs [range]\n")
     print("| reader | events | events/s in the file | committed in the feed, events/s | peak RSS; CPU | "
@@ -584,10 +634,19 @@ def main() -> None:
             rss = f"{max(x.peak_rss for x in results[reader]):.0f} MB"
             us = sorted(sum(x.cpu.values()) * 1e6 / x.events for x in results[reader])
             rss += f"; CPU {us[len(us) // 2]:.0f} µs/event"
+            if any(x.children_rss for x in results[reader]):
+                kids = sorted(x.children_cpu * 1e6 / x.events for x in results[reader])
+                rss += (f"; its workers {max(x.children_rss for x in results[reader]):.0f} MB, "
+                        f"{kids[len(kids) // 2]:.0f} µs/event")
         label = {"streamd": "streamd (durable)", "node-red": "Node-RED 4 websocket in -> file",
                  "websockets": "websockets reader (no parsing, no fsync)"}[reader]
         print(f"| {label} | {args.events:,} | {med:,.0f} [{lo:,.0f}-{hi:,.0f}] | {committed} | {rss} | "
               f"{ours / med:.2f}x |")
+    if args.repeat:
+        shares = [(r, sorted(x.busy for x in results[r])) for r in readers]
+        print(f"\nthe machine's {os.cpu_count()} cores busy while each read (every process, this "
+              "one's simulator and file watcher included; median): "
+              + ", ".join(f"{r} {100 * b[len(b) // 2]:.0f} %" for r, b in shares))
     if args.memory and args.repeat:
         top = max(results["streamd"], key=lambda x: x.memory.get("rss", 0.0))
         print("\nstreamd's memory at the peak of its largest run (MB; sampled every 0.1 s, so at "
