@@ -53,10 +53,6 @@ def chunks(n: int, most: int) -> list[tuple[int, int]]:
 
 
 _json = msgspec.json.Encoder(decimal_format="string")
-# The blobs of the events' rows and of their ids are bound as bytearrays, copies of the
-# bytes: CPython 3.11's sqlite3 binds int, float, str and bytearray directly, but looks
-# up an adapter for `bytes` first, 310 ns a value more than the copy costs, with the GIL
-# held while the event loop waits (four a seed-shaped event; bench/sqlite_params.py).
 UPSERT_STATE = ("INSERT INTO source_state (source, key, value, updated) VALUES (?,?,?,?)"
                 " ON CONFLICT (source, key) DO UPDATE SET value = excluded.value,"
                 " updated = excluded.updated")
@@ -114,6 +110,11 @@ def _statements(db: sqlite3.Connection, group: Sequence[Batch], head: int, now_m
         row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
         head = int(row[0]) if row else 0
         ids = [bytes.fromhex(ev.id) for ev in events]
+        # The events' blobs (ids, data, raw) are bound as bytearrays, copies of the bytes:
+        # CPython 3.11's sqlite3 binds int, float, str and bytearray directly but looks up
+        # an adapter for `bytes` first, 310 ns a value more than the copy costs, with the
+        # GIL held while the event loop waits (four a seed-shaped event;
+        # bench/sqlite_params.py). The ids stay bytes here: they are kept in sets.
         pieces: list[tuple[list[object], list[bytes]]] = []
         for i, size in chunks(len(ids), _CHUNK):
             params: list[object] = []
@@ -142,7 +143,7 @@ def _statements(db: sqlite3.Connection, group: Sequence[Batch], head: int, now_m
         results.append(Committed(appended, dup, first, head if appended else 0, head))
     for i, size in chunks(len(rows), _ROWS):
         # Each statement's rows made for it alone, so that only one statement's copies of
-        # the blobs (bytearrays, see above) are held at a time.
+        # the blobs (bytearrays, above) are held at a time.
         db.execute(
             "INSERT INTO events (seq, id, source, provider, tenant, entity, op, key, version,"
             " time, received, data, raw) VALUES " + ",".join([_EVENT_ROW] * size),
