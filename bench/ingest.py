@@ -47,7 +47,9 @@ default (full clients, invoices and transactions, 660 bytes on average) or its
    are not real ones.
 5. with --normalize-worker: a prototype (bench/worker) that normalizes in anyio's worker
    processes, pipelined: what a second interpreter would give on this machine. streamd's
-   CPU and RSS are then its main process's only; the whole machine's busy share is shown.
+   CPU and RSS are its main process's; its workers' are shown beside them.
+Every full-speed run also gives the whole machine's busy share while the reader read
+(every process: the simulated gateway and the file watcher here included).
 
 Prints tables.
 """
@@ -284,11 +286,14 @@ def process_cpu(pid: int) -> float:
 
 
 def machine_busy() -> tuple[float, float]:
-    """(busy, total) CPU seconds of every core since boot, from /proc/stat."""
-    ticks = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = ticks[3] + ticks[4]  # idle, iowait
+    """(busy, total) CPU seconds of every core since boot, from /proc/stat: busy is user,
+    nice, system, irq and softirq; the total adds idle, iowait and steal (the time the
+    hypervisor gave another machine; guest time is already in user's)."""
+    user, nice, system, idle, iowait, irq, softirq, steal = (
+        int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:9])
+    busy = user + nice + system + irq + softirq
     hz = os.sysconf("SC_CLK_TCK")
-    return (sum(ticks) - idle) / hz, sum(ticks) / hz
+    return busy / hz, (busy + idle + iowait + steal) / hz
 
 
 @dataclass
