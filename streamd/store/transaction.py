@@ -105,6 +105,7 @@ def _statements(db: sqlite3.Connection, group: Sequence[Batch], head: int, now_m
     """Every statement of the transaction; `head` is the feed's head before it."""
     events = [ev for batch in group for ev in batch.events]
     ids: list[bytes] = []
+    blobs: list[bytearray] = []
     new: set[bytes] = set()
     if events:
         row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
@@ -114,16 +115,18 @@ def _statements(db: sqlite3.Connection, group: Sequence[Batch], head: int, now_m
         # CPython 3.11's sqlite3 binds int, float, str and bytearray directly but looks up
         # an adapter for `bytes` first, 310 ns a value more than the copy costs, with the
         # GIL held while the event loop waits (four a seed-shaped event;
-        # bench/sqlite_params.py). The ids stay bytes here: they are kept in sets.
+        # bench/sqlite_params.py). The ids stay bytes too, for the sets; each id's copy is
+        # made once and bound in both of its statements.
+        blobs = list(map(bytearray, ids))
         pieces: list[tuple[list[object], list[bytes]]] = []
         for i, size in chunks(len(ids), _CHUNK):
             params: list[object] = []
-            for ev, idb in zip(events[i:i + size], ids[i:i + size], strict=True):
-                params += (dedupe_bucket(ev.version), bytearray(idb))
+            for ev, blob in zip(events[i:i + size], blobs[i:i + size], strict=True):
+                params += (dedupe_bucket(ev.version), blob)
             pieces.append((params, ids[i:i + size]))
         new.update(_record_ids(db, pieces))
 
-    rows: list[tuple[int, bytes, Event]] = []  # (seq, id, event) of each event appended
+    rows: list[tuple[int, bytearray, Event]] = []  # (seq, id, event) of each event appended
     results: list[Committed] = []
     k = 0
     for batch in group:
@@ -137,7 +140,7 @@ def _statements(db: sqlite3.Connection, group: Sequence[Batch], head: int, now_m
                 head += 1
                 first = first or head
                 appended += 1
-                rows.append((head, idb, ev))
+                rows.append((head, blobs[k - 1], ev))
             else:
                 dup += 1
         results.append(Committed(appended, dup, first, head if appended else 0, head))
@@ -148,10 +151,10 @@ def _statements(db: sqlite3.Connection, group: Sequence[Batch], head: int, now_m
             "INSERT INTO events (seq, id, source, provider, tenant, entity, op, key, version,"
             " time, received, data, raw) VALUES " + ",".join([_EVENT_ROW] * size),
             list(chain.from_iterable(
-                (seq, bytearray(idb), ev.source, ev.provider, ev.tenant, ev.entity, ev.op, ev.key,
+                (seq, blob, ev.source, ev.provider, ev.tenant, ev.entity, ev.op, ev.key,
                  ev.version, ev.time, now_ms, bytearray(ev.data),
                  bytearray(ev.raw) if keep_raw and ev.raw is not None else None)
-                for seq, idb, ev in rows[i:i + size])))
+                for seq, blob, ev in rows[i:i + size])))
 
     progress = [row for batch in group if batch.source
                 for row in encode_state(sealer, batch.source, batch.progress, now_ms)]
