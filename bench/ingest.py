@@ -276,13 +276,19 @@ def children(pid: int) -> list[int]:
         return []
 
 
-def process_cpu(pid: int) -> float:
-    """CPU seconds (user + system) `pid` has used since it started."""
+def stat_cpu(stat: Path) -> float | None:
+    """CPU seconds (user + system) from a /proc `stat` file (a process's or a thread's);
+    None once it is gone."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        fields = stat.read_text().rpartition(")")[2].split()
     except OSError:
-        return 0.0
+        return None
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds `pid` has used since it started, its threads gone included."""
+    return stat_cpu(Path(f"/proc/{pid}/stat")) or 0.0
 
 
 def machine_busy() -> tuple[float, float]:
@@ -343,8 +349,8 @@ def run(workdir: Path, knobs: Knobs, n: int, prepared: list[tuple[str, bytes]] |
                     raise SystemExit(f"{reader} did not connect:\n{logs}")
             t0 = time.time()
             if reader == "streamd" and py_spy is not None:
-                kids = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
-                pid = int(kids[0]) if kids else pid
+                kids = children(proc.pid)
+                pid = kids[0] if kids else pid
             cpu0 = thread_cpu(pid) if reader == "streamd" else {}
             busy0 = machine_busy()
             while watcher.lines < n:
@@ -438,14 +444,11 @@ _STARTUP = ("_find_and_load (", "build_parser (", "load_config", "Daemon.start",
 
 def thread_cpu(pid: int) -> dict[int, float]:
     """CPU seconds (user + system) of each thread of `pid`, by thread id."""
-    tick = os.sysconf("SC_CLK_TCK")
     out = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            fields = (task / "stat").read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        out[int(task.name)] = (int(fields[11]) + int(fields[12])) / tick
+        seconds = stat_cpu(task / "stat")
+        if seconds is not None:
+            out[int(task.name)] = seconds
     return out
 
 
